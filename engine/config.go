@@ -1,0 +1,214 @@
+package engine
+
+import (
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultAddr                = "localhost:1337"
+	DefaultMaxConnections      = 19000 // fits under a 20,000 open-file limit
+	DefaultMaxMessageSize      = 64 << 10
+	DefaultHandshakeTimeout    = 10 * time.Second
+	DefaultHeartbeatInterval   = 30 * time.Second
+	DefaultHeartbeatTimeout    = 10 * time.Second
+	DefaultCloseTimeout        = 3 * time.Second
+	DefaultSendQueueSoftLimit  = 256 << 10
+	DefaultSendQueueHardLimit  = 1 << 20
+	DefaultSlowConsumerTimeout = 10 * time.Second
+)
+
+// Config configures a Server. The zero value is valid: every zero field
+// takes the default named beside it. Where a field says so, -1 turns the
+// feature off. New works on a copy; the caller's Config is never modified.
+type Config struct {
+	// Addr is the TCP address to listen on. Default DefaultAddr
+	// ("localhost:1337"). Port 0 picks a free port; see Server.Addr.
+	Addr string
+
+	// Logger receives the server's structured logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// Pollers is the number of epoll goroutines doing socket I/O. Default
+	// GOMAXPROCS.
+	Pollers int
+
+	// Writers is the number of writer shards: goroutines that frame nothing,
+	// but coalesce each client's pending frames into one write. A client
+	// belongs to one shard. Default GOMAXPROCS.
+	Writers int
+
+	// MaxConnections caps the open WebSocket clients; an upgrade beyond it
+	// is refused with 503. Default DefaultMaxConnections (19,000); -1 means
+	// no limit (the process's open-file limit still applies).
+	MaxConnections int
+
+	// MaxMessageSize caps a received message, in bytes, after reassembly of
+	// fragments. A larger one closes the client with 1009. Default
+	// DefaultMaxMessageSize (64 KiB).
+	MaxMessageSize int
+
+	// HandshakeTimeout is how long a connection may stay open without
+	// completing its upgrade; it is also the idle timeout of plain HTTP
+	// keep-alive connections. Default 10 s.
+	HandshakeTimeout time.Duration
+
+	// HeartbeatInterval is how long a client may stay silent before the
+	// server pings it. Any received frame counts as activity, so busy
+	// clients are never pinged. Default 30 s; -1 disables heartbeats (idle
+	// clients are then never closed).
+	HeartbeatInterval time.Duration
+
+	// HeartbeatTimeout is how long a pinged client has to answer (with any
+	// frame) before it is closed with 1008 "heartbeat timeout". Default 10 s.
+	HeartbeatTimeout time.Duration
+
+	// CloseTimeout bounds the close handshake: after the server sends a close
+	// frame it waits this long for the peer's, then drops the connection.
+	// Default 3 s.
+	CloseTimeout time.Duration
+
+	// SendQueueSoftLimit: while more than this many bytes wait for a client's
+	// socket, new messages to it are skipped (and counted). Default 256 KiB.
+	SendQueueSoftLimit int
+
+	// SendQueueHardLimit: a client with more than this many bytes waiting is
+	// closed with 1008 "slow consumer". Default 1 MiB. nbio's own per-client
+	// write buffer is capped at twice this, as a backstop.
+	SendQueueHardLimit int
+
+	// SlowConsumerTimeout: a client that stays above SendQueueSoftLimit this
+	// long is closed with 1008 "slow consumer". Default 10 s.
+	SlowConsumerTimeout time.Duration
+
+	// AllowedOrigins lists the origins (scheme://host[:port], compared
+	// case-insensitively) whose browsers may open WebSockets. Empty means
+	// the server's own origin only: the Origin header's host must equal the
+	// Host header. "*" allows every origin, which lets any web page act as
+	// its visitors (cross-site WebSocket hijacking): avoid it. Requests
+	// without an Origin header (non-browser clients) are always allowed.
+	AllowedOrigins []string
+
+	// Root is the document root served for paths that match no route, with
+	// index.html for directories. Nil serves nothing (404).
+	Root fs.FS
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	d.AllowedOrigins = append([]string(nil), c.AllowedOrigins...)
+	if d.Addr == "" {
+		d.Addr = DefaultAddr
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Pollers == 0 {
+		d.Pollers = runtime.GOMAXPROCS(0)
+	}
+	if d.Writers == 0 {
+		d.Writers = runtime.GOMAXPROCS(0)
+	}
+	if d.MaxConnections == 0 {
+		d.MaxConnections = DefaultMaxConnections
+	}
+	if d.MaxMessageSize == 0 {
+		d.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if d.HandshakeTimeout == 0 {
+		d.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if d.HeartbeatInterval == 0 {
+		d.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if d.HeartbeatTimeout == 0 {
+		d.HeartbeatTimeout = DefaultHeartbeatTimeout
+	}
+	if d.CloseTimeout == 0 {
+		d.CloseTimeout = DefaultCloseTimeout
+	}
+	if d.SendQueueSoftLimit == 0 {
+		d.SendQueueSoftLimit = DefaultSendQueueSoftLimit
+	}
+	if d.SendQueueHardLimit == 0 {
+		d.SendQueueHardLimit = DefaultSendQueueHardLimit
+	}
+	if d.SlowConsumerTimeout == 0 {
+		d.SlowConsumerTimeout = DefaultSlowConsumerTimeout
+	}
+	return d
+}
+
+// Validate reports the first invalid field of c, after defaults are applied,
+// naming the field, its value and the rule it breaks.
+func (c *Config) Validate() error {
+	d := c.withDefaults()
+	if _, _, err := net.SplitHostPort(d.Addr); err != nil {
+		return fmt.Errorf("engine: Addr %q is not host:port: %w", d.Addr, err)
+	}
+	positive := []struct {
+		name string
+		v    int
+	}{
+		{"Pollers", d.Pollers},
+		{"Writers", d.Writers},
+		{"MaxMessageSize", d.MaxMessageSize},
+		{"SendQueueSoftLimit", d.SendQueueSoftLimit},
+		{"SendQueueHardLimit", d.SendQueueHardLimit},
+	}
+	for _, f := range positive {
+		if f.v < 0 {
+			return fmt.Errorf("engine: %s (%d) must be positive", f.name, f.v)
+		}
+	}
+	if d.MaxConnections < -1 {
+		return fmt.Errorf("engine: MaxConnections (%d) must be positive, or -1 for no limit", d.MaxConnections)
+	}
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"HandshakeTimeout", d.HandshakeTimeout},
+		{"HeartbeatTimeout", d.HeartbeatTimeout},
+		{"CloseTimeout", d.CloseTimeout},
+		{"SlowConsumerTimeout", d.SlowConsumerTimeout},
+	}
+	for _, f := range durations {
+		if f.v < 0 {
+			return fmt.Errorf("engine: %s (%v) must be positive", f.name, f.v)
+		}
+	}
+	if d.HeartbeatInterval < 0 && d.HeartbeatInterval != -1 {
+		return fmt.Errorf("engine: HeartbeatInterval (%v) must be positive, or -1 to disable", d.HeartbeatInterval)
+	}
+	if d.HeartbeatInterval > 0 && d.HeartbeatInterval < time.Second {
+		return fmt.Errorf("engine: HeartbeatInterval (%v) must be at least 1s", d.HeartbeatInterval)
+	}
+	if d.SendQueueSoftLimit > d.SendQueueHardLimit {
+		return fmt.Errorf("engine: SendQueueSoftLimit (%d) must not exceed SendQueueHardLimit (%d)",
+			d.SendQueueSoftLimit, d.SendQueueHardLimit)
+	}
+	for _, o := range d.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return fmt.Errorf("engine: AllowedOrigins entry %q is not an origin like https://host[:port]", o)
+		}
+	}
+	return nil
+}
+
+// normalizeOrigin lower-cases an origin and drops a trailing slash.
+func normalizeOrigin(o string) string {
+	return strings.TrimSuffix(strings.ToLower(o), "/")
+}

@@ -1,0 +1,356 @@
+package engine
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lesismal/nbio"
+	"github.com/parleyhq/parley/internal/bufpool"
+	"github.com/parleyhq/parley/internal/wsproto"
+)
+
+// conn is one upgraded WebSocket client. It is nbhttp's ParserCloser for its
+// socket: the poller hands it raw bytes (Parse) and the executor tells it
+// the socket is gone (CloseAndClean).
+//
+// Its fields fall in four groups by owner: the read state belongs to the
+// poller goroutine, the writer fields to its writer shard, the counters are
+// atomics read by Info, and the close state is under mu.
+type conn struct {
+	id          ClientID
+	ep          *Endpoint
+	nbc         *nbio.Conn
+	w           *writer
+	remoteAddr  string
+	connectedAt int64 // unix ns
+
+	// Read state: poller only.
+	cache  *[]byte        // bytes of an incomplete frame, nil when none
+	msg    *[]byte        // a fragmented message so far, nil when none
+	msgOp  wsproto.Opcode // that message's opcode
+	failed bool           // input is ignored after a protocol error or a close frame
+
+	// Counters.
+	bytesIn, framesIn, msgsIn    atomic.Uint64
+	bytesOut, framesOut, msgsOut atomic.Uint64
+	lastRead, lastWrite          atomic.Int64 // unix ns
+
+	// Queue accounting: bytes handed to the socket minus bytes it took.
+	sent, written atomic.Int64
+
+	opened       atomic.Bool // OnOpen ran, so OnClose must
+	closing      atomic.Bool // a close frame is queued: no data may follow
+	closeOnDrain atomic.Bool // drop the socket once sent == written
+	gone         atomic.Bool // the socket is closed
+
+	mu          sync.Mutex
+	closeCode   StatusCode // reported to OnClose; 0 until known
+	closeReason string
+	closeWrote  bool // our close frame went to the socket
+	peerClosed  bool // the peer's close frame arrived
+	closeTimer  *time.Timer
+
+	// Writer state: the owning writer's goroutine only.
+	head, tail      int32 // pending frames, as a list in the writer's arena; -1 when none
+	pendingBytes    int
+	memberIdx       int32 // index in ep.members[w.idx]; -1 when not a member
+	pingSentAt      int64
+	backlogSince    int64
+	closeQueued     bool // the close frame is in this round's batch
+	deadlineCleared bool
+}
+
+// UnderlayerConn implements nbhttp.ParserCloser.
+func (c *conn) UnderlayerConn() net.Conn { return c.nbc }
+
+// queued returns the bytes handed to the socket that it has not yet taken.
+func (c *conn) queued() int64 { return c.sent.Load() - c.written.Load() }
+
+// Parse implements nbhttp.ParserCloser. It runs on the poller goroutine with
+// bytes read from the socket, which it may modify but not keep.
+func (c *conn) Parse(data []byte) error {
+	c.lastRead.Store(time.Now().UnixNano())
+	c.bytesIn.Add(uint64(len(data)))
+	if c.failed {
+		return nil
+	}
+	buf := data
+	if c.cache != nil {
+		c.cache = bufpool.Grow(c.cache, len(data))
+		*c.cache = append(*c.cache, data...)
+		buf = *c.cache
+	}
+	for len(buf) > 0 && !c.failed {
+		h, hn, err := wsproto.ParseHeader(buf)
+		if err != nil {
+			c.fail(StatusProtocolError, "invalid frame length")
+			break
+		}
+		if hn == 0 {
+			break
+		}
+		if code, reason := c.checkHeader(&h); code != 0 {
+			c.fail(code, reason)
+			break
+		}
+		if int64(len(buf)-hn) < h.Len {
+			break
+		}
+		end := hn + int(h.Len)
+		payload := buf[hn:end]
+		wsproto.Mask(payload, h.Key, 0)
+		buf = buf[end:]
+		c.framesIn.Add(1)
+		c.handleFrame(&h, payload)
+	}
+	switch {
+	case c.failed || len(buf) == 0:
+		if c.cache != nil {
+			bufpool.Put(c.cache)
+			c.cache = nil
+		}
+	case c.cache == nil:
+		c.cache = bufpool.Get(len(buf))
+		*c.cache = append(*c.cache, buf...)
+	default:
+		// buf is a suffix of the cache: move it to the front.
+		*c.cache = (*c.cache)[:copy(*c.cache, buf)]
+	}
+	return nil
+}
+
+// checkHeader applies RFC 6455's rules for frames a server receives, and the
+// message size limit, before the payload has arrived.
+func (c *conn) checkHeader(h *wsproto.Header) (StatusCode, string) {
+	switch {
+	case h.RSV != 0:
+		return StatusProtocolError, "reserved bits set without an extension"
+	case h.Op.IsReserved():
+		return StatusProtocolError, "reserved opcode"
+	case !h.Masked:
+		return StatusProtocolError, "client frame not masked"
+	case h.Op.IsControl() && !h.Fin:
+		return StatusProtocolError, "fragmented control frame"
+	case h.Op.IsControl() && h.Len > wsproto.MaxControlPayload:
+		return StatusProtocolError, "control frame longer than 125 bytes"
+	}
+	if !h.Op.IsControl() {
+		size := h.Len
+		if c.msg != nil {
+			size += int64(len(*c.msg))
+		}
+		if size > int64(c.ep.srv.cfg.MaxMessageSize) {
+			return StatusMessageTooBig, "message exceeds the size limit"
+		}
+	}
+	return 0, ""
+}
+
+func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
+	switch h.Op {
+	case wsproto.OpText, wsproto.OpBinary:
+		if c.msgOp != 0 {
+			c.fail(StatusProtocolError, "new message inside a fragmented message")
+			return
+		}
+		b := bufpool.Get(len(payload))
+		*b = append(*b, payload...)
+		if h.Fin {
+			c.deliver(MessageType(h.Op), b)
+			return
+		}
+		c.msgOp, c.msg = h.Op, b
+	case wsproto.OpContinuation:
+		if c.msgOp == 0 {
+			c.fail(StatusProtocolError, "continuation frame without a message")
+			return
+		}
+		c.msg = bufpool.Grow(c.msg, len(payload))
+		*c.msg = append(*c.msg, payload...)
+		if h.Fin {
+			b, op := c.msg, c.msgOp
+			c.msg, c.msgOp = nil, 0
+			c.deliver(MessageType(op), b)
+		}
+	case wsproto.OpPing:
+		c.w.post(job{kind: jobControl, c: c, f: newControlFrame(wsproto.OpPong, payload, 1)})
+	case wsproto.OpPong:
+		// Activity was recorded by Parse; that is all a pong is for.
+	case wsproto.OpClose:
+		code, reason, err := wsproto.ParseClosePayload(payload)
+		switch {
+		case errors.Is(err, wsproto.ErrCloseUTF8):
+			c.fail(StatusInvalidPayload, "close reason is not valid UTF-8")
+		case err != nil:
+			c.fail(StatusProtocolError, "invalid close frame")
+		default:
+			c.failed = true // nothing may follow a close frame
+			c.dropMessage()
+			c.peerClose(StatusCode(code), reason)
+		}
+	}
+}
+
+// deliver hands a complete message to the application on the executor. It
+// takes ownership of b.
+func (c *conn) deliver(typ MessageType, b *[]byte) {
+	if typ == Text && !utf8.Valid(*b) {
+		bufpool.Put(b)
+		c.fail(StatusInvalidPayload, "text message is not valid UTF-8")
+		return
+	}
+	c.msgsIn.Add(1)
+	if !c.nbc.Execute(func() {
+		defer bufpool.Put(b)
+		c.ep.callMessage(c, typ, *b)
+	}) {
+		bufpool.Put(b)
+	}
+}
+
+func (c *conn) dropMessage() {
+	if c.msg != nil {
+		bufpool.Put(c.msg)
+		c.msg, c.msgOp = nil, 0
+	}
+}
+
+// fail stops reading and closes the client with code: the peer broke the
+// protocol or a limit.
+func (c *conn) fail(code StatusCode, reason string) {
+	c.failed = true
+	c.dropMessage()
+	c.ep.srv.log.Debug("closing client", "id", c.id, "code", int(code), "reason", reason)
+	c.startClose(code, reason)
+}
+
+// startClose queues a close frame with code and reason, after whatever is
+// already queued, and records them as the close status unless one is known.
+// It reports false if the client is already closing. Safe from any goroutine.
+func (c *conn) startClose(code StatusCode, reason string) bool {
+	if !c.closing.CompareAndSwap(false, true) {
+		return false
+	}
+	reason = wsproto.TruncateReason(reason)
+	c.mu.Lock()
+	if c.closeCode == 0 {
+		c.closeCode, c.closeReason = code, reason
+	}
+	c.mu.Unlock()
+	c.w.post(job{kind: jobClose, c: c, f: newCloseFrame(code, reason, 1)})
+	return true
+}
+
+// peerClose handles the peer's close frame: echo it if we had not sent ours,
+// and drop the socket once our close frame is out.
+func (c *conn) peerClose(code StatusCode, reason string) {
+	c.mu.Lock()
+	c.peerClosed = true
+	if c.closeCode == 0 {
+		c.closeCode, c.closeReason = code, reason
+	}
+	wrote := c.closeWrote
+	c.mu.Unlock()
+	if wrote {
+		c.closeWhenDrained()
+		return
+	}
+	// Echo the peer's code (RFC 6455 section 5.5.1); 1005 echoes an empty
+	// close frame. If our close is already queued, the writer drops the
+	// socket after writing it, since peerClosed is now set.
+	c.startClose(code, "")
+}
+
+// closeWritten is called by the writer once our close frame went to the
+// socket.
+func (c *conn) closeWritten() {
+	c.mu.Lock()
+	c.closeWrote = true
+	peer := c.peerClosed
+	if !peer && c.closeTimer == nil && !c.gone.Load() {
+		c.closeTimer = time.AfterFunc(c.ep.srv.cfg.CloseTimeout, c.drop)
+	}
+	c.mu.Unlock()
+	if peer {
+		c.closeWhenDrained()
+	}
+}
+
+// closeWhenDrained drops the socket once the kernel has taken every queued
+// byte (nbio discards queued bytes on close), or after CloseTimeout.
+func (c *conn) closeWhenDrained() {
+	c.closeOnDrain.Store(true)
+	if c.queued() <= 0 {
+		c.drop()
+		return
+	}
+	c.mu.Lock()
+	if c.closeTimer == nil && !c.gone.Load() {
+		c.closeTimer = time.AfterFunc(c.ep.srv.cfg.CloseTimeout, c.drop)
+	}
+	c.mu.Unlock()
+}
+
+// drop closes the socket now.
+func (c *conn) drop() { _ = c.nbc.Close() }
+
+// onWritten is nbio's OnWrittenSize for this client: it runs with the nbio
+// connection locked, so it only counts, and hands a close off.
+func (c *conn) onWritten(n int) {
+	if c.written.Add(int64(n)) == c.sent.Load() && c.closeOnDrain.Load() {
+		go c.drop()
+	}
+}
+
+// CloseAndClean implements nbhttp.ParserCloser: nbhttp calls it on the
+// executor once the socket is closed, after every message job of this
+// client.
+func (c *conn) CloseAndClean(err error) {
+	if !c.gone.CompareAndSwap(false, true) {
+		return
+	}
+	c.closing.Store(true)
+	c.mu.Lock()
+	if c.closeTimer != nil {
+		c.closeTimer.Stop()
+	}
+	code, reason := c.closeCode, c.closeReason
+	c.mu.Unlock()
+	if code == 0 {
+		code, reason = StatusAbnormalClosure, "connection dropped without a close frame"
+	}
+	c.ep.remove(c)
+	c.w.post(job{kind: jobGone, c: c})
+	if c.opened.Load() {
+		c.ep.callClose(c, code, reason)
+	}
+}
+
+// info returns the client's counters.
+func (c *conn) info() ClientInfo {
+	return ClientInfo{
+		ID:          c.id,
+		RemoteAddr:  c.remoteAddr,
+		BytesIn:     c.bytesIn.Load(),
+		BytesOut:    c.bytesOut.Load(),
+		FramesIn:    c.framesIn.Load(),
+		FramesOut:   c.framesOut.Load(),
+		MessagesIn:  c.msgsIn.Load(),
+		MessagesOut: c.msgsOut.Load(),
+		QueuedBytes: max(c.queued(), 0),
+		ConnectedAt: time.Unix(0, c.connectedAt),
+		LastReadAt:  unixNano(c.lastRead.Load()),
+		LastWriteAt: unixNano(c.lastWrite.Load()),
+	}
+}
+
+func unixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}

@@ -1,0 +1,78 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/parleyhq/parley/internal/wsproto"
+)
+
+// frame is one encoded WebSocket frame, shared by every recipient. It is
+// reference-counted by writer shard, not by recipient: a broadcast posted to
+// N shards holds N references, and each shard drops its own after the round
+// that wrote it. The last release returns the frame to the pool.
+type frame struct {
+	buf  []byte
+	data bool // a data message (counted in MessagesOut), not a control frame
+	refs atomic.Int32
+
+	// Recipients of a multicast, resolved once by the caller; each shard
+	// picks its own. Capacity is kept across reuse, so steady-state
+	// multicasts allocate nothing.
+	conns []*conn
+}
+
+// maxPooledFrame is the largest frame buffer kept in the pool.
+const maxPooledFrame = 64 << 10
+
+var framePool = sync.Pool{New: func() any { return new(frame) }}
+
+func getFrame(size int) *frame {
+	f := framePool.Get().(*frame)
+	if cap(f.buf) < size {
+		f.buf = make([]byte, 0, size)
+	}
+	f.buf = f.buf[:0]
+	return f
+}
+
+// newDataFrame encodes one unfragmented data frame with refs references.
+func newDataFrame(typ MessageType, payload []byte, refs int32) *frame {
+	f := getFrame(wsproto.HeaderLen(len(payload), false) + len(payload))
+	f.buf = wsproto.AppendFrame(f.buf, wsproto.Opcode(typ), payload)
+	f.data = true
+	f.refs.Store(refs)
+	return f
+}
+
+// newControlFrame encodes a control frame (payload at most 125 bytes).
+func newControlFrame(op wsproto.Opcode, payload []byte, refs int32) *frame {
+	f := getFrame(2 + len(payload))
+	f.buf = wsproto.AppendFrame(f.buf, op, payload)
+	f.data = false
+	f.refs.Store(refs)
+	return f
+}
+
+// newCloseFrame encodes a close frame; code 1005 gives an empty one.
+func newCloseFrame(code StatusCode, reason string, refs int32) *frame {
+	f := getFrame(2 + wsproto.MaxControlPayload)
+	var p [wsproto.MaxControlPayload]byte
+	payload := wsproto.AppendClosePayload(p[:0], uint16(code), reason)
+	f.buf = wsproto.AppendFrame(f.buf, wsproto.OpClose, payload)
+	f.data = false
+	f.refs.Store(refs)
+	return f
+}
+
+func (f *frame) release() {
+	if f.refs.Add(-1) != 0 {
+		return
+	}
+	clear(f.conns)
+	f.conns = f.conns[:0]
+	if cap(f.buf) > maxPooledFrame {
+		f.buf = nil
+	}
+	framePool.Put(f)
+}

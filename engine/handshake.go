@@ -1,0 +1,216 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/parleyhq/parley/internal/wsproto"
+)
+
+// originRefusedBody is the seed's answer to a foreign origin.
+const originRefusedBody = "<h1>origin not allowed</h1>"
+
+// refuse answers an upgrade request with status and a short plain-text body.
+func refuse(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body + "\n"))
+}
+
+// hasToken reports whether a comma-separated header list holds token,
+// compared case-insensitively (Firefox sends "Connection: keep-alive, Upgrade").
+func hasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkUpgrade applies RFC 6455 section 4.2.1 to the request and answers the
+// first violation. It reports whether the request may proceed.
+func (s *Server) checkUpgrade(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case r.Method != http.MethodGet:
+		w.Header().Set("Allow", http.MethodGet)
+		refuse(w, http.StatusMethodNotAllowed, "405 method not allowed: a WebSocket upgrade must be a GET")
+	case !r.ProtoAtLeast(1, 1):
+		refuse(w, http.StatusBadRequest, "400 bad request: a WebSocket upgrade needs HTTP/1.1")
+	case !hasToken(r.Header, "Upgrade", "websocket"):
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		refuse(w, http.StatusUpgradeRequired, "426 upgrade required: this is a WebSocket endpoint (Upgrade: websocket)")
+	case !hasToken(r.Header, "Connection", "upgrade"):
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		refuse(w, http.StatusUpgradeRequired, "426 upgrade required: the Connection header must contain Upgrade")
+	case strings.TrimSpace(r.Header.Get("Sec-WebSocket-Version")) != "13":
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		refuse(w, http.StatusBadRequest, "400 bad request: unsupported Sec-WebSocket-Version (this server speaks 13)")
+	case !wsproto.ValidKey(r.Header.Get("Sec-WebSocket-Key")):
+		refuse(w, http.StatusBadRequest, "400 bad request: missing or invalid Sec-WebSocket-Key")
+	default:
+		return true
+	}
+	s.stats.refusedBad.Add(1)
+	return false
+}
+
+// originAllowed applies the origin policy of Config.AllowedOrigins.
+func (s *Server) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true // not a browser: no ambient credentials to abuse
+	}
+	if s.anyOrigin || s.origins[normalizeOrigin(origin)] {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
+// reserve takes a client slot under MaxConnections.
+func (s *Server) reserve() bool {
+	max := int64(s.cfg.MaxConnections)
+	for {
+		n := s.live.Load()
+		if max >= 0 && n >= max {
+			return false
+		}
+		if s.live.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release gives back a client slot.
+func (s *Server) release() {
+	if s.live.Add(-1) == 0 && s.draining.Load() {
+		s.drainOnce.Do(func() { close(s.drained) })
+	}
+}
+
+// upgrade runs on the executor as the HTTP handler of a mounted path.
+func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
+	if !s.checkUpgrade(w, r) {
+		return
+	}
+	if !s.originAllowed(r) {
+		s.stats.refusedOrigin.Add(1)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(originRefusedBody))
+		return
+	}
+	if s.draining.Load() {
+		s.stats.refusedLimit.Add(1)
+		refuse(w, http.StatusServiceUnavailable, "503 service unavailable: the server is shutting down")
+		return
+	}
+	if !s.reserve() {
+		s.stats.refusedLimit.Add(1)
+		w.Header().Set("Retry-After", "1")
+		refuse(w, http.StatusServiceUnavailable,
+			fmt.Sprintf("503 service unavailable: the server holds its maximum of %d clients", s.cfg.MaxConnections))
+		return
+	}
+	reserved := true
+	defer func() {
+		if reserved {
+			s.release()
+		}
+	}()
+
+	data, err := s.callHandshake(ep, r)
+	if err != nil {
+		s.stats.refusedApp.Add(1)
+		var he *HTTPError
+		if errors.As(err, &he) {
+			for k, vs := range he.Header {
+				w.Header()[k] = vs
+			}
+			if w.Header().Get("Content-Type") == "" {
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			}
+			w.WriteHeader(he.Status)
+			_, _ = w.Write([]byte(he.Body))
+			return
+		}
+		s.log.Error("handshake failed", "path", ep.path, "remote", r.RemoteAddr, "err", err)
+		refuse(w, http.StatusInternalServerError, "500 internal server error")
+		return
+	}
+
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		refuse(w, http.StatusInternalServerError, "500 internal server error: connection cannot be upgraded")
+		return
+	}
+	raw, _, err := hj.Hijack()
+	if err != nil {
+		s.log.Error("hijack failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	hc, _ := raw.(*nbhttp.Conn)
+	var nbc *nbio.Conn
+	if hc != nil {
+		nbc, _ = hc.Conn.(*nbio.Conn)
+	}
+	if nbc == nil {
+		s.log.Error("upgrade of an unsupported connection type", "type", fmt.Sprintf("%T", raw))
+		_ = raw.Close()
+		return
+	}
+
+	id := ClientID(s.nextID.Add(1))
+	c := &conn{
+		id:          id,
+		ep:          ep,
+		nbc:         nbc,
+		w:           s.writers[uint64(id)%uint64(len(s.writers))],
+		remoteAddr:  r.RemoteAddr,
+		connectedAt: time.Now().UnixNano(),
+		head:        -1,
+		tail:        -1,
+		memberIdx:   -1,
+	}
+	ep.add(c)
+	reserved = false // ep.remove releases it from now on
+	hc.Parser = nil
+	nbc.SetSession(c) // from now on the poller hands bytes to c.Parse
+
+	var buf [160]byte
+	resp := append(buf[:0], "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	resp = append(resp, wsproto.AcceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
+	resp = append(resp, "\r\n\r\n"...)
+	c.sent.Add(int64(len(resp)))
+	if _, err := nbc.Write(resp); err != nil {
+		return // the socket is closed; CloseAndClean removes c without OnClose
+	}
+	_ = nbc.SetReadDeadline(time.Time{}) // heartbeats decide when an idle client is dead
+	s.stats.accepted.Add(1)
+	c.w.post(job{kind: jobOpen, c: c})
+	c.opened.Store(true)
+	ep.callOpen(c, data)
+}
+
+func (s *Server) callHandshake(ep *Endpoint, r *http.Request) (data any, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.stats.appPanics.Add(1)
+			s.log.Error("application panic", "callback", "OnHandshake", "path", ep.path, "panic", fmt.Sprint(v))
+			err = fmt.Errorf("OnHandshake panicked: %v", v)
+		}
+	}()
+	return ep.app.OnHandshake(r)
+}

@@ -1,0 +1,337 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+)
+
+// shutdownReason is the reason of the close frame Shutdown sends.
+const shutdownReason = "server shutting down"
+
+// Server is Parley's application server: HTTP routes, a document root and
+// WebSocket endpoints on one nbio engine, with no goroutine per connection.
+//
+// Configure it with Handle and Mount, then Start it; stop it with Shutdown
+// (graceful) or Close. A Server cannot be restarted.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	eng       *nbhttp.Engine
+	ln        *listener
+	writers   []*writer
+	endpoints []*Endpoint
+	mounts    map[string]*Endpoint
+	routes    map[string]http.Handler
+	root      http.Handler
+	origins   map[string]bool
+	anyOrigin bool
+	tickEvery time.Duration
+
+	stats  serverStats
+	nextID atomic.Uint64
+	live   atomic.Int64 // open clients over all endpoints, plus upgrades in progress
+
+	started   atomic.Bool
+	draining  atomic.Bool
+	drained   chan struct{} // closed when live reaches 0 while draining
+	drainOnce sync.Once
+	stop      chan struct{} // stops the writers and the ticker
+	wg        sync.WaitGroup
+	stopOnce  sync.Once
+	stopErr   error
+}
+
+// New returns a Server for cfg, or an error naming the first invalid field.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	s := &Server{
+		cfg:       c,
+		log:       c.Logger,
+		mounts:    make(map[string]*Endpoint),
+		routes:    make(map[string]http.Handler),
+		origins:   make(map[string]bool),
+		tickEvery: time.Second,
+		drained:   make(chan struct{}),
+		stop:      make(chan struct{}),
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" {
+			s.anyOrigin = true
+		}
+		s.origins[normalizeOrigin(o)] = true
+	}
+	if c.Root != nil {
+		root, err := newStaticRoot(c.Root)
+		if err != nil {
+			return nil, fmt.Errorf("engine: Root: %w", err)
+		}
+		s.root = root
+	}
+	s.stats.writers = make([]writerStats, c.Writers)
+	s.writers = make([]*writer, c.Writers)
+	for i := range s.writers {
+		s.writers[i] = newWriter(s, i)
+	}
+	return s, nil
+}
+
+// Handle routes requests for exactly path to h. It must be called before
+// Start.
+func (s *Server) Handle(path string, h http.Handler) error {
+	if err := s.checkPath(path); err != nil {
+		return err
+	}
+	s.routes[path] = h
+	return nil
+}
+
+// Mount serves the WebSocket application app on exactly path and returns
+// its endpoint. It must be called before Start.
+func (s *Server) Mount(path string, app Application) (*Endpoint, error) {
+	if err := s.checkPath(path); err != nil {
+		return nil, err
+	}
+	if app == nil {
+		return nil, fmt.Errorf("engine: mount %q: nil Application", path)
+	}
+	ep := newEndpoint(s, path, app)
+	s.mounts[path] = ep
+	s.endpoints = append(s.endpoints, ep)
+	return ep, nil
+}
+
+func (s *Server) checkPath(path string) error {
+	if s.started.Load() {
+		return fmt.Errorf("engine: route %q: %w", path, ErrStarted)
+	}
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("engine: route %q must start with /", path)
+	}
+	if s.routes[path] != nil || s.mounts[path] != nil {
+		return fmt.Errorf("engine: route %q is already taken", path)
+	}
+	return nil
+}
+
+// Start listens on Config.Addr, calls every application's OnStart and starts
+// serving in the background. It returns once the server accepts
+// connections, or with the error that prevented it.
+func (s *Server) Start() error {
+	if !s.started.CompareAndSwap(false, true) {
+		return ErrStarted
+	}
+	l, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = newListener(l)
+	for _, ep := range s.endpoints {
+		if err := ep.app.OnStart(ep); err != nil {
+			_ = l.Close()
+			return fmt.Errorf("engine: OnStart of the application on %s: %w", ep.path, err)
+		}
+	}
+
+	maxLoad := 0 // nbhttp's default
+	if s.cfg.MaxConnections > 0 {
+		// Room for plain HTTP requests and for answering refused upgrades.
+		maxLoad = s.cfg.MaxConnections + 1024
+	}
+	s.eng = nbhttp.NewEngine(nbhttp.Config{
+		Name:               "parley",
+		Network:            "tcp",
+		Addrs:              []string{s.cfg.Addr},
+		Listen:             func(string, string) (net.Listener, error) { return s.ln, nil },
+		NPoller:            s.cfg.Pollers,
+		MaxLoad:            maxLoad,
+		MaxWriteBufferSize: 2 * s.cfg.SendQueueHardLimit,
+		KeepaliveTime:      s.cfg.HandshakeTimeout,
+		ReadLimit:          1 << 20,
+		SupportServerOnly:  true,
+		Handler:            s,
+	})
+	s.eng.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
+		if wc, ok := c.Session().(*conn); ok {
+			wc.onWritten(n)
+		}
+	})
+	for _, w := range s.writers {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			w.run(s.stop)
+		}()
+	}
+	s.wg.Add(1)
+	go s.ticker()
+	if err := s.eng.Start(); err != nil {
+		close(s.stop)
+		s.wg.Wait()
+		return fmt.Errorf("engine: start nbio on %s: %w", s.cfg.Addr, err)
+	}
+	s.log.Info("listening", "addr", s.Addr().String(), "pollers", s.cfg.Pollers, "writers", s.cfg.Writers,
+		"max_connections", s.cfg.MaxConnections)
+	return nil
+}
+
+// ticker posts the once-a-tick checks (heartbeats, slow consumers) to every
+// writer.
+func (s *Server) ticker() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.tickEvery)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			for _, w := range s.writers {
+				w.post(job{kind: jobTick, now: now.UnixNano()})
+			}
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// Addr returns the address the server listens on (with the port chosen by
+// the kernel when Config.Addr had port 0), or nil before Start.
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// ServeHTTP routes a request: a mounted WebSocket path, then a Handle route,
+// then the document root.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if ep := s.mounts[r.URL.Path]; ep != nil {
+		s.upgrade(ep, w, r)
+		return
+	}
+	if h := s.routes[r.URL.Path]; h != nil {
+		h.ServeHTTP(w, r)
+		return
+	}
+	if s.root != nil {
+		s.root.ServeHTTP(w, r)
+		return
+	}
+	http.NotFound(w, r)
+}
+
+// Shutdown stops the server gracefully: it stops accepting, sends every
+// client a close frame 1001 "server shutting down" after what is already
+// queued to it, waits for the clients to leave (each is dropped at the
+// latest Config.CloseTimeout after its close frame went out), then stops the
+// engine and calls every application's OnStop. If ctx ends first, the
+// remaining clients are dropped and ctx's error is returned. Calling it
+// again returns the first call's result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopOnce.Do(func() { s.stopErr = s.shutdown(ctx, true) })
+	return s.stopErr
+}
+
+// Close stops the server at once: clients are dropped without a close
+// frame. It waits for their OnClose callbacks (at most a few seconds) and
+// calls OnStop.
+func (s *Server) Close() error {
+	s.stopOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.stopErr = s.shutdown(ctx, false)
+	})
+	return s.stopErr
+}
+
+func (s *Server) shutdown(ctx context.Context, graceful bool) error {
+	if !s.started.Load() || s.eng == nil {
+		return ErrServerClosed
+	}
+	start := time.Now()
+	s.draining.Store(true)
+	s.ln.stopAccepting()
+	if s.live.Load() == 0 {
+		s.drainOnce.Do(func() { close(s.drained) })
+	}
+	if graceful {
+		// One close frame for all clients: it is the same bytes for each.
+		for _, ep := range s.endpoints {
+			f := newCloseFrame(StatusGoingAway, shutdownReason, 0)
+			ep.postToWriters(job{kind: jobCloseAll, ep: ep, f: f}, nil)
+		}
+		select {
+		case <-s.drained:
+		case <-ctx.Done():
+		}
+	}
+	err := s.eng.Shutdown(ctx)
+	close(s.stop)
+	s.wg.Wait()
+	for _, ep := range s.endpoints {
+		ep.app.OnStop()
+	}
+	s.log.Info("stopped", "graceful", graceful, "took", time.Since(start).Round(time.Millisecond).String())
+	if err == nil {
+		err = ctx.Err()
+	}
+	if errors.Is(err, context.Canceled) && !graceful {
+		err = nil
+	}
+	return err
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Accepted:         s.stats.accepted.Load(),
+		RefusedOrigin:    s.stats.refusedOrigin.Load(),
+		RefusedLimit:     s.stats.refusedLimit.Load(),
+		RefusedMalformed: s.stats.refusedBad.Load(),
+		RefusedByApp:     s.stats.refusedApp.Load(),
+		AppPanics:        s.stats.appPanics.Load(),
+		FramesEncoded:    s.stats.framesEncoded.Load(),
+	}
+	for _, ep := range s.endpoints {
+		st.Clients += ep.Count()
+	}
+	for i := range s.stats.writers {
+		w := &s.stats.writers[i]
+		st.Writes += w.writes.Load()
+		st.FramesWritten += w.frames.Load()
+		st.BytesWritten += w.bytes.Load()
+		st.Rounds += w.rounds.Load()
+		st.FlushSeconds += time.Duration(w.flushNanos.Load()).Seconds()
+		st.SkippedSlow += w.skipped.Load()
+		st.ClosedSlow += w.slowClosed.Load()
+		st.HeartbeatTimeouts += w.heartbeatTimeouts.Load()
+		st.PingsSent += w.pings.Load()
+		for b := range w.batch {
+			st.BatchSizeBuckets[b] += w.batch[b].Load()
+		}
+	}
+	for _, ep := range s.endpoints {
+		for i := range ep.registry {
+			r := &ep.registry[i]
+			r.RLock()
+			for _, c := range r.m {
+				st.QueuedBytes += max(c.queued(), 0)
+			}
+			r.RUnlock()
+		}
+	}
+	return st
+}

@@ -1,0 +1,368 @@
+package engine
+
+import (
+	"math/bits"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/internal/wsproto"
+)
+
+type jobKind uint8
+
+const (
+	jobOpen      jobKind = iota + 1 // c joins its endpoint's member list
+	jobGone                         // c's socket closed: leave the member list
+	jobSend                         // f to c
+	jobMulticast                    // f to this shard's clients among f.conns
+	jobBroadcast                    // f to every member of ep, except ids
+	jobControl                      // control frame f to c, past the soft limit
+	jobClose                        // close frame f to c; nothing may follow
+	jobCloseAll                     // close frame f to every member of ep
+	jobTick                         // heartbeats, slow consumers, read deadlines
+)
+
+// job is one unit of work for a writer shard. Jobs are values in a reused
+// slice, so posting one allocates nothing in steady state.
+type job struct {
+	kind   jobKind
+	c      *conn
+	ep     *Endpoint
+	f      *frame
+	except []ClientID
+	now    int64
+}
+
+// entry links a frame into a client's pending list in the writer's arena.
+type entry struct {
+	f    *frame
+	next int32
+}
+
+// maxScratch is the largest coalescing buffer a writer keeps between rounds.
+const maxScratch = 4 << 20
+
+// writer is one shard of the write path. It owns a fixed subset of the
+// clients (by id): only its goroutine writes their data, so frames of one
+// client never interleave and its queue accounting is exact.
+//
+// A round takes every job posted so far, appends each frame to the pending
+// list of each recipient (a pointer in an arena: no copy), then writes each
+// recipient's pending frames with one Write. It loops while jobs keep
+// arriving: an idle server writes at once, a busy one batches by itself.
+type writer struct {
+	idx int
+	srv *Server
+
+	mu   sync.Mutex
+	jobs []job
+	wake chan struct{} // capacity 1: a pending wake-up
+
+	// Owned by the goroutine.
+	work    []job
+	arena   []entry
+	dirty   []*conn
+	closed  []*conn  // clients whose close frame this round wrote
+	extra   []*frame // frames the writer made itself this round (pings)
+	scratch []byte
+	stats   *writerStats
+}
+
+func newWriter(srv *Server, idx int) *writer {
+	return &writer{
+		idx:   idx,
+		srv:   srv,
+		wake:  make(chan struct{}, 1),
+		stats: &srv.stats.writers[idx],
+	}
+}
+
+// post queues j for the writer. Safe from any goroutine; never blocks.
+func (w *writer) post(j job) {
+	w.mu.Lock()
+	w.jobs = append(w.jobs, j)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the writer's goroutine. It returns when stop is closed and every
+// job posted before is done.
+func (w *writer) run(stop <-chan struct{}) {
+	for {
+		select {
+		case <-w.wake:
+			for w.round() {
+			}
+		case <-stop:
+			for w.round() {
+			}
+			return
+		}
+	}
+}
+
+// round runs one group commit and reports whether there was anything to do.
+func (w *writer) round() bool {
+	w.mu.Lock()
+	w.work, w.jobs = w.jobs, w.work[:0]
+	w.mu.Unlock()
+	if len(w.work) == 0 {
+		return false
+	}
+	start := time.Now()
+	for i := range w.work {
+		w.apply(&w.work[i])
+	}
+	w.flush(start)
+	for i := range w.work {
+		if f := w.work[i].f; f != nil {
+			f.release()
+		}
+		w.work[i] = job{}
+	}
+	for i, f := range w.extra {
+		f.release()
+		w.extra[i] = nil
+	}
+	w.extra = w.extra[:0]
+	return true
+}
+
+func (w *writer) apply(j *job) {
+	switch j.kind {
+	case jobOpen:
+		j.c.memberIdx = int32(len(j.c.ep.members[w.idx]))
+		j.c.ep.members[w.idx] = append(j.c.ep.members[w.idx], j.c)
+	case jobGone:
+		w.leave(j.c)
+	case jobSend:
+		w.enqueue(j.c, j.f)
+	case jobMulticast:
+		for _, c := range j.f.conns {
+			// A client listed twice has this frame at its tail already.
+			if c.w == w && (c.tail < 0 || w.arena[c.tail].f != j.f) {
+				w.enqueue(c, j.f)
+			}
+		}
+	case jobBroadcast:
+		for _, c := range j.ep.members[w.idx] {
+			if !excluded(j.except, c.id) {
+				w.enqueue(c, j.f)
+			}
+		}
+	case jobControl:
+		if !j.c.gone.Load() && !j.c.closeQueued {
+			w.push(j.c, j.f)
+		}
+	case jobClose:
+		w.enqueueClose(j.c, j.f)
+	case jobCloseAll:
+		for _, c := range j.ep.members[w.idx] {
+			if c.closing.CompareAndSwap(false, true) {
+				c.mu.Lock()
+				if c.closeCode == 0 {
+					c.closeCode, c.closeReason = StatusGoingAway, shutdownReason
+				}
+				c.mu.Unlock()
+				w.enqueueClose(c, j.f)
+			}
+		}
+	case jobTick:
+		w.tick(j.now)
+	}
+}
+
+func excluded(ids []ClientID, id ClientID) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// leave removes c from its endpoint's member list.
+func (w *writer) leave(c *conn) {
+	if c.memberIdx < 0 {
+		return
+	}
+	m := c.ep.members[w.idx]
+	last := len(m) - 1
+	if i := int(c.memberIdx); i != last {
+		m[i] = m[last]
+		m[i].memberIdx = int32(i)
+	}
+	m[last] = nil
+	c.ep.members[w.idx] = m[:last]
+	c.memberIdx = -1
+}
+
+// enqueue adds data frame f to c's pending list, unless c is closing or
+// over its queue bounds.
+func (w *writer) enqueue(c *conn, f *frame) {
+	if c.closing.Load() {
+		return
+	}
+	q := c.queued() + int64(c.pendingBytes)
+	cfg := &w.srv.cfg
+	if q+int64(len(f.buf)) > int64(cfg.SendQueueHardLimit) {
+		w.stats.slowClosed.Add(1)
+		c.startClose(StatusPolicyViolation, "slow consumer")
+		return
+	}
+	if q > int64(cfg.SendQueueSoftLimit) {
+		w.stats.skipped.Add(1)
+		return
+	}
+	w.push(c, f)
+}
+
+// enqueueClose adds close frame f to c's pending list; nothing follows it.
+func (w *writer) enqueueClose(c *conn, f *frame) {
+	if c.gone.Load() || c.closeQueued {
+		return
+	}
+	c.closeQueued = true
+	w.push(c, f)
+	w.closed = append(w.closed, c)
+}
+
+func (w *writer) push(c *conn, f *frame) {
+	idx := int32(len(w.arena))
+	w.arena = append(w.arena, entry{f: f, next: -1})
+	if c.tail < 0 {
+		c.head = idx
+		w.dirty = append(w.dirty, c)
+	} else {
+		w.arena[c.tail].next = idx
+	}
+	c.tail = idx
+	c.pendingBytes += len(f.buf)
+}
+
+// flush writes each dirty client's pending frames with one Write.
+func (w *writer) flush(start time.Time) {
+	var writes, frames, bytes uint64
+	now := time.Now().UnixNano()
+	for _, c := range w.dirty {
+		var nf, nd uint64
+		first := w.arena[c.head]
+		buf := first.f.buf
+		if first.next < 0 {
+			nf = 1
+			if first.f.data {
+				nd = 1
+			}
+		} else {
+			w.scratch = w.scratch[:0]
+			for i := c.head; i >= 0; i = w.arena[i].next {
+				f := w.arena[i].f
+				w.scratch = append(w.scratch, f.buf...)
+				nf++
+				if f.data {
+					nd++
+				}
+			}
+			buf = w.scratch
+		}
+		n := len(buf)
+		c.head, c.tail, c.pendingBytes = -1, -1, 0
+		c.sent.Add(int64(n))
+		if _, err := c.nbc.Write(buf); err != nil {
+			continue // closed: CloseAndClean reports it
+		}
+		c.framesOut.Add(nf)
+		c.msgsOut.Add(nd)
+		c.bytesOut.Add(uint64(n))
+		c.lastWrite.Store(now)
+		writes++
+		frames += nf
+		bytes += uint64(n)
+		w.stats.batch[batchBucket(nf)].Add(1)
+	}
+	clear(w.dirty)
+	w.dirty = w.dirty[:0]
+	clear(w.arena)
+	w.arena = w.arena[:0]
+	if cap(w.scratch) > maxScratch {
+		w.scratch = nil
+	}
+	for _, c := range w.closed {
+		c.closeQueued = false
+		c.closeWritten()
+	}
+	clear(w.closed)
+	w.closed = w.closed[:0]
+	if writes > 0 {
+		w.stats.rounds.Add(1)
+		w.stats.writes.Add(writes)
+		w.stats.frames.Add(frames)
+		w.stats.bytes.Add(bytes)
+		w.stats.flushNanos.Add(uint64(time.Since(start)))
+	}
+}
+
+// batchBucket maps a batch size (frames per write) to a power-of-two bucket.
+func batchBucket(n uint64) int {
+	b := bits.Len64(n - 1)
+	if b >= batchBuckets {
+		b = batchBuckets - 1
+	}
+	return b
+}
+
+// tick runs the per-second checks over this shard's clients.
+func (w *writer) tick(now int64) {
+	cfg := &w.srv.cfg
+	var ping *frame
+	for _, ep := range w.srv.endpoints {
+		for _, c := range ep.members[w.idx] {
+			if !c.deadlineCleared {
+				// nbhttp arms an HTTP keep-alive read deadline when it adds
+				// the socket, which can land after the upgrade cleared it
+				// (research/nbio.md): clear it again once, here.
+				_ = c.nbc.SetReadDeadline(time.Time{})
+				c.deadlineCleared = true
+			}
+			if c.closing.Load() {
+				continue
+			}
+			if q := c.queued(); q > int64(cfg.SendQueueSoftLimit) {
+				if c.backlogSince == 0 {
+					c.backlogSince = now
+				} else if now-c.backlogSince >= int64(cfg.SlowConsumerTimeout) {
+					w.stats.slowClosed.Add(1)
+					c.startClose(StatusPolicyViolation, "slow consumer")
+					continue
+				}
+			} else {
+				c.backlogSince = 0
+			}
+			if cfg.HeartbeatInterval <= 0 {
+				continue
+			}
+			last := c.lastRead.Load()
+			if last == 0 {
+				last = c.connectedAt
+			}
+			switch {
+			case c.pingSentAt != 0 && last > c.pingSentAt:
+				c.pingSentAt = 0 // answered
+			case c.pingSentAt != 0 && now-c.pingSentAt >= int64(cfg.HeartbeatTimeout):
+				w.stats.heartbeatTimeouts.Add(1)
+				c.startClose(StatusPolicyViolation, "heartbeat timeout")
+			case c.pingSentAt == 0 && now-last >= int64(cfg.HeartbeatInterval):
+				if ping == nil {
+					ping = newControlFrame(wsproto.OpPing, nil, 1)
+					w.extra = append(w.extra, ping)
+				}
+				w.push(c, ping)
+				c.pingSentAt = now
+				w.stats.pings.Add(1)
+			}
+		}
+	}
+}

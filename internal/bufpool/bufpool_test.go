@@ -1,0 +1,47 @@
+package bufpool
+
+import "testing"
+
+func TestGetCapacity(t *testing.T) {
+	for _, n := range []int{0, 1, 64, 65, 1000, 1 << 20, 1<<20 + 1} {
+		p := Get(n)
+		if len(*p) != 0 || cap(*p) < n {
+			t.Fatalf("Get(%d): len %d cap %d", n, len(*p), cap(*p))
+		}
+		Put(p)
+	}
+}
+
+func TestGrowKeepsBytes(t *testing.T) {
+	p := Get(4)
+	*p = append(*p, "abcd"...)
+	p = Grow(p, 1000)
+	if string(*p) != "abcd" || cap(*p)-len(*p) < 1000 {
+		t.Fatalf("Grow: %q cap %d", *p, cap(*p))
+	}
+	Put(p)
+}
+
+func TestPutIgnoresForeignSlices(t *testing.T) {
+	b := make([]byte, 0, 100) // not a power of two: dropped
+	Put(&b)
+	Put(nil)
+	p := Get(100)
+	if cap(*p) != 128 {
+		t.Fatalf("cap = %d, want 128", cap(*p))
+	}
+}
+
+func TestGetPutAllocatesNothing(t *testing.T) {
+	Put(Get(512))
+	if n := testing.AllocsPerRun(100, func() { Put(Get(512)) }); n != 0 {
+		t.Fatalf("Get+Put allocates %.1f times, want 0", n)
+	}
+}
+
+func BenchmarkGetPut(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		Put(Get(512))
+	}
+}
