@@ -32,7 +32,9 @@ type conn struct {
 	cache  *[]byte        // bytes of an incomplete frame, nil when none
 	msg    *[]byte        // a fragmented message so far, nil when none
 	msgOp  wsproto.Opcode // that message's opcode
-	failed bool           // input is ignored after a protocol error or a close frame
+	failed bool           // we failed the client: only its close reply matters now
+	done   bool           // input is ignored: the peer closed, or the stream is beyond parsing
+	skip   int64          // payload bytes still to discard (while failed)
 
 	// Counters.
 	bytesIn, framesIn, msgsIn    atomic.Uint64
@@ -60,7 +62,7 @@ type conn struct {
 	memberIdx       int32 // index in ep.members[w.idx]; -1 when not a member
 	pingSentAt      int64
 	backlogSince    int64
-	closeQueued     bool // the close frame is in this round's batch
+	closeEnqueued   bool // the close frame is queued: no data may follow
 	deadlineCleared bool
 }
 
@@ -75,7 +77,7 @@ func (c *conn) queued() int64 { return c.sent.Load() - c.written.Load() }
 func (c *conn) Parse(data []byte) error {
 	c.lastRead.Store(time.Now().UnixNano())
 	c.bytesIn.Add(uint64(len(data)))
-	if c.failed {
+	if c.done {
 		return nil
 	}
 	buf := data
@@ -84,7 +86,7 @@ func (c *conn) Parse(data []byte) error {
 		*c.cache = append(*c.cache, data...)
 		buf = *c.cache
 	}
-	for len(buf) > 0 && !c.failed {
+	for len(buf) > 0 && !c.failed && !c.done {
 		h, hn, err := wsproto.ParseHeader(buf)
 		if err != nil {
 			c.fail(StatusProtocolError, "invalid frame length")
@@ -107,8 +109,11 @@ func (c *conn) Parse(data []byte) error {
 		c.framesIn.Add(1)
 		c.handleFrame(&h, payload)
 	}
+	if c.failed && !c.done {
+		buf = c.awaitClose(buf)
+	}
 	switch {
-	case c.failed || len(buf) == 0:
+	case c.done || len(buf) == 0:
 		if c.cache != nil {
 			bufpool.Put(c.cache)
 			c.cache = nil
@@ -121,6 +126,44 @@ func (c *conn) Parse(data []byte) error {
 		*c.cache = (*c.cache)[:copy(*c.cache, buf)]
 	}
 	return nil
+}
+
+// awaitClose scans input after the server failed the client: frames are
+// skipped without being buffered, until the client's close frame answers
+// ours and the socket can be dropped at once. It returns the bytes of an
+// incomplete header or close frame, to keep for the next read.
+func (c *conn) awaitClose(buf []byte) []byte {
+	for len(buf) > 0 {
+		if c.skip > 0 {
+			n := min(c.skip, int64(len(buf)))
+			c.skip -= n
+			buf = buf[n:]
+			continue
+		}
+		h, hn, err := wsproto.ParseHeader(buf)
+		if err != nil {
+			c.done = true // not a frame stream any more: wait for CloseTimeout
+			return nil
+		}
+		if hn == 0 {
+			return buf
+		}
+		if h.Op != wsproto.OpClose || h.Len > wsproto.MaxControlPayload {
+			c.skip = h.Len
+			buf = buf[hn:]
+			continue
+		}
+		if int64(len(buf)-hn) < h.Len {
+			return buf
+		}
+		payload := buf[hn : hn+int(h.Len)]
+		wsproto.Mask(payload, h.Key, 0)
+		code, reason, _ := wsproto.ParseClosePayload(payload)
+		c.done = true
+		c.peerClose(StatusCode(code), reason)
+		return nil
+	}
+	return buf
 }
 
 // checkHeader applies RFC 6455's rules for frames a server receives, and the
@@ -188,7 +231,7 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 		case err != nil:
 			c.fail(StatusProtocolError, "invalid close frame")
 		default:
-			c.failed = true // nothing may follow a close frame
+			c.done = true // nothing may follow a close frame
 			c.dropMessage()
 			c.peerClose(StatusCode(code), reason)
 		}

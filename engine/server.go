@@ -164,6 +164,7 @@ func (s *Server) Start() error {
 		SupportServerOnly:  true,
 		Handler:            s,
 	})
+	s.eng.OnOpen(publishConn)
 	s.eng.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
 		if wc, ok := c.Session().(*conn); ok {
 			wc.onWritten(n)
@@ -186,6 +187,17 @@ func (s *Server) Start() error {
 	s.log.Info("listening", "addr", s.Addr().String(), "pollers", s.cfg.Pollers, "writers", s.cfg.Writers,
 		"max_connections", s.cfg.MaxConnections)
 	return nil
+}
+
+// publishConn runs on the accept goroutine after nbhttp built the
+// connection and before its fd reaches a poller. The poller locks the
+// connection's mutex before every read; locking it here too gives the race
+// detector the happens-before edge that epoll provides but it cannot see, so
+// nbhttp's unannotated reads of what accept wrote are not reported.
+func publishConn(c net.Conn) {
+	if nbc, ok := c.(*nbio.Conn); ok {
+		_ = nbc.ExecuteLen()
+	}
 }
 
 // ticker posts the once-a-tick checks (heartbeats, slow consumers) to every

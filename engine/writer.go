@@ -154,7 +154,7 @@ func (w *writer) apply(j *job) {
 			}
 		}
 	case jobControl:
-		if !j.c.gone.Load() && !j.c.closeQueued {
+		if !j.c.gone.Load() && !j.c.closeEnqueued {
 			w.push(j.c, j.f)
 		}
 	case jobClose:
@@ -200,10 +200,11 @@ func (w *writer) leave(c *conn) {
 	c.memberIdx = -1
 }
 
-// enqueue adds data frame f to c's pending list, unless c is closing or
-// over its queue bounds.
+// enqueue adds data frame f to c's pending list, unless c's close frame is
+// already queued (by this writer: data posted before a close still goes
+// out) or c is over its queue bounds.
 func (w *writer) enqueue(c *conn, f *frame) {
-	if c.closing.Load() {
+	if c.closeEnqueued || c.gone.Load() {
 		return
 	}
 	q := c.queued() + int64(c.pendingBytes)
@@ -222,10 +223,10 @@ func (w *writer) enqueue(c *conn, f *frame) {
 
 // enqueueClose adds close frame f to c's pending list; nothing follows it.
 func (w *writer) enqueueClose(c *conn, f *frame) {
-	if c.gone.Load() || c.closeQueued {
+	if c.gone.Load() || c.closeEnqueued {
 		return
 	}
-	c.closeQueued = true
+	c.closeEnqueued = true
 	w.push(c, f)
 	w.closed = append(w.closed, c)
 }
@@ -291,7 +292,6 @@ func (w *writer) flush(start time.Time) {
 		w.scratch = nil
 	}
 	for _, c := range w.closed {
-		c.closeQueued = false
 		c.closeWritten()
 	}
 	clear(w.closed)
@@ -327,7 +327,7 @@ func (w *writer) tick(now int64) {
 				_ = c.nbc.SetReadDeadline(time.Time{})
 				c.deadlineCleared = true
 			}
-			if c.closing.Load() {
+			if c.closeEnqueued {
 				continue
 			}
 			if q := c.queued(); q > int64(cfg.SendQueueSoftLimit) {

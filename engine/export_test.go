@@ -1,0 +1,7 @@
+package engine
+
+import "time"
+
+// SetTickInterval makes the once-a-second checks (heartbeats, slow
+// consumers) run every d, so tests of them finish quickly. Call before Start.
+func (s *Server) SetTickInterval(d time.Duration) { s.tickEvery = d }

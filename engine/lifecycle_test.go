@@ -1,0 +1,241 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/wsproto"
+	"github.com/parleyhq/parley/internal/wstest"
+)
+
+func TestShutdownSendsGoingAway(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	srv, url := start(t, engine.Config{Writers: 2}, app)
+	const n = 50
+	conns, ids := connect(t, app, url, n)
+	ep := app.endpoint()
+	// Messages queued before Shutdown arrive before the close frame.
+	if _, err := ep.Broadcast(engine.Text, []byte("last words")); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if got, err := c.ReadText(); err != nil || got != "last words" {
+				errs <- errors.New("client " + string(rune('0'+i%10)) + ": no message before close")
+				return
+			}
+			ce, err := c.ExpectClose()
+			if err != nil || ce.Code != 1001 || ce.Reason != "server shutting down" {
+				errs <- err
+				return
+			}
+			_ = c.WriteClose(1001, "")
+		}()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	closed := map[engine.ClientID]bool{}
+	for range n {
+		e := app.next(t, "close")
+		if e.code != engine.StatusGoingAway {
+			t.Errorf("OnClose code %v, want 1001", e.code)
+		}
+		closed[e.id] = true
+	}
+	for _, id := range ids {
+		if !closed[id] {
+			t.Errorf("client %d got no OnClose", id)
+		}
+	}
+	app.expect(t, "stop") // after every OnClose
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	// New connections are refused once the server is down.
+	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer dcancel()
+	if _, _, err := wstest.Dial(dctx, url, nil); err == nil {
+		t.Fatal("dial after Shutdown succeeded")
+	}
+}
+
+func TestShutdownDropsUnresponsiveClients(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	srv, url := start(t, engine.Config{CloseTimeout: 200 * time.Millisecond}, app)
+	connect(t, app, url, 3) // these never answer the close frame
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("Shutdown took %v with CloseTimeout 200ms", took)
+	}
+	for range 3 {
+		app.next(t, "close")
+	}
+	app.expect(t, "stop")
+}
+
+func TestHeartbeat(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	srv, url := start(t, engine.Config{HeartbeatInterval: time.Second, HeartbeatTimeout: time.Second}, app,
+		func(s *engine.Server) { s.SetTickInterval(50 * time.Millisecond) })
+	healthy := dial(t, url, nil)
+	healthyID := app.next(t, "open").id
+	dead := dial(t, url, nil)
+	deadID := app.next(t, "open").id
+	dead.AutoPong = false
+
+	// The healthy client answers pings (inside ReadMessage) and stays; the
+	// silent one is closed with 1008. Read both until the dead one is gone.
+	go func() {
+		for {
+			if _, _, err := healthy.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	var pinged bool
+	for {
+		h, p, err := dead.ReadFrame()
+		if err != nil {
+			t.Fatalf("silent client: %v", err)
+		}
+		if h.Op == wsproto.OpPing {
+			pinged = true
+			continue
+		}
+		if h.Op == wsproto.OpClose {
+			code, reason, _ := wsproto.ParseClosePayload(p)
+			if code != 1008 || reason != "heartbeat timeout" {
+				t.Fatalf("close %d %q, want 1008 heartbeat timeout", code, reason)
+			}
+			break
+		}
+	}
+	if !pinged {
+		t.Fatal("the silent client was closed without a ping first")
+	}
+	e := app.next(t, "close")
+	if e.id != deadID || e.code != engine.StatusPolicyViolation {
+		t.Fatalf("OnClose %+v, want client %d with 1008", e, deadID)
+	}
+	// Two more intervals: the healthy client, pinged meanwhile, is still open.
+	st := srv.Stats()
+	waitFor(t, "two more pings", 10*time.Second, func() bool { return srv.Stats().PingsSent >= st.PingsSent+2 })
+	if _, err := app.endpoint().Info(healthyID); err != nil {
+		t.Fatalf("healthy client closed: %v", err)
+	}
+	if got := srv.Stats().HeartbeatTimeouts; got != 1 {
+		t.Fatalf("HeartbeatTimeouts = %d, want 1", got)
+	}
+}
+
+func TestProtocolErrors(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	_, url := start(t, engine.Config{MaxMessageSize: 1000}, app)
+	key := [4]byte{9, 8, 7, 6}
+	for _, tc := range []struct {
+		name string
+		send []byte
+		code int
+	}{
+		{"unmasked frame", wsproto.AppendFrame(nil, wsproto.OpText, []byte("hi")), 1002},
+		{"reserved opcode", wsproto.AppendMaskedFrame(nil, wsproto.Opcode(3), true, nil, key), 1002},
+		{"RSV1 without extension", func() []byte {
+			b := wsproto.AppendMaskedFrame(nil, wsproto.OpText, true, []byte("x"), key)
+			b[0] |= 0x40
+			return b
+		}(), 1002},
+		{"fragmented ping", wsproto.AppendMaskedFrame(nil, wsproto.OpPing, false, nil, key), 1002},
+		{"ping of 126 bytes", wsproto.AppendMaskedFrame(nil, wsproto.OpPing, true, make([]byte, 126), key), 1002},
+		{"continuation without start", wsproto.AppendMaskedFrame(nil, wsproto.OpContinuation, true, []byte("x"), key), 1002},
+		{"message too big", wsproto.AppendMaskedFrame(nil, wsproto.OpBinary, true, make([]byte, 1001), key), 1009},
+		{"fragments too big", append(wsproto.AppendMaskedFrame(nil, wsproto.OpBinary, false, make([]byte, 600), key),
+			wsproto.AppendMaskedFrame(nil, wsproto.OpContinuation, true, make([]byte, 600), key)...), 1009},
+		{"invalid UTF-8", wsproto.AppendMaskedFrame(nil, wsproto.OpText, true, []byte{0xc3, 0x28}, key), 1007},
+		{"close code 1005 on the wire", wsproto.AppendMaskedFrame(nil, wsproto.OpClose, true, []byte{0x03, 0xED}, key), 1002},
+		{"close reason not UTF-8", wsproto.AppendMaskedFrame(nil, wsproto.OpClose, true, []byte{0x03, 0xE8, 0xff}, key), 1007},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := dial(t, url, nil)
+			if err := c.WriteRaw(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			ce, err := c.ExpectClose()
+			if err != nil || ce.Code != tc.code {
+				t.Fatalf("close = %+v, %v; want %d", ce, err, tc.code)
+			}
+			// Once the peer answers, the server drops the socket at once.
+			_ = c.WriteClose(ce.Code, "")
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := c.NetConn().Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
+				t.Fatalf("after the close handshake: %v, want EOF", err)
+			}
+		})
+	}
+}
+
+func TestEmptyAndFragmentedMessages(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	_, url := start(t, engine.Config{}, app)
+	c := dial(t, url, nil)
+	app.next(t, "open")
+	key := [4]byte{1, 2, 3, 4}
+	var b []byte
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpText, true, nil, key)   // empty text
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpBinary, true, nil, key) // empty binary
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpText, false, nil, key)  // empty fragments
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpContinuation, true, nil, key)
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpText, false, []byte("frag"), key)
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpPing, true, []byte("p"), key) // control between fragments
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpContinuation, false, []byte("men"), key)
+	b = wsproto.AppendMaskedFrame(b, wsproto.OpContinuation, true, []byte("ted é"), key)
+	// Trickle it one byte at a time.
+	for i := range b {
+		if err := c.WriteRaw(b[i : i+1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range []struct {
+		typ engine.MessageType
+		msg string
+	}{{engine.Text, ""}, {engine.Binary, ""}, {engine.Text, ""}, {engine.Text, "fragmented é"}} {
+		if e := app.next(t, "message"); e.typ != want.typ || e.msg != want.msg {
+			t.Fatalf("message %d = %v %q, want %v %q", i, e.typ, e.msg, want.typ, want.msg)
+		}
+	}
+	h, p, err := c.ReadFrame()
+	if err != nil || h.Op != wsproto.OpPong || string(p) != "p" {
+		t.Fatalf("pong = %v %q %v", h.Op, p, err)
+	}
+}
