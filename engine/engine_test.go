@@ -246,14 +246,14 @@ func TestOrigin(t *testing.T) {
 		origin string
 		ok     bool
 	}{
-		{"", true},                                 // not a browser
-		{"http://" + host, true},                   // same origin
-		{"HTTP://" + strings.ToUpper(host), true},  // case-insensitive
-		{"https://chat.example.com", true},         // allow-listed
-		{"https://CHAT.example.com/", true},        // normalized
-		{"https://evil.example.com", false},        // foreign
-		{"http://localhost:1337", false},           // another port
-		{"null", false},                            // sandboxed page
+		{"", true},               // not a browser
+		{"http://" + host, true}, // same origin
+		{"HTTP://" + strings.ToUpper(host), true}, // case-insensitive
+		{"https://chat.example.com", true},        // allow-listed
+		{"https://CHAT.example.com/", true},       // normalized
+		{"https://evil.example.com", false},       // foreign
+		{"http://localhost:1337", false},          // another port
+		{"null", false},                           // sandboxed page
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		c, resp, err := wstest.Dial(ctx, url, http.Header{"Origin": {tc.origin}})

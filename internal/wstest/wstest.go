@@ -32,7 +32,9 @@ type CloseError struct {
 	Reason string
 }
 
-func (e *CloseError) Error() string { return fmt.Sprintf("wstest: closed with %d %q", e.Code, e.Reason) }
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("wstest: closed with %d %q", e.Code, e.Reason)
+}
 
 // Conn is a client connection.
 type Conn struct {

@@ -1,0 +1,32 @@
+# Parley. `make run` starts the server on its defaults; `make test` is what CI runs.
+GO      ?= go
+BIN     := bin/parley
+PKGS    := ./...
+
+.PHONY: all build run test vet fmt bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/parley
+
+run: build
+	./$(BIN) serve
+
+vet:
+	$(GO) vet $(PKGS)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+
+test: vet
+	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# Benchmarks of the hot paths; compare runs with benchstat.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,78 @@
+// Command parley runs Parley, a WebSocket chat server built to hold very
+// many connections on little hardware.
+//
+// Usage:
+//
+//	parley serve [flags]     run the server (parley serve --help lists the flags)
+//	parley version           print the version
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+)
+
+const usage = `Parley: a WebSocket chat server.
+
+Usage:
+  parley serve [flags]     run the server (parley serve --help for flags)
+  parley version           print the version and exit
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the process exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "parley: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintf(stderr, "parley %s: %v\n", args[0], err)
+		return 1
+	}
+}
+
+// errUsage marks a command-line error already reported by the flag package.
+var errUsage = errors.New("usage error")
+
+// version returns the module version and VCS revision the binary was built
+// from, as far as the build recorded them.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "parley (unknown version)"
+	}
+	v := "parley " + bi.Main.Version
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" {
+			v += " " + s.Value
+		}
+	}
+	return v + " " + bi.GoVersion
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/wstest"
+)
+
+// TestMain lets the test binary run as parley itself, so end-to-end tests
+// start the real command in a child process without a separate build.
+func TestMain(m *testing.M) {
+	if os.Getenv("PARLEY_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseServe(t *testing.T) {
+	cfg, err := parseServe([]string{
+		"--addr", "127.0.0.1:9000", "--allow-origin", "https://a.example", "--allow-origin", "https://b.example",
+		"--max-connections", "500", "--max-message-size", "1024", "--heartbeat-interval", "off",
+		"--heartbeat-timeout", "3s", "--close-timeout", "1s", "--handshake-timeout", "2s",
+		"--send-queue-soft", "1000", "--send-queue-hard", "2000", "--slow-consumer-timeout", "4s",
+		"--pollers", "3", "--writers", "5", "--shutdown-timeout", "7s", "--log-level", "debug", "--log-format", "json",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := cfg.Engine
+	got := []any{e.Addr, strings.Join(e.AllowedOrigins, " "), e.MaxConnections, e.MaxMessageSize, e.HeartbeatInterval,
+		e.HeartbeatTimeout, e.CloseTimeout, e.HandshakeTimeout, e.SendQueueSoftLimit, e.SendQueueHardLimit,
+		e.SlowConsumerTimeout, e.Pollers, e.Writers, cfg.ShutdownTimeout, cfg.LogLevel.String(), cfg.LogFormat}
+	want := []any{"127.0.0.1:9000", "https://a.example https://b.example", 500, 1024, time.Duration(-1),
+		3 * time.Second, time.Second, 2 * time.Second, 1000, 2000,
+		4 * time.Second, 3, 5, 7 * time.Second, "DEBUG", "json"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("field %d: got %v, want %v", i, got[i], want[i])
+		}
+	}
+
+	def, err := parseServe(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if def.Engine.Addr != "localhost:1337" || def.Engine.HeartbeatInterval != engine.DefaultHeartbeatInterval {
+		t.Errorf("defaults: addr %q heartbeat %v", def.Engine.Addr, def.Engine.HeartbeatInterval)
+	}
+}
+
+func TestParseServeErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // in the error, or "usage" for a flag-package error
+	}{
+		{[]string{"--addr", "nocolon"}, "Addr"},
+		{[]string{"--send-queue-soft", "10", "--send-queue-hard", "5"}, "SendQueueSoftLimit (10) must not exceed SendQueueHardLimit (5)"},
+		{[]string{"--allow-origin", "evil.example"}, "AllowedOrigins"},
+		{[]string{"--max-connections", "-5"}, "MaxConnections (-5)"},
+		{[]string{"--heartbeat-interval", "soon"}, "usage"},
+		{[]string{"--log-format", "xml"}, "--log-format"},
+		{[]string{"--nosuchflag"}, "usage"},
+		{[]string{"extra"}, "usage"},
+	} {
+		_, err := parseServe(tc.args, io.Discard)
+		if err == nil {
+			t.Errorf("%v: no error", tc.args)
+			continue
+		}
+		if tc.want == "usage" {
+			if !errors.Is(err, errUsage) {
+				t.Errorf("%v: %v, want a usage error", tc.args, err)
+			}
+		} else if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %q does not name %q", tc.args, err, tc.want)
+		}
+	}
+	if code := run([]string{"serve", "--nosuchflag"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("exit code for a bad flag: %d, want 2", code)
+	}
+	if code := run([]string{"frobnicate"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("exit code for an unknown command: %d, want 2", code)
+	}
+}
+
+// startParley runs `parley serve` in a child process and returns it with its
+// address, read from its log.
+func startParley(t *testing.T, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addrRe := regexp.MustCompile(`msg=listening addr=(\S+)`)
+	found := make(chan string, 1)
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+				found <- m[1]
+			}
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+	}()
+	select {
+	case addr := <-found:
+		return cmd, addr
+	case <-time.After(20 * time.Second):
+		t.Fatal("parley serve did not log its address within 20s")
+	}
+	return nil, ""
+}
+
+func TestServeEndToEnd(t *testing.T) {
+	cmd, addr := startParley(t)
+
+	resp, err := http.Get("http://" + addr + "/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "<h1>It works!</h1>" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("/test: %q %q", resp.Header.Get("Content-Type"), body)
+	}
+	resp, err = http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "new WebSocket(url)") {
+		t.Fatalf("/: %d, page without a WebSocket client", resp.StatusCode)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hdr := http.Header{"Origin": {"http://" + addr}}
+	a, _, err := wstest.Dial(ctx, "ws://"+addr+"/ws", hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, _, err := wstest.Dial(ctx, "ws://"+addr+"/ws", hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	_ = a.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = b.SetDeadline(time.Now().Add(10 * time.Second))
+	// b's open may still be in flight when a sends: b's first message marks it.
+	if err := b.WriteText("b here"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.ReadText(); err != nil || got != "127.0.0.1: b here" {
+		t.Fatalf("b: %q, %v", got, err)
+	}
+	if err := a.WriteText("hello"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*wstest.Conn{b} {
+		if got, err := c.ReadText(); err != nil || got != "127.0.0.1: hello" {
+			t.Fatalf("broadcast: %q, %v", got, err)
+		}
+	}
+	if _, _, err := wstest.Dial(ctx, "ws://"+addr+"/ws", http.Header{"Origin": {"http://evil.example"}}); !errors.Is(err, wstest.ErrBadHandshake) {
+		t.Fatalf("foreign origin: %v, want refused", err)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ce, err := b.ExpectClose()
+	if err != nil || ce.Code != 1001 {
+		t.Fatalf("after SIGTERM: %+v, %v; want close 1001", ce, err)
+	}
+	_ = b.WriteClose(1001, "")
+	_ = a.WriteClose(1001, "")
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("parley exited with %v, want 0", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("parley did not exit within 20s of SIGTERM")
+	}
+}

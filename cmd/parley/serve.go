@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lesismal/nbio/logging"
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/static"
+)
+
+// serveConfig is what `parley serve` runs: the engine's configuration plus
+// the command's own settings.
+type serveConfig struct {
+	Engine          engine.Config
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string
+}
+
+// durationOrOff is a duration flag that also takes "off" (stored as -1,
+// the engine's value for a disabled feature).
+type durationOrOff time.Duration
+
+func (d *durationOrOff) String() string {
+	if *d < 0 {
+		return "off"
+	}
+	return time.Duration(*d).String()
+}
+
+func (d *durationOrOff) Set(v string) error {
+	if v == "off" {
+		*d = -1
+		return nil
+	}
+	x, err := time.ParseDuration(v)
+	if err != nil || x <= 0 {
+		return fmt.Errorf("want a positive duration or off")
+	}
+	*d = durationOrOff(x)
+	return nil
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseServe maps the command line onto serveConfig. Every flag sets one
+// field; its default is the field's documented default.
+func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+	cfg := serveConfig{ShutdownTimeout: 10 * time.Second, LogFormat: "text"}
+	e := &cfg.Engine
+	fs := flag.NewFlagSet("parley serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns the Parley server: /test, the chat on /ws and the embedded chat page at /.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	var origins stringList
+	fs.StringVar(&e.Addr, "addr", engine.DefaultAddr, "`host:port` to listen on (port 0 picks a free port)")
+	fs.Var(&origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is always allowed; \"*\" allows any (unsafe)")
+	fs.IntVar(&e.MaxConnections, "max-connections", engine.DefaultMaxConnections, "most open WebSocket clients; more are refused with 503 (-1: no limit)")
+	fs.IntVar(&e.MaxMessageSize, "max-message-size", engine.DefaultMaxMessageSize, "largest message a client may send, in `bytes`; larger ones close it with 1009")
+	fs.DurationVar(&e.HandshakeTimeout, "handshake-timeout", engine.DefaultHandshakeTimeout, "time a connection has to complete its upgrade (also the HTTP keep-alive idle time)")
+	e.HeartbeatInterval = engine.DefaultHeartbeatInterval
+	fs.Var((*durationOrOff)(&e.HeartbeatInterval), "heartbeat-interval", "silence after which a client is pinged; off: no heartbeats, idle clients stay forever")
+	fs.DurationVar(&e.HeartbeatTimeout, "heartbeat-timeout", engine.DefaultHeartbeatTimeout, "time a pinged client has to answer before it is closed with 1008")
+	fs.DurationVar(&e.CloseTimeout, "close-timeout", engine.DefaultCloseTimeout, "time the server waits for a client's close frame before dropping it")
+	fs.IntVar(&e.SendQueueSoftLimit, "send-queue-soft", engine.DefaultSendQueueSoftLimit, "`bytes` queued to a client above which it misses messages")
+	fs.IntVar(&e.SendQueueHardLimit, "send-queue-hard", engine.DefaultSendQueueHardLimit, "`bytes` queued to a client above which it is closed with 1008")
+	fs.DurationVar(&e.SlowConsumerTimeout, "slow-consumer-timeout", engine.DefaultSlowConsumerTimeout, "time a client may stay above the soft queue limit before it is closed with 1008")
+	fs.IntVar(&e.Pollers, "pollers", 0, "epoll goroutines (0: one per CPU)")
+	fs.IntVar(&e.Writers, "writers", 0, "writer shards (0: one per CPU)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
+	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return cfg, err
+		}
+		return cfg, errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "parley serve: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return cfg, errUsage
+	}
+	e.AllowedOrigins = origins
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return cfg, fmt.Errorf("--log-format %q: must be text or json", cfg.LogFormat)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		return cfg, fmt.Errorf("--shutdown-timeout %v: must be positive", cfg.ShutdownTimeout)
+	}
+	if err := e.Validate(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	cfg, err := parseServe(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	logging.SetLogger(nbioLogger{log.With("component", "nbio")})
+	raiseOpenFileLimit(log)
+
+	cfg.Engine.Logger = log
+	cfg.Engine.Root = static.FS()
+	srv, err := engine.New(cfg.Engine)
+	if err != nil {
+		return err
+	}
+	if err := srv.Handle("/test", http.HandlerFunc(itWorks)); err != nil {
+		return err
+	}
+	if _, err := srv.Mount("/ws", &chat.Seed{}); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	log.Info("open your browser at http://" + srv.Addr().String() + "/")
+	<-ctx.Done()
+	stop()
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// itWorks is the seed's /test route.
+func itWorks(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if r.Method == http.MethodGet {
+		_, _ = io.WriteString(w, "<h1>It works!</h1>")
+	}
+}
+
+// raiseOpenFileLimit raises the soft open-file limit to the hard one, since
+// every client costs a file descriptor, and logs what it got.
+func raiseOpenFileLimit(log *slog.Logger) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		log.Warn("cannot read the open-file limit", "err", err)
+		return
+	}
+	before := lim.Cur
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+			log.Warn("cannot raise the open-file limit", "soft", before, "hard", lim.Max, "err", err)
+			return
+		}
+	}
+	log.Info("open-file limit", "soft", lim.Cur, "hard", lim.Max, "was", before)
+}
+
+// nbioLogger routes nbio's printf-style logs into slog.
+type nbioLogger struct{ l *slog.Logger }
+
+func (n nbioLogger) Debug(f string, v ...any) { n.l.Debug(fmt.Sprintf(f, v...)) }
+func (n nbioLogger) Info(f string, v ...any)  { n.l.Debug(fmt.Sprintf(f, v...)) } // nbio's info is start-up chatter
+func (n nbioLogger) Warn(f string, v ...any)  { n.l.Warn(fmt.Sprintf(f, v...)) }
+func (n nbioLogger) Error(f string, v ...any) { n.l.Error(fmt.Sprintf(f, v...)) }

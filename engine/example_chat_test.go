@@ -1,0 +1,41 @@
+package engine_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/engine"
+)
+
+// TestExampleSeedChat runs the Example's application for real: public
+// messages reach everyone, a private message reaches the mentioned IP and
+// the sender once, not twice, and is not garbled.
+func TestExampleSeedChat(t *testing.T) {
+	t.Parallel()
+	_, url := start(t, engine.Config{}, &seedChat{})
+	a := dial(t, url, nil)
+	b := dial(t, url, nil)
+	if err := a.WriteText("hello"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []interface{ ReadText() (string, error) }{a, b} {
+		if got, err := c.ReadText(); err != nil || got != "127.0.0.1: hello" {
+			t.Fatalf("public message: %q, %v", got, err)
+		}
+	}
+	// Both clients are 127.0.0.1: each gets the private message once.
+	if err := a.WriteText("@127.0.0.1 psst"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []interface{ ReadText() (string, error) }{a, b} {
+		if got, err := c.ReadText(); err != nil || got != "127.0.0.1 (private): psst" {
+			t.Fatalf("private message: %q, %v", got, err)
+		}
+	}
+	if err := a.WriteText("end"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := a.ReadText(); !strings.HasSuffix(got, ": end") {
+		t.Fatalf("sender got %q after the private message, want no duplicate", got)
+	}
+}
