@@ -345,3 +345,28 @@ func TestMalformedUpgrade(t *testing.T) {
 		})
 	}
 }
+
+// A client that has its 101 receives every broadcast sent after that, even
+// before the application has seen its OnOpen.
+func TestNoBroadcastMissedAfterUpgrade(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	_, url := start(t, engine.Config{Writers: 2}, app)
+	first := dial(t, url, nil)
+	app.next(t, "open")
+	ep := app.endpoint()
+	for i := range 50 {
+		c := dial(t, url, nil) // returns once the 101 arrived
+		msg := fmt.Sprintf("b%d", i)
+		if _, err := ep.Broadcast(engine.Text, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.ReadText(); err != nil || got != msg {
+			t.Fatalf("client %d: got %q, %v; want %q", i, got, err, msg)
+		}
+		c.Close()
+		if got, err := first.ReadText(); err != nil || got != msg {
+			t.Fatalf("first client: got %q, %v", got, err)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 type frame struct {
 	buf  []byte
 	data bool // a data message (counted in MessagesOut), not a control frame
+	raw  bool // not a WebSocket frame: the 101 response, not counted per client
 	refs atomic.Int32
 
 	// Recipients of a multicast, resolved once by the caller; each shard
@@ -40,8 +41,20 @@ func getFrame(size int) *frame {
 func newDataFrame(typ MessageType, payload []byte, refs int32) *frame {
 	f := getFrame(wsproto.HeaderLen(len(payload), false) + len(payload))
 	f.buf = wsproto.AppendFrame(f.buf, wsproto.Opcode(typ), payload)
-	f.data = true
+	f.data, f.raw = true, false
 	f.refs.Store(refs)
+	return f
+}
+
+// newUpgradeResponse holds the 101 response for a client, written by its
+// writer ahead of anything sent to it.
+func newUpgradeResponse(key string) *frame {
+	f := getFrame(160)
+	f.buf = append(f.buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	f.buf = append(f.buf, wsproto.AcceptKey(key)...)
+	f.buf = append(f.buf, "\r\n\r\n"...)
+	f.data, f.raw = false, true
+	f.refs.Store(1)
 	return f
 }
 
@@ -49,7 +62,7 @@ func newDataFrame(typ MessageType, payload []byte, refs int32) *frame {
 func newControlFrame(op wsproto.Opcode, payload []byte, refs int32) *frame {
 	f := getFrame(2 + len(payload))
 	f.buf = wsproto.AppendFrame(f.buf, op, payload)
-	f.data = false
+	f.data, f.raw = false, false
 	f.refs.Store(refs)
 	return f
 }
@@ -60,7 +73,7 @@ func newCloseFrame(code StatusCode, reason string, refs int32) *frame {
 	var p [wsproto.MaxControlPayload]byte
 	payload := wsproto.AppendClosePayload(p[:0], uint16(code), reason)
 	f.buf = wsproto.AppendFrame(f.buf, wsproto.OpClose, payload)
-	f.data = false
+	f.data, f.raw = false, false
 	f.refs.Store(refs)
 	return f
 }
@@ -75,4 +88,16 @@ func (f *frame) release() {
 		f.buf = nil
 	}
 	framePool.Put(f)
+}
+
+// counts returns what f adds to a client's counters: frames, data messages,
+// and bytes that are not WebSocket frames.
+func (f *frame) counts() (frames, messages, raw uint64) {
+	switch {
+	case f.raw:
+		return 0, 0, uint64(len(f.buf))
+	case f.data:
+		return 1, 1, 0
+	}
+	return 1, 0, 0
 }

@@ -189,17 +189,9 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	hc.Parser = nil
 	nbc.SetSession(c) // from now on the poller hands bytes to c.Parse
 
-	var buf [160]byte
-	resp := append(buf[:0], "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	resp = append(resp, wsproto.AcceptKey(r.Header.Get("Sec-WebSocket-Key"))...)
-	resp = append(resp, "\r\n\r\n"...)
-	c.sent.Add(int64(len(resp)))
-	if _, err := nbc.Write(resp); err != nil {
-		return // the socket is closed; CloseAndClean removes c without OnClose
-	}
 	_ = nbc.SetReadDeadline(time.Time{}) // heartbeats decide when an idle client is dead
 	s.stats.accepted.Add(1)
-	c.w.post(job{kind: jobOpen, c: c})
+	c.w.post(job{kind: jobOpen, c: c, f: newUpgradeResponse(r.Header.Get("Sec-WebSocket-Key"))})
 	c.opened.Store(true)
 	ep.callOpen(c, data)
 }

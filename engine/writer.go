@@ -11,7 +11,7 @@ import (
 type jobKind uint8
 
 const (
-	jobOpen      jobKind = iota + 1 // c joins its endpoint's member list
+	jobOpen      jobKind = iota + 1 // write c's 101 response (f); c joins its endpoint's member list
 	jobGone                         // c's socket closed: leave the member list
 	jobSend                         // f to c
 	jobMulticast                    // f to this shard's clients among f.conns
@@ -134,6 +134,9 @@ func (w *writer) round() bool {
 func (w *writer) apply(j *job) {
 	switch j.kind {
 	case jobOpen:
+		// The 101 goes out from here, ahead of everything posted after
+		// the open: a client that has its 101 misses no later broadcast.
+		w.push(j.c, j.f)
 		j.c.memberIdx = int32(len(j.c.ep.members[w.idx]))
 		j.c.ep.members[w.idx] = append(j.c.ep.members[w.idx], j.c)
 	case jobGone:
@@ -249,23 +252,18 @@ func (w *writer) flush(start time.Time) {
 	var writes, frames, bytes uint64
 	now := time.Now().UnixNano()
 	for _, c := range w.dirty {
-		var nf, nd uint64
+		var nf, nd, raw uint64
 		first := w.arena[c.head]
 		buf := first.f.buf
 		if first.next < 0 {
-			nf = 1
-			if first.f.data {
-				nd = 1
-			}
+			nf, nd, raw = first.f.counts()
 		} else {
 			w.scratch = w.scratch[:0]
 			for i := c.head; i >= 0; i = w.arena[i].next {
 				f := w.arena[i].f
 				w.scratch = append(w.scratch, f.buf...)
-				nf++
-				if f.data {
-					nd++
-				}
+				a, b, r := f.counts()
+				nf, nd, raw = nf+a, nd+b, raw+r
 			}
 			buf = w.scratch
 		}
@@ -277,7 +275,7 @@ func (w *writer) flush(start time.Time) {
 		}
 		c.framesOut.Add(nf)
 		c.msgsOut.Add(nd)
-		c.bytesOut.Add(uint64(n))
+		c.bytesOut.Add(uint64(n) - raw)
 		c.lastWrite.Store(now)
 		writes++
 		frames += nf

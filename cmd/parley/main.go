@@ -4,6 +4,7 @@
 // Usage:
 //
 //	parley serve [flags]     run the server (parley serve --help lists the flags)
+//	parley loadtest [flags]  open many clients against loopback servers and report
 //	parley version           print the version
 package main
 
@@ -20,6 +21,7 @@ const usage = `Parley: a WebSocket chat server.
 
 Usage:
   parley serve [flags]     run the server (parley serve --help for flags)
+  parley loadtest [flags]  load a server with many clients (parley loadtest --help)
   parley version           print the version and exit
 `
 
@@ -37,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stdout, stderr)
+	case "loadtest":
+		err = runLoadtest(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/lesismal/nbio/logging"
+	"github.com/parleyhq/parley/loadtest"
+)
+
+// intList is a repeatable int flag.
+type intList []int
+
+func (l *intList) String() string { return fmt.Sprint(*l) }
+func (l *intList) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, n)
+	return nil
+}
+
+func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, string, error) {
+	var cfg loadtest.Config
+	var targets stringList
+	var pids intList
+	var jsonOut string
+	fs := flag.NewFlagSet("parley loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: parley loadtest [flags]\n\nOpens many WebSocket clients against loopback targets, holds them, and reports.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.Var(&targets, "target", "WebSocket `url` to load (loopback only); repeatable, clients spread over them (default "+loadtest.DefaultTarget+")")
+	fs.IntVar(&cfg.Clients, "clients", loadtest.DefaultClients, "connections to open")
+	fs.IntVar(&cfg.Dialers, "dialers", loadtest.DefaultDialers, "connections being opened at once")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", loadtest.DefaultConnectTimeout, "bound on one connection's connect and upgrade")
+	fs.StringVar(&cfg.Sources, "sources", loadtest.DefaultSources, "loopback source `range` A or A-B the connections are bound to, round-robin")
+	fs.StringVar(&cfg.Origin, "origin", "", "Origin header to send (none by default)")
+	fs.DurationVar(&cfg.Hold, "hold", loadtest.DefaultHold, "how long to hold the connections once dialed")
+	fs.DurationVar(&cfg.TimeLimit, "time-limit", 0, "hard bound on the whole run (0: hold plus a minute per 10,000 clients, at least 2m)")
+	fs.Var(&pids, "server-pid", "`pid` of a server process whose RSS to report per connection; repeatable")
+	fs.StringVar(&jsonOut, "json", "", "also write the result as JSON to this `file`")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return cfg, "", err
+		}
+		return cfg, "", errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "parley loadtest: unexpected argument %q\n", fs.Arg(0))
+		return cfg, "", errUsage
+	}
+	cfg.Targets = targets
+	cfg.ServerPIDs = pids
+	return cfg, jsonOut, cfg.Validate()
+}
+
+func runLoadtest(args []string, stdout, stderr io.Writer) error {
+	cfg, jsonOut, err := parseLoadtest(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	logging.SetLogger(nbioLogger{log.With("component", "nbio")})
+	raiseOpenFileLimit(log)
+	cfg.Logger = log
+	cfg.Progress = stderr
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := loadtest.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	res.WriteText(stdout)
+	if jsonOut != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(jsonOut, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", jsonOut, err)
+		}
+	}
+	if res.Failed > 0 || len(res.ClosedByServer) > 0 {
+		return fmt.Errorf("%d connections failed, %d lost while held", res.Failed, res.Connected-res.OpenAtEnd)
+	}
+	return nil
+}

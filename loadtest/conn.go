@@ -1,0 +1,125 @@
+package loadtest
+
+import (
+	"errors"
+	"net"
+	"sync/atomic"
+
+	"github.com/lesismal/nbio"
+	"github.com/parleyhq/parley/internal/bufpool"
+	"github.com/parleyhq/parley/internal/wsproto"
+)
+
+// conn is one load-generator client: nbhttp's ParserCloser for its socket
+// once the upgrade is done. Frames are parsed on the poller goroutine and
+// handled there (counting only), so a client costs no goroutine.
+type conn struct {
+	idx int
+	r   *runner
+	nbc *nbio.Conn
+
+	cache *[]byte        // an incomplete frame; poller only
+	msg   *[]byte        // a fragmented message so far; poller only
+	msgOp wsproto.Opcode // its opcode
+	done  bool           // the server's close frame arrived, or the stream broke
+
+	closeCode atomic.Int32 // the server's close code, 0 until one arrives
+}
+
+// UnderlayerConn implements nbhttp.ParserCloser.
+func (c *conn) UnderlayerConn() net.Conn { return c.nbc }
+
+var errMaskedServerFrame = errors.New("loadtest: masked frame from the server")
+
+// Parse implements nbhttp.ParserCloser: it handles bytes read from the server.
+func (c *conn) Parse(data []byte) error {
+	if c.done {
+		return nil
+	}
+	buf := data
+	if c.cache != nil {
+		c.cache = bufpool.Grow(c.cache, len(data))
+		*c.cache = append(*c.cache, data...)
+		buf = *c.cache
+	}
+	for len(buf) > 0 && !c.done {
+		h, hn, err := wsproto.ParseHeader(buf)
+		if err != nil {
+			c.r.count(&c.r.stats.protocolErrors)
+			c.done = true
+			return err
+		}
+		if hn == 0 || int64(len(buf)-hn) < h.Len {
+			break
+		}
+		if h.Masked {
+			c.r.count(&c.r.stats.protocolErrors)
+			c.done = true
+			return errMaskedServerFrame
+		}
+		payload := buf[hn : hn+int(h.Len)]
+		buf = buf[hn+int(h.Len):]
+		c.frame(&h, payload)
+	}
+	switch {
+	case c.done || len(buf) == 0:
+		if c.cache != nil {
+			bufpool.Put(c.cache)
+			c.cache = nil
+		}
+	case c.cache == nil:
+		c.cache = bufpool.Get(len(buf))
+		*c.cache = append(*c.cache, buf...)
+	default:
+		*c.cache = (*c.cache)[:copy(*c.cache, buf)]
+	}
+	return nil
+}
+
+func (c *conn) frame(h *wsproto.Header, payload []byte) {
+	switch h.Op {
+	case wsproto.OpText, wsproto.OpBinary:
+		if h.Fin {
+			c.r.onMessage(c, payload)
+			return
+		}
+		c.msgOp = h.Op
+		c.msg = bufpool.Get(len(payload))
+		*c.msg = append(*c.msg, payload...)
+	case wsproto.OpContinuation:
+		if c.msg == nil {
+			return
+		}
+		c.msg = bufpool.Grow(c.msg, len(payload))
+		*c.msg = append(*c.msg, payload...)
+		if h.Fin {
+			c.r.onMessage(c, *c.msg)
+			bufpool.Put(c.msg)
+			c.msg = nil
+		}
+	case wsproto.OpPing:
+		c.write(wsproto.OpPong, payload)
+	case wsproto.OpClose:
+		code, _, _ := wsproto.ParseClosePayload(payload)
+		c.closeCode.Store(int32(code))
+		c.done = true
+		c.write(wsproto.OpClose, payload) // echo, as RFC 6455 asks; the server then drops the socket
+	}
+}
+
+// write sends one masked frame. nbio's Write never blocks.
+func (c *conn) write(op wsproto.Opcode, payload []byte) {
+	var stack [wsproto.MaxHeaderLen + wsproto.MaxControlPayload]byte
+	b := stack[:0]
+	if len(payload) > wsproto.MaxControlPayload {
+		b = make([]byte, 0, wsproto.MaxHeaderLen+len(payload))
+	}
+	b = wsproto.AppendMaskedFrame(b, op, true, payload, [4]byte{0x12, 0x34, 0x56, byte(c.idx)})
+	_, _ = c.nbc.Write(b)
+}
+
+// CloseAndClean implements nbhttp.ParserCloser; nbhttp calls it once the
+// socket is closed.
+func (c *conn) CloseAndClean(err error) {
+	c.r.onClose(c, err)
+}

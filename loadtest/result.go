@@ -1,0 +1,69 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"slices"
+)
+
+// Latency holds percentiles in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50_ms"`
+	P90 float64 `json:"p90_ms"`
+	P99 float64 `json:"p99_ms"`
+	Max float64 `json:"max_ms"`
+}
+
+// Result is what a run measured.
+type Result struct {
+	Scenario         string         `json:"scenario"`
+	Targets          []string       `json:"targets"`
+	Clients          int            `json:"clients"`
+	Connected        int            `json:"connected"`
+	Failed           int            `json:"failed"`
+	Failures         map[string]int `json:"failures_by_cause"`
+	ConnectSeconds   float64        `json:"connect_seconds"`
+	ConnectRate      float64        `json:"connects_per_second"`
+	ConnectLatency   Latency        `json:"connect_latency"`
+	OpenAtEnd        int            `json:"open_at_end"`
+	ClosedByServer   map[string]int `json:"closed_by_server"`
+	MessagesReceived int64          `json:"messages_received"`
+	ProtocolErrors   int64          `json:"protocol_errors"`
+	ClientRSSBytes   int64          `json:"client_rss_bytes"`
+	ClientRSSPerConn float64        `json:"client_rss_bytes_per_conn"`
+	ServerRSSBytes   int64          `json:"server_rss_bytes,omitempty"`
+	ServerRSSPerConn float64        `json:"server_rss_bytes_per_conn,omitempty"`
+	Seconds          float64        `json:"seconds"`
+	HitTimeLimit     bool           `json:"hit_time_limit"`
+}
+
+// WriteText writes a human-readable summary.
+func (r *Result) WriteText(w io.Writer) {
+	fmt.Fprintf(w, "scenario %s: %d clients to %v\n", r.Scenario, r.Clients, r.Targets)
+	fmt.Fprintf(w, "connected   %d in %.2fs (%.0f/s), failed %d\n", r.Connected, r.ConnectSeconds, r.ConnectRate, r.Failed)
+	fmt.Fprintf(w, "connect     p50 %.1fms  p90 %.1fms  p99 %.1fms  max %.1fms\n",
+		r.ConnectLatency.P50, r.ConnectLatency.P90, r.ConnectLatency.P99, r.ConnectLatency.Max)
+	for _, k := range sortedKeys(r.Failures) {
+		fmt.Fprintf(w, "  failed: %-40s %d\n", k, r.Failures[k])
+	}
+	fmt.Fprintf(w, "held        %d open at the end\n", r.OpenAtEnd)
+	for _, k := range sortedKeys(r.ClosedByServer) {
+		fmt.Fprintf(w, "  lost: %-42s %d\n", k, r.ClosedByServer[k])
+	}
+	fmt.Fprintf(w, "client RSS  %.1f MB (%.0f B per connection)\n", float64(r.ClientRSSBytes)/1e6, r.ClientRSSPerConn)
+	if r.ServerRSSBytes > 0 {
+		fmt.Fprintf(w, "server RSS  %.1f MB (%.0f B per connection, whole process)\n", float64(r.ServerRSSBytes)/1e6, r.ServerRSSPerConn)
+	}
+	if r.HitTimeLimit {
+		fmt.Fprintln(w, "the run hit its time limit")
+	}
+}
+
+func sortedKeys(m map[string]int) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
