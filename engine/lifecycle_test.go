@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -237,5 +238,39 @@ func TestEmptyAndFragmentedMessages(t *testing.T) {
 	h, p, err := c.ReadFrame()
 	if err != nil || h.Op != wsproto.OpPong || string(p) != "p" {
 		t.Fatalf("pong = %v %q %v", h.Op, p, err)
+	}
+}
+
+// nbhttp arms its HTTP keep-alive deadline (here HandshakeTimeout) on every
+// new socket; an upgraded client must outlive it while idle, and a socket
+// that never upgrades must not.
+func TestIdleDeadlines(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	srv, url := start(t, engine.Config{HandshakeTimeout: 200 * time.Millisecond, HeartbeatInterval: -1}, app,
+		func(s *engine.Server) { s.SetTickInterval(20 * time.Millisecond) })
+	idle := dial(t, url, nil)
+	id := app.next(t, "open").id
+
+	silent, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	began := time.Now()
+	_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("socket without a handshake: %v, want EOF", err)
+	}
+	if took := time.Since(began); took < 150*time.Millisecond {
+		t.Fatalf("socket without a handshake dropped after %v, before HandshakeTimeout", took)
+	}
+
+	<-time.After(5 * 200 * time.Millisecond) // five handshake timeouts of silence
+	if err := app.endpoint().Send(id, engine.Text, []byte("still here")); err != nil {
+		t.Fatalf("idle client gone: %v", err)
+	}
+	if got, err := idle.ReadText(); err != nil || got != "still here" {
+		t.Fatalf("idle client: %q, %v", got, err)
 	}
 }
