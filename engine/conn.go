@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ type conn struct {
 	id          ClientID
 	ep          *Endpoint
 	nbc         *nbio.Conn
+	out         io.Writer // where the writer sends c's bytes: nbc, or a sink in benchmarks
 	w           *writer
 	remoteAddr  string
 	connectedAt int64 // unix ns

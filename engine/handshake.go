@@ -177,6 +177,7 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		id:          id,
 		ep:          ep,
 		nbc:         nbc,
+		out:         nbc,
 		w:           s.writers[uint64(id)%uint64(len(s.writers))],
 		remoteAddr:  r.RemoteAddr,
 		connectedAt: time.Now().UnixNano(),

@@ -324,6 +324,7 @@ func (s *Server) Stats() Stats {
 		w := &s.stats.writers[i]
 		st.Writes += w.writes.Load()
 		st.FramesWritten += w.frames.Load()
+		st.Deliveries += w.deliveries.Load()
 		st.BytesWritten += w.bytes.Load()
 		st.Rounds += w.rounds.Load()
 		st.FlushSeconds += time.Duration(w.flushNanos.Load()).Seconds()
@@ -333,6 +334,9 @@ func (s *Server) Stats() Stats {
 		st.PingsSent += w.pings.Load()
 		for b := range w.batch {
 			st.BatchSizeBuckets[b] += w.batch[b].Load()
+		}
+		for b := range w.flush {
+			st.FlushBuckets[b] += w.flush[b].Load()
 		}
 	}
 	for _, ep := range s.endpoints {

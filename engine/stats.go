@@ -1,6 +1,13 @@
 package engine
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
+
+// flushBuckets is the number of power-of-two buckets of round durations,
+// from 1 us to about 0.5 s and more.
+const flushBuckets = 20
 
 // batchBuckets is the number of power-of-two batch-size buckets: 1, 2, 3-4,
 // 5-8, ... up to 2^(batchBuckets-2)+1 frames and more.
@@ -13,6 +20,7 @@ type writerStats struct {
 	rounds            atomic.Uint64
 	writes            atomic.Uint64
 	frames            atomic.Uint64
+	deliveries        atomic.Uint64
 	bytes             atomic.Uint64
 	flushNanos        atomic.Uint64
 	skipped           atomic.Uint64
@@ -20,6 +28,7 @@ type writerStats struct {
 	heartbeatTimeouts atomic.Uint64
 	pings             atomic.Uint64
 	batch             [batchBuckets]atomic.Uint64
+	flush             [flushBuckets]atomic.Uint64
 	_                 [64]byte // keep writers' counters on separate cache lines
 }
 
@@ -48,6 +57,7 @@ type Stats struct {
 	FramesEncoded     uint64 // frames built by the send API: one per send, not per recipient
 	Writes            uint64 // Write calls on client sockets
 	FramesWritten     uint64 // frames in those writes, control frames included
+	Deliveries        uint64 // data messages written to clients: one per message per recipient
 	BytesWritten      uint64
 	Rounds            uint64  // writer rounds that wrote anything
 	FlushSeconds      float64 // time spent in those rounds
@@ -56,7 +66,21 @@ type Stats struct {
 	HeartbeatTimeouts uint64  // clients closed for not answering a ping
 	PingsSent         uint64
 	QueuedBytes       int64 // bytes handed to sockets that the kernel has not taken
-	BatchSizeBuckets  [batchBuckets]uint64
+	// BatchSizeBuckets counts writes by frames per write; bucket i holds
+	// batches of at most BatchBucketUpperBound(i) frames.
+	BatchSizeBuckets [batchBuckets]uint64
+	// FlushBuckets counts writer rounds by duration; bucket i holds rounds
+	// of at most FlushBucketUpperBound(i).
+	FlushBuckets [flushBuckets]uint64
+}
+
+// FlushBucketUpperBound returns the longest round counted in bucket i of
+// Stats.FlushBuckets; the last bucket has no upper bound and reports -1.
+func FlushBucketUpperBound(i int) time.Duration {
+	if i >= flushBuckets-1 {
+		return -1
+	}
+	return time.Microsecond << i
 }
 
 // BatchBucketUpperBound returns the largest batch size (frames per write)

@@ -20,6 +20,7 @@ const (
 	jobClose                        // close frame f to c; nothing may follow
 	jobCloseAll                     // close frame f to every member of ep
 	jobTick                         // heartbeats, slow consumers, read deadlines
+	jobFunc                         // call fn after this round's writes (a barrier)
 )
 
 // job is one unit of work for a writer shard. Jobs are values in a reused
@@ -31,6 +32,7 @@ type job struct {
 	f      *frame
 	except []ClientID
 	now    int64
+	fn     func()
 }
 
 // entry links a frame into a client's pending list in the writer's arena.
@@ -64,6 +66,8 @@ type writer struct {
 	dirty   []*conn
 	closed  []*conn  // clients whose close frame this round wrote
 	extra   []*frame // frames the writer made itself this round (pings)
+	after   []func() // barriers, called once the round is written
+	last    []*frame // the frames now in scratch, in order
 	scratch []byte
 	stats   *writerStats
 }
@@ -128,6 +132,11 @@ func (w *writer) round() bool {
 		w.extra[i] = nil
 	}
 	w.extra = w.extra[:0]
+	for i, fn := range w.after {
+		fn()
+		w.after[i] = nil
+	}
+	w.after = w.after[:0]
 	return true
 }
 
@@ -136,7 +145,9 @@ func (w *writer) apply(j *job) {
 	case jobOpen:
 		// The 101 goes out from here, ahead of everything posted after
 		// the open: a client that has its 101 misses no later broadcast.
-		w.push(j.c, j.f)
+		if j.f != nil {
+			w.push(j.c, j.f)
+		}
 		j.c.memberIdx = int32(len(j.c.ep.members[w.idx]))
 		j.c.ep.members[w.idx] = append(j.c.ep.members[w.idx], j.c)
 	case jobGone:
@@ -175,6 +186,8 @@ func (w *writer) apply(j *job) {
 		}
 	case jobTick:
 		w.tick(j.now)
+	case jobFunc:
+		w.after = append(w.after, j.fn)
 	}
 }
 
@@ -248,9 +261,17 @@ func (w *writer) push(c *conn, f *frame) {
 }
 
 // flush writes each dirty client's pending frames with one Write.
+//
+// A client with one pending frame is written the frame's own bytes. Several
+// frames are concatenated into the writer's scratch buffer (never Writev:
+// nbio loses data on partial multi-buffer writes). Recipients of the same
+// messages have the same pending list, so the concatenation is reused from
+// one recipient to the next as long as the list matches: a burst to a room
+// is copied once, not once per member.
 func (w *writer) flush(start time.Time) {
-	var writes, frames, bytes uint64
+	var writes, frames, deliveries, bytes uint64
 	now := time.Now().UnixNano()
+	w.last = w.last[:0]
 	for _, c := range w.dirty {
 		var nf, nd, raw uint64
 		first := w.arena[c.head]
@@ -258,19 +279,32 @@ func (w *writer) flush(start time.Time) {
 		if first.next < 0 {
 			nf, nd, raw = first.f.counts()
 		} else {
-			w.scratch = w.scratch[:0]
+			same := true
+			k := 0
 			for i := c.head; i >= 0; i = w.arena[i].next {
 				f := w.arena[i].f
-				w.scratch = append(w.scratch, f.buf...)
+				if same && (k >= len(w.last) || w.last[k] != f) {
+					same = false
+				}
+				k++
 				a, b, r := f.counts()
 				nf, nd, raw = nf+a, nd+b, raw+r
+			}
+			if !same || k != len(w.last) {
+				w.scratch = w.scratch[:0]
+				w.last = w.last[:0]
+				for i := c.head; i >= 0; i = w.arena[i].next {
+					f := w.arena[i].f
+					w.scratch = append(w.scratch, f.buf...)
+					w.last = append(w.last, f)
+				}
 			}
 			buf = w.scratch
 		}
 		n := len(buf)
 		c.head, c.tail, c.pendingBytes = -1, -1, 0
 		c.sent.Add(int64(n))
-		if _, err := c.nbc.Write(buf); err != nil {
+		if _, err := c.out.Write(buf); err != nil {
 			continue // closed: CloseAndClean reports it
 		}
 		c.framesOut.Add(nf)
@@ -279,6 +313,7 @@ func (w *writer) flush(start time.Time) {
 		c.lastWrite.Store(now)
 		writes++
 		frames += nf
+		deliveries += nd
 		bytes += uint64(n)
 		w.stats.batch[batchBucket(nf)].Add(1)
 	}
@@ -286,6 +321,8 @@ func (w *writer) flush(start time.Time) {
 	w.dirty = w.dirty[:0]
 	clear(w.arena)
 	w.arena = w.arena[:0]
+	clear(w.last)
+	w.last = w.last[:0]
 	if cap(w.scratch) > maxScratch {
 		w.scratch = nil
 	}
@@ -295,11 +332,14 @@ func (w *writer) flush(start time.Time) {
 	clear(w.closed)
 	w.closed = w.closed[:0]
 	if writes > 0 {
+		d := time.Since(start)
 		w.stats.rounds.Add(1)
 		w.stats.writes.Add(writes)
 		w.stats.frames.Add(frames)
+		w.stats.deliveries.Add(deliveries)
 		w.stats.bytes.Add(bytes)
-		w.stats.flushNanos.Add(uint64(time.Since(start)))
+		w.stats.flushNanos.Add(uint64(d))
+		w.stats.flush[durationBucket(d)].Add(1)
 	}
 }
 
@@ -308,6 +348,20 @@ func batchBucket(n uint64) int {
 	b := bits.Len64(n - 1)
 	if b >= batchBuckets {
 		b = batchBuckets - 1
+	}
+	return b
+}
+
+// durationBucket maps a round's duration to a power-of-two bucket of
+// microseconds: <=1us, <=2us, <=4us, ...
+func durationBucket(d time.Duration) int {
+	us := uint64(d / time.Microsecond)
+	if us == 0 {
+		return 0
+	}
+	b := bits.Len64(us - 1)
+	if b >= flushBuckets {
+		b = flushBuckets - 1
 	}
 	return b
 }
