@@ -20,12 +20,30 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	DefaultHold           = 10 * time.Second
 	DefaultSources        = "127.0.0.2-127.0.0.17"
+	DefaultBurst          = 100
+	DefaultRounds         = 5
+	DefaultRoundTimeout   = 30 * time.Second
 )
 
 // Config configures a load-test run. The zero value is valid: zero fields
 // take the defaults named beside them. Every run is bounded: it ends after
 // TimeLimit whatever happens.
 type Config struct {
+	// Scenario is ScenarioHold (default) or ScenarioBurst.
+	Scenario string
+
+	// Burst is the number of messages client 0 sends per round in the burst
+	// scenario; the server is expected to relay each to every client (as
+	// the seed chat does). Default 100.
+	Burst int
+
+	// Rounds is the number of bursts. Default 5.
+	Rounds int
+
+	// RoundTimeout bounds one round: messages not delivered by then count
+	// as missing. Default 30 s.
+	RoundTimeout time.Duration
+
 	// Targets are the WebSocket URLs to connect to (ws://host:port/path);
 	// clients are spread over them round-robin. Only loopback hosts are
 	// allowed. Default DefaultTarget.
@@ -55,7 +73,8 @@ type Config struct {
 	Hold time.Duration
 
 	// TimeLimit is a hard bound on the whole run. Default: Hold plus one
-	// minute per 10,000 clients, at least two minutes.
+	// minute per 10,000 clients, plus Rounds x RoundTimeout for bursts, at
+	// least two minutes.
 	TimeLimit time.Duration
 
 	// ServerPIDs are server processes whose resident memory is read from
@@ -72,6 +91,18 @@ type Config struct {
 
 func (c *Config) withDefaults() Config {
 	d := *c
+	if d.Scenario == "" {
+		d.Scenario = ScenarioHold
+	}
+	if d.Burst == 0 {
+		d.Burst = DefaultBurst
+	}
+	if d.Rounds == 0 {
+		d.Rounds = DefaultRounds
+	}
+	if d.RoundTimeout == 0 {
+		d.RoundTimeout = DefaultRoundTimeout
+	}
 	if len(d.Targets) == 0 {
 		d.Targets = []string{DefaultTarget}
 	}
@@ -92,6 +123,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.TimeLimit == 0 {
 		d.TimeLimit = max(2*time.Minute, d.Hold+time.Duration(d.Clients/10000+1)*time.Minute)
+		if d.Scenario == ScenarioBurst {
+			d.TimeLimit += time.Duration(d.Rounds) * d.RoundTimeout
+		}
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
@@ -111,6 +145,14 @@ func (c *Config) Validate() error {
 		return err
 	}
 	switch {
+	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst:
+		return fmt.Errorf("loadtest: Scenario %q: want %s or %s", d.Scenario, ScenarioHold, ScenarioBurst)
+	case d.Burst < 0:
+		return fmt.Errorf("loadtest: Burst (%d) must be positive", d.Burst)
+	case d.Rounds < 0:
+		return fmt.Errorf("loadtest: Rounds (%d) must be positive", d.Rounds)
+	case d.RoundTimeout < 0:
+		return fmt.Errorf("loadtest: RoundTimeout (%v) must be positive", d.RoundTimeout)
 	case d.Clients < 0:
 		return fmt.Errorf("loadtest: Clients (%d) must be positive", d.Clients)
 	case d.Dialers < 0:

@@ -15,7 +15,7 @@ import (
 // handled there (counting only), so a client costs no goroutine.
 type conn struct {
 	idx int
-	r   *runner
+	p   *Pool
 	nbc *nbio.Conn
 
 	cache *[]byte        // an incomplete frame; poller only
@@ -45,7 +45,7 @@ func (c *conn) Parse(data []byte) error {
 	for len(buf) > 0 && !c.done {
 		h, hn, err := wsproto.ParseHeader(buf)
 		if err != nil {
-			c.r.count(&c.r.stats.protocolErrors)
+			c.p.protoErrs.Add(1)
 			c.done = true
 			return err
 		}
@@ -53,7 +53,7 @@ func (c *conn) Parse(data []byte) error {
 			break
 		}
 		if h.Masked {
-			c.r.count(&c.r.stats.protocolErrors)
+			c.p.protoErrs.Add(1)
 			c.done = true
 			return errMaskedServerFrame
 		}
@@ -80,7 +80,7 @@ func (c *conn) frame(h *wsproto.Header, payload []byte) {
 	switch h.Op {
 	case wsproto.OpText, wsproto.OpBinary:
 		if h.Fin {
-			c.r.onMessage(c, payload)
+			c.p.h.OnMessage(c.idx, payload)
 			return
 		}
 		c.msgOp = h.Op
@@ -93,7 +93,7 @@ func (c *conn) frame(h *wsproto.Header, payload []byte) {
 		c.msg = bufpool.Grow(c.msg, len(payload))
 		*c.msg = append(*c.msg, payload...)
 		if h.Fin {
-			c.r.onMessage(c, *c.msg)
+			c.p.h.OnMessage(c.idx, *c.msg)
 			bufpool.Put(c.msg)
 			c.msg = nil
 		}
@@ -121,5 +121,6 @@ func (c *conn) write(op wsproto.Opcode, payload []byte) {
 // CloseAndClean implements nbhttp.ParserCloser; nbhttp calls it once the
 // socket is closed.
 func (c *conn) CloseAndClean(err error) {
-	c.r.onClose(c, err)
+	c.p.open.Add(-1)
+	c.p.h.OnClose(c.idx, int(c.closeCode.Load()), err)
 }

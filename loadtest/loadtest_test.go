@@ -22,13 +22,18 @@ func TestMain(m *testing.M) {
 
 func startServer(t *testing.T, cfg engine.Config) string {
 	t.Helper()
+	return startServerApp(t, cfg, engine.BaseApplication{})
+}
+
+func startServerApp(t *testing.T, cfg engine.Config, app engine.Application) string {
+	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	srv, err := engine.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := srv.Mount("/ws", engine.BaseApplication{}); err != nil {
+	if _, err := srv.Mount("/ws", app); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Start(); err != nil {
@@ -54,8 +59,66 @@ func TestHold(t *testing.T) {
 	if res.Connected != 500 || res.Failed != 0 || res.OpenAtEnd != 500 || len(res.ClosedByServer) != 0 {
 		t.Fatalf("result %+v", res)
 	}
-	if res.ConnectLatency.P50 <= 0 || res.ConnectLatency.Max < res.ConnectLatency.P99 || res.ClientRSSPerConn <= 0 {
+	if res.ConnectLatency.P50 <= 0 || res.ConnectLatency.Max < res.ConnectLatency.P99 || res.ClientRSSPerConn <= 0 ||
+		res.ConnectLatency.Count != 500 {
 		t.Fatalf("measurements missing: %+v", res)
+	}
+}
+
+// relay broadcasts every text message to every client, as the seed chat does.
+type relay struct {
+	engine.BaseApplication
+	ep *engine.Endpoint
+}
+
+func (a *relay) OnStart(ep *engine.Endpoint) error { a.ep = ep; return nil }
+func (a *relay) OnMessage(_ engine.ClientID, typ engine.MessageType, data []byte) {
+	_, _ = a.ep.Broadcast(typ, data)
+}
+
+// dropper relays like relay but drops every 7th message it receives.
+type dropper struct {
+	relay
+	n int
+}
+
+func (a *dropper) OnMessage(_ engine.ClientID, typ engine.MessageType, data []byte) {
+	a.n++
+	if a.n%7 != 0 {
+		_, _ = a.ep.Broadcast(typ, data)
+	}
+}
+
+func TestBurstDeliversEverything(t *testing.T) {
+	url := startServerApp(t, engine.Config{}, &relay{})
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioBurst, Targets: []string{url}, Clients: 300, Burst: 50, Rounds: 3,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 300 || res.Delivered != 3*300*50 || res.Missing != 0 || res.Duplicated != 0 ||
+		res.OutOfOrder != 0 || len(res.Rounds) != 3 || res.EndToEnd.Count != 3*300*50 || res.DeliveriesPerSec <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// The burst scenario must notice what a server loses: it is the check
+// behind every "zero missing" the project reports.
+func TestBurstCountsMissing(t *testing.T) {
+	url := startServerApp(t, engine.Config{}, &dropper{})
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioBurst, Targets: []string{url}, Clients: 20, Burst: 70, Rounds: 1,
+		RoundTimeout: 2 * time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Seqs 6, 13, ..., 69 are dropped: 10 per client are missing; 9 of the
+	// gaps are seen as a jump (the last drop is the burst's final message).
+	if res.Missing != 20*10 || res.Delivered != 20*60 || res.OutOfOrder != 20*9 {
+		t.Fatalf("missing %d delivered %d out of order %d; want 200, 1200, 180", res.Missing, res.Delivered, res.OutOfOrder)
 	}
 }
 

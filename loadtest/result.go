@@ -8,10 +8,21 @@ import (
 
 // Latency holds percentiles in milliseconds.
 type Latency struct {
-	P50 float64 `json:"p50_ms"`
-	P90 float64 `json:"p90_ms"`
-	P99 float64 `json:"p99_ms"`
-	Max float64 `json:"max_ms"`
+	P50   float64 `json:"p50_ms"`
+	P90   float64 `json:"p90_ms"`
+	P99   float64 `json:"p99_ms"`
+	P999  float64 `json:"p999_ms"`
+	Max   float64 `json:"max_ms"`
+	Count uint64  `json:"count"`
+}
+
+// Round is one burst's outcome.
+type Round struct {
+	Recipients       int64   `json:"recipients"`
+	Deliveries       int64   `json:"deliveries"`
+	Missing          int64   `json:"missing"`
+	Seconds          float64 `json:"seconds"` // first send to last delivery
+	DeliveriesPerSec float64 `json:"deliveries_per_second"`
 }
 
 // Result is what a run measured.
@@ -28,6 +39,15 @@ type Result struct {
 	OpenAtEnd        int            `json:"open_at_end"`
 	ClosedByServer   map[string]int `json:"closed_by_server"`
 	MessagesReceived int64          `json:"messages_received"`
+	MessagesSent     int64          `json:"messages_sent,omitempty"`
+	Rounds           []Round        `json:"rounds,omitempty"`
+	Expected         int64          `json:"deliveries_expected,omitempty"`
+	Delivered        int64          `json:"deliveries,omitempty"`
+	Missing          int64          `json:"missing"`
+	Duplicated       int64          `json:"duplicated"`
+	OutOfOrder       int64          `json:"out_of_order"`
+	DeliveriesPerSec float64        `json:"deliveries_per_second,omitempty"`
+	EndToEnd         Latency        `json:"end_to_end_latency"`
 	ProtocolErrors   int64          `json:"protocol_errors"`
 	ClientRSSBytes   int64          `json:"client_rss_bytes"`
 	ClientRSSPerConn float64        `json:"client_rss_bytes_per_conn"`
@@ -49,6 +69,17 @@ func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "held        %d open at the end\n", r.OpenAtEnd)
 	for _, k := range sortedKeys(r.ClosedByServer) {
 		fmt.Fprintf(w, "  lost: %-42s %d\n", k, r.ClosedByServer[k])
+	}
+	if r.Scenario == ScenarioBurst {
+		fmt.Fprintf(w, "sent        %d messages; delivered %d of %d (missing %d, duplicated %d, out of order %d)\n",
+			r.MessagesSent, r.Delivered, r.Expected, r.Missing, r.Duplicated, r.OutOfOrder)
+		for i, rd := range r.Rounds {
+			fmt.Fprintf(w, "  round %d: %d deliveries to %d clients in %.3fs: %.0f deliveries/s\n",
+				i+1, rd.Deliveries, rd.Recipients, rd.Seconds, rd.DeliveriesPerSec)
+		}
+		fmt.Fprintf(w, "throughput  %.0f deliveries/s over all rounds\n", r.DeliveriesPerSec)
+		fmt.Fprintf(w, "end to end  p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",
+			r.EndToEnd.P50, r.EndToEnd.P90, r.EndToEnd.P99, r.EndToEnd.P999, r.EndToEnd.Max)
 	}
 	fmt.Fprintf(w, "client RSS  %.1f MB (%.0f B per connection)\n", float64(r.ClientRSSBytes)/1e6, r.ClientRSSPerConn)
 	if r.ServerRSSBytes > 0 {

@@ -40,6 +40,10 @@ func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, string, er
 		fmt.Fprintf(stderr, "Usage: parley loadtest [flags]\n\nOpens many WebSocket clients against loopback targets, holds them, and reports.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
+	fs.StringVar(&cfg.Scenario, "scenario", loadtest.ScenarioHold, "`name`: hold (connect, hold, measure memory) or burst (client 0 sends bursts every client must receive)")
+	fs.IntVar(&cfg.Burst, "burst", loadtest.DefaultBurst, "messages per round (burst)")
+	fs.IntVar(&cfg.Rounds, "rounds", loadtest.DefaultRounds, "number of bursts (burst)")
+	fs.DurationVar(&cfg.RoundTimeout, "round-timeout", loadtest.DefaultRoundTimeout, "bound on one round; undelivered messages count as missing (burst)")
 	fs.Var(&targets, "target", "WebSocket `url` to load (loopback only); repeatable, clients spread over them (default "+loadtest.DefaultTarget+")")
 	fs.IntVar(&cfg.Clients, "clients", loadtest.DefaultClients, "connections to open")
 	fs.IntVar(&cfg.Dialers, "dialers", loadtest.DefaultDialers, "connections being opened at once")
@@ -88,8 +92,9 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("write %s: %w", jsonOut, err)
 		}
 	}
-	if res.Failed > 0 || len(res.ClosedByServer) > 0 {
-		return fmt.Errorf("%d connections failed, %d lost while held", res.Failed, res.Connected-res.OpenAtEnd)
+	if res.Failed > 0 || len(res.ClosedByServer) > 0 || res.Missing > 0 || res.Duplicated > 0 {
+		return fmt.Errorf("%d connections failed, %d lost while held, %d messages missing, %d duplicated",
+			res.Failed, res.Connected-res.OpenAtEnd, res.Missing, res.Duplicated)
 	}
 	return nil
 }

@@ -1,0 +1,266 @@
+package loadtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
+	"github.com/parleyhq/parley/internal/wsproto"
+)
+
+// Handler receives what the pool's clients get. Its methods run on nbio
+// poller goroutines, concurrently for different clients and in order for
+// one client; they must not block. data is valid only during the call.
+type Handler interface {
+	OnMessage(client int, data []byte)
+	// OnClose reports a client's socket closed: code is the server's close
+	// code, 0 if none arrived; err is what nbio reported.
+	OnClose(client int, code int, err error)
+}
+
+// Pool is a set of WebSocket clients on one nbio client engine: no
+// goroutine per client, a few hundred bytes each once connected. Build one
+// with NewPool, open its clients with DialAll, stop it with Close.
+type Pool struct {
+	cfg     Config
+	h       Handler
+	eng     *nbhttp.Engine
+	targets []*url.URL
+	sources []net.IP
+
+	conns   []*conn // by client index; set once connected
+	latency Histogram
+
+	mu       sync.Mutex
+	failures map[string]int // dial failures by cause
+
+	connected atomic.Int64
+	failed    atomic.Int64
+	open      atomic.Int64
+	protoErrs atomic.Int64
+}
+
+// NewPool validates cfg and starts a client engine for cfg.Clients clients.
+func NewPool(cfg Config, h Handler) (*Pool, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	p := &Pool{cfg: cfg, h: h, conns: make([]*conn, cfg.Clients), failures: make(map[string]int)}
+	for _, t := range cfg.Targets {
+		u, _ := parseTarget(t)
+		hu := *u
+		hu.Scheme = "http" // nbhttp's client speaks http(s) URLs; the upgrade makes it ws
+		p.targets = append(p.targets, &hu)
+	}
+	p.sources, _ = parseSources(cfg.Sources)
+	p.eng = nbhttp.NewEngine(nbhttp.Config{
+		Name:      "parley-loadtest",
+		NPoller:   runtime.GOMAXPROCS(0),
+		ReadLimit: 1 << 20,
+	})
+	p.eng.OnOpen(func(c net.Conn) {
+		if nbc, ok := c.(*nbio.Conn); ok {
+			_ = nbc.ExecuteLen() // a happens-before edge for the race detector, as in engine
+		}
+	})
+	if err := p.eng.Start(); err != nil {
+		return nil, fmt.Errorf("loadtest: start nbio: %w", err)
+	}
+	return p, nil
+}
+
+// Close drops every client and stops the engine.
+func (p *Pool) Close() {
+	for _, c := range p.conns {
+		if c != nil {
+			_ = c.nbc.Close()
+		}
+	}
+	p.eng.Stop()
+}
+
+// Connected returns the number of clients that completed their upgrade.
+func (p *Pool) Connected() int { return int(p.connected.Load()) }
+
+// Open returns the number of clients whose socket is open.
+func (p *Pool) Open() int { return int(p.open.Load()) }
+
+// Failed returns the number of clients that could not connect.
+func (p *Pool) Failed() int { return int(p.failed.Load()) }
+
+// Failures returns dial failures by cause.
+func (p *Pool) Failures() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.failures))
+	for k, v := range p.failures {
+		out[k] = v
+	}
+	return out
+}
+
+// ConnectLatency returns the histogram of connect-plus-upgrade times.
+func (p *Pool) ConnectLatency() *Histogram { return &p.latency }
+
+// ProtocolErrors returns how many clients saw a frame break RFC 6455.
+func (p *Pool) ProtocolErrors() int64 { return p.protoErrs.Load() }
+
+// Send writes a text message from client i. It fails if i is not connected.
+func (p *Pool) Send(i int, data []byte) error {
+	c := p.conns[i]
+	if c == nil {
+		return fmt.Errorf("loadtest: client %d is not connected", i)
+	}
+	var stack [512]byte
+	b := wsproto.AppendMaskedFrame(stack[:0], wsproto.OpText, true, data, [4]byte{0x5a, 0x17, byte(i), byte(i >> 8)})
+	_, err := c.nbc.Write(b)
+	return err
+}
+
+// DialAll opens every client with a bounded pool of dialers and returns
+// when each has connected or failed, or ctx ends.
+func (p *Pool) DialAll(ctx context.Context) {
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(p.cfg.Dialers, p.cfg.Clients) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				p.dial(ctx, i)
+			}
+		}()
+	}
+feed:
+	for i := range p.cfg.Clients {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+}
+
+func (p *Pool) fail(cause string) {
+	p.failed.Add(1)
+	p.mu.Lock()
+	p.failures[cause]++
+	p.mu.Unlock()
+}
+
+// classify names an error's cause for the report.
+func classify(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EADDRNOTAVAIL), errors.Is(err, syscall.EADDRINUSE):
+		return "no source port available"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "too many open files"
+	case errors.Is(err, nbhttp.ErrClientTimeout), errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	}
+	return err.Error()
+}
+
+// dial opens client i: a TCP connection bound to its source address, the
+// upgrade through nbhttp's client, then the socket handed to a conn. It
+// blocks until the upgrade is answered or fails.
+func (p *Pool) dial(ctx context.Context, i int) {
+	target := p.targets[i%len(p.targets)]
+	src := p.sources[i%len(p.sources)]
+	d := &net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: src},
+		Timeout:   p.cfg.ConnectTimeout,
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			// IP_BIND_ADDRESS_NO_PORT: choose the port at connect time, per
+			// destination, not at bind time, so each source address has its
+			// whole port range for every target.
+			var serr error
+			_ = rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, 24, 1) })
+			return serr
+		},
+	}
+	cc := &nbhttp.ClientConn{Engine: p.eng, Timeout: p.cfg.ConnectTimeout, Dial: d.Dial}
+	var kb [16]byte
+	_, _ = rand.Read(kb[:])
+	key := base64.StdEncoding.EncodeToString(kb[:])
+	req := &http.Request{
+		Method: http.MethodGet, URL: target, Host: target.Host,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{
+			"Upgrade":               {"websocket"},
+			"Connection":            {"Upgrade"},
+			"Sec-WebSocket-Key":     {key},
+			"Sec-WebSocket-Version": {"13"},
+		},
+	}
+	if p.cfg.Origin != "" {
+		req.Header.Set("Origin", p.cfg.Origin)
+	}
+	result := make(chan string, 1) // "" on success, else the failure's cause
+	start := time.Now()
+	cc.Do(req, func(resp *http.Response, nc net.Conn, err error) {
+		// On the poller: no blocking here.
+		if err != nil {
+			result <- classify(err)
+			return
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			result <- "handshake status " + strconv.Itoa(resp.StatusCode)
+			return
+		}
+		if resp.Header.Get("Sec-WebSocket-Accept") != wsproto.AcceptKey(key) {
+			result <- "handshake with a bad Sec-WebSocket-Accept"
+			return
+		}
+		nbc, ok := nc.(*nbio.Conn)
+		var parser *nbhttp.Parser
+		if ok {
+			parser, ok = nbc.Session().(*nbhttp.Parser)
+		}
+		if !ok {
+			result <- fmt.Sprintf("unexpected connection type %T", nc)
+			return
+		}
+		c := &conn{idx: i, p: p, nbc: nbc}
+		parser.ParserCloser = c // bytes after the 101 in this read go to c
+		nbc.SetSession(c)
+		p.open.Add(1)
+		p.conns[i] = c
+		result <- ""
+	})
+	select {
+	case cause := <-result:
+		if cause != "" {
+			p.fail(cause)
+			cc.Close()
+			return
+		}
+		p.latency.Record(time.Since(start))
+		p.connected.Add(1)
+	case <-ctx.Done():
+		p.fail("run time limit")
+		cc.Close()
+	}
+}
