@@ -84,9 +84,17 @@ type Config struct {
 	// write buffer is capped at twice this, as a backstop.
 	SendQueueHardLimit int
 
-	// SlowConsumerTimeout: a client that stays above SendQueueSoftLimit this
-	// long is closed with 1008 "slow consumer". Default 10 s.
+	// SlowConsumerTimeout: a client that has missed a message (its queue was
+	// past SendQueueSoftLimit) and has not drained its queue this long after
+	// is closed with 1008 "slow consumer". Default 10 s.
 	SlowConsumerTimeout time.Duration
+
+	// SocketWriteBuffer sets each client socket's kernel send buffer
+	// (SO_SNDBUF), in bytes. 0 keeps the kernel's autotuning, which lets a
+	// client that stops reading hold up to net.ipv4.tcp_wmem's maximum (4 MiB
+	// on Linux by default) in the kernel before the send-queue limits see
+	// anything. Set it to bound kernel memory per slow client.
+	SocketWriteBuffer int
 
 	// AllowedOrigins lists the origins (scheme://host[:port], compared
 	// case-insensitively) whose browsers may open WebSockets. Empty means
@@ -162,6 +170,7 @@ func (c *Config) Validate() error {
 		{"MaxMessageSize", d.MaxMessageSize},
 		{"SendQueueSoftLimit", d.SendQueueSoftLimit},
 		{"SendQueueHardLimit", d.SendQueueHardLimit},
+		{"SocketWriteBuffer", d.SocketWriteBuffer},
 	}
 	for _, f := range positive {
 		if f.v < 0 {

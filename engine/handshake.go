@@ -191,6 +191,9 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	nbc.SetSession(c) // from now on the poller hands bytes to c.Parse
 
 	_ = nbc.SetReadDeadline(time.Time{}) // heartbeats decide when an idle client is dead
+	if n := s.cfg.SocketWriteBuffer; n > 0 {
+		_ = nbc.SetWriteBuffer(n)
+	}
 	s.stats.accepted.Add(1)
 	c.w.post(job{kind: jobOpen, c: c, f: newUpgradeResponse(r.Header.Get("Sec-WebSocket-Key"))})
 	c.opened.Store(true)

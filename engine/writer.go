@@ -68,6 +68,7 @@ type writer struct {
 	extra   []*frame // frames the writer made itself this round (pings)
 	after   []func() // barriers, called once the round is written
 	last    []*frame // the frames now in scratch, in order
+	now     int64    // unix ns at the start of the current round
 	scratch []byte
 	stats   *writerStats
 }
@@ -117,6 +118,7 @@ func (w *writer) round() bool {
 		return false
 	}
 	start := time.Now()
+	w.now = start.UnixNano()
 	for i := range w.work {
 		w.apply(&w.work[i])
 	}
@@ -226,12 +228,16 @@ func (w *writer) enqueue(c *conn, f *frame) {
 	q := c.queued() + int64(c.pendingBytes)
 	cfg := &w.srv.cfg
 	if q+int64(len(f.buf)) > int64(cfg.SendQueueHardLimit) {
-		w.stats.slowClosed.Add(1)
-		c.startClose(StatusPolicyViolation, "slow consumer")
+		if c.startClose(StatusPolicyViolation, "slow consumer") {
+			w.stats.slowClosed.Add(1)
+		}
 		return
 	}
 	if q > int64(cfg.SendQueueSoftLimit) {
 		w.stats.skipped.Add(1)
+		if c.backlogSince == 0 {
+			c.backlogSince = w.now // the client is behind: the slow-consumer clock starts
+		}
 		return
 	}
 	w.push(c, f)
@@ -382,16 +388,18 @@ func (w *writer) tick(now int64) {
 			if c.closeEnqueued {
 				continue
 			}
-			if q := c.queued(); q > int64(cfg.SendQueueSoftLimit) {
-				if c.backlogSince == 0 {
-					c.backlogSince = now
-				} else if now-c.backlogSince >= int64(cfg.SlowConsumerTimeout) {
-					w.stats.slowClosed.Add(1)
-					c.startClose(StatusPolicyViolation, "slow consumer")
-					continue
-				}
-			} else {
+			// A client is behind from its first skipped message until its
+			// queue drains; behind for SlowConsumerTimeout, it is closed.
+			switch q := c.queued(); {
+			case q <= 0:
 				c.backlogSince = 0
+			case c.backlogSince == 0 && q > int64(cfg.SendQueueSoftLimit):
+				c.backlogSince = now
+			case c.backlogSince != 0 && now-c.backlogSince >= int64(cfg.SlowConsumerTimeout):
+				if c.startClose(StatusPolicyViolation, "slow consumer") {
+					w.stats.slowClosed.Add(1)
+				}
+				continue
 			}
 			if cfg.HeartbeatInterval <= 0 {
 				continue
@@ -404,8 +412,9 @@ func (w *writer) tick(now int64) {
 			case c.pingSentAt != 0 && last > c.pingSentAt:
 				c.pingSentAt = 0 // answered
 			case c.pingSentAt != 0 && now-c.pingSentAt >= int64(cfg.HeartbeatTimeout):
-				w.stats.heartbeatTimeouts.Add(1)
-				c.startClose(StatusPolicyViolation, "heartbeat timeout")
+				if c.startClose(StatusPolicyViolation, "heartbeat timeout") {
+					w.stats.heartbeatTimeouts.Add(1)
+				}
 			case c.pingSentAt == 0 && now-last >= int64(cfg.HeartbeatInterval):
 				if ping == nil {
 					ping = newControlFrame(wsproto.OpPing, nil, 1)

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/parleyhq/parley/internal/wsproto"
@@ -45,14 +46,18 @@ type Conn struct {
 }
 
 // Dial opens a WebSocket to rawURL ("ws://host:port/path") with extra
-// request headers. On a refused handshake it returns the response (with its
-// body read into RespBody) and ErrBadHandshake.
+// request headers. On a refused handshake it returns the response (its body
+// still readable) and ErrBadHandshake.
 func Dial(ctx context.Context, rawURL string, hdr http.Header) (*Conn, *http.Response, error) {
+	return DialWith(ctx, &net.Dialer{}, rawURL, hdr)
+}
+
+// DialWith is Dial through d, for socket options set before connecting.
+func DialWith(ctx context.Context, d *net.Dialer, rawURL string, hdr http.Header) (*Conn, *http.Response, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wstest: parse %q: %w", rawURL, err)
 	}
-	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wstest: dial %s: %w", u.Host, err)
@@ -231,4 +236,17 @@ func (c *Conn) ExpectClose() (*CloseError, error) {
 			return nil, err
 		}
 	}
+}
+
+// SmallReceiveBuffer returns a dialer whose sockets get an n-byte receive
+// buffer before they connect, so the window they advertise stays small: a
+// peer that stops reading then backs up its server quickly.
+func SmallReceiveBuffer(n int) *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, n)
+		})
+		return errors.Join(err, serr)
+	}}
 }

@@ -1,0 +1,119 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/binary"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/loadtest"
+)
+
+// orderChecker is a loadtest.Handler that checks each client receives
+// 8-byte big-endian sequence numbers 0, 1, 2, ... with nothing else.
+type orderChecker struct {
+	next     []uint64 // per client; touched only by that client's poller
+	received atomic.Int64
+	bad      atomic.Int64
+	closed   atomic.Int64
+}
+
+func (o *orderChecker) OnMessage(client int, data []byte) {
+	if len(data) != 8 || binary.BigEndian.Uint64(data) != o.next[client] {
+		o.bad.Add(1)
+		return
+	}
+	o.next[client]++
+	o.received.Add(1)
+}
+
+func (o *orderChecker) OnClose(int, int, error) { o.closed.Add(1) }
+
+func dialPool(t testing.TB, url string, n int, h loadtest.Handler) *loadtest.Pool {
+	t.Helper()
+	pool, err := loadtest.NewPool(loadtest.Config{
+		Targets: []string{url}, Clients: n, Dialers: 32, Logger: slog.New(slog.DiscardHandler),
+	}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pool.DialAll(ctx)
+	if pool.Connected() != n {
+		t.Fatalf("connected %d of %d: %v", pool.Connected(), n, pool.Failures())
+	}
+	return pool
+}
+
+// TestLoopbackBurst: thousands of real clients, a burst of 100 broadcasts.
+// Every client gets all 100 in order, and the server makes about one write
+// per client per round, far fewer than clients x messages.
+func TestLoopbackBurst(t *testing.T) {
+	const members, burst = 3000, 100
+	app := newRecorder()
+	srv, url := start(t, engine.Config{}, app)
+	oc := &orderChecker{next: make([]uint64, members)}
+	dialPool(t, url, members, oc)
+	waitFor(t, "every client open", 30*time.Second, func() bool { return srv.Stats().Clients == members })
+	ep := app.endpoint()
+	before := srv.Stats()
+
+	var msg [8]byte
+	for i := range burst {
+		binary.BigEndian.PutUint64(msg[:], uint64(i))
+		if _, err := ep.Broadcast(engine.Binary, msg[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every delivery", 60*time.Second, func() bool {
+		return oc.received.Load()+oc.bad.Load() >= members*burst
+	})
+	if bad := oc.bad.Load(); bad != 0 {
+		t.Fatalf("%d messages out of order or corrupt", bad)
+	}
+	after := srv.Stats()
+	writes := after.Writes - before.Writes
+	rounds := after.Rounds - before.Rounds
+	deliveries := after.Deliveries - before.Deliveries
+	if deliveries != members*burst {
+		t.Fatalf("server counted %d deliveries, want %d", deliveries, members*burst)
+	}
+	if after.FramesEncoded-before.FramesEncoded != burst {
+		t.Fatalf("frames encoded: %d, want %d (once per message)", after.FramesEncoded-before.FramesEncoded, burst)
+	}
+	t.Logf("%d members x %d messages: %d writes in %d writer rounds (%.2f writes per member, %.1f frames per write)",
+		members, burst, writes, rounds, float64(writes)/members, float64(deliveries)/float64(writes))
+	// Each member is written at most once per round of its writer.
+	if writes > members*rounds {
+		t.Fatalf("%d writes exceed members x rounds (%d)", writes, members*rounds)
+	}
+	if writes >= members*burst/5 {
+		t.Fatalf("%d writes: coalescing failed (members x messages = %d)", writes, members*burst)
+	}
+}
+
+// The write path must never use nbio's Writev with several buffers: it
+// loses data on partial writes (research/nbio.md, P1).
+func TestNoWritev(t *testing.T) {
+	files, _ := filepath.Glob("*.go")
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), ".Writev(") {
+			t.Errorf("%s calls Writev", f)
+		}
+	}
+}

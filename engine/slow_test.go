@@ -1,0 +1,118 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/wstest"
+)
+
+// dialSlow connects a client that never reads, with a 4 KiB receive buffer.
+func dialSlow(t *testing.T, url string) *wstest.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := wstest.DialWith(ctx, wstest.SmallReceiveBuffer(4<<10), url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestSlowConsumer: one client stops reading while 100 others receive a
+// stream of broadcasts. The slow one misses messages past the soft limit and
+// is closed with 1008 after SlowConsumerTimeout; the others get everything,
+// in order; the bytes queued for the slow one never pass the hard limit.
+func TestSlowConsumer(t *testing.T) {
+	const (
+		others = 100
+		msgs   = 4000
+		size   = 1024
+		soft   = 64 << 10
+		hard   = 256 << 10
+	)
+	app := newRecorder()
+	srv, url := start(t, engine.Config{
+		SendQueueSoftLimit: soft, SendQueueHardLimit: hard, SlowConsumerTimeout: time.Second,
+		SocketWriteBuffer: 16 << 10, CloseTimeout: 200 * time.Millisecond,
+	}, app, func(s *engine.Server) { s.SetTickInterval(50 * time.Millisecond) })
+
+	dialSlow(t, url)
+	slowID := app.next(t, "open").id
+	oc := &orderChecker{next: make([]uint64, others)}
+	dialPool(t, url, others, oc)
+	waitFor(t, "every client open", 10*time.Second, func() bool { return srv.Stats().Clients == others+1 })
+	ep := app.endpoint()
+
+	msg := make([]byte, size)
+	for i := range msgs {
+		binary.BigEndian.PutUint64(msg, uint64(i))
+		// The others check 8-byte sequence numbers: send them the prefix.
+		if _, err := ep.Broadcast(engine.Binary, msg[:8], slowID); err != nil {
+			t.Fatal(err)
+		}
+		_ = ep.Send(slowID, engine.Binary, msg) // ErrClientClosing once it is closed
+	}
+	// Once the writers are through, the slow client's queue sits between
+	// the limits: backed up past the soft one, never past the hard one.
+	// Once the writers are through, the slow client is behind (it missed
+	// messages) with its queue bounded by the soft limit plus one message.
+	waitFor(t, "messages to the slow client skipped", 10*time.Second, func() bool { return srv.Stats().SkippedSlow > 0 })
+	waitFor(t, "the writers to finish", 10*time.Second, func() bool {
+		return srv.Stats().Deliveries >= others*msgs
+	})
+	info, err := ep.Info(slowID)
+	if err != nil {
+		t.Fatalf("slow client closed before SlowConsumerTimeout: %v", err)
+	}
+	if info.QueuedBytes <= 0 || info.QueuedBytes > soft+size+8 {
+		t.Fatalf("slow client has %d bytes queued, want some and at most %d", info.QueuedBytes, soft+size+8)
+	}
+	e := app.next(t, "close")
+	if e.id != slowID || e.code != engine.StatusPolicyViolation || e.reason != "slow consumer" {
+		t.Fatalf("OnClose %+v, want the slow client with 1008 slow consumer", e)
+	}
+	waitFor(t, "every delivery to the others", 30*time.Second, func() bool {
+		return oc.received.Load()+oc.bad.Load() >= others*msgs
+	})
+	if bad := oc.bad.Load(); bad != 0 {
+		t.Fatalf("%d messages to healthy clients out of order or lost", bad)
+	}
+	st := srv.Stats()
+	if st.ClosedSlow != 1 || st.SkippedSlow == 0 {
+		t.Fatalf("ClosedSlow %d SkippedSlow %d, want 1 and some", st.ClosedSlow, st.SkippedSlow)
+	}
+	if st.QueuedBytes > 0 {
+		t.Fatalf("%d bytes still queued after the slow client left", st.QueuedBytes)
+	}
+	t.Logf("slow client: %d bytes queued, %d messages skipped, then closed", info.QueuedBytes, st.SkippedSlow)
+}
+
+// TestHardLimitCloses: with no room between the limits, a client that
+// stops reading is closed as soon as its queue would pass the hard limit.
+func TestHardLimitCloses(t *testing.T) {
+	app := newRecorder()
+	srv, url := start(t, engine.Config{
+		SendQueueSoftLimit: 64 << 10, SendQueueHardLimit: 64 << 10, SlowConsumerTimeout: time.Hour,
+		SocketWriteBuffer: 16 << 10, CloseTimeout: 200 * time.Millisecond,
+	}, app)
+	dialSlow(t, url)
+	id := app.next(t, "open").id
+	ep := app.endpoint()
+	msg := make([]byte, 1024)
+	for i := 0; i < 10000; i++ {
+		if err := ep.Send(id, engine.Binary, msg); err != nil {
+			break // closing
+		}
+	}
+	if e := app.next(t, "close"); e.code != engine.StatusPolicyViolation || e.reason != "slow consumer" {
+		t.Fatalf("OnClose %+v, want 1008 slow consumer", e)
+	}
+	if st := srv.Stats(); st.ClosedSlow != 1 {
+		t.Fatalf("ClosedSlow = %d", st.ClosedSlow)
+	}
+}
