@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/parley
 PKGS    := ./...
 
-.PHONY: all build run test vet fmt bench clean
+.PHONY: all build run test vet fmt bench fanout clean
 
 all: build
 
@@ -27,6 +27,11 @@ fmt:
 # Benchmarks of the hot paths; compare runs with benchstat.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+# Fan-out across processes: 10,000 clients, single messages and bursts of
+# 100, each against a fresh server. Reports go to reports/fanout/.
+fanout: build
+	scripts/fanout.sh 10000 reports/fanout
 
 clean:
 	rm -rf bin

@@ -23,6 +23,7 @@ const (
 	DefaultSendQueueSoftLimit  = 256 << 10
 	DefaultSendQueueHardLimit  = 1 << 20
 	DefaultSlowConsumerTimeout = 10 * time.Second
+	DefaultFlushWindow         = time.Millisecond
 )
 
 // Config configures a Server. The zero value is valid: every zero field
@@ -89,6 +90,20 @@ type Config struct {
 	// is closed with 1008 "slow consumer". Default 10 s.
 	SlowConsumerTimeout time.Duration
 
+	// FlushWindow is the shortest time between two rounds of a writer: work
+	// posted within a window of the last round waits for the window's end
+	// and joins one batch; work posted later goes out at once. Default
+	// DefaultFlushWindow (1 ms); -1 turns it off (pure group commit, where
+	// batches grow only while a round is slower than the traffic).
+	//
+	// Measured (BenchmarkTrickle: 100 recipients, server and clients on
+	// 2 cores): at 4,000 messages/s, 1 ms cut CPU per delivery from 4.1 to
+	// 2.4 us and p99 latency from 15-16 ms to 2.8-3.0 ms, p50 unchanged
+	// (about 1.3 ms); at 500 messages/s it changed nothing measurable. A
+	// 5 ms window saves more CPU (1.0-1.2 us) but adds about 3 ms to every
+	// message under load.
+	FlushWindow time.Duration
+
 	// SocketWriteBuffer sets each client socket's kernel send buffer
 	// (SO_SNDBUF), in bytes. 0 keeps the kernel's autotuning, which lets a
 	// client that stops reading hold up to net.ipv4.tcp_wmem's maximum (4 MiB
@@ -151,6 +166,9 @@ func (c *Config) withDefaults() Config {
 	if d.SlowConsumerTimeout == 0 {
 		d.SlowConsumerTimeout = DefaultSlowConsumerTimeout
 	}
+	if d.FlushWindow == 0 {
+		d.FlushWindow = DefaultFlushWindow
+	}
 	return d
 }
 
@@ -193,6 +211,9 @@ func (c *Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("engine: %s (%v) must be positive", f.name, f.v)
 		}
+	}
+	if d.FlushWindow < 0 && d.FlushWindow != -1 {
+		return fmt.Errorf("engine: FlushWindow (%v) must be positive, or -1 to disable", d.FlushWindow)
 	}
 	if d.HeartbeatInterval < 0 && d.HeartbeatInterval != -1 {
 		return fmt.Errorf("engine: HeartbeatInterval (%v) must be positive, or -1 to disable", d.HeartbeatInterval)

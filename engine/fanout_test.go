@@ -117,3 +117,41 @@ func TestNoWritev(t *testing.T) {
 		}
 	}
 }
+
+// TestFlushWindow: an idle writer writes at once; messages posted within
+// the window after a round wait for its end and share one write.
+func TestFlushWindow(t *testing.T) {
+	t.Parallel()
+	const window = 200 * time.Millisecond
+	app := newRecorder()
+	srv, url := start(t, engine.Config{Writers: 1, FlushWindow: window}, app)
+	c := dial(t, url, nil)
+	id := app.next(t, "open").id
+	ep := app.endpoint()
+	// Let the window after the 101's round pass, so the writer is idle.
+	<-time.After(2 * window)
+
+	began := time.Now()
+	if err := ep.Send(id, engine.Text, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.ReadText(); err != nil || got != "a" {
+		t.Fatalf("got %q, %v", got, err)
+	}
+	if took := time.Since(began); took > window/2 {
+		t.Fatalf("a message to an idle writer took %v (window %v)", took, window)
+	}
+	writes := srv.Stats().Writes
+	_ = ep.Send(id, engine.Text, []byte("b"))
+	_ = ep.Send(id, engine.Text, []byte("c"))
+	for _, want := range []string{"b", "c"} {
+		if got, err := c.ReadText(); err != nil || got != want {
+			t.Fatalf("got %q, %v; want %q", got, err, want)
+		}
+	}
+	// The counters move after the round's writes: wait for them, then check.
+	waitFor(t, "the write to be counted", 5*time.Second, func() bool { return srv.Stats().Writes > writes })
+	if n := srv.Stats().Writes - writes; n != 1 {
+		t.Fatalf("b and c took %d writes, want 1 (they were posted within the window)", n)
+	}
+}

@@ -296,7 +296,10 @@ func (s *Server) shutdown(ctx context.Context, graceful bool) error {
 	for _, ep := range s.endpoints {
 		ep.app.OnStop()
 	}
-	s.log.Info("stopped", "graceful", graceful, "took", time.Since(start).Round(time.Millisecond).String())
+	st := s.Stats()
+	s.log.Info("stopped", "graceful", graceful, "took", time.Since(start).Round(time.Millisecond).String(),
+		"accepted", st.Accepted, "frames_encoded", st.FramesEncoded, "deliveries", st.Deliveries,
+		"writes", st.Writes, "rounds", st.Rounds, "skipped_slow", st.SkippedSlow, "closed_slow", st.ClosedSlow)
 	if err == nil {
 		err = ctx.Err()
 	}

@@ -95,18 +95,49 @@ func (w *writer) post(j job) {
 
 // run is the writer's goroutine. It returns when stop is closed and every
 // job posted before is done.
+//
+// With Config.FlushWindow set, a round starts at most once per window: work
+// posted within a window of the last round waits for the window's end, so
+// it joins one batch; work posted later goes out at once.
 func (w *writer) run(stop <-chan struct{}) {
+	window := w.srv.cfg.FlushWindow
+	var timer *time.Timer
+	var lastStart time.Time
 	for {
 		select {
 		case <-w.wake:
-			for w.round() {
-			}
 		case <-stop:
 			for w.round() {
 			}
 			return
 		}
+		for {
+			if window > 0 {
+				if wait := time.Until(lastStart.Add(window)); wait > 0 {
+					if timer == nil {
+						timer = time.NewTimer(wait)
+					} else {
+						timer.Reset(wait)
+					}
+					select {
+					case <-timer.C:
+					case <-stop:
+					}
+				}
+				lastStart = time.Now()
+			}
+			if !w.round() || (window > 0 && !w.pending()) {
+				break // idle: wait for a wake, not for the window
+			}
+		}
 	}
+}
+
+// pending reports whether jobs wait for the next round.
+func (w *writer) pending() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.jobs) > 0
 }
 
 // round runs one group commit and reports whether there was anything to do.

@@ -34,7 +34,7 @@ func TestParseServe(t *testing.T) {
 		"--max-connections", "500", "--max-message-size", "1024", "--heartbeat-interval", "off",
 		"--heartbeat-timeout", "3s", "--close-timeout", "1s", "--handshake-timeout", "2s",
 		"--send-queue-soft", "1000", "--send-queue-hard", "2000", "--slow-consumer-timeout", "4s",
-		"--socket-write-buffer", "65536", "--pollers", "3", "--writers", "5", "--shutdown-timeout", "7s", "--log-level", "debug", "--log-format", "json",
+		"--socket-write-buffer", "65536", "--flush-window", "off", "--pollers", "3", "--writers", "5", "--shutdown-timeout", "7s", "--log-level", "debug", "--log-format", "json",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -42,10 +42,10 @@ func TestParseServe(t *testing.T) {
 	e := cfg.Engine
 	got := []any{e.Addr, strings.Join(e.AllowedOrigins, " "), e.MaxConnections, e.MaxMessageSize, e.HeartbeatInterval,
 		e.HeartbeatTimeout, e.CloseTimeout, e.HandshakeTimeout, e.SendQueueSoftLimit, e.SendQueueHardLimit,
-		e.SlowConsumerTimeout, e.SocketWriteBuffer, e.Pollers, e.Writers, cfg.ShutdownTimeout, cfg.LogLevel.String(), cfg.LogFormat}
+		e.SlowConsumerTimeout, e.SocketWriteBuffer, e.FlushWindow, e.Pollers, e.Writers, cfg.ShutdownTimeout, cfg.LogLevel.String(), cfg.LogFormat}
 	want := []any{"127.0.0.1:9000", "https://a.example https://b.example", 500, 1024, time.Duration(-1),
 		3 * time.Second, time.Second, 2 * time.Second, 1000, 2000,
-		4 * time.Second, 65536, 3, 5, 7 * time.Second, "DEBUG", "json"}
+		4 * time.Second, 65536, time.Duration(-1), 3, 5, 7 * time.Second, "DEBUG", "json"}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("field %d: got %v, want %v", i, got[i], want[i])

@@ -82,6 +82,8 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&e.SendQueueSoftLimit, "send-queue-soft", engine.DefaultSendQueueSoftLimit, "`bytes` queued to a client above which it misses messages")
 	fs.IntVar(&e.SendQueueHardLimit, "send-queue-hard", engine.DefaultSendQueueHardLimit, "`bytes` queued to a client above which it is closed with 1008")
 	fs.DurationVar(&e.SlowConsumerTimeout, "slow-consumer-timeout", engine.DefaultSlowConsumerTimeout, "time a client may stay above the soft queue limit before it is closed with 1008")
+	e.FlushWindow = engine.DefaultFlushWindow
+	fs.Var((*durationOrOff)(&e.FlushWindow), "flush-window", "shortest time between two write rounds of a writer: messages within it share one write per client; off: write as soon as possible")
 	fs.IntVar(&e.SocketWriteBuffer, "socket-write-buffer", 0, "kernel send buffer per client socket, in `bytes` (0: kernel autotuning, up to 4 MiB for a client that stops reading)")
 	fs.IntVar(&e.Pollers, "pollers", 0, "epoll goroutines (0: one per CPU)")
 	fs.IntVar(&e.Writers, "writers", 0, "writer shards (0: one per CPU)")
