@@ -34,7 +34,10 @@ type fanoutBench struct {
 }
 
 func newFanoutBench(tb testing.TB, n int) *fanoutBench {
-	srv, err := New(Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler)})
+	// No flush window: these benchmarks measure the CPU cost of the fan-out
+	// path, and their barrier would otherwise wait out a window each op.
+	// BenchmarkTrickle measures what the window trades.
+	srv, err := New(Config{Addr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler), FlushWindow: -1})
 	if err != nil {
 		tb.Fatal(err)
 	}
