@@ -31,7 +31,7 @@ type conn struct {
 	connectedAt int64 // unix ns
 
 	// Read state: poller only.
-	cache  *[]byte        // bytes of an incomplete frame, nil when none
+	carry  bufpool.Carry  // bytes of an incomplete frame
 	msg    *[]byte        // a fragmented message so far, nil when none
 	msgOp  wsproto.Opcode // that message's opcode
 	failed bool           // we failed the client: only its close reply matters now
@@ -82,12 +82,7 @@ func (c *conn) Parse(data []byte) error {
 	if c.done {
 		return nil
 	}
-	buf := data
-	if c.cache != nil {
-		c.cache = bufpool.Grow(c.cache, len(data))
-		*c.cache = append(*c.cache, data...)
-		buf = *c.cache
-	}
+	buf := c.carry.Join(data)
 	for len(buf) > 0 && !c.failed && !c.done {
 		h, hn, err := wsproto.ParseHeader(buf)
 		if err != nil {
@@ -114,19 +109,10 @@ func (c *conn) Parse(data []byte) error {
 	if c.failed && !c.done {
 		buf = c.awaitClose(buf)
 	}
-	switch {
-	case c.done || len(buf) == 0:
-		if c.cache != nil {
-			bufpool.Put(c.cache)
-			c.cache = nil
-		}
-	case c.cache == nil:
-		c.cache = bufpool.Get(len(buf))
-		*c.cache = append(*c.cache, buf...)
-	default:
-		// buf is a suffix of the cache: move it to the front.
-		*c.cache = (*c.cache)[:copy(*c.cache, buf)]
+	if c.done {
+		buf = nil
 	}
+	c.carry.Keep(buf)
 	return nil
 }
 

@@ -18,7 +18,7 @@ type conn struct {
 	p   *Pool
 	nbc *nbio.Conn
 
-	cache *[]byte        // an incomplete frame; poller only
+	carry bufpool.Carry  // an incomplete frame; poller only
 	msg   *[]byte        // a fragmented message so far; poller only
 	msgOp wsproto.Opcode // its opcode
 	done  bool           // the server's close frame arrived, or the stream broke
@@ -36,17 +36,13 @@ func (c *conn) Parse(data []byte) error {
 	if c.done {
 		return nil
 	}
-	buf := data
-	if c.cache != nil {
-		c.cache = bufpool.Grow(c.cache, len(data))
-		*c.cache = append(*c.cache, data...)
-		buf = *c.cache
-	}
+	buf := c.carry.Join(data)
 	for len(buf) > 0 && !c.done {
 		h, hn, err := wsproto.ParseHeader(buf)
 		if err != nil {
 			c.p.protoErrs.Add(1)
 			c.done = true
+			c.carry.Release()
 			return err
 		}
 		if hn == 0 || int64(len(buf)-hn) < h.Len {
@@ -55,24 +51,17 @@ func (c *conn) Parse(data []byte) error {
 		if h.Masked {
 			c.p.protoErrs.Add(1)
 			c.done = true
+			c.carry.Release()
 			return errMaskedServerFrame
 		}
 		payload := buf[hn : hn+int(h.Len)]
 		buf = buf[hn+int(h.Len):]
 		c.frame(&h, payload)
 	}
-	switch {
-	case c.done || len(buf) == 0:
-		if c.cache != nil {
-			bufpool.Put(c.cache)
-			c.cache = nil
-		}
-	case c.cache == nil:
-		c.cache = bufpool.Get(len(buf))
-		*c.cache = append(*c.cache, buf...)
-	default:
-		*c.cache = (*c.cache)[:copy(*c.cache, buf)]
+	if c.done {
+		buf = nil
 	}
+	c.carry.Keep(buf)
 	return nil
 }
 

@@ -45,3 +45,25 @@ func BenchmarkGetPut(b *testing.B) {
 		Put(Get(512))
 	}
 }
+
+func TestCarry(t *testing.T) {
+	var c Carry
+	// Nothing carried: Join hands data back as it is.
+	data := []byte("abcdef")
+	if got := c.Join(data); &got[0] != &data[0] {
+		t.Fatal("Join copied data with nothing carried")
+	}
+	c.Keep(data[4:]) // "ef" left over
+	got := c.Join([]byte("gh"))
+	if string(got) != "efgh" {
+		t.Fatalf("Join = %q, want efgh", got)
+	}
+	c.Keep(got[1:]) // "fgh", a suffix of the carried buffer
+	if got := c.Join([]byte("i")); string(got) != "fghi" {
+		t.Fatalf("Join = %q, want fghi", got)
+	}
+	c.Keep(nil)
+	if c.p != nil {
+		t.Fatal("Keep(nil) did not release the buffer")
+	}
+}
