@@ -61,7 +61,8 @@ type conn struct {
 	// Writer state: the owning writer's goroutine only.
 	head, tail      int32 // pending frames, as a list in the writer's arena; -1 when none
 	pendingBytes    int
-	memberIdx       int32 // index in ep.members[w.idx]; -1 when not a member
+	memberIdx       int32       // index in ep.members[w.idx]; -1 when not a member
+	groups          []groupSlot // the groups c is in
 	pingSentAt      int64
 	backlogSince    int64
 	closeEnqueued   bool // the close frame is queued: no data may follow

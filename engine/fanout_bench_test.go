@@ -132,6 +132,37 @@ func BenchmarkFanout(b *testing.B) {
 	}
 }
 
+// BenchmarkGroupSend sends to a group of half the clients, as a chat room
+// does: the same path as a broadcast, over the group's members.
+func BenchmarkGroupSend(b *testing.B) {
+	const n = 10000
+	fb := newFanoutBench(b, n)
+	g := fb.ep.NewGroup()
+	members := 0
+	for i, s := range fb.sinks {
+		if i%2 == 0 {
+			_ = g.Add(s.c.id)
+			members++
+		}
+	}
+	payload := make([]byte, 64)
+	_, _ = g.Send(Text, payload)
+	fb.sync()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		_, _ = g.Send(Text, payload)
+		fb.sync()
+	}
+	elapsed := time.Since(start)
+	runtime.ReadMemStats(&m1)
+	deliveries := float64(members * b.N)
+	b.ReportMetric(deliveries/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/deliveries, "allocs/delivery")
+}
+
 // BenchmarkMulticast sends each message to a list of half the clients.
 func BenchmarkMulticast(b *testing.B) {
 	const n = 10000

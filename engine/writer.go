@@ -11,16 +11,19 @@ import (
 type jobKind uint8
 
 const (
-	jobOpen      jobKind = iota + 1 // write c's 101 response (f); c joins its endpoint's member list
-	jobGone                         // c's socket closed: leave the member list
-	jobSend                         // f to c
-	jobMulticast                    // f to this shard's clients among f.conns
-	jobBroadcast                    // f to every member of ep, except ids
-	jobControl                      // control frame f to c, past the soft limit
-	jobClose                        // close frame f to c; nothing may follow
-	jobCloseAll                     // close frame f to every member of ep
-	jobTick                         // heartbeats, slow consumers, read deadlines
-	jobFunc                         // call fn after this round's writes (a barrier)
+	jobOpen        jobKind = iota + 1 // write c's 101 response (f); c joins its endpoint's member list
+	jobGone                           // c's socket closed: leave the member list
+	jobSend                           // f to c
+	jobMulticast                      // f to this shard's clients among f.conns
+	jobBroadcast                      // f to every member of ep, except ids
+	jobControl                        // control frame f to c, past the soft limit
+	jobClose                          // close frame f to c; nothing may follow
+	jobCloseAll                       // close frame f to every member of ep
+	jobTick                           // heartbeats, slow consumers, read deadlines
+	jobFunc                           // call fn after this round's writes (a barrier)
+	jobGroupAdd                       // c joins group g
+	jobGroupRemove                    // c leaves group g
+	jobGroupSend                      // f to this writer's members of g, except ids
 )
 
 // job is one unit of work for a writer shard. Jobs are values in a reused
@@ -29,6 +32,7 @@ type job struct {
 	kind   jobKind
 	c      *conn
 	ep     *Endpoint
+	g      *Group
 	f      *frame
 	except []ClientID
 	now    int64
@@ -221,6 +225,16 @@ func (w *writer) apply(j *job) {
 		w.tick(j.now)
 	case jobFunc:
 		w.after = append(w.after, j.fn)
+	case jobGroupAdd:
+		w.groupAdd(j.g, j.c)
+	case jobGroupRemove:
+		w.groupRemove(j.g, j.c)
+	case jobGroupSend:
+		for _, c := range j.g.members[w.idx] {
+			if !excluded(j.except, c.id) {
+				w.enqueue(c, j.f)
+			}
+		}
 	}
 }
 
@@ -233,8 +247,11 @@ func excluded(ids []ClientID, id ClientID) bool {
 	return false
 }
 
-// leave removes c from its endpoint's member list.
+// leave removes c from its endpoint's member list and from every group.
 func (w *writer) leave(c *conn) {
+	for len(c.groups) > 0 {
+		w.dropFromGroup(c, len(c.groups)-1)
+	}
 	if c.memberIdx < 0 {
 		return
 	}
