@@ -88,8 +88,9 @@ func (r *run) OnClose(client int, code int, err error) {
 	r.mu.Unlock()
 }
 
-// probe payloads are "<round> <seq> <unix ns>"; servers may prefix them
-// (the seed chat sends "<ip>: <text>"), so the last ": " is skipped.
+// probe payloads are "<round> <seq> <unix ns>". Servers may wrap them: a
+// Parley chat message event carries the probe as its "text"; other servers
+// may prefix it ("<ip>: <text>"), so the last ": " is skipped.
 func appendProbe(b []byte, round, seq int32, ts int64) []byte {
 	b = strconv.AppendInt(b, int64(round), 10)
 	b = append(b, ' ')
@@ -99,7 +100,18 @@ func appendProbe(b []byte, round, seq int32, ts int64) []byte {
 }
 
 func parseProbe(b []byte) (round, seq int32, ts int64, ok bool) {
-	if i := bytes.LastIndex(b, []byte(": ")); i >= 0 {
+	if len(b) > 0 && b[0] == '{' {
+		// {"type":"message",...,"text":"<probe>",...}: the probe needs no
+		// escaping, so it is the bytes up to the next quote.
+		i := bytes.Index(b, []byte(`"text":"`))
+		if i < 0 || !bytes.HasPrefix(b, []byte(`{"type":"message"`)) {
+			return 0, 0, 0, false
+		}
+		b = b[i+len(`"text":"`):]
+		if j := bytes.IndexByte(b, '"'); j >= 0 {
+			b = b[:j]
+		}
+	} else if i := bytes.LastIndex(b, []byte(": ")); i >= 0 {
 		b = b[i+2:]
 	}
 	var f [3]int64

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Measures batched fan-out across processes: for each case a fresh
-# `parley serve` (the seed chat relays every message to every client) and a
-# `parley loadtest --scenario burst` in another process. Prints the load
+# `parley serve` (the chat: every client is in the lobby, a plain-text
+# message is said there) and a `parley loadtest --scenario burst` in
+# another process. The chat's rate limit is off: client 0 sends bursts. Prints the load
 # test's report and the server's own counters (writes, deliveries) at exit.
 # Loopback only; every step is bounded in time.
 #
@@ -15,7 +16,7 @@ mkdir -p "$out"
 
 run_case() { # name burst rounds
   local name=$1 burst=$2 rounds=$3 log="$out/$1.server.log"
-  "$bin" serve --addr "$addr" --log-level info >"$log" 2>&1 &
+  "$bin" serve --addr "$addr" --log-level info --rate-limit off >"$log" 2>&1 &
   local pid=$!
   trap 'kill $pid 2>/dev/null || true' EXIT
   for _ in $(seq 50); do grep -q 'msg=listening' "$log" && break; sleep 0.1; done

@@ -171,18 +171,21 @@ func TestServeEndToEnd(t *testing.T) {
 	defer b.Close()
 	_ = a.SetDeadline(time.Now().Add(10 * time.Second))
 	_ = b.SetDeadline(time.Now().Add(10 * time.Second))
-	// b's open may still be in flight when a sends: b's first message marks it.
-	if err := b.WriteText("b here"); err != nil {
-		t.Fatal(err)
+	// Each gets its welcome, the lobby and its history first.
+	for _, c := range []*wstest.Conn{a, b} {
+		for _, want := range []string{`"type":"welcome"`, `"type":"join"`, `"type":"history"`} {
+			if got, err := readSkippingPresence(c); err != nil || !strings.Contains(got, want) {
+				t.Fatalf("got %q, %v; want %s", got, err, want)
+			}
+		}
 	}
-	if got, err := b.ReadText(); err != nil || got != "127.0.0.1: b here" {
-		t.Fatalf("b: %q, %v", got, err)
-	}
+	// A plain-text message is said in the lobby and reaches everyone.
 	if err := a.WriteText("hello"); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []*wstest.Conn{b} {
-		if got, err := c.ReadText(); err != nil || got != "127.0.0.1: hello" {
+	for _, c := range []*wstest.Conn{a, b} {
+		got, err := readSkippingPresence(c)
+		if err != nil || !strings.Contains(got, `"type":"message"`) || !strings.Contains(got, `"text":"hello"`) {
 			t.Fatalf("broadcast: %q, %v", got, err)
 		}
 	}
@@ -208,5 +211,16 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("parley did not exit within 20s of SIGTERM")
+	}
+}
+
+// readSkippingPresence reads the next text message that is not a presence
+// notice.
+func readSkippingPresence(c *wstest.Conn) (string, error) {
+	for {
+		got, err := c.ReadText()
+		if err != nil || !strings.Contains(got, `"type":"presence"`) {
+			return got, err
+		}
 	}
 }

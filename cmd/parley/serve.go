@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ import (
 // the command's own settings.
 type serveConfig struct {
 	Engine          engine.Config
+	Chat            chat.Config
 	ShutdownTimeout time.Duration
 	LogLevel        slog.Level
 	LogFormat       string
@@ -52,6 +54,29 @@ func (d *durationOrOff) Set(v string) error {
 	return nil
 }
 
+// rateOrOff is a rate flag that also takes "off" (stored as -1).
+type rateOrOff float64
+
+func (r *rateOrOff) String() string {
+	if *r < 0 {
+		return "off"
+	}
+	return strconv.FormatFloat(float64(*r), 'g', -1, 64)
+}
+
+func (r *rateOrOff) Set(v string) error {
+	if v == "off" {
+		*r = -1
+		return nil
+	}
+	x, err := strconv.ParseFloat(v, 64)
+	if err != nil || x <= 0 {
+		return fmt.Errorf("want a positive number or off")
+	}
+	*r = rateOrOff(x)
+	return nil
+}
+
 // stringList is a repeatable string flag.
 type stringList []string
 
@@ -66,7 +91,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs := flag.NewFlagSet("parley serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns the Parley server: /test, the chat on /ws and the embedded chat page at /.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns the Parley server: /test, the chat on /ws (docs/PROTOCOL.md) and the embedded chat page at /.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	var origins stringList
@@ -87,6 +112,19 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&e.SocketWriteBuffer, "socket-write-buffer", 0, "kernel send buffer per client socket, in `bytes` (0: kernel autotuning, up to 4 MiB for a client that stops reading)")
 	fs.IntVar(&e.Pollers, "pollers", 0, "epoll goroutines (0: one per CPU)")
 	fs.IntVar(&e.Writers, "writers", 0, "writer shards (0: one per CPU)")
+	ch := &cfg.Chat
+	fs.StringVar(&ch.DefaultRoom, "default-room", chat.DefaultRoom, "`room` every client joins on connect, where plain-text messages go")
+	fs.IntVar(&ch.HistorySize, "history-size", chat.DefaultHistorySize, "messages each room keeps and replays to joiners")
+	fs.DurationVar(&ch.HistoryTTL, "history-ttl", chat.DefaultHistoryTTL, "how long an empty room keeps its history")
+	fs.IntVar(&ch.MaxTextLength, "max-text-length", chat.DefaultMaxTextLength, "longest chat message, in `bytes`")
+	fs.IntVar(&ch.MaxRooms, "max-rooms", chat.DefaultMaxRooms, "rooms one client may be in at once")
+	ch.RateLimit = chat.DefaultRateLimit
+	fs.Var((*rateOrOff)(&ch.RateLimit), "rate-limit", "requests per second a client may make, sustained; off: no limit")
+	fs.IntVar(&ch.RateBurst, "rate-burst", chat.DefaultRateBurst, "requests a client may make at once above the rate")
+	fs.IntVar(&ch.RateHardLimit, "rate-hard-limit", 0, "refused requests (decaying at the rate) after which a client is closed with 1008 (0: 3 x rate-burst)")
+	fs.DurationVar(&ch.PresenceInterval, "presence-interval", chat.DefaultPresenceInterval, "how often joins and leaves are sent to a room, coalesced")
+	fs.IntVar(&ch.PresenceListMax, "presence-list-max", chat.DefaultPresenceListMax, "most members listed to a joiner (the count is always exact)")
+	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
@@ -109,6 +147,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		return cfg, fmt.Errorf("--shutdown-timeout %v: must be positive", cfg.ShutdownTimeout)
 	}
 	if err := e.Validate(); err != nil {
+		return cfg, err
+	}
+	if err := ch.Validate(); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -140,7 +181,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := srv.Handle("/test", http.HandlerFunc(itWorks)); err != nil {
 		return err
 	}
-	if _, err := srv.Mount("/ws", &chat.Seed{}); err != nil {
+	cfg.Chat.Logger = log
+	hub, err := chat.New(cfg.Chat)
+	if err != nil {
+		return err
+	}
+	if _, err := srv.Mount("/ws", hub); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

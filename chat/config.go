@@ -1,0 +1,147 @@
+package chat
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultRoom             = "lobby"
+	DefaultHistorySize      = 100
+	DefaultHistoryTTL       = 10 * time.Minute
+	DefaultMaxTextLength    = 2000
+	DefaultMaxRooms         = 10
+	DefaultRateLimit        = 10 // requests per second
+	DefaultRateBurst        = 20
+	DefaultPresenceInterval = 250 * time.Millisecond
+	DefaultPresenceListMax  = 100
+	DefaultLargeRoom        = 200
+)
+
+// Config configures a Hub. The zero value is valid: zero fields take the
+// defaults named beside them; where a field says so, -1 turns it off.
+type Config struct {
+	// DefaultRoom is the room every client joins on connect and where
+	// plain-text messages go. Default "lobby".
+	DefaultRoom string
+
+	// HistorySize is the number of messages each room keeps and replays to
+	// joiners. Default 100.
+	HistorySize int
+
+	// HistoryTTL is how long an empty room's history is kept before the
+	// room is removed. Default 10 min.
+	HistoryTTL time.Duration
+
+	// MaxTextLength caps a message's text, in bytes. Default 2000.
+	MaxTextLength int
+
+	// MaxRooms caps the rooms one client is in at once. Default 10.
+	MaxRooms int
+
+	// RateLimit is the sustained number of requests per second a client may
+	// make (messages, joins, nick changes...); typing notices are throttled
+	// apart. Default 10; -1 turns rate limiting off.
+	RateLimit float64
+
+	// RateBurst is how many requests a client may make at once above the
+	// sustained rate. Default 20.
+	RateBurst int
+
+	// RateHardLimit: a client that keeps sending while limited, past this
+	// many refused requests (decaying at RateLimit per second), is closed
+	// with 1008. Default 3 x RateBurst.
+	RateHardLimit int
+
+	// PresenceInterval is how often joins and leaves are sent to a room's
+	// members, coalesced: a storm of joins costs one presence message per
+	// member per interval, not one per join. Default 250 ms.
+	PresenceInterval time.Duration
+
+	// PresenceListMax caps the member list sent to a joiner; the member
+	// count is always exact. Default 100.
+	PresenceListMax int
+
+	// LargeRoom: above this many members, a room's presence messages carry
+	// the member count only, not who joined or left. Default 200.
+	LargeRoom int
+
+	// Broker carries room messages; nil uses a MemoryBroker (one process).
+	Broker Broker
+
+	// Logger receives the hub's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	if d.DefaultRoom == "" {
+		d.DefaultRoom = DefaultRoom
+	}
+	if d.HistorySize == 0 {
+		d.HistorySize = DefaultHistorySize
+	}
+	if d.HistoryTTL == 0 {
+		d.HistoryTTL = DefaultHistoryTTL
+	}
+	if d.MaxTextLength == 0 {
+		d.MaxTextLength = DefaultMaxTextLength
+	}
+	if d.MaxRooms == 0 {
+		d.MaxRooms = DefaultMaxRooms
+	}
+	if d.RateLimit == 0 {
+		d.RateLimit = DefaultRateLimit
+	}
+	if d.RateBurst == 0 {
+		d.RateBurst = DefaultRateBurst
+	}
+	if d.RateHardLimit == 0 {
+		d.RateHardLimit = 3 * d.RateBurst
+	}
+	if d.PresenceInterval == 0 {
+		d.PresenceInterval = DefaultPresenceInterval
+	}
+	if d.PresenceListMax == 0 {
+		d.PresenceListMax = DefaultPresenceListMax
+	}
+	if d.LargeRoom == 0 {
+		d.LargeRoom = DefaultLargeRoom
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	return d
+}
+
+// Validate reports the first invalid field, after defaults are applied.
+func (c *Config) Validate() error {
+	d := c.withDefaults()
+	if err := validRoom(d.DefaultRoom); err != nil {
+		return fmt.Errorf("chat: DefaultRoom %q: %w", d.DefaultRoom, err)
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"HistorySize", d.HistorySize}, {"MaxTextLength", d.MaxTextLength}, {"MaxRooms", d.MaxRooms},
+		{"RateBurst", d.RateBurst}, {"RateHardLimit", d.RateHardLimit},
+		{"PresenceListMax", d.PresenceListMax}, {"LargeRoom", d.LargeRoom},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("chat: %s (%d) must be positive", f.name, f.v)
+		}
+	}
+	if d.RateLimit < 0 && d.RateLimit != -1 {
+		return fmt.Errorf("chat: RateLimit (%v) must be positive, or -1 to turn it off", d.RateLimit)
+	}
+	if d.HistoryTTL < 0 {
+		return fmt.Errorf("chat: HistoryTTL (%v) must be positive", d.HistoryTTL)
+	}
+	if d.PresenceInterval < 10*time.Millisecond {
+		return fmt.Errorf("chat: PresenceInterval (%v) must be at least 10ms", d.PresenceInterval)
+	}
+	return nil
+}

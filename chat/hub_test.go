@@ -1,0 +1,350 @@
+package chat_test
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/wsproto"
+	"github.com/parleyhq/parley/internal/wstest"
+)
+
+func TestWelcome(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{}, engine.Config{})
+	ctx := testCtx(t)
+	c, _, err := wstest.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cl := &client{Conn: c, t: t}
+	w := cl.expect("welcome")
+	if w.ID == 0 || w.Nick != "guest-"+itoa(w.ID) || w.Room != "lobby" || w.Limits.MaxTextLength != 2000 ||
+		w.Limits.RatePerSecond != 10 || w.Limits.HistorySize != 100 || w.Limits.MaxNickLength != 24 {
+		t.Fatalf("welcome %+v", w)
+	}
+	j := cl.expect("join")
+	if j.Room != "lobby" || j.Count != 1 || !slices.Equal(j.Members, []string{w.Nick}) || j.Seq != 0 {
+		t.Fatalf("join %+v", j)
+	}
+	if h := cl.expect("history"); h.Room != "lobby" || len(h.Messages) != 0 {
+		t.Fatalf("history %+v", h)
+	}
+}
+
+func TestSayInOrderWithSequenceNumbers(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	before := time.Now().UnixMilli()
+	for _, text := range []string{"one", "two", "three"} {
+		a.send(chat.Request{Type: "say", Room: "lobby", Text: text})
+	}
+	for _, c := range []*client{a, b} {
+		for i, text := range []string{"one", "two", "three"} {
+			m := c.expect("message")
+			if m.Room != "lobby" || m.Seq != int64(i+1) || m.From != a.nick || m.Text != text ||
+				m.TS < before || m.TS > time.Now().UnixMilli() {
+				t.Fatalf("%s got %+v, want %q with seq %d", c.nick, m, text, i+1)
+			}
+		}
+	}
+}
+
+func TestPlainTextFallback(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	for _, text := range []string{"hello there", "{not json", `"a json string"`} {
+		if err := a.WriteText(text); err != nil {
+			t.Fatal(err)
+		}
+		if m := b.expect("message"); m.Text != text || m.Room != "lobby" || m.From != a.nick {
+			t.Fatalf("plain %q arrived as %+v", text, m)
+		}
+	}
+	if err := a.WriteText("   "); err != nil {
+		t.Fatal(err)
+	}
+	a.expect("message") // its own earlier messages come first
+	a.expect("message")
+	a.expect("message")
+	a.expectError(chat.ErrEmpty)
+}
+
+func TestRooms(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{MaxRooms: 3}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	a.send(chat.Request{Type: "join", Room: "golang"})
+	if j := a.expect("join"); j.Room != "golang" || j.Count != 1 {
+		t.Fatalf("join %+v", j)
+	}
+	a.expect("history")
+	b.send(chat.Request{Type: "join", Room: "golang"})
+	if j := b.expect("join"); j.Count != 2 || !slices.Equal(j.Members, sorted(a.nick, b.nick)) {
+		t.Fatalf("join %+v", j)
+	}
+	b.expect("history")
+	a.send(chat.Request{Type: "say", Room: "golang", Text: "gophers only"})
+	for _, c := range []*client{a, b} {
+		if m := c.expect("message"); m.Room != "golang" || m.Seq != 1 {
+			t.Fatalf("%+v", m)
+		}
+	}
+	// Sequence numbers are per room.
+	a.send(chat.Request{Type: "say", Room: "lobby", Text: "everyone"})
+	if m := b.expect("message"); m.Room != "lobby" || m.Seq != 1 {
+		t.Fatalf("%+v", m)
+	}
+	a.expect("message")
+
+	b.send(chat.Request{Type: "leave", Room: "golang", ID: "r1"})
+	if l := b.expect("leave"); l.Room != "golang" {
+		t.Fatalf("leave %+v", l)
+	}
+	b.send(chat.Request{Type: "say", Room: "golang", Text: "hello?", ID: "r2"})
+	if e := b.expectError(chat.ErrNotInRoom); e.Request == nil || e.Request.ID != "r2" || e.Request.Type != "say" {
+		t.Fatalf("error does not name its request: %+v", e)
+	}
+	b.send(chat.Request{Type: "leave", Room: "golang"})
+	b.expectError(chat.ErrNotInRoom)
+
+	for _, bad := range []string{"", "a b", "-x", strings.Repeat("r", 33), "x/y", "<script>"} {
+		a.send(chat.Request{Type: "join", Room: bad})
+		a.expectError(chat.ErrBadRoom)
+	}
+	a.send(chat.Request{Type: "join", Room: "third"}) // lobby, golang, third: at the limit
+	a.expect("join")
+	a.expect("history")
+	a.send(chat.Request{Type: "join", Room: "fourth"})
+	a.expectError(chat.ErrTooManyRooms)
+	a.send(chat.Request{Type: "join", Room: "golang"}) // already in: the state again, no error
+	a.expect("join")
+	a.expect("history")
+}
+
+func TestHistoryAndResume(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{HistorySize: 5}, engine.Config{})
+	a := connect(t, url)
+	for i := 1; i <= 7; i++ {
+		a.send(chat.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
+		a.expect("message")
+	}
+	// A newcomer gets the last 5 on join.
+	ctx := testCtx(t)
+	nc, _, err := wstest.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	n := &client{Conn: nc, t: t}
+	n.expect("welcome")
+	if j := n.expect("join"); j.Seq != 7 {
+		t.Fatalf("join %+v", j)
+	}
+	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m3", "m4", "m5", "m6", "m7"}) || h.Gap {
+		t.Fatalf("history %v gap %v", h.texts(t), h.Gap)
+	}
+	// A reconnecting client asks for what it missed since seq 5.
+	since := int64(5)
+	n.send(chat.Request{Type: "leave", Room: "lobby"})
+	n.expect("leave")
+	n.send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.expect("join")
+	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m6", "m7"}) || h.Gap {
+		t.Fatalf("resume: %v gap %v", h.texts(t), h.Gap)
+	}
+	// Since 1: messages 2 is no longer kept: a gap.
+	since = 1
+	n.send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.expect("join")
+	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m3", "m4", "m5", "m6", "m7"}) || !h.Gap {
+		t.Fatalf("resume past the ring: %v gap %v", h.texts(t), h.Gap)
+	}
+	// Paging back.
+	n.send(chat.Request{Type: "history", Room: "lobby", Before: 6, Limit: 2})
+	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m4", "m5"}) {
+		t.Fatalf("history before 6: %v", h.texts(t))
+	}
+	n.send(chat.Request{Type: "history", Room: "nowhere"})
+	n.expectError(chat.ErrNotInRoom)
+}
+
+func TestNicks(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	a.send(chat.Request{Type: "nick", Nick: "Alice"})
+	if n := a.expect("nick"); n.Nick != "Alice" || n.Old != a.nick {
+		t.Fatalf("nick %+v", n)
+	}
+	// b learns of it through presence.
+	for {
+		p := b.expect("presence")
+		if len(p.Renamed) == 1 && p.Renamed[0] == (chat.Renamed{From: a.nick, To: "Alice"}) {
+			break
+		}
+	}
+	a.nick = "Alice"
+	for _, taken := range []string{"alice", "ALICE"} {
+		b.send(chat.Request{Type: "nick", Nick: taken})
+		b.expectError(chat.ErrNickTaken)
+	}
+	for _, bad := range []string{"", "a b", ".dot", strings.Repeat("n", 25), "guest-1", "x<y>", "tab\t"} {
+		b.send(chat.Request{Type: "nick", Nick: bad})
+		b.expectError(chat.ErrBadNick)
+	}
+	a.send(chat.Request{Type: "say", Room: "lobby", Text: "hi"})
+	if m := b.expect("message"); m.From != "Alice" {
+		t.Fatalf("message from %q, want Alice", m.From)
+	}
+	// A nick is freed when its holder leaves.
+	a.Close()
+	waitFor(t, "Alice's nick to be freed", func() bool {
+		b.send(chat.Request{Type: "nick", Nick: "alice"})
+		for {
+			e := b.read()
+			switch e.Type {
+			case "nick":
+				return true
+			case "error":
+				return false
+			}
+		}
+	})
+}
+
+func TestDirectMessages(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{MaxTextLength: 50}, engine.Config{})
+	a, b, c := connect(t, url), connect(t, url), connect(t, url)
+	a.send(chat.Request{Type: "dm", To: strings.ToUpper(b.nick), Text: "psst @127.0.0.1 not garbled"})
+	for _, x := range []*client{b, a} { // recipient, then the sender's copy
+		d := x.expect("dm")
+		if d.From != a.nick || d.To != b.nick || d.Text != "psst @127.0.0.1 not garbled" || d.TS == 0 {
+			t.Fatalf("%s got %+v", x.nick, d)
+		}
+	}
+	// To yourself: one copy.
+	a.send(chat.Request{Type: "dm", To: a.nick, Text: "note to self"})
+	a.expect("dm")
+	a.send(chat.Request{Type: "say", Room: "lobby", Text: "marker"})
+	if m := a.expect("message"); m.Text != "marker" {
+		t.Fatalf("after a dm to self: %+v", m)
+	}
+	a.send(chat.Request{Type: "dm", To: "nobody", Text: "hello?"})
+	a.expectError(chat.ErrUnknownNick)
+	a.send(chat.Request{Type: "dm", To: b.nick, Text: " "})
+	a.expectError(chat.ErrEmpty)
+	a.send(chat.Request{Type: "dm", To: b.nick, Text: strings.Repeat("x", 51)})
+	a.expectError(chat.ErrTooLong)
+	// c saw none of it but the marker.
+	if m := c.expect("message"); m.Text != "marker" {
+		t.Fatalf("c got %+v", m)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{}, engine.Config{})
+	a := connect(t, url)
+	a.send(map[string]any{"room": "lobby", "text": "no type", "id": "x1"})
+	if e := a.expectError(chat.ErrBadRequest); e.Request == nil || e.Request.ID != "x1" {
+		t.Fatalf("%+v", e)
+	}
+	a.send(map[string]any{"type": "shout", "text": "hey"})
+	a.expectError(chat.ErrUnknownType)
+	if err := a.WriteFrame(wsproto.OpBinary, true, []byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	a.expectError(chat.ErrBinary)
+	a.send(chat.Request{Type: "say", Room: "lobby", Text: strings.Repeat("y", 2001)})
+	a.expectError(chat.ErrTooLong)
+}
+
+func TestRateLimit(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RateLimit: 1, RateBurst: 3, RateHardLimit: 5}, engine.Config{})
+	a := connect(t, url)
+	for range 3 {
+		a.send(chat.Request{Type: "say", Room: "lobby", Text: "ok"})
+		a.expect("message")
+	}
+	a.send(chat.Request{Type: "say", Room: "lobby", Text: "too fast"})
+	a.expectError(chat.ErrRateLimited)
+	// Keep pushing: past the hard limit the server closes with 1008.
+	for range 10 {
+		a.send(chat.Request{Type: "say", Room: "lobby", Text: "spam"})
+	}
+	for {
+		_, p, err := a.ReadMessage()
+		if ce, ok := err.(*wstest.CloseError); ok {
+			if ce.Code != 1008 || ce.Reason != "rate limit exceeded" {
+				t.Fatalf("closed with %d %q", ce.Code, ce.Reason)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e event
+		_ = json.Unmarshal(p, &e)
+		if e.Type != "error" && e.Type != "presence" {
+			t.Fatalf("while rate limited: %s", p)
+		}
+	}
+}
+
+func TestTypingAndPresence(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	a := connect(t, url)
+	b := connect(t, url)
+	// a learns that b joined, in a coalesced presence message.
+	for {
+		p := a.expect("presence")
+		if slices.Contains(p.Joined, b.nick) {
+			if p.Count != 2 {
+				t.Fatalf("presence %+v", p)
+			}
+			break
+		}
+	}
+	a.send(chat.Request{Type: "typing", Room: "lobby"})
+	if ty := b.expect("typing"); ty.Nick != a.nick || ty.Room != "lobby" {
+		t.Fatalf("typing %+v", ty)
+	}
+	b.Close()
+	for {
+		p := a.expect("presence")
+		if slices.Contains(p.Left, b.nick) {
+			if p.Count != 1 {
+				t.Fatalf("presence %+v", p)
+			}
+			break
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  chat.Config
+		want string
+	}{
+		{chat.Config{DefaultRoom: "bad room"}, "DefaultRoom"},
+		{chat.Config{HistorySize: -1}, "HistorySize (-1)"},
+		{chat.Config{RateLimit: -2}, "RateLimit"},
+		{chat.Config{PresenceInterval: time.Millisecond}, "PresenceInterval"},
+	} {
+		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error naming %s", tc.cfg, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package chat
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Request is a client's message. Type selects the action; the other fields
+// are used by the types that need them (docs/PROTOCOL.md). ID, if set, is
+// echoed in an error answering this request.
+type Request struct {
+	Type   string `json:"type"`
+	ID     string `json:"id,omitempty"`
+	Room   string `json:"room,omitempty"`
+	Text   string `json:"text,omitempty"`
+	Nick   string `json:"nick,omitempty"`
+	To     string `json:"to,omitempty"`
+	Since  *int64 `json:"since,omitempty"`  // join: replay messages after this sequence number
+	Before int64  `json:"before,omitempty"` // history: messages before this sequence number (0: the latest)
+	Limit  int    `json:"limit,omitempty"`  // history: how many (at most HistorySize)
+}
+
+// Request types.
+const (
+	TypeJoin    = "join"
+	TypeLeave   = "leave"
+	TypeSay     = "say"
+	TypeNick    = "nick"
+	TypeDM      = "dm"
+	TypeHistory = "history"
+	TypeTyping  = "typing"
+)
+
+// Message is a room message as members receive it and history keeps it.
+type Message struct {
+	Type string `json:"type"` // "message"
+	Room string `json:"room"`
+	Seq  int64  `json:"seq"`
+	From string `json:"from"`
+	Text string `json:"text"`
+	TS   int64  `json:"ts"` // server time, Unix milliseconds
+}
+
+// Welcome is the first message a client receives.
+type Welcome struct {
+	Type   string `json:"type"` // "welcome"
+	ID     uint64 `json:"id"`
+	Nick   string `json:"nick"`
+	Room   string `json:"room"` // the default room, joined already
+	Limits Limits `json:"limits"`
+}
+
+// Limits tells a client the rules it is held to.
+type Limits struct {
+	MaxTextLength int     `json:"max_text_length"`
+	MaxRooms      int     `json:"max_rooms"`
+	MaxNickLength int     `json:"max_nick_length"`
+	RatePerSecond float64 `json:"rate_per_second"` // -1: no limit
+	RateBurst     int     `json:"rate_burst"`
+	HistorySize   int     `json:"history_size"`
+}
+
+// Joined answers a join: the room's state for the joiner.
+type Joined struct {
+	Type      string   `json:"type"` // "join"
+	Room      string   `json:"room"`
+	Nick      string   `json:"nick"`
+	Count     int      `json:"count"`
+	Members   []string `json:"members"`             // at most PresenceListMax, sorted
+	Truncated bool     `json:"truncated,omitempty"` // Members is not everyone
+	Seq       int64    `json:"seq"`                 // the room's latest sequence number
+}
+
+// Left answers a leave.
+type Left struct {
+	Type string `json:"type"` // "leave"
+	Room string `json:"room"`
+}
+
+// Presence tells a room's members who came and went since the last one.
+// Rooms above LargeRoom members get the count only.
+type Presence struct {
+	Type    string    `json:"type"` // "presence"
+	Room    string    `json:"room"`
+	Count   int       `json:"count"`
+	Joined  []string  `json:"joined,omitempty"`
+	Left    []string  `json:"left,omitempty"`
+	Renamed []Renamed `json:"renamed,omitempty"`
+}
+
+// Renamed is a nick change seen in a room.
+type Renamed struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// History carries stored messages, oldest first.
+type History struct {
+	Type     string            `json:"type"` // "history"
+	Room     string            `json:"room"`
+	Messages []json.RawMessage `json:"messages"`
+	// Gap is set when messages the client asked for are no longer kept.
+	Gap bool `json:"gap,omitempty"`
+}
+
+// DM is a direct message; its sender gets a copy.
+type DM struct {
+	Type string `json:"type"` // "dm"
+	From string `json:"from"`
+	To   string `json:"to"`
+	Text string `json:"text"`
+	TS   int64  `json:"ts"`
+}
+
+// Typing tells a room someone is typing.
+type Typing struct {
+	Type string `json:"type"` // "typing"
+	Room string `json:"room"`
+	Nick string `json:"nick"`
+}
+
+// NickChanged answers a nick request.
+type NickChanged struct {
+	Type string `json:"type"` // "nick"
+	Nick string `json:"nick"`
+	Old  string `json:"old"`
+}
+
+// Error answers a request that failed.
+type Error struct {
+	Type    string   `json:"type"` // "error"
+	Code    string   `json:"code"`
+	Message string   `json:"message"`
+	Request *ReqInfo `json:"request,omitempty"`
+}
+
+// ReqInfo identifies the request an error answers.
+type ReqInfo struct {
+	Type string `json:"type,omitempty"`
+	ID   string `json:"id,omitempty"`
+	Room string `json:"room,omitempty"`
+}
+
+// Error codes.
+const (
+	ErrBadRequest   = "bad_request"  // valid JSON but not a valid request
+	ErrUnknownType  = "unknown_type" // a type the server does not know
+	ErrBinary       = "binary"       // binary frames are not part of the protocol
+	ErrBadRoom      = "bad_room"     // invalid room name
+	ErrNotInRoom    = "not_in_room"  // say, typing or leave in a room not joined
+	ErrTooManyRooms = "too_many_rooms"
+	ErrBadNick      = "bad_nick"
+	ErrNickTaken    = "nick_taken"
+	ErrUnknownNick  = "unknown_nick" // dm to a nick nobody has
+	ErrEmpty        = "empty"        // blank text
+	ErrTooLong      = "too_long"
+	ErrRateLimited  = "rate_limited"
+)
+
+// MaxNickLength and MaxRoomLength cap names, in characters.
+const (
+	MaxNickLength = 24
+	MaxRoomLength = 32
+)
+
+// validNick checks a nickname: 1 to 24 letters, digits, '_', '-' or '.',
+// starting with a letter or digit.
+func validNick(s string) error {
+	return validName(s, MaxNickLength, "_-.")
+}
+
+// validRoom checks a room name: 1 to 32 letters, digits, '_' or '-',
+// starting with a letter or digit.
+func validRoom(s string) error {
+	return validName(s, MaxRoomLength, "_-")
+}
+
+func validName(s string, maxLen int, punct string) error {
+	n := utf8.RuneCountInString(s)
+	switch {
+	case n == 0:
+		return fmt.Errorf("must not be empty")
+	case n > maxLen:
+		return fmt.Errorf("must be at most %d characters", maxLen)
+	}
+	for i, r := range s {
+		ok := unicode.IsLetter(r) || unicode.IsDigit(r) || (i > 0 && strings.ContainsRune(punct, r))
+		if !ok {
+			return fmt.Errorf("may hold letters, digits and %q only, starting with a letter or digit", punct)
+		}
+	}
+	return nil
+}
