@@ -35,7 +35,7 @@ func TestJoinStorm(t *testing.T) {
 		name      string
 		largeRoom int
 	}{
-		{"counts only", 200},      // above LargeRoom: member counts
+		{"counts only", 200},     // above LargeRoom: member counts
 		{"coalesced lists", 1e6}, // below: who joined, coalesced
 	} {
 		t.Run(tc.name, func(t *testing.T) {
