@@ -82,6 +82,7 @@ type event struct {
 	Message   string            `json:"message"`
 	Request   *chat.ReqInfo     `json:"request"`
 	Limits    chat.Limits       `json:"limits"`
+	Epoch     int64             `json:"epoch"`
 }
 
 // texts returns the texts of a history event's messages.

@@ -37,6 +37,7 @@ type Hub struct {
 	dirtyMu sync.Mutex
 	dirty   []*room // rooms with presence changes to send
 
+	epoch int64 // when the hub was made, Unix ms: sequence numbers are per epoch
 	stats hubStats
 	stop  chan struct{}
 	wg    sync.WaitGroup
@@ -66,7 +67,8 @@ func New(cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	h := &Hub{cfg: c, log: c.Logger, broker: c.Broker, nicks: make(map[string]engine.ClientID), stop: make(chan struct{})}
+	h := &Hub{cfg: c, log: c.Logger, broker: c.Broker, nicks: make(map[string]engine.ClientID),
+		stop: make(chan struct{}), epoch: time.Now().UnixMilli()}
 	if h.broker == nil {
 		h.broker = NewMemoryBroker()
 	}
@@ -119,7 +121,7 @@ func (h *Hub) OnOpen(id engine.ClientID, _ any) {
 	s.Lock()
 	s.m[id] = c
 	s.Unlock()
-	h.send(c, Welcome{Type: "welcome", ID: uint64(id), Nick: c.nick, Room: h.cfg.DefaultRoom, Limits: Limits{
+	h.send(c, Welcome{Type: "welcome", ID: uint64(id), Nick: c.nick, Room: h.cfg.DefaultRoom, Epoch: h.epoch, Limits: Limits{
 		MaxTextLength: h.cfg.MaxTextLength, MaxRooms: h.cfg.MaxRooms, MaxNickLength: MaxNickLength,
 		RatePerSecond: h.cfg.RateLimit, RateBurst: h.cfg.RateBurst, HistorySize: h.cfg.HistorySize,
 	}})
@@ -335,7 +337,7 @@ func (h *Hub) join(c *client, req *Request) {
 	r.emptySince = time.Time{}
 	members, truncated := r.memberSample(h.cfg.PresenceListMax)
 	h.send(c, Joined{Type: "join", Room: r.name, Nick: c.nick, Count: len(r.members), Members: members,
-		Truncated: truncated, Seq: r.seq})
+		Truncated: truncated, Seq: r.seq, Epoch: h.epoch})
 	after := int64(-1) // whole history
 	if req.Since != nil {
 		after = *req.Since

@@ -25,11 +25,12 @@ func TestWelcome(t *testing.T) {
 	cl := &client{Conn: c, t: t}
 	w := cl.expect("welcome")
 	if w.ID == 0 || w.Nick != "guest-"+itoa(w.ID) || w.Room != "lobby" || w.Limits.MaxTextLength != 2000 ||
-		w.Limits.RatePerSecond != 10 || w.Limits.HistorySize != 100 || w.Limits.MaxNickLength != 24 {
+		w.Limits.RatePerSecond != 10 || w.Limits.HistorySize != 100 || w.Limits.MaxNickLength != 24 ||
+		w.Epoch <= 0 || w.Epoch > time.Now().UnixMilli() {
 		t.Fatalf("welcome %+v", w)
 	}
 	j := cl.expect("join")
-	if j.Room != "lobby" || j.Count != 1 || !slices.Equal(j.Members, []string{w.Nick}) || j.Seq != 0 {
+	if j.Room != "lobby" || j.Count != 1 || !slices.Equal(j.Members, []string{w.Nick}) || j.Seq != 0 || j.Epoch != w.Epoch {
 		t.Fatalf("join %+v", j)
 	}
 	if h := cl.expect("history"); h.Room != "lobby" || len(h.Messages) != 0 {

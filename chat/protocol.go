@@ -50,6 +50,10 @@ type Welcome struct {
 	ID     uint64 `json:"id"`
 	Nick   string `json:"nick"`
 	Room   string `json:"room"` // the default room, joined already
+	// Epoch identifies the server's life (its start, Unix ms). Sequence
+	// numbers count from 1 again in a new epoch: a client that reconnects
+	// to another epoch resumes from 0.
+	Epoch  int64  `json:"epoch"`
 	Limits Limits `json:"limits"`
 }
 
@@ -72,6 +76,7 @@ type Joined struct {
 	Members   []string `json:"members"`             // at most PresenceListMax, sorted
 	Truncated bool     `json:"truncated,omitempty"` // Members is not everyone
 	Seq       int64    `json:"seq"`                 // the room's latest sequence number
+	Epoch     int64    `json:"epoch"`               // as in Welcome
 }
 
 // Left answers a leave.

@@ -103,7 +103,7 @@ func (root *staticRoot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Length", f.length)
 	h.Set("X-Content-Type-Options", "nosniff")
 	if strings.HasPrefix(f.contentType, "text/html") {
-		h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'")
+		h.Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'")
 		h.Set("X-Frame-Options", "DENY")
 	}
 	w.WriteHeader(http.StatusOK)

@@ -152,8 +152,18 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "new WebSocket(url)") {
-		t.Fatalf("/: %d, page without a WebSocket client", resp.StatusCode)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `<script src="app.js"`) {
+		t.Fatalf("/: %d, not the chat page", resp.StatusCode)
+	}
+	resp, err = http.Get("http://" + addr + "/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "new WebSocket(url)") ||
+		resp.Header.Get("Content-Type") != "text/javascript; charset=utf-8" {
+		t.Fatalf("/app.js: %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

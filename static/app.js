@@ -1,0 +1,384 @@
+// Parley's browser chat. Plain JavaScript, no build step; every text from
+// the network is rendered with textContent, never as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  messages: $("messages"), input: $("input"), send: $("send"), status: $("status"), title: $("title"),
+  rooms: $("rooms"), dms: $("dms"), members: $("member-list"), count: $("count"), typing: $("typing"),
+  jump: $("jump"), nick: $("nick"), join: $("join"), nav: $("nav"), aside: $("members"),
+};
+
+const MAX_LINES = 500; // per conversation
+const state = {
+  ws: null,
+  retry: 0,
+  me: "",
+  defaultRoom: "lobby",
+  wantNick: localStorage.getItem("parley.nick") || "",
+  epoch: 0, // the server's life; sequence numbers count per epoch
+  current: "room:lobby",
+  // key "room:<name>" or "dm:<nick>" -> conversation
+  convs: new Map(),
+};
+
+function conv(key) {
+  let c = state.convs.get(key);
+  if (!c) {
+    c = { key, lines: [], lastSeq: 0, unread: 0, members: new Map(), count: 0, truncated: false, typing: new Map(), joined: false };
+    state.convs.set(key, c);
+  }
+  return c;
+}
+
+// ---- rendering -------------------------------------------------------------
+
+function time(ms) {
+  const d = new Date(ms);
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function lineElement(line) {
+  const li = document.createElement("li");
+  if (line.kind === "msg") {
+    if (line.from === state.me) li.className = "own";
+    const meta = document.createElement("span");
+    meta.className = "meta";
+    meta.textContent = time(line.ts);
+    const from = document.createElement("span");
+    from.className = "from";
+    from.textContent = line.from;
+    li.append(meta, from, document.createTextNode(line.text));
+  } else {
+    li.className = line.kind; // system or error
+    li.textContent = line.text;
+  }
+  return li;
+}
+
+function atBottom() {
+  const m = els.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < 40;
+}
+
+function addLine(key, line) {
+  const c = conv(key);
+  c.lines.push(line);
+  if (c.lines.length > MAX_LINES) c.lines.shift();
+  if (key !== state.current) {
+    if (line.kind === "msg") c.unread++;
+    renderLists();
+    return;
+  }
+  const stick = atBottom();
+  els.messages.appendChild(lineElement(line));
+  while (els.messages.children.length > MAX_LINES) els.messages.firstChild.remove();
+  if (stick) els.messages.scrollTop = els.messages.scrollHeight;
+  else els.jump.hidden = false; // the reader scrolled up: do not pull them down
+}
+
+function system(key, text, kind = "system") {
+  addLine(key, { kind, text });
+}
+
+function renderMessages() {
+  const c = conv(state.current);
+  c.unread = 0;
+  els.messages.replaceChildren(...c.lines.map(lineElement));
+  els.messages.scrollTop = els.messages.scrollHeight;
+  els.jump.hidden = true;
+  const [kind, name] = split(state.current);
+  els.title.textContent = kind === "room" ? "#" + name : "@" + name;
+  els.input.placeholder = kind === "room" ? "Message #" + name : "Message " + name;
+  renderMembers();
+  renderTyping();
+  renderLists();
+}
+
+function split(key) {
+  const i = key.indexOf(":");
+  return [key.slice(0, i), key.slice(i + 1)];
+}
+
+function listItem(label, key, badge, onLeave) {
+  const li = document.createElement("li");
+  if (key === state.current) li.className = "current";
+  const b = document.createElement("button");
+  b.className = "item";
+  b.type = "button";
+  b.textContent = label;
+  b.addEventListener("click", () => select(key));
+  li.append(b);
+  if (badge) {
+    const s = document.createElement("span");
+    s.className = "badge";
+    s.textContent = badge;
+    s.setAttribute("aria-label", badge + " unread");
+    li.append(s);
+  }
+  if (onLeave) {
+    const x = document.createElement("button");
+    x.className = "leave";
+    x.type = "button";
+    x.textContent = "×";
+    x.setAttribute("aria-label", "Leave " + label);
+    x.addEventListener("click", onLeave);
+    li.append(x);
+  }
+  return li;
+}
+
+function renderLists() {
+  const rooms = [], dms = [];
+  for (const c of state.convs.values()) {
+    const [kind, name] = split(c.key);
+    if (kind === "room" && c.joined) {
+      const leave = name === state.defaultRoom ? null : () => request({ type: "leave", room: name });
+      rooms.push(listItem("#" + name, c.key, c.unread || "", leave));
+    } else if (kind === "dm") {
+      dms.push(listItem("@" + name, c.key, c.unread || "", null));
+    }
+  }
+  els.rooms.replaceChildren(...rooms);
+  els.dms.replaceChildren(...dms);
+}
+
+function renderMembers() {
+  const [kind] = split(state.current);
+  const c = conv(state.current);
+  if (kind !== "room") {
+    els.members.replaceChildren();
+    els.count.textContent = "";
+    return;
+  }
+  els.count.textContent = "(" + c.count + ")";
+  const names = [...c.members.keys()].sort((a, b) => a.localeCompare(b));
+  const items = names.map((n) => {
+    const li = listItem(n, null, "", null);
+    if (n === state.me) li.classList.add("me");
+    else li.firstChild.addEventListener("click", () => select("dm:" + n));
+    li.firstChild.setAttribute("aria-label", n === state.me ? n + " (you)" : "Message " + n);
+    return li;
+  });
+  if (c.truncated || c.count > names.length) {
+    const li = document.createElement("li");
+    li.className = "hint";
+    li.textContent = "and " + (c.count - names.length) + " more";
+    items.push(li);
+  }
+  els.members.replaceChildren(...items);
+}
+
+function renderTyping() {
+  const c = conv(state.current);
+  const who = [...c.typing.keys()];
+  els.typing.textContent = who.length === 0 ? "" : who.join(", ") + (who.length === 1 ? " is typing…" : " are typing…");
+}
+
+function select(key) {
+  conv(key);
+  state.current = key;
+  if (key.startsWith("room:")) location.hash = split(key)[1];
+  renderMessages();
+  els.nav.classList.remove("open");
+  els.aside.classList.remove("open");
+  els.input.focus();
+}
+
+// ---- the connection ----------------------------------------------------------
+
+function setStatus(text, cls) {
+  els.status.textContent = text;
+  els.status.className = cls;
+  els.send.disabled = cls !== "open";
+}
+
+function request(obj) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+}
+
+function connect() {
+  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  setStatus("connecting…", "connecting");
+  let opened = false;
+  ws.onopen = () => { opened = true; };
+  ws.onmessage = (e) => {
+    let ev;
+    try { ev = JSON.parse(e.data); } catch { return; }
+    const h = handlers[ev.type];
+    if (h) h(ev);
+  };
+  ws.onclose = (e) => {
+    if (state.ws !== ws) return;
+    const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
+    setStatus("offline, retrying in " + Math.ceil(delay / 1000) + " s", "closed");
+    // Say so once per outage, not once per failed retry.
+    if (opened) system(state.current, "disconnected (" + e.code + (e.reason ? ": " + e.reason : "") + ")");
+    for (const c of state.convs.values()) c.typing.clear();
+    setTimeout(connect, delay);
+  };
+}
+
+const handlers = {
+  welcome(ev) {
+    state.retry = 0;
+    if (state.epoch && state.epoch !== ev.epoch) {
+      // The server restarted: its rooms count from 1 again.
+      for (const c of state.convs.values()) c.lastSeq = 0;
+      system(state.current, "the server restarted");
+    }
+    state.epoch = ev.epoch;
+    state.me = ev.nick;
+    state.defaultRoom = ev.room;
+    els.input.maxLength = ev.limits.max_text_length;
+    setStatus("connected as " + ev.nick, "open");
+    if (state.wantNick && state.wantNick !== ev.nick) request({ type: "nick", nick: state.wantNick });
+    else els.nick.value = ev.nick;
+    // Rejoin the rooms we were in, asking only for what we missed.
+    for (const c of state.convs.values()) {
+      const [kind, name] = split(c.key);
+      if (kind === "room" && c.joined && name !== ev.room) request({ type: "join", room: name, since: c.lastSeq });
+    }
+    const wanted = decodeURIComponent(location.hash.slice(1));
+    if (wanted && !conv("room:" + wanted).joined) request({ type: "join", room: wanted });
+  },
+  join(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    const first = !c.joined;
+    c.joined = true;
+    c.members = new Map(ev.members.map((n) => [n, true]));
+    c.count = ev.count;
+    c.truncated = !!ev.truncated;
+    if (first && (ev.room === state.defaultRoom ? state.current === key : true)) select(key);
+    else if (key === state.current) renderMembers();
+    renderLists();
+  },
+  history(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    if (ev.gap) system(key, "some messages from while you were away are no longer kept");
+    for (const m of ev.messages) handlers.message(m);
+    if (key === state.current) renderLists();
+  },
+  message(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    if (ev.seq <= c.lastSeq) return; // seen already (a resumed history)
+    if (c.lastSeq > 0 && ev.seq > c.lastSeq + 1) system(key, "missed " + (ev.seq - c.lastSeq - 1) + " message(s)");
+    c.lastSeq = ev.seq;
+    c.typing.delete(ev.from);
+    addLine(key, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts });
+    if (key === state.current) renderTyping();
+  },
+  leave(ev) {
+    const key = "room:" + ev.room;
+    conv(key).joined = false;
+    if (state.current === key) select("room:" + state.defaultRoom);
+    else renderLists();
+  },
+  presence(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    c.count = ev.count;
+    for (const n of ev.joined || []) { c.members.set(n, true); if (n !== state.me) system(key, n + " joined"); }
+    for (const n of ev.left || []) { c.members.delete(n); system(key, n + " left"); }
+    for (const r of ev.renamed || []) {
+      c.members.delete(r.from);
+      c.members.set(r.to, true);
+      system(key, r.from + " is now " + r.to);
+    }
+    if (key === state.current) renderMembers();
+  },
+  dm(ev) {
+    const peer = ev.from === state.me ? ev.to : ev.from;
+    addLine("dm:" + peer, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts });
+    renderLists();
+  },
+  typing(ev) {
+    const c = conv("room:" + ev.room);
+    clearTimeout(c.typing.get(ev.nick));
+    c.typing.set(ev.nick, setTimeout(() => { c.typing.delete(ev.nick); if (state.current === c.key) renderTyping(); }, 3000));
+    if (state.current === c.key) renderTyping();
+  },
+  nick(ev) {
+    state.me = ev.nick;
+    state.wantNick = ev.nick;
+    localStorage.setItem("parley.nick", ev.nick);
+    els.nick.value = ev.nick;
+    setStatus("connected as " + ev.nick, "open");
+    renderMessages();
+  },
+  error(ev) {
+    if (ev.code === "nick_taken" || ev.code === "bad_nick") {
+      state.wantNick = "";
+      els.nick.value = state.me;
+    }
+    system(state.current, ev.message, "error");
+  },
+};
+
+// ---- input ---------------------------------------------------------------------
+
+let lastTyping = 0;
+els.input.addEventListener("input", () => {
+  const [kind, name] = split(state.current);
+  if (kind === "room" && els.input.value && Date.now() - lastTyping > 1500) {
+    lastTyping = Date.now();
+    request({ type: "typing", room: name });
+  }
+});
+
+$("composer").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = els.input.value;
+  if (text.trim() === "") return;
+  const [kind, name] = split(state.current);
+  request(kind === "room" ? { type: "say", room: name, text } : { type: "dm", to: name, text });
+  els.input.value = "";
+  lastTyping = 0;
+  els.input.focus();
+});
+
+$("nick-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const nick = els.nick.value.trim();
+  if (nick && nick !== state.me) {
+    state.wantNick = nick;
+    request({ type: "nick", nick });
+  }
+});
+
+$("join-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const room = els.join.value.trim().replace(/^#/, "");
+  if (!room) return;
+  const c = conv("room:" + room);
+  if (c.joined) select(c.key);
+  else request({ type: "join", room });
+  els.join.value = "";
+});
+
+els.messages.addEventListener("scroll", () => { if (atBottom()) els.jump.hidden = true; });
+els.jump.addEventListener("click", () => { els.messages.scrollTop = els.messages.scrollHeight; els.jump.hidden = true; });
+
+for (const [btn, panel] of [[$("toggle-nav"), els.nav], [$("toggle-members"), els.aside]]) {
+  btn.addEventListener("click", () => {
+    const open = panel.classList.toggle("open");
+    btn.setAttribute("aria-expanded", String(open));
+  });
+}
+
+// Alt+Up / Alt+Down walk the conversations; Escape closes the drawers.
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") { els.nav.classList.remove("open"); els.aside.classList.remove("open"); return; }
+  if (!e.altKey || (e.key !== "ArrowUp" && e.key !== "ArrowDown")) return;
+  const keys = [...state.convs.values()].filter((c) => c.joined || c.key.startsWith("dm:")).map((c) => c.key);
+  const i = keys.indexOf(state.current);
+  if (keys.length > 0) select(keys[(i + (e.key === "ArrowDown" ? 1 : keys.length - 1)) % keys.length]);
+  e.preventDefault();
+});
+
+connect();

@@ -1,0 +1,210 @@
+package static_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/lesismal/nbio/logging"
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/static"
+)
+
+// chatServer runs the chat with the embedded page on addr.
+func chatServer(t *testing.T, addr string) *engine.Server {
+	t.Helper()
+	quiet := slog.New(slog.DiscardHandler)
+	hub, err := chat.New(chat.Config{Logger: quiet, PresenceInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := engine.New(engine.Config{Addr: addr, Logger: quiet, Root: static.FS(), CloseTimeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Mount("/ws", hub); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return srv
+}
+
+func stop(srv *engine.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+}
+
+// chromium finds Debian's Chromium. CI installs it (.ci/run); elsewhere the
+// test is skipped without it.
+func chromium(t *testing.T) string {
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("chromium is not installed; .ci/run installs it")
+	}
+	t.Skip("chromium is not installed (apt-get install chromium)")
+	return ""
+}
+
+// TestBrowserChat drives two pages in headless Chromium: they pick nicks,
+// join a room, chat, see each other in the member list; the server restarts
+// while one page is cut off, and that page, reconnecting, gets what it
+// missed. A screenshot is kept (PARLEY_E2E_OUT, default reports/e2e).
+func TestBrowserChat(t *testing.T) {
+	logging.SetLevel(logging.LevelNone)
+	exe := chromium(t)
+	// A fixed port, so the restarted server is at the same address.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	srv := chatServer(t, addr)
+	defer func() { stop(srv) }()
+	url := "http://" + addr + "/#e2e"
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1100, 760),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	// The first run on a tab starts it (and the browser) and must not carry
+	// a timeout: the browser would die with it.
+	ctxA, cancelA := chromedp.NewContext(allocCtx)
+	defer cancelA()
+	if err := chromedp.Do(ctxA); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctxB, cancelB := chromedp.NewContext(ctxA) // a second tab in the same browser
+	defer cancelB()
+	if err := chromedp.Do(ctxB); err != nil {
+		t.Fatalf("open a second tab: %v", err)
+	}
+	run := func(ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		c, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(c, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	// waitJS polls a JavaScript condition in the page.
+	waitJS := func(ctx context.Context, what, cond string) {
+		t.Helper()
+		run(ctx, what, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
+			chromedp.WithPollingTimeout(25*time.Second)))
+	}
+	hasLine := func(text string) string {
+		return fmt.Sprintf(`[...document.querySelectorAll("#messages li")].some(li => li.textContent.includes(%q))`, text)
+	}
+	say := func(ctx context.Context, text string) {
+		t.Helper()
+		run(ctx, "say "+text, chromedp.SetValue(chromedp.CSS("#input"), text), chromedp.Click(chromedp.CSS("#send")))
+	}
+
+	// Both pages open the room from the URL (#e2e) and pick nicks.
+	for _, p := range []struct {
+		ctx  context.Context
+		nick string
+	}{{ctxA, "alice"}, {ctxB, "bob"}} {
+		run(p.ctx, "open the page", chromedp.Navigate(url))
+		waitJS(p.ctx, "connected", `document.querySelector("#status").className === "open"`)
+		waitJS(p.ctx, "in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
+		run(p.ctx, "set nick", chromedp.SetValue(chromedp.CSS("#nick"), p.nick), chromedp.Click(chromedp.CSS("#nick-form button")))
+		waitJS(p.ctx, "nick taken into use", fmt.Sprintf(`document.querySelector("#status").textContent === "connected as %s"`, p.nick))
+	}
+	say(ctxA, "hello bob")
+	waitJS(ctxB, "bob sees alice's message", hasLine("alice")+" && "+hasLine("hello bob"))
+	waitJS(ctxA, "alice's own message is marked", `[...document.querySelectorAll("#messages li.own")].some(li => li.textContent.includes("hello bob"))`)
+	for _, p := range []struct {
+		ctx  context.Context
+		peer string
+	}{{ctxA, "bob"}, {ctxB, "alice"}} {
+		waitJS(p.ctx, "member list shows "+p.peer,
+			fmt.Sprintf(`[...document.querySelectorAll("#member-list li")].some(li => li.textContent.trim() === %q)`, p.peer))
+	}
+	// Text is never rendered as HTML.
+	say(ctxB, "<b>not bold</b>")
+	waitJS(ctxA, "markup shown as text", hasLine("<b>not bold</b>")+` && document.querySelectorAll("#messages b").length === 0`)
+
+	// Cut bob's page off (its sockets fail as if offline), restart the
+	// server, let alice reconnect and speak, then bring bob back.
+	run(ctxB, "cut bob off", chromedp.Evaluate[chromedp.Void](`(() => {
+		const WS = window.WebSocket;
+		window.__offline = true;
+		window.WebSocket = function (u) { return new WS(window.__offline ? "ws://127.0.0.1:1/" : u); };
+		window.WebSocket.OPEN = WS.OPEN;
+	})()`))
+	stop(srv)
+	waitJS(ctxA, "alice sees the outage", `document.querySelector("#status").className === "closed"`)
+	waitJS(ctxB, "bob sees the outage", `document.querySelector("#status").className === "closed"`)
+	srv = chatServer(t, addr)
+	waitJS(ctxA, "alice reconnects", `document.querySelector("#status").textContent === "connected as alice"`)
+	waitJS(ctxA, "alice is back in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
+	say(ctxA, "you missed this")
+	waitJS(ctxA, "the server took it", `[...document.querySelectorAll("#messages li.own")].filter(li => li.textContent.includes("you missed this")).length === 1`)
+	run(ctxB, "bring bob back", chromedp.Evaluate[chromedp.Void](`window.__offline = false`))
+	waitJS(ctxB, "bob reconnects", `document.querySelector("#status").textContent === "connected as bob"`)
+	waitJS(ctxB, "bob gets what he missed", hasLine("you missed this"))
+
+	out := os.Getenv("PARLEY_E2E_OUT")
+	if out == "" {
+		out = filepath.Join("..", "reports", "e2e")
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancelShot := context.WithTimeout(ctxB, 30*time.Second)
+	defer cancelShot()
+	png, err := chromedp.Run(sctx, chromedp.FullScreenshot(100)) // quality 100 gives a PNG, less a JPEG
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	path := filepath.Join(out, "chat.png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(path)
+	t.Logf("screenshot: %s (%d bytes)", abs, len(png))
+
+	// On a phone-sized screen the lists fold into drawers behind buttons.
+	run(ctxA, "phone size", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	waitJS(ctxA, "the room list folds away", `getComputedStyle(document.querySelector("#nav")).display === "none"`)
+	run(ctxA, "open the rooms drawer", chromedp.Click(chromedp.CSS("#toggle-nav")))
+	waitJS(ctxA, "the drawer opens", `getComputedStyle(document.querySelector("#nav")).display === "block"`)
+	run(ctxA, "close it", chromedp.Click(chromedp.CSS("#toggle-nav")))
+	mctx, cancelMobile := context.WithTimeout(ctxA, 30*time.Second)
+	defer cancelMobile()
+	phone, err := chromedp.Run(mctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("phone screenshot: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(out, "chat-phone.png"), phone, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(png), "\x89PNG") || len(png) < 1000 {
+		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
+	}
+}
