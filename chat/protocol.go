@@ -46,10 +46,10 @@ type Message struct {
 
 // Welcome is the first message a client receives.
 type Welcome struct {
-	Type   string `json:"type"` // "welcome"
-	ID     uint64 `json:"id"`
-	Nick   string `json:"nick"`
-	Room   string `json:"room"` // the default room, joined already
+	Type string `json:"type"` // "welcome"
+	ID   uint64 `json:"id"`
+	Nick string `json:"nick"`
+	Room string `json:"room"` // the default room, joined already
 	// Epoch identifies the server's life (its start, Unix ms). Sequence
 	// numbers count from 1 again in a new epoch: a client that reconnects
 	// to another epoch resumes from 0.
