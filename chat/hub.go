@@ -399,12 +399,12 @@ func (h *Hub) markDirty(r *room) {
 }
 
 // presenceLoop sends coalesced presence messages every PresenceInterval and
-// removes rooms empty for HistoryTTL.
+// removes rooms that have been empty for HistoryTTL (a walk over the rooms
+// under their own locks: cheap next to the presence it sends).
 func (h *Hub) presenceLoop() {
 	defer h.wg.Done()
 	t := time.NewTicker(h.cfg.PresenceInterval)
 	defer t.Stop()
-	lastSweep := time.Now()
 	var batch []*room
 	for {
 		select {
@@ -418,10 +418,7 @@ func (h *Hub) presenceLoop() {
 				h.flushPresence(r)
 				batch[i] = nil
 			}
-			if now.Sub(lastSweep) >= time.Second {
-				h.sweep(now)
-				lastSweep = now
-			}
+			h.sweep(now)
 		}
 	}
 }

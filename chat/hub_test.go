@@ -349,3 +349,33 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestEmptyRoomKeepsHistoryForTTL(t *testing.T) {
+	t.Parallel()
+	hub, _, url := startChat(t, chat.Config{HistoryTTL: 300 * time.Millisecond, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	a := connect(t, url)
+	a.send(chat.Request{Type: "join", Room: "brief"})
+	a.expect("join")
+	a.expect("history")
+	a.send(chat.Request{Type: "say", Room: "brief", Text: "remember me"})
+	a.expect("message")
+	a.send(chat.Request{Type: "leave", Room: "brief"})
+	a.expect("leave")
+	rooms := hub.Stats().Rooms
+	// Within the TTL the empty room keeps its history.
+	a.send(chat.Request{Type: "join", Room: "brief"})
+	a.expect("join")
+	if h := a.expect("history"); !slices.Equal(h.texts(t), []string{"remember me"}) {
+		t.Fatalf("history within the TTL: %v", h.texts(t))
+	}
+	a.send(chat.Request{Type: "leave", Room: "brief"})
+	a.expect("leave")
+	waitFor(t, "the empty room to be removed", func() bool { return hub.Stats().Rooms == rooms-1 })
+	a.send(chat.Request{Type: "join", Room: "brief"})
+	if j := a.expect("join"); j.Seq != 0 {
+		t.Fatalf("a removed room came back with seq %d", j.Seq)
+	}
+	if h := a.expect("history"); len(h.Messages) != 0 {
+		t.Fatalf("a removed room kept %v", h.texts(t))
+	}
+}
