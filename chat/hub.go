@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,11 +55,21 @@ var (
 type client struct {
 	id    engine.ClientID
 	nick  string
-	rooms map[string]*room
+	rooms []*room // at most MaxRooms: a slice costs far less per client than a map
 
 	tokens, strikes float64 // rate limiting
 	last            int64   // unix ns of the last request
 	lastTyping      int64
+}
+
+// room returns the joined room called name, or nil.
+func (c *client) room(name string) *room {
+	for _, r := range c.rooms {
+		if r.name == name {
+			return r
+		}
+	}
+	return nil
 }
 
 // New returns a Hub for cfg, or an error naming the first invalid field.
@@ -112,7 +123,7 @@ func (h *Hub) client(id engine.ClientID) *client {
 // OnOpen implements engine.Application: the client gets a default nick, a
 // welcome, and the default room.
 func (h *Hub) OnOpen(id engine.ClientID, _ any) {
-	c := &client{id: id, rooms: make(map[string]*room), tokens: float64(h.cfg.RateBurst), last: time.Now().UnixNano()}
+	c := &client{id: id, tokens: float64(h.cfg.RateBurst), last: time.Now().UnixNano()}
 	h.nickMu.Lock()
 	c.nick = "guest-" + strconv.FormatUint(uint64(id), 10)
 	h.nicks[strings.ToLower(c.nick)] = id
@@ -135,8 +146,8 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 	if c == nil {
 		return
 	}
-	for _, r := range c.rooms {
-		h.leaveRoom(c, r)
+	for len(c.rooms) > 0 {
+		h.leaveRoom(c, c.rooms[len(c.rooms)-1])
 	}
 	h.nickMu.Lock()
 	if h.nicks[strings.ToLower(c.nick)] == id {
@@ -258,7 +269,7 @@ func (h *Hub) text(c *client, req *Request) bool {
 }
 
 func (h *Hub) say(c *client, req *Request) {
-	r := c.rooms[req.Room]
+	r := c.room(req.Room)
 	if r == nil {
 		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q before saying something there", req.Room))
 		return
@@ -321,7 +332,7 @@ func (h *Hub) join(c *client, req *Request) {
 		h.fail(c, req, ErrBadRoom, "room name "+err.Error())
 		return
 	}
-	if c.rooms[req.Room] == nil && len(c.rooms) >= h.cfg.MaxRooms {
+	if c.room(req.Room) == nil && len(c.rooms) >= h.cfg.MaxRooms {
 		h.fail(c, req, ErrTooManyRooms, fmt.Sprintf("a client is in at most %d rooms", h.cfg.MaxRooms))
 		return
 	}
@@ -350,7 +361,7 @@ func (h *Hub) join(c *client, req *Request) {
 	// Added after the history was queued, under the room's lock: every
 	// later message follows the history, none is missed or repeated.
 	_ = r.group.Add(c.id)
-	c.rooms[r.name] = r
+	c.rooms = append(c.rooms, r)
 	r.joined = append(r.joined, c.nick)
 	h.markDirty(r)
 }
@@ -363,7 +374,7 @@ func nonNil(m []json.RawMessage) []json.RawMessage {
 }
 
 func (h *Hub) leave(c *client, req *Request) {
-	r := c.rooms[req.Room]
+	r := c.room(req.Room)
 	if r == nil {
 		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
 		return
@@ -382,7 +393,7 @@ func (h *Hub) leaveRoom(c *client, r *room) {
 	}
 	h.markDirty(r)
 	r.mu.Unlock()
-	delete(c.rooms, r.name)
+	c.rooms = slices.DeleteFunc(c.rooms, func(x *room) bool { return x == r })
 }
 
 // markDirty queues r's presence changes for the next presence message.
@@ -527,7 +538,7 @@ func (h *Hub) dm(c *client, req *Request) {
 }
 
 func (h *Hub) history(c *client, req *Request) {
-	r := c.rooms[req.Room]
+	r := c.room(req.Room)
 	if r == nil {
 		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q to read its history", req.Room))
 		return
@@ -543,7 +554,7 @@ func (h *Hub) history(c *client, req *Request) {
 }
 
 func (h *Hub) typing(c *client, req *Request) {
-	r := c.rooms[req.Room]
+	r := c.room(req.Room)
 	if r == nil {
 		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
 		return
