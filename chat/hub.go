@@ -297,6 +297,7 @@ func (h *Hub) say(c *client, req *Request) {
 // HandlePublication implements BrokerHandler: a room message goes to the
 // room's local members, encoded once.
 func (h *Hub) HandlePublication(roomName string, data []byte) {
+	h.stats.received.Add(1)
 	v, ok := h.rooms.Load(roomName)
 	if !ok {
 		return

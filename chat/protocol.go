@@ -165,6 +165,10 @@ const (
 	ErrRateLimited  = "rate_limited"
 )
 
+// errorCodes lists every error code, so that counters exist from the start.
+var errorCodes = []string{ErrBadRequest, ErrUnknownType, ErrBinary, ErrBadRoom, ErrNotInRoom, ErrTooManyRooms,
+	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrRateLimited}
+
 // MaxNickLength and MaxRoomLength cap names, in characters.
 const (
 	MaxNickLength = 24

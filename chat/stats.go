@@ -8,6 +8,7 @@ import (
 // hubStats are the hub's counters; the hot path pays an atomic add.
 type hubStats struct {
 	published       atomic.Uint64
+	received        atomic.Uint64
 	dms             atomic.Uint64
 	rateLimited     atomic.Uint64
 	presenceChanges atomic.Uint64
@@ -28,25 +29,38 @@ func (s *hubStats) countError(code string) {
 // Stats is a snapshot of a Hub's counters.
 type Stats struct {
 	Rooms           int               // rooms open now
-	Published       uint64            // room messages published
+	Members         int               // room memberships now (a client in two rooms counts twice)
+	Published       uint64            // room messages this hub published to the broker
+	Received        uint64            // room messages the broker delivered to this hub
 	DMs             uint64            // direct messages sent
 	RateLimited     uint64            // requests refused by the rate limit
 	PresenceChanges uint64            // joins, leaves and renames
 	PresenceSent    uint64            // presence messages sent (each to a whole room)
-	Errors          map[string]uint64 // errors sent, by code
+	Errors          map[string]uint64 // errors sent, by code (every code, 0 if none)
 }
 
 // Stats returns a snapshot of the hub's counters.
 func (h *Hub) Stats() Stats {
 	st := Stats{
 		Published:       h.stats.published.Load(),
+		Received:        h.stats.received.Load(),
 		DMs:             h.stats.dms.Load(),
 		RateLimited:     h.stats.rateLimited.Load(),
 		PresenceChanges: h.stats.presenceChanges.Load(),
 		PresenceSent:    h.stats.presenceSent.Load(),
 		Errors:          make(map[string]uint64),
 	}
-	h.rooms.Range(func(any, any) bool { st.Rooms++; return true })
+	h.rooms.Range(func(_, v any) bool {
+		r := v.(*room)
+		r.mu.Lock()
+		st.Members += len(r.members)
+		r.mu.Unlock()
+		st.Rooms++
+		return true
+	})
+	for _, code := range errorCodes {
+		st.Errors[code] = 0
+	}
 	h.stats.errMu.Lock()
 	for k, v := range h.stats.errors {
 		st.Errors[k] = v

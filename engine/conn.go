@@ -236,8 +236,12 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		return
 	}
 	c.msgsIn.Add(1)
+	arrived := c.lastRead.Load() // this read completed the message
 	if !c.nbc.Execute(func() {
 		defer bufpool.Put(b)
+		d := time.Duration(max(time.Now().UnixNano()-arrived, 0))
+		c.ep.srv.stats.dispatch[durationBucket(d)].Add(1)
+		c.ep.srv.stats.dispatchNanos.Add(uint64(d))
 		c.ep.callMessage(c, typ, *b)
 	}) {
 		bufpool.Put(b)
@@ -355,7 +359,8 @@ func (c *conn) CloseAndClean(err error) {
 	if code == 0 {
 		code, reason = StatusAbnormalClosure, "connection dropped without a close frame"
 	}
-	c.ep.remove(c)
+	c.ep.srv.stats.closed[closeClass(code)].Add(1)
+	c.ep.remove(c) // folds what c read into the registry's totals
 	c.w.post(job{kind: jobGone, c: c})
 	if c.opened.Load() {
 		c.ep.callClose(c, code, reason)

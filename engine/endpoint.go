@@ -32,7 +32,8 @@ type Endpoint struct {
 	count    atomic.Int64
 	registry [registryShards]struct {
 		sync.RWMutex
-		m map[ClientID]*conn
+		m    map[ClientID]*conn
+		gone readTotals // what removed clients read
 	}
 
 	// members[i] lists the clients owned by writer i. Only writer i's
@@ -65,6 +66,9 @@ func (ep *Endpoint) remove(c *conn) {
 	found := r.m[c.id] == c
 	if found {
 		delete(r.m, c.id)
+		r.gone.bytes += c.bytesIn.Load()
+		r.gone.frames += c.framesIn.Load()
+		r.gone.messages += c.msgsIn.Load()
 	}
 	r.Unlock()
 	if found {

@@ -3,6 +3,7 @@ package engine
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/parleyhq/parley/internal/wsproto"
 )
@@ -13,8 +14,9 @@ import (
 // that wrote it. The last release returns the frame to the pool.
 type frame struct {
 	buf  []byte
-	data bool // a data message (counted in MessagesOut), not a control frame
-	raw  bool // not a WebSocket frame: the 101 response, not counted per client
+	data bool  // a data message (counted in MessagesOut), not a control frame
+	raw  bool  // not a WebSocket frame: the 101 response, not counted per client
+	born int64 // unix ns of the send call, for the write-delay histogram
 	refs atomic.Int32
 
 	// Recipients of a multicast, resolved once by the caller; each shard
@@ -42,6 +44,7 @@ func newDataFrame(typ MessageType, payload []byte, refs int32) *frame {
 	f := getFrame(wsproto.HeaderLen(len(payload), false) + len(payload))
 	f.buf = wsproto.AppendFrame(f.buf, wsproto.Opcode(typ), payload)
 	f.data, f.raw = true, false
+	f.born = time.Now().UnixNano()
 	f.refs.Store(refs)
 	return f
 }

@@ -320,6 +320,13 @@ func (s *Server) Stats() Stats {
 		AppPanics:        s.stats.appPanics.Load(),
 		FramesEncoded:    s.stats.framesEncoded.Load(),
 	}
+	for i := range s.stats.dispatch {
+		st.DispatchBuckets[i] = s.stats.dispatch[i].Load()
+	}
+	st.DispatchSeconds = time.Duration(s.stats.dispatchNanos.Load()).Seconds()
+	for i := range s.stats.closed {
+		st.ClosedByCode[i] = s.stats.closed[i].Load()
+	}
 	for _, ep := range s.endpoints {
 		st.Clients += ep.Count()
 	}
@@ -341,13 +348,23 @@ func (s *Server) Stats() Stats {
 		for b := range w.flush {
 			st.FlushBuckets[b] += w.flush[b].Load()
 		}
+		for b := range w.writeDelay {
+			st.WriteDelayBuckets[b] += w.writeDelay[b].Load()
+		}
+		st.WriteDelaySeconds += time.Duration(w.writeDelayNanos.Load()).Seconds()
 	}
 	for _, ep := range s.endpoints {
 		for i := range ep.registry {
 			r := &ep.registry[i]
 			r.RLock()
+			st.BytesRead += r.gone.bytes
+			st.FramesRead += r.gone.frames
+			st.MessagesRead += r.gone.messages
 			for _, c := range r.m {
 				st.QueuedBytes += max(c.queued(), 0)
+				st.BytesRead += c.bytesIn.Load()
+				st.FramesRead += c.framesIn.Load()
+				st.MessagesRead += c.msgsIn.Load()
 			}
 			r.RUnlock()
 		}

@@ -9,6 +9,45 @@ import (
 // from 1 us to about 0.5 s and more.
 const flushBuckets = 20
 
+// latencyBuckets is the number of power-of-two buckets of latencies, from
+// 1 us to about 0.5 s and more (as flushBuckets).
+const latencyBuckets = flushBuckets
+
+// closeClasses names the close-code classes counted in Stats.ClosedByCode.
+var closeClasses = [...]string{
+	"normal", "going_away", "protocol_error", "invalid_data", "policy", "too_big", "internal_error", "abnormal", "other",
+}
+
+// closeClass maps a close code to its index in closeClasses.
+func closeClass(code StatusCode) int {
+	switch code {
+	case StatusNormalClosure, StatusNoStatusRcvd:
+		return 0
+	case StatusGoingAway:
+		return 1
+	case StatusProtocolError, StatusUnsupportedData:
+		return 2
+	case StatusInvalidPayload:
+		return 3
+	case StatusPolicyViolation:
+		return 4
+	case StatusMessageTooBig:
+		return 5
+	case StatusInternalError:
+		return 6
+	case StatusAbnormalClosure:
+		return 7
+	}
+	return 8
+}
+
+// CloseClasses returns the names of the close-code classes of
+// Stats.ClosedByCode, in order: normal (1000, 1005), going_away (1001),
+// protocol_error (1002, 1003), invalid_data (1007), policy (1008), too_big
+// (1009), internal_error (1011), abnormal (1006: dropped without a close
+// frame), other.
+func CloseClasses() []string { return closeClasses[:] }
+
 // batchBuckets is the number of power-of-two batch-size buckets: 1, 2, 3-4,
 // 5-8, ... up to 2^(batchBuckets-2)+1 frames and more.
 const batchBuckets = 12
@@ -29,6 +68,8 @@ type writerStats struct {
 	pings             atomic.Uint64
 	batch             [batchBuckets]atomic.Uint64
 	flush             [flushBuckets]atomic.Uint64
+	writeDelay        [latencyBuckets]atomic.Uint64
+	writeDelayNanos   atomic.Uint64
 	_                 [64]byte // keep writers' counters on separate cache lines
 }
 
@@ -41,7 +82,17 @@ type serverStats struct {
 	refusedBad    atomic.Uint64
 	refusedApp    atomic.Uint64
 	appPanics     atomic.Uint64
+	dispatch      [latencyBuckets]atomic.Uint64
+	dispatchNanos atomic.Uint64
+	closed        [len(closeClasses)]atomic.Uint64
 	writers       []writerStats
+}
+
+// readTotals are what clients read: summed over live clients at Stats time
+// (reading costs no shared atomic), and folded into their registry shard,
+// under its lock, when they leave, so totals never go down between scrapes.
+type readTotals struct {
+	bytes, frames, messages uint64
 }
 
 // Stats is a snapshot of a Server's counters since it started. Counters
@@ -54,6 +105,9 @@ type Stats struct {
 	RefusedMalformed  uint64 // malformed upgrade requests (400, 405, 426)
 	RefusedByApp      uint64 // handshakes refused by Application.OnHandshake
 	AppPanics         uint64 // panics recovered in application callbacks
+	BytesRead         uint64 // bytes read from clients since start, frame headers included
+	FramesRead        uint64
+	MessagesRead      uint64 // data messages received (whole, after reassembly)
 	FramesEncoded     uint64 // frames built by the send API: one per send, not per recipient
 	Writes            uint64 // Write calls on client sockets
 	FramesWritten     uint64 // frames in those writes, control frames included
@@ -72,6 +126,17 @@ type Stats struct {
 	// FlushBuckets counts writer rounds by duration; bucket i holds rounds
 	// of at most FlushBucketUpperBound(i).
 	FlushBuckets [flushBuckets]uint64
+	// WriteDelayBuckets counts writes by the age of their oldest message:
+	// from the send call to the write (bucket bounds: FlushBucketUpperBound).
+	WriteDelayBuckets [latencyBuckets]uint64
+	WriteDelaySeconds float64 // the sum of those ages
+	// DispatchBuckets counts received messages by the time from their last
+	// frame's arrival to the start of OnMessage: the executor's queueing.
+	DispatchBuckets [latencyBuckets]uint64
+	DispatchSeconds float64 // the sum of those delays
+	// ClosedByCode counts clients gone, by the class of their close code
+	// (see CloseClasses).
+	ClosedByCode [len(closeClasses)]uint64
 }
 
 // FlushBucketUpperBound returns the longest round counted in bucket i of

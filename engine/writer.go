@@ -3,6 +3,7 @@ package engine
 import (
 	"math/bits"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleyhq/parley/internal/wsproto"
@@ -65,16 +66,21 @@ type writer struct {
 	wake chan struct{} // capacity 1: a pending wake-up
 
 	// Owned by the goroutine.
-	work    []job
-	arena   []entry
-	dirty   []*conn
-	closed  []*conn  // clients whose close frame this round wrote
-	extra   []*frame // frames the writer made itself this round (pings)
-	after   []func() // barriers, called once the round is written
-	last    []*frame // the frames now in scratch, in order
-	now     int64    // unix ns at the start of the current round
-	scratch []byte
-	stats   *writerStats
+	work   []job
+	arena  []entry
+	dirty  []*conn
+	closed []*conn  // clients whose close frame this round wrote
+	extra  []*frame // frames the writer made itself this round (pings)
+	after  []func() // barriers, called once the round is written
+	last   []*frame // the frames now in scratch, in order
+	now    int64    // unix ns at the start of the current round
+
+	// Histogram counts of the current round, published to stats once per
+	// round: a plain add per write instead of an atomic one.
+	batchCounts      [batchBuckets]uint64
+	writeDelayCounts [latencyBuckets]uint64
+	scratch          []byte
+	stats            *writerStats
 }
 
 func newWriter(srv *Server, idx int) *writer {
@@ -323,13 +329,14 @@ func (w *writer) push(c *conn, f *frame) {
 // one recipient to the next as long as the list matches: a burst to a room
 // is copied once, not once per member.
 func (w *writer) flush(start time.Time) {
-	var writes, frames, deliveries, bytes uint64
+	var writes, frames, deliveries, bytes, delaySum uint64
 	now := time.Now().UnixNano()
 	w.last = w.last[:0]
 	for _, c := range w.dirty {
 		var nf, nd, raw uint64
 		first := w.arena[c.head]
 		buf := first.f.buf
+		born := first.f.born // frames are in send order: the first is the oldest
 		if first.next < 0 {
 			nf, nd, raw = first.f.counts()
 		} else {
@@ -369,7 +376,12 @@ func (w *writer) flush(start time.Time) {
 		frames += nf
 		deliveries += nd
 		bytes += uint64(n)
-		w.stats.batch[batchBucket(nf)].Add(1)
+		w.batchCounts[batchBucket(nf)]++
+		if born != 0 {
+			d := time.Duration(max(now-born, 0))
+			w.writeDelayCounts[durationBucket(d)]++
+			delaySum += uint64(d)
+		}
 	}
 	clear(w.dirty)
 	w.dirty = w.dirty[:0]
@@ -394,6 +406,20 @@ func (w *writer) flush(start time.Time) {
 		w.stats.bytes.Add(bytes)
 		w.stats.flushNanos.Add(uint64(d))
 		w.stats.flush[durationBucket(d)].Add(1)
+		w.stats.writeDelayNanos.Add(delaySum)
+		publish(w.stats.batch[:], w.batchCounts[:])
+		publish(w.stats.writeDelay[:], w.writeDelayCounts[:])
+	}
+}
+
+// publish adds a round's histogram counts to the shared ones and clears
+// them.
+func publish(shared []atomic.Uint64, round []uint64) {
+	for i, n := range round {
+		if n != 0 {
+			shared[i].Add(n)
+			round[i] = 0
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -17,6 +18,7 @@ import (
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/metrics"
 	"github.com/parleyhq/parley/static"
 )
 
@@ -26,6 +28,7 @@ type serveConfig struct {
 	Engine          engine.Config
 	Chat            chat.Config
 	ShutdownTimeout time.Duration
+	MetricsListen   string // empty: /metrics on the main listener
 	LogLevel        slog.Level
 	LogFormat       string
 }
@@ -125,6 +128,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.DurationVar(&ch.PresenceInterval, "presence-interval", chat.DefaultPresenceInterval, "how often joins and leaves are sent to a room, coalesced")
 	fs.IntVar(&ch.PresenceListMax, "presence-list-max", chat.DefaultPresenceListMax, "most members listed to a joiner (the count is always exact)")
 	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics on this `host:port` only, instead of on the main listener")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
@@ -142,6 +146,11 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	e.AllowedOrigins = origins
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("--log-format %q: must be text or json", cfg.LogFormat)
+	}
+	if cfg.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
+			return cfg, fmt.Errorf("--metrics-listen %q: %w", cfg.MetricsListen, err)
+		}
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		return cfg, fmt.Errorf("--shutdown-timeout %v: must be positive", cfg.ShutdownTimeout)
@@ -189,6 +198,30 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if _, err := srv.Mount("/ws", hub); err != nil {
 		return err
 	}
+	m, err := metrics.New(metrics.Config{}, metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub)})
+	if err != nil {
+		return err
+	}
+	var metricsSrv *http.Server
+	if cfg.MetricsListen == "" {
+		if err := srv.Handle("/metrics", m.Handler()); err != nil {
+			return err
+		}
+	} else {
+		ln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := metricsSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
+				log.Error("metrics listener failed", "err", err)
+			}
+		}()
+		log.Info("metrics", "addr", ln.Addr().String())
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := srv.Start(); err != nil {
@@ -203,7 +236,22 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(sctx)
+	}
 	return nil
+}
+
+// chatStats maps the chat's counters onto the metrics package's view.
+func chatStats(hub *chat.Hub) func() metrics.ChatStats {
+	return func() metrics.ChatStats {
+		st := hub.Stats()
+		return metrics.ChatStats{
+			Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received, DMs: st.DMs,
+			RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,
+			Errors: st.Errors,
+		}
+	}
 }
 
 // itWorks is the seed's /test route.

@@ -1,0 +1,153 @@
+package metrics
+
+import (
+	"github.com/parleyhq/parley/engine"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func newDesc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+// The families, by name. The README's metric table lists the same.
+var (
+	mConnections    = newDesc("parley_connections", "Open WebSocket clients.")
+	mAccepted       = newDesc("parley_connections_accepted_total", "WebSocket upgrades completed.")
+	mClosed         = newDesc("parley_connections_closed_total", "Clients gone, by close-code class (normal, going_away, protocol_error, invalid_data, policy, too_big, internal_error, abnormal, other).", "code")
+	mRefused        = newDesc("parley_handshakes_refused_total", "Upgrade requests refused, by reason (origin, limit, malformed, application).", "reason")
+	mRecvMessages   = newDesc("parley_messages_received_total", "Data messages received from clients.")
+	mRecvFrames     = newDesc("parley_received_frames_total", "WebSocket frames received, control frames included.")
+	mRecvBytes      = newDesc("parley_received_bytes_total", "Bytes received from clients after the upgrade.")
+	mDeliveries     = newDesc("parley_deliveries_total", "Data messages written to clients: one per message per recipient.")
+	mSentFrames     = newDesc("parley_sent_frames_total", "WebSocket frames written, control frames included.")
+	mSentBytes      = newDesc("parley_sent_bytes_total", "Bytes written to client sockets.")
+	mEncoded        = newDesc("parley_frames_encoded_total", "Frames built by the send API: one per send, however many recipients.")
+	mWrites         = newDesc("parley_writes_total", "Write calls on client sockets.")
+	mRounds         = newDesc("parley_writer_rounds_total", "Writer rounds that wrote anything.")
+	mBatch          = newDesc("parley_write_batch_frames", "Frames per write: how many messages each system call carried.")
+	mFlush          = newDesc("parley_flush_duration_seconds", "Duration of writer rounds.")
+	mWriteDelay     = newDesc("parley_write_delay_seconds", "Age of the oldest message in each write: from the send call to the write.")
+	mDispatch       = newDesc("parley_dispatch_delay_seconds", "From a message's arrival to the start of its handling (executor queueing).")
+	mQueued         = newDesc("parley_queued_bytes", "Bytes handed to client sockets that the kernel has not taken yet.")
+	mSkipped        = newDesc("parley_slow_consumer_skips_total", "Deliveries skipped because the recipient was behind (past the soft queue limit).")
+	mSlowClosed     = newDesc("parley_slow_consumers_closed_total", "Clients closed as slow consumers (1008).")
+	mHeartbeat      = newDesc("parley_heartbeat_timeouts_total", "Clients closed for not answering a ping (1008).")
+	mPings          = newDesc("parley_pings_sent_total", "Heartbeat pings sent.")
+	mPanics         = newDesc("parley_app_panics_total", "Panics recovered in application callbacks.")
+	mRooms          = newDesc("parley_rooms", "Chat rooms open.")
+	mMembers        = newDesc("parley_room_members", "Room memberships (a client in two rooms counts twice).")
+	mPublished      = newDesc("parley_broker_published_total", "Room messages this node published to the broker.")
+	mReceived       = newDesc("parley_broker_received_total", "Room messages the broker delivered to this node.")
+	mDMs            = newDesc("parley_direct_messages_total", "Direct messages sent.")
+	mRateLimited    = newDesc("parley_rate_limited_total", "Chat requests refused by the rate limit.")
+	mPresenceChange = newDesc("parley_presence_changes_total", "Joins, leaves and nick changes in rooms.")
+	mPresenceSent   = newDesc("parley_presence_messages_total", "Presence messages sent, each to a whole room: changes coalesced into them.")
+	mChatErrors     = newDesc("parley_chat_errors_total", "Errors sent to chat clients, by code.", "code")
+)
+
+// collector reads a snapshot of the sources at each scrape.
+type collector struct{ src Sources }
+
+func newCollector(src Sources) *collector { return &collector{src: src} }
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	if c.src.Engine != nil {
+		for _, d := range []*prometheus.Desc{mConnections, mAccepted, mClosed, mRefused, mRecvMessages, mRecvFrames,
+			mRecvBytes, mDeliveries, mSentFrames, mSentBytes, mEncoded, mWrites, mRounds, mBatch, mFlush, mWriteDelay,
+			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics} {
+			ch <- d
+		}
+	}
+	if c.src.Chat != nil {
+		for _, d := range []*prometheus.Desc{mRooms, mMembers, mPublished, mReceived, mDMs, mRateLimited,
+			mPresenceChange, mPresenceSent, mChatErrors} {
+			ch <- d
+		}
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	if c.src.Engine != nil {
+		collectEngine(ch, c.src.Engine())
+	}
+	if c.src.Chat != nil {
+		collectChat(ch, c.src.Chat())
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v uint64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+}
+
+// histogram turns per-bucket counts (not cumulative) with upper bounds
+// (negative: +Inf) into a Prometheus histogram.
+func histogram(ch chan<- prometheus.Metric, d *prometheus.Desc, counts []uint64, bound func(int) float64, sum float64) {
+	buckets := make(map[float64]uint64, len(counts))
+	var cum uint64
+	for i, n := range counts {
+		cum += n
+		if b := bound(i); b >= 0 {
+			buckets[b] = cum
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(d, cum, sum, buckets)
+}
+
+func seconds(i int) float64 {
+	d := engine.FlushBucketUpperBound(i)
+	if d < 0 {
+		return -1
+	}
+	return d.Seconds()
+}
+
+func frames(i int) float64 { return float64(engine.BatchBucketUpperBound(i)) }
+
+func collectEngine(ch chan<- prometheus.Metric, st engine.Stats) {
+	gauge(ch, mConnections, float64(st.Clients))
+	counter(ch, mAccepted, st.Accepted)
+	for i, class := range engine.CloseClasses() {
+		counter(ch, mClosed, st.ClosedByCode[i], class)
+	}
+	counter(ch, mRefused, st.RefusedOrigin, "origin")
+	counter(ch, mRefused, st.RefusedLimit, "limit")
+	counter(ch, mRefused, st.RefusedMalformed, "malformed")
+	counter(ch, mRefused, st.RefusedByApp, "application")
+	counter(ch, mRecvMessages, st.MessagesRead)
+	counter(ch, mRecvFrames, st.FramesRead)
+	counter(ch, mRecvBytes, st.BytesRead)
+	counter(ch, mDeliveries, st.Deliveries)
+	counter(ch, mSentFrames, st.FramesWritten)
+	counter(ch, mSentBytes, st.BytesWritten)
+	counter(ch, mEncoded, st.FramesEncoded)
+	counter(ch, mWrites, st.Writes)
+	counter(ch, mRounds, st.Rounds)
+	histogram(ch, mBatch, st.BatchSizeBuckets[:], frames, float64(st.FramesWritten))
+	histogram(ch, mFlush, st.FlushBuckets[:], seconds, st.FlushSeconds)
+	histogram(ch, mWriteDelay, st.WriteDelayBuckets[:], seconds, st.WriteDelaySeconds)
+	histogram(ch, mDispatch, st.DispatchBuckets[:], seconds, st.DispatchSeconds)
+	gauge(ch, mQueued, float64(st.QueuedBytes))
+	counter(ch, mSkipped, st.SkippedSlow)
+	counter(ch, mSlowClosed, st.ClosedSlow)
+	counter(ch, mHeartbeat, st.HeartbeatTimeouts)
+	counter(ch, mPings, st.PingsSent)
+	counter(ch, mPanics, st.AppPanics)
+}
+
+func collectChat(ch chan<- prometheus.Metric, st ChatStats) {
+	gauge(ch, mRooms, float64(st.Rooms))
+	gauge(ch, mMembers, float64(st.Members))
+	counter(ch, mPublished, st.Published)
+	counter(ch, mReceived, st.Received)
+	counter(ch, mDMs, st.DMs)
+	counter(ch, mRateLimited, st.RateLimited)
+	counter(ch, mPresenceChange, st.PresenceChanges)
+	counter(ch, mPresenceSent, st.PresenceSent)
+	for _, code := range sortedKeys(st.Errors) {
+		counter(ch, mChatErrors, st.Errors[code], code)
+	}
+}

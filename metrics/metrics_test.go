@@ -1,0 +1,358 @@
+package metrics_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lesismal/nbio/logging"
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/wstest"
+	"github.com/parleyhq/parley/metrics"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+func TestMain(m *testing.M) {
+	logging.SetLevel(logging.LevelNone)
+	os.Exit(m.Run())
+}
+
+// node is a chat server with metrics on /metrics of its main listener.
+type node struct {
+	srv *engine.Server
+	hub *chat.Hub
+	m   *metrics.Metrics
+	url string
+}
+
+func startNode(t *testing.T, ccfg chat.Config, ecfg engine.Config) *node {
+	t.Helper()
+	quiet := slog.New(slog.DiscardHandler)
+	ccfg.Logger, ecfg.Logger, ecfg.Addr = quiet, quiet, "127.0.0.1:0"
+	hub, err := chat.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := engine.New(ecfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: "v9.9.9", Revision: "abc123"}}, metrics.Sources{
+		Engine: srv.Stats,
+		Chat: func() metrics.ChatStats {
+			st := hub.Stats()
+			return metrics.ChatStats{Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received,
+				DMs: st.DMs, RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges,
+				PresenceSent: st.PresenceSent, Errors: st.Errors}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Mount("/ws", hub); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Handle("/metrics", m.Handler()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	return &node{srv: srv, hub: hub, m: m, url: "ws://" + srv.Addr().String() + "/ws"}
+}
+
+// scrape fetches /metrics over HTTP and returns sample values by series,
+// e.g. `parley_connections` or `parley_handshakes_refused_total{reason="origin"}`.
+func (n *node) scrape(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.srv.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d", resp.StatusCode)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse /metrics: %v", err)
+	}
+	out := map[string]float64{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			key := name
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			if len(labels) > 0 {
+				key += "{" + strings.Join(labels, ",") + "}"
+			}
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				out[key] = m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				out[key] = m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				out[key+"_count"] = float64(m.GetHistogram().GetSampleCount())
+			default:
+				out[key] = m.GetUntyped().GetValue()
+			}
+		}
+	}
+	return out
+}
+
+func dial(t *testing.T, url string, hdr http.Header) *wstest.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := wstest.Dial(ctx, url, hdr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// readN reads n data messages.
+func readN(t *testing.T, c *wstest.Conn, n int) {
+	t.Helper()
+	for range n {
+		if _, _, err := c.ReadMessage(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestScrapeAfterKnownTraffic runs known traffic and checks the exact
+// values /metrics reports.
+func TestScrapeAfterKnownTraffic(t *testing.T) {
+	// No presence flush during the test (an hour-long interval), so every
+	// delivery is accounted for below.
+	n := startNode(t, chat.Config{PresenceInterval: time.Hour}, engine.Config{})
+	const clients, each = 5, 3
+	var cs []*wstest.Conn
+	for range clients {
+		c := dial(t, n.url, nil)
+		readN(t, c, 3) // welcome, join, history
+		cs = append(cs, c)
+	}
+	// Refused and malformed upgrades.
+	for range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := wstest.Dial(ctx, n.url, http.Header{"Origin": {"https://evil.example"}})
+		cancel()
+		if err == nil {
+			t.Fatal("foreign origin accepted")
+		}
+	}
+	resp, err := http.Get("http://" + n.srv.Addr().String() + "/ws") // no Upgrade: 426
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	// Each client says `each` plain-text messages of 5 bytes in the lobby.
+	for _, c := range cs {
+		for range each {
+			if err := c.WriteText("hello"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, c := range cs {
+		readN(t, c, clients*each)
+	}
+	got := n.scrape(t)
+	msgs := float64(clients * each)
+	want := map[string]float64{
+		"parley_connections":                                    clients,
+		"parley_connections_accepted_total":                     clients,
+		`parley_handshakes_refused_total{reason="origin"}`:      2,
+		`parley_handshakes_refused_total{reason="malformed"}`:   1,
+		`parley_handshakes_refused_total{reason="limit"}`:       0,
+		`parley_handshakes_refused_total{reason="application"}`: 0,
+		"parley_messages_received_total":                        msgs,
+		"parley_received_frames_total":                          msgs,
+		"parley_received_bytes_total":                           msgs * (2 + 4 + 5), // header, mask, payload
+		"parley_deliveries_total":                               clients*3 + msgs*clients,
+		"parley_frames_encoded_total":                           clients*3 + msgs,
+		"parley_rooms":                                          1,
+		"parley_room_members":                                   clients,
+		"parley_broker_published_total":                         msgs,
+		"parley_broker_received_total":                          msgs,
+		"parley_presence_changes_total":                         clients,
+		"parley_presence_messages_total":                        0,
+		"parley_slow_consumers_closed_total":                    0,
+		"parley_dispatch_delay_seconds_count":                   msgs,
+		`parley_build_info{goversion="` + goVersion(got) + `",revision="abc123",version="v9.9.9"}`: 1,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	// Sent frames and writes: every delivery is a frame, and writes carry
+	// the 101s plus at least one frame each.
+	if got["parley_sent_frames_total"] != want["parley_deliveries_total"] ||
+		got["parley_writes_total"] > got["parley_sent_frames_total"]+clients ||
+		got["parley_write_batch_frames_count"] != got["parley_writes_total"] {
+		t.Errorf("frames %v writes %v batches %v", got["parley_sent_frames_total"], got["parley_writes_total"],
+			got["parley_write_batch_frames_count"])
+	}
+
+	// Everyone leaves with a normal close: counters stay, gauges drop.
+	for _, c := range cs {
+		_ = c.WriteClose(1000, "bye")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.srv.Stats().Clients > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got = n.scrape(t)
+	for k, v := range map[string]float64{
+		"parley_connections": 0, `parley_connections_closed_total{code="normal"}`: clients,
+		"parley_messages_received_total": msgs, "parley_received_bytes_total": msgs*11 + clients*(2+4+5),
+		"parley_room_members": 0, "parley_presence_changes_total": 2 * clients,
+	} {
+		if got[k] != v {
+			t.Errorf("after the clients left: %s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func goVersion(got map[string]float64) string {
+	for k := range got {
+		if m := regexp.MustCompile(`^parley_build_info\{goversion="([^"]+)"`).FindStringSubmatch(k); m != nil {
+			return m[1]
+		}
+	}
+	return ""
+}
+
+// TestSlowConsumerInMetrics: a client that stops reading while another
+// floods the lobby is closed (policy) and counted.
+func TestSlowConsumerInMetrics(t *testing.T) {
+	n := startNode(t, chat.Config{RateLimit: -1, PresenceInterval: time.Hour}, engine.Config{
+		SendQueueSoftLimit: 32 << 10, SendQueueHardLimit: 1 << 20, SocketWriteBuffer: 16 << 10,
+		SlowConsumerTimeout: 200 * time.Millisecond, CloseTimeout: 200 * time.Millisecond,
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	slow, _, err := wstest.DialWith(ctx, wstest.SmallReceiveBuffer(4<<10), n.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	flooder := dial(t, n.url, nil)
+	readN(t, flooder, 3)
+	big := strings.Repeat("x", 1900)
+	go func() { // the flooder's own copies must be read, or it backs up too
+		for {
+			if _, _, err := flooder.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	for range 400 {
+		if err := flooder.WriteText(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n.srv.Stats().ClosedSlow == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	got := n.scrape(t)
+	if got["parley_slow_consumers_closed_total"] != 1 {
+		t.Fatalf("parley_slow_consumers_closed_total = %v, want 1", got["parley_slow_consumers_closed_total"])
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for n.scrape(t)[`parley_connections_closed_total{code="policy"}`] != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := n.scrape(t)[`parley_connections_closed_total{code="policy"}`]; v != 1 {
+		t.Fatalf(`closed{code="policy"} = %v, want 1`, v)
+	}
+}
+
+// TestLint runs client_golang's promlint over the exposition.
+func TestLint(t *testing.T) {
+	n := startNode(t, chat.Config{}, engine.Config{})
+	problems, err := testutil.GatherAndLint(n.m.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "parley_") {
+			t.Errorf("%s: %s", p.Metric, p.Text)
+		}
+	}
+}
+
+// TestDashboardQueriesExist checks every metric the Grafana dashboard
+// queries is exposed.
+func TestDashboardQueriesExist(t *testing.T) {
+	n := startNode(t, chat.Config{}, engine.Config{})
+	families, err := n.m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range families {
+		have[f.GetName()] = true
+		if f.GetType() == dto.MetricType_HISTOGRAM {
+			for _, s := range []string{"_bucket", "_sum", "_count"} {
+				have[f.GetName()+s] = true
+			}
+		}
+	}
+	b, err := os.ReadFile("../deploy/grafana/parley.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("dashboard is not JSON: %v", err)
+	}
+	name := regexp.MustCompile(`\b(?:parley|process|go)_[a-z_]+\b`)
+	var checked int
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range name.FindAllString(tg.Expr, -1) {
+				checked++
+				if !have[m] {
+					t.Errorf("panel %q queries %s, which is not exposed", p.Title, m)
+				}
+			}
+		}
+	}
+	if checked < 30 {
+		t.Fatalf("only %d metric references found in the dashboard", checked)
+	}
+}
