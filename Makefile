@@ -2,13 +2,16 @@
 GO      ?= go
 BIN     := bin/parley
 PKGS    := ./...
+REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
+LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
 .PHONY: all build run test vet fmt bench fanout clean
 
 all: build
 
 build:
-	$(GO) build -o $(BIN) ./cmd/parley
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/parley
 
 run: build
 	./$(BIN) serve

@@ -62,6 +62,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
+// Set at link time by the Makefile (-ldflags -X), since builds here may not
+// record VCS information; empty means "take it from the build info".
+var (
+	buildVersion  string
+	buildRevision string
+)
+
 // errUsage marks a command-line error already reported by the flag package.
 var errUsage = errors.New("usage error")
 
@@ -73,8 +80,14 @@ func version() string {
 		return "parley (unknown version)"
 	}
 	v := "parley " + bi.Main.Version
+	if buildVersion != "" {
+		v = "parley " + buildVersion
+	}
+	if buildRevision != "" {
+		v += " " + buildRevision
+	}
 	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
+		if s.Key == "vcs.revision" && buildRevision == "" {
 			v += " " + s.Value
 		}
 	}

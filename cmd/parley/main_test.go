@@ -99,6 +99,13 @@ func TestParseServeErrors(t *testing.T) {
 // startParley runs `parley serve` in a child process and returns it with its
 // address, read from its log.
 func startParley(t *testing.T, args ...string) (*exec.Cmd, string) {
+	cmd, addr, _ := startParleyLog(t, args...)
+	return cmd, addr
+}
+
+// startParleyLog is startParley that also returns the value of the first log
+// line matching extra's regexp (its first group).
+func startParleyLog(t *testing.T, args ...string) (*exec.Cmd, string, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
 	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
@@ -111,27 +118,62 @@ func startParley(t *testing.T, args ...string) (*exec.Cmd, string) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addrRe := regexp.MustCompile(`msg=listening addr=(\S+)`)
+	metricsRe := regexp.MustCompile(`msg=metrics addr=(\S+)`)
 	found := make(chan string, 1)
-	lines := make(chan string, 100)
+	metricsAddr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
 				found <- m[1]
 			}
-			select {
-			case lines <- sc.Text():
-			default:
+			if m := metricsRe.FindStringSubmatch(sc.Text()); m != nil {
+				metricsAddr <- m[1]
 			}
 		}
 	}()
 	select {
 	case addr := <-found:
-		return cmd, addr
+		select {
+		case m := <-metricsAddr:
+			return cmd, addr, m
+		default:
+			return cmd, addr, ""
+		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("parley serve did not log its address within 20s")
 	}
-	return nil, ""
+	return nil, "", ""
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestMetricsListeners(t *testing.T) {
+	_, addr := startParley(t)
+	if code, body := get(t, "http://"+addr+"/metrics"); code != 200 || !strings.Contains(body, "parley_connections 0") ||
+		!strings.Contains(body, "process_resident_memory_bytes") {
+		t.Fatalf("/metrics on the main listener: %d", code)
+	}
+	// With --metrics-listen, /metrics moves there.
+	_, addr, maddr := startParleyLog(t, "--metrics-listen", "127.0.0.1:0")
+	if maddr == "" {
+		t.Fatal("no metrics address logged")
+	}
+	if code, body := get(t, "http://"+maddr+"/metrics"); code != 200 || !strings.Contains(body, "parley_build_info") {
+		t.Fatalf("/metrics on --metrics-listen: %d", code)
+	}
+	if code, _ := get(t, "http://"+addr+"/metrics"); code != 404 {
+		t.Fatalf("/metrics on the main listener with --metrics-listen: %d, want 404", code)
+	}
 }
 
 func TestServeEndToEnd(t *testing.T) {

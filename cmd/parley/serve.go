@@ -198,7 +198,8 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if _, err := srv.Mount("/ws", hub); err != nil {
 		return err
 	}
-	m, err := metrics.New(metrics.Config{}, metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub)})
+	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: buildVersion, Revision: buildRevision}},
+		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub)})
 	if err != nil {
 		return err
 	}
