@@ -23,14 +23,52 @@ const (
 	DefaultBurst          = 100
 	DefaultRounds         = 5
 	DefaultRoundTimeout   = 30 * time.Second
+	DefaultRoomSize       = 100
+	DefaultRate           = 1.0
+	DefaultDuration       = 10 * time.Second
+	DefaultChurnFraction  = 0.1
+	DefaultChurnRate      = 100.0
 )
 
 // Config configures a load-test run. The zero value is valid: zero fields
 // take the defaults named beside them. Every run is bounded: it ends after
 // TimeLimit whatever happens.
 type Config struct {
-	// Scenario is ScenarioHold (default) or ScenarioBurst.
+	// Scenario is ScenarioHold (default), ScenarioBurst, ScenarioChat or
+	// ScenarioChurn.
 	Scenario string
+
+	// RoomSize is the members per room in the chat scenarios: clients
+	// 0..RoomSize-1 share room lt-0, and so on. Default 100.
+	RoomSize int
+
+	// Rate is the messages per second each chat client says. Default 1.
+	Rate float64
+
+	// Duration is how long the chat scenarios send. Default 10 s.
+	Duration time.Duration
+
+	// ChurnFraction of the clients (churn scenario) take no part in the chat
+	// but are dropped and redialed, ChurnRate of them per second. Defaults
+	// 0.1 and 100.
+	ChurnFraction float64
+	ChurnRate     float64
+
+	// Offset and TotalClients place this process's clients among all the
+	// run's (a worker's share); defaults 0 and Clients.
+	Offset       int
+	TotalClients int
+
+	// MaxP99 and MaxErrors are the run's thresholds: Result.Passed is false
+	// if end-to-end p99 latency exceeds MaxP99 (0: no limit) or if failed
+	// connections, connections lost, missing and duplicated messages add
+	// up to more than MaxErrors (default 0; -1: no limit).
+	MaxP99    time.Duration
+	MaxErrors int
+
+	// MetricsURLs are servers' /metrics, scraped before and after the run
+	// for their resident memory and CPU time. Loopback only.
+	MetricsURLs []string
 
 	// Burst is the number of messages client 0 sends per round in the burst
 	// scenario; the server is expected to relay each to every client (as
@@ -94,6 +132,21 @@ func (c *Config) withDefaults() Config {
 	if d.Scenario == "" {
 		d.Scenario = ScenarioHold
 	}
+	if d.RoomSize == 0 {
+		d.RoomSize = DefaultRoomSize
+	}
+	if d.Rate == 0 {
+		d.Rate = DefaultRate
+	}
+	if d.Duration == 0 {
+		d.Duration = DefaultDuration
+	}
+	if d.ChurnFraction == 0 {
+		d.ChurnFraction = DefaultChurnFraction
+	}
+	if d.ChurnRate == 0 {
+		d.ChurnRate = DefaultChurnRate
+	}
 	if d.Burst == 0 {
 		d.Burst = DefaultBurst
 	}
@@ -121,10 +174,16 @@ func (c *Config) withDefaults() Config {
 	if d.Hold == 0 {
 		d.Hold = DefaultHold
 	}
+	if d.TotalClients == 0 {
+		d.TotalClients = d.Offset + d.Clients
+	}
 	if d.TimeLimit == 0 {
 		d.TimeLimit = max(2*time.Minute, d.Hold+time.Duration(d.Clients/10000+1)*time.Minute)
-		if d.Scenario == ScenarioBurst {
+		switch d.Scenario {
+		case ScenarioBurst:
 			d.TimeLimit += time.Duration(d.Rounds) * d.RoundTimeout
+		case ScenarioChat, ScenarioChurn:
+			d.TimeLimit += d.Duration + time.Minute
 		}
 	}
 	if d.Logger == nil {
@@ -144,9 +203,29 @@ func (c *Config) Validate() error {
 	if _, err := parseSources(d.Sources); err != nil {
 		return err
 	}
+	for _, m := range d.MetricsURLs {
+		u, err := url.Parse(m)
+		if err != nil || (u.Scheme != "http") || !isLoopback(u.Hostname()) {
+			return fmt.Errorf("loadtest: metrics URL %q: want http:// on a loopback host", m)
+		}
+	}
 	switch {
-	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst:
-		return fmt.Errorf("loadtest: Scenario %q: want %s or %s", d.Scenario, ScenarioHold, ScenarioBurst)
+	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst && d.Scenario != ScenarioChat && d.Scenario != ScenarioChurn:
+		return fmt.Errorf("loadtest: Scenario %q: want hold, burst, chat or churn", d.Scenario)
+	case d.RoomSize < 1:
+		return fmt.Errorf("loadtest: RoomSize (%d) must be positive", d.RoomSize)
+	case d.Rate < 0:
+		return fmt.Errorf("loadtest: Rate (%v) must be positive", d.Rate)
+	case d.Duration < 0:
+		return fmt.Errorf("loadtest: Duration (%v) must be positive", d.Duration)
+	case d.ChurnFraction < 0 || d.ChurnFraction >= 1:
+		return fmt.Errorf("loadtest: ChurnFraction (%v) must be in (0, 1)", d.ChurnFraction)
+	case d.ChurnRate < 0:
+		return fmt.Errorf("loadtest: ChurnRate (%v) must be positive", d.ChurnRate)
+	case d.Offset < 0 || d.TotalClients < d.Offset+d.Clients:
+		return fmt.Errorf("loadtest: Offset (%d) + Clients (%d) exceed TotalClients (%d)", d.Offset, d.Clients, d.TotalClients)
+	case d.MaxErrors < -1:
+		return fmt.Errorf("loadtest: MaxErrors (%d) must be positive, or -1 for no limit", d.MaxErrors)
 	case d.Burst < 0:
 		return fmt.Errorf("loadtest: Burst (%d) must be positive", d.Burst)
 	case d.Rounds < 0:

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,7 +46,7 @@ type Pool struct {
 	latency Histogram
 
 	mu       sync.Mutex
-	failures map[string]int // dial failures by cause
+	failures map[string]int // dial failures by cause; mu also guards conns
 
 	connected atomic.Int64
 	failed    atomic.Int64
@@ -85,7 +86,10 @@ func NewPool(cfg Config, h Handler) (*Pool, error) {
 
 // Close drops every client and stops the engine.
 func (p *Pool) Close() {
-	for _, c := range p.conns {
+	p.mu.Lock()
+	conns := slices.Clone(p.conns)
+	p.mu.Unlock()
+	for _, c := range conns {
 		if c != nil {
 			_ = c.nbc.Close()
 		}
@@ -121,7 +125,7 @@ func (p *Pool) ProtocolErrors() int64 { return p.protoErrs.Load() }
 
 // Send writes a text message from client i. It fails if i is not connected.
 func (p *Pool) Send(i int, data []byte) error {
-	c := p.conns[i]
+	c := p.conn(i)
 	if c == nil {
 		return fmt.Errorf("loadtest: client %d is not connected", i)
 	}
@@ -129,6 +133,28 @@ func (p *Pool) Send(i int, data []byte) error {
 	b := wsproto.AppendMaskedFrame(stack[:0], wsproto.OpText, true, data, [4]byte{0x5a, 0x17, byte(i), byte(i >> 8)})
 	_, err := c.nbc.Write(b)
 	return err
+}
+
+func (p *Pool) conn(i int) *conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.conns[i]
+}
+
+// Drop closes client i's socket without a close frame (a vanishing client).
+func (p *Pool) Drop(i int) {
+	if c := p.conn(i); c != nil {
+		_ = c.nbc.Close()
+	}
+}
+
+// Redial opens client i again (after Drop); it blocks until the upgrade is
+// answered or fails, which is counted like any dial.
+func (p *Pool) Redial(ctx context.Context, i int) bool {
+	p.mu.Lock()
+	p.conns[i] = nil
+	p.mu.Unlock()
+	return p.dial(ctx, i)
 }
 
 // DialAll opens every client with a bounded pool of dialers and returns
@@ -186,7 +212,7 @@ func classify(err error) string {
 // dial opens client i: a TCP connection bound to its source address, the
 // upgrade through nbhttp's client, then the socket handed to a conn. It
 // blocks until the upgrade is answered or fails.
-func (p *Pool) dial(ctx context.Context, i int) {
+func (p *Pool) dial(ctx context.Context, i int) bool {
 	target := p.targets[i%len(p.targets)]
 	src := p.sources[i%len(p.sources)]
 	d := &net.Dialer{
@@ -247,7 +273,9 @@ func (p *Pool) dial(ctx context.Context, i int) {
 		parser.ParserCloser = c // bytes after the 101 in this read go to c
 		nbc.SetSession(c)
 		p.open.Add(1)
+		p.mu.Lock()
 		p.conns[i] = c
+		p.mu.Unlock()
 		result <- ""
 	})
 	select {
@@ -255,12 +283,14 @@ func (p *Pool) dial(ctx context.Context, i int) {
 		if cause != "" {
 			p.fail(cause)
 			cc.Close()
-			return
+			return false
 		}
 		p.latency.Record(time.Since(start))
 		p.connected.Add(1)
+		return true
 	case <-ctx.Done():
 		p.fail("run time limit")
 		cc.Close()
+		return false
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 )
 
 // Latency holds percentiles in milliseconds.
@@ -49,12 +50,63 @@ type Result struct {
 	DeliveriesPerSec float64        `json:"deliveries_per_second,omitempty"`
 	EndToEnd         Latency        `json:"end_to_end_latency"`
 	ProtocolErrors   int64          `json:"protocol_errors"`
+	RoomSize         int            `json:"room_size,omitempty"`
+	Joined           int            `json:"joined,omitempty"`
+	SendSeconds      float64        `json:"send_seconds,omitempty"`
+	Stray            int64          `json:"stray,omitempty"` // messages from another room
+	ChurnCycles      int64          `json:"churn_cycles,omitempty"`
+	ChurnFailures    int64          `json:"churn_failures,omitempty"`
+	ChurnLatency     Latency        `json:"churn_connect_latency,omitzero"`
+	ClientCPUSeconds float64        `json:"client_cpu_seconds"`
+	ServerCPUSeconds float64        `json:"server_cpu_seconds,omitempty"`
+	Series           []Sample       `json:"series"`
+	Workers          int            `json:"workers,omitempty"`
+	Passed           bool           `json:"passed"`
+	Errors           int64          `json:"errors"` // failed + lost + missing + duplicated + stray
+	Verdict          string         `json:"verdict"`
 	ClientRSSBytes   int64          `json:"client_rss_bytes"`
 	ClientRSSPerConn float64        `json:"client_rss_bytes_per_conn"`
 	ServerRSSBytes   int64          `json:"server_rss_bytes,omitempty"`
 	ServerRSSPerConn float64        `json:"server_rss_bytes_per_conn,omitempty"`
 	Seconds          float64        `json:"seconds"`
 	HitTimeLimit     bool           `json:"hit_time_limit"`
+
+	latency *Histogram // end to end, for merging workers' results
+}
+
+// Sample is one second of a run.
+type Sample struct {
+	T        float64 `json:"t"`    // seconds since the start
+	Open     int     `json:"open"` // connections open
+	Failed   int     `json:"failed"`
+	Received int64   `json:"received"` // messages received in that second
+	P50      float64 `json:"p50_ms"`   // end-to-end latency of that second's deliveries
+	P99      float64 `json:"p99_ms"`
+	Max      float64 `json:"max_ms"`
+}
+
+// evaluate sums the errors and applies the thresholds.
+func (r *Result) evaluate(cfg Config) {
+	lost := int64(0)
+	for _, n := range r.ClosedByServer {
+		lost += int64(n)
+	}
+	r.Errors = int64(r.Failed) + lost + r.Missing + r.Duplicated + r.Stray // failed redials are in Failed
+	var why []string
+	if cfg.MaxErrors >= 0 && r.Errors > int64(cfg.MaxErrors) {
+		why = append(why, fmt.Sprintf("%d errors (limit %d)", r.Errors, cfg.MaxErrors))
+	}
+	if cfg.MaxP99 > 0 && r.EndToEnd.P99 > ms(cfg.MaxP99) {
+		why = append(why, fmt.Sprintf("p99 %.1fms (limit %v)", r.EndToEnd.P99, cfg.MaxP99))
+	}
+	if r.HitTimeLimit {
+		why = append(why, "hit the time limit")
+	}
+	r.Passed = len(why) == 0
+	r.Verdict = "passed"
+	if !r.Passed {
+		r.Verdict = "failed: " + strings.Join(why, ", ")
+	}
 }
 
 // WriteText writes a human-readable summary.
@@ -70,6 +122,18 @@ func (r *Result) WriteText(w io.Writer) {
 	for _, k := range sortedKeys(r.ClosedByServer) {
 		fmt.Fprintf(w, "  lost: %-42s %d\n", k, r.ClosedByServer[k])
 	}
+	if r.Scenario == ScenarioChat || r.Scenario == ScenarioChurn {
+		fmt.Fprintf(w, "chat        %d joined rooms of %d; sent %d messages in %.1fs\n", r.Joined, r.RoomSize, r.MessagesSent, r.SendSeconds)
+		fmt.Fprintf(w, "delivered   %d of %d (missing %d, duplicated %d, out of order %d, from another room %d)\n",
+			r.Delivered, r.Expected, r.Missing, r.Duplicated, r.OutOfOrder, r.Stray)
+		fmt.Fprintf(w, "throughput  %.0f deliveries/s\n", r.DeliveriesPerSec)
+		fmt.Fprintf(w, "end to end  p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",
+			r.EndToEnd.P50, r.EndToEnd.P90, r.EndToEnd.P99, r.EndToEnd.P999, r.EndToEnd.Max)
+		if r.Scenario == ScenarioChurn {
+			fmt.Fprintf(w, "churn       %d reconnections, %d failed; connect p50 %.1fms p99 %.1fms\n",
+				r.ChurnCycles, r.ChurnFailures, r.ChurnLatency.P50, r.ChurnLatency.P99)
+		}
+	}
 	if r.Scenario == ScenarioBurst {
 		fmt.Fprintf(w, "sent        %d messages; delivered %d of %d (missing %d, duplicated %d, out of order %d)\n",
 			r.MessagesSent, r.Delivered, r.Expected, r.Missing, r.Duplicated, r.OutOfOrder)
@@ -82,12 +146,17 @@ func (r *Result) WriteText(w io.Writer) {
 			r.EndToEnd.P50, r.EndToEnd.P90, r.EndToEnd.P99, r.EndToEnd.P999, r.EndToEnd.Max)
 	}
 	fmt.Fprintf(w, "client RSS  %.1f MB (%.0f B per connection)\n", float64(r.ClientRSSBytes)/1e6, r.ClientRSSPerConn)
+	fmt.Fprintf(w, "client CPU  %.2fs\n", r.ClientCPUSeconds)
 	if r.ServerRSSBytes > 0 {
 		fmt.Fprintf(w, "server RSS  %.1f MB (%.0f B per connection, whole process)\n", float64(r.ServerRSSBytes)/1e6, r.ServerRSSPerConn)
 	}
-	if r.HitTimeLimit {
-		fmt.Fprintln(w, "the run hit its time limit")
+	if r.ServerCPUSeconds > 0 {
+		fmt.Fprintf(w, "server CPU  %.2fs\n", r.ServerCPUSeconds)
 	}
+	if r.Workers > 1 {
+		fmt.Fprintf(w, "workers     %d processes\n", r.Workers)
+	}
+	fmt.Fprintf(w, "verdict     %s\n", r.Verdict)
 }
 
 func sortedKeys(m map[string]int) []string {

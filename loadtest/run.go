@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -30,6 +31,8 @@ type run struct {
 
 	messages atomic.Int64
 	latency  Histogram
+	window   atomic.Pointer[Histogram] // this second's latencies, for the series
+	lastRecv atomic.Int64              // unix ns of the latest delivery
 
 	// Burst bookkeeping. Each client's slots are touched only by its poller.
 	round    []int32
@@ -37,26 +40,40 @@ type run struct {
 	received atomic.Int64 // in this round, in order or past a gap
 	dups     atomic.Int64
 	reorder  atomic.Int64
-	lastRecv atomic.Int64 // unix ns of the latest delivery
+
+	chat *chatState // chat and churn scenarios
+}
+
+// delivered records a probe's end-to-end latency (ts: its send time).
+func (r *run) delivered(ts int64) {
+	now := time.Now().UnixNano()
+	d := time.Duration(now - ts)
+	r.latency.Record(d)
+	r.window.Load().Record(d)
+	for {
+		m := r.lastRecv.Load()
+		if now <= m || r.lastRecv.CompareAndSwap(m, now) {
+			return
+		}
+	}
 }
 
 func (r *run) OnMessage(client int, data []byte) {
 	r.messages.Add(1)
-	if r.round == nil {
-		return
+	switch {
+	case r.chat != nil:
+		r.chat.onMessage(client, data, r)
+	case r.round != nil:
+		r.onProbe(client, data)
 	}
-	now := time.Now().UnixNano()
+}
+
+func (r *run) onProbe(client int, data []byte) {
 	rd, seq, ts, ok := parseProbe(data)
 	if !ok {
 		return
 	}
-	r.latency.Record(time.Duration(now - ts))
-	for {
-		m := r.lastRecv.Load()
-		if now <= m || r.lastRecv.CompareAndSwap(m, now) {
-			break
-		}
-	}
+	r.delivered(ts)
 	if rd != r.round[client] {
 		r.round[client], r.next[client] = rd, 0
 	}
@@ -74,8 +91,8 @@ func (r *run) OnMessage(client int, data []byte) {
 }
 
 func (r *run) OnClose(client int, code int, err error) {
-	if !r.holding.Load() {
-		return // the run's own teardown
+	if !r.holding.Load() || (r.chat != nil && r.chat.churner[client]) {
+		return // the run's own teardown, or a churn client it dropped
 	}
 	cause := "dropped without a close frame"
 	if code != 0 {
@@ -88,23 +105,24 @@ func (r *run) OnClose(client int, code int, err error) {
 	r.mu.Unlock()
 }
 
-// probe payloads are "<round> <seq> <unix ns>". Servers may wrap them: a
-// Parley chat message event carries the probe as its "text"; other servers
-// may prefix it ("<ip>: <text>"), so the last ": " is skipped.
-func appendProbe(b []byte, round, seq int32, ts int64) []byte {
-	b = strconv.AppendInt(b, int64(round), 10)
+// probe payloads are "<a> <b> <unix ns>": round and seq in the burst
+// scenario, sender and seq in the chat. Servers may wrap them: a Parley chat
+// message event carries the probe as its "text"; other servers may prefix
+// it ("<ip>: <text>"), so the last ": " is skipped.
+func appendProbe(b []byte, a, seq int32, ts int64) []byte {
+	b = strconv.AppendInt(b, int64(a), 10)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, int64(seq), 10)
 	b = append(b, ' ')
 	return strconv.AppendInt(b, ts, 10)
 }
 
-func parseProbe(b []byte) (round, seq int32, ts int64, ok bool) {
+func parseProbe(b []byte) (a, seq int32, ts int64, ok bool) {
 	if len(b) > 0 && b[0] == '{' {
 		// {"type":"message",...,"text":"<probe>",...}: the probe needs no
 		// escaping, so it is the bytes up to the next quote.
 		i := bytes.Index(b, []byte(`"text":"`))
-		if i < 0 || !bytes.HasPrefix(b, []byte(`{"type":"message"`)) {
+		if i < 0 || !bytes.HasPrefix(b, messagePrefix) {
 			return 0, 0, 0, false
 		}
 		b = b[i+len(`"text":"`):]
@@ -129,9 +147,17 @@ func parseProbe(b []byte) (round, seq int32, ts int64, ok bool) {
 	return int32(f[0]), int32(f[1]), f[2], k == 2
 }
 
-// Run executes one load-test run and returns what it measured. It fails
-// only if the run cannot start; connection failures are part of the result.
+// Run executes one load-test run in this process and returns what it
+// measured. It fails only if the run cannot start; connection failures and
+// lost messages are part of the result. Runs of more clients than one
+// process can hold go through RunWorkers.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	return runWith(ctx, cfg, nil)
+}
+
+// runWith is Run; phase, if set, is called between phases (workers use it
+// to wait for the coordinator) with "connected" and "done".
+func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -139,12 +165,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.TimeLimit)
 	defer cancel()
 	r := &run{cfg: cfg, lost: make(map[string]int)}
-	if cfg.Scenario == ScenarioBurst {
+	r.window.Store(new(Histogram))
+	switch cfg.Scenario {
+	case ScenarioBurst:
 		r.round = make([]int32, cfg.Clients)
 		r.next = make([]int32, cfg.Clients)
 		for i := range r.round {
 			r.round[i] = -1
 		}
+	case ScenarioChat, ScenarioChurn:
+		r.chat = newChatState(cfg)
 	}
 	pool, err := NewPool(cfg, r)
 	if err != nil {
@@ -154,9 +184,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	r.pool = pool
 
 	res := &Result{Scenario: cfg.Scenario, Clients: cfg.Clients, Targets: cfg.Targets}
+	before := scrapeServers(cfg.MetricsURLs)
+	cpu0 := ownCPU()
 	began := time.Now()
-	stopProgress := r.progress(began)
-	defer stopProgress()
+	stopSampling := r.sample(began, res)
+	defer stopSampling()
 	pool.DialAll(ctx)
 	res.ConnectSeconds = time.Since(began).Seconds()
 	res.Connected = pool.Connected()
@@ -165,6 +197,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res.ConnectLatency = pool.ConnectLatency().Latency()
 	r.holding.Store(true)
+	if phase != nil {
+		if err := phase("connected"); err != nil {
+			return nil, err
+		}
+	}
 
 	switch cfg.Scenario {
 	case ScenarioHold:
@@ -176,6 +213,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	case ScenarioBurst:
 		r.bursts(ctx, res)
+	case ScenarioChat, ScenarioChurn:
+		r.chatPhase(ctx, res)
 	}
 
 	runtime.GC()
@@ -183,12 +222,26 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for _, pid := range cfg.ServerPIDs {
 		res.ServerRSSBytes += rssOf(strconv.Itoa(pid))
 	}
+	after := scrapeServers(cfg.MetricsURLs)
+	if len(cfg.ServerPIDs) == 0 && after.ok {
+		res.ServerRSSBytes = int64(after.rss)
+	}
+	if before.ok && after.ok {
+		res.ServerCPUSeconds = after.cpu - before.cpu
+	}
+	res.ClientCPUSeconds = (ownCPU() - cpu0).Seconds()
 	res.OpenAtEnd = pool.Open()
 	if res.OpenAtEnd > 0 {
 		res.ClientRSSPerConn = float64(res.ClientRSSBytes) / float64(res.OpenAtEnd)
 		res.ServerRSSPerConn = float64(res.ServerRSSBytes) / float64(res.OpenAtEnd)
 	}
 	r.holding.Store(false)
+	if phase != nil {
+		if err := phase("done"); err != nil {
+			return nil, err
+		}
+	}
+	stopSampling()
 
 	res.Failed = pool.Failed()
 	res.Failures = pool.Failures()
@@ -199,7 +252,61 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.ProtocolErrors = pool.ProtocolErrors()
 	res.Seconds = time.Since(began).Seconds()
 	res.HitTimeLimit = ctx.Err() != nil
+	res.latency = &r.latency
+	res.EndToEnd = r.latency.Latency()
+	res.evaluate(cfg)
 	return res, nil
+}
+
+// chatPhase joins every chatter to its room, chats (and churns) for
+// Duration, then waits for the last deliveries.
+func (r *run) chatPhase(ctx context.Context, res *Result) {
+	cs := r.chat
+	res.RoomSize = r.cfg.RoomSize
+	res.Joined = cs.joinAll(ctx, r.pool)
+	sendCtx, stop := context.WithTimeout(ctx, r.cfg.Duration)
+	defer stop()
+	churnLatency := new(Histogram)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	sendStart := time.Now()
+	go func() { defer wg.Done(); cs.send(sendCtx, r.pool) }()
+	go func() { defer wg.Done(); cs.churn(sendCtx, ctx, r.pool, churnLatency) }()
+	wg.Wait()
+	sendSeconds := time.Since(sendStart).Seconds()
+	sent, expected := cs.expected()
+	// Drain: wait until everything arrived, or nothing more arrives for a
+	// second, bounded by 30 s.
+	deadline := time.Now().Add(30 * time.Second)
+	last, lastChange := int64(-1), time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		got := cs.received.Load()
+		if got >= expected {
+			break
+		}
+		if got != last {
+			last, lastChange = got, time.Now()
+		} else if time.Since(lastChange) > time.Second {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.MessagesSent = sent
+	res.Expected = expected
+	res.Delivered = cs.received.Load()
+	res.Missing = max(0, expected-res.Delivered)
+	res.Duplicated = cs.dups.Load()
+	res.OutOfOrder = cs.gaps.Load()
+	res.Stray = cs.stray.Load()
+	if secs := float64(r.lastRecv.Load()-sendStart.UnixNano()) / 1e9; secs > 0 {
+		res.DeliveriesPerSec = float64(res.Delivered) / secs
+	}
+	res.SendSeconds = sendSeconds
+	if r.cfg.Scenario == ScenarioChurn {
+		res.ChurnCycles = cs.churns.Load()
+		res.ChurnFailures = cs.churnFails.Load()
+		res.ChurnLatency = churnLatency.Latency()
+	}
 }
 
 // bursts runs cfg.Rounds rounds: client 0 sends cfg.Burst probes as fast as
@@ -248,14 +355,11 @@ func (r *run) bursts(ctx context.Context, res *Result) {
 	if totalSeconds > 0 {
 		res.DeliveriesPerSec = float64(totalDeliveries) / totalSeconds
 	}
-	res.EndToEnd = r.latency.Latency()
 }
 
-// progress prints a line every second until stopped.
-func (r *run) progress(began time.Time) (stop func()) {
-	if r.cfg.Progress == nil {
-		return func() {}
-	}
+// sample records a point of the series every second, prints the progress
+// line, and stops when the returned func is called.
+func (r *run) sample(began time.Time, res *Result) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -268,10 +372,17 @@ func (r *run) progress(began time.Time) (stop func()) {
 			select {
 			case <-t.C:
 				m := r.messages.Load()
-				fmt.Fprintf(r.cfg.Progress, "%6.1fs  connected %d/%d  open %d  failed %d  msgs/s %d  p99 %.1fms\n",
-					time.Since(began).Seconds(), r.pool.Connected(), r.cfg.Clients, r.pool.Open(),
-					r.pool.Failed(), m-last, float64(r.latency.Quantile(0.99).Microseconds())/1000)
+				w := r.window.Swap(new(Histogram))
+				s := Sample{
+					T: time.Since(began).Seconds(), Open: r.pool.Open(), Failed: r.pool.Failed(),
+					Received: m - last, P50: ms(w.Quantile(0.5)), P99: ms(w.Quantile(0.99)), Max: ms(w.Max()),
+				}
 				last = m
+				res.Series = append(res.Series, s)
+				if r.cfg.Progress != nil {
+					fmt.Fprintf(r.cfg.Progress, "%6.1fs  open %d/%d  failed %d  msgs/s %d  p99 %.1fms\n",
+						s.T, s.Open, r.cfg.Clients, s.Failed, s.Received, s.P99)
+				}
 			case <-done:
 				return
 			}
@@ -279,6 +390,15 @@ func (r *run) progress(began time.Time) (stop func()) {
 	}()
 	var once sync.Once
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// ownCPU returns this process's user plus system CPU time.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rssOf reads VmRSS of /proc/<pid>/status, in bytes (0 if unreadable).

@@ -1,0 +1,78 @@
+package loadtest_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/loadtest"
+)
+
+func startChatServer(t *testing.T) string {
+	t.Helper()
+	hub, err := chat.New(chat.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startServerApp(t, engine.Config{}, hub)
+}
+
+// TestChatScenario: every message said in a room reaches every member of
+// that room once, in order, and no other room.
+func TestChatScenario(t *testing.T) {
+	url := startChatServer(t)
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioChat, Targets: []string{url}, Clients: 300, RoomSize: 50, Rate: 4,
+		Duration: 2 * time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("sent %d, delivered %d of %d, %.0f deliveries/s, p99 %.1fms", res.MessagesSent, res.Delivered,
+		res.Expected, res.DeliveriesPerSec, res.EndToEnd.P99)
+	if res.Joined != 300 || res.MessagesSent < 300*4 || res.Expected != res.MessagesSent*50 ||
+		res.Delivered != res.Expected || res.Missing != 0 || res.Duplicated != 0 || res.Stray != 0 ||
+		!res.Passed || len(res.Series) < 2 {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// TestChurnScenario: clients come and go while the others chat; nothing
+// the chatters are owed goes missing.
+func TestChurnScenario(t *testing.T) {
+	url := startChatServer(t)
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioChurn, Targets: []string{url}, Clients: 200, RoomSize: 40, Rate: 2,
+		ChurnFraction: 0.25, ChurnRate: 40, Duration: 2 * time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("churned %d (failed %d), delivered %d of %d", res.ChurnCycles, res.ChurnFailures, res.Delivered, res.Expected)
+	if res.ChurnCycles < 40 || res.ChurnFailures != 0 || res.Missing != 0 || res.Delivered == 0 || !res.Passed {
+		t.Fatalf("result %+v", res)
+	}
+}
+
+// A threshold that is not met fails the run.
+func TestThresholds(t *testing.T) {
+	url := startServerApp(t, engine.Config{MaxConnections: 10}, engine.BaseApplication{})
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Targets: []string{url}, Clients: 12, Hold: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Passed || res.Errors != 2 {
+		t.Fatalf("2 refused connections with MaxErrors 0: passed %v, errors %d (%s)", res.Passed, res.Errors, res.Verdict)
+	}
+	res, _ = loadtest.Run(context.Background(), loadtest.Config{
+		Targets: []string{url}, Clients: 12, Hold: 100 * time.Millisecond, MaxErrors: 2, Logger: slog.New(slog.DiscardHandler),
+	})
+	if !res.Passed {
+		t.Fatalf("MaxErrors 2: %s", res.Verdict)
+	}
+}
