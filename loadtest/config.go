@@ -66,6 +66,18 @@ type Config struct {
 	MaxP99    time.Duration
 	MaxErrors int
 
+	// Workers is the number of processes to run the clients in; 0 means
+	// ceil(Clients / PerWorker). PerWorker defaults to DefaultPerWorker
+	// (17,000: one process holds at most about 19,900 sockets).
+	Workers   int
+	PerWorker int
+
+	// WorkerCommand starts a worker process (it must call RunWorker);
+	// default: this program with the argument "loadtest-worker".
+	// WorkerEnv is added to the workers' environment.
+	WorkerCommand []string
+	WorkerEnv     []string
+
 	// MetricsURLs are servers' /metrics, scraped before and after the run
 	// for their resident memory and CPU time. Loopback only.
 	MetricsURLs []string
@@ -121,10 +133,10 @@ type Config struct {
 	ServerPIDs []int
 
 	// Progress receives a progress line every second; nil for none.
-	Progress io.Writer
+	Progress io.Writer `json:"-"`
 
 	// Logger receives the run's logs. Default slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `json:"-"`
 }
 
 func (c *Config) withDefaults() Config {
@@ -173,6 +185,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.Hold == 0 {
 		d.Hold = DefaultHold
+	}
+	if d.PerWorker == 0 {
+		d.PerWorker = DefaultPerWorker
 	}
 	if d.TotalClients == 0 {
 		d.TotalClients = d.Offset + d.Clients
@@ -224,6 +239,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("loadtest: ChurnRate (%v) must be positive", d.ChurnRate)
 	case d.Offset < 0 || d.TotalClients < d.Offset+d.Clients:
 		return fmt.Errorf("loadtest: Offset (%d) + Clients (%d) exceed TotalClients (%d)", d.Offset, d.Clients, d.TotalClients)
+	case d.Workers < 0 || d.PerWorker < 0:
+		return fmt.Errorf("loadtest: Workers (%d) and PerWorker (%d) must be positive", d.Workers, d.PerWorker)
 	case d.MaxErrors < -1:
 		return fmt.Errorf("loadtest: MaxErrors (%d) must be positive, or -1 for no limit", d.MaxErrors)
 	case d.Burst < 0:

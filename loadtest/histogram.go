@@ -104,3 +104,34 @@ func (h *Histogram) Latency() Latency {
 		P999: ms(h.Quantile(0.999)), Max: ms(h.Max()), Count: h.Count(),
 	}
 }
+
+// histogramData is a Histogram's state, to move it between processes.
+type histogramData struct {
+	Counts map[int]uint64 `json:"counts"` // by bucket, non-empty ones only
+	Max    int64          `json:"max"`
+}
+
+func (h *Histogram) export() histogramData {
+	d := histogramData{Counts: map[int]uint64{}, Max: h.max.Load()}
+	for i := range h.counts {
+		if c := h.counts[i].Load(); c > 0 {
+			d.Counts[i] = c
+		}
+	}
+	return d
+}
+
+func (h *Histogram) add(d histogramData) {
+	for i, c := range d.Counts {
+		if i >= 0 && i < histBuckets {
+			h.counts[i].Add(c)
+			h.n.Add(c)
+		}
+	}
+	for {
+		m := h.max.Load()
+		if d.Max <= m || h.max.CompareAndSwap(m, d.Max) {
+			return
+		}
+	}
+}

@@ -72,6 +72,7 @@ type Result struct {
 	HitTimeLimit     bool           `json:"hit_time_limit"`
 
 	latency *Histogram // end to end, for merging workers' results
+	connect *Histogram // connect times, likewise
 }
 
 // Sample is one second of a run.

@@ -147,11 +147,17 @@ func parseProbe(b []byte) (a, seq int32, ts int64, ok bool) {
 	return int32(f[0]), int32(f[1]), f[2], k == 2
 }
 
-// Run executes one load-test run in this process and returns what it
-// measured. It fails only if the run cannot start; connection failures and
-// lost messages are part of the result. Runs of more clients than one
-// process can hold go through RunWorkers.
+// Run executes one load-test run and returns what it measured. It fails
+// only if the run cannot start; connection failures and lost messages are
+// part of the result. A run of more than PerWorker clients (or with Workers
+// set) runs as that many worker processes, coordinated and merged here.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d := cfg.withDefaults(); workers(d) > 1 {
+		return runWorkers(ctx, d)
+	}
 	return runWith(ctx, cfg, nil)
 }
 
@@ -253,6 +259,7 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 	res.Seconds = time.Since(began).Seconds()
 	res.HitTimeLimit = ctx.Err() != nil
 	res.latency = &r.latency
+	res.connect = pool.ConnectLatency()
 	res.EndToEnd = r.latency.Latency()
 	res.evaluate(cfg)
 	return res, nil

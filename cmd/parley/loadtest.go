@@ -63,6 +63,7 @@ func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, string, er
 	fs.DurationVar(&cfg.TimeLimit, "time-limit", 0, "hard bound on the whole run (0: hold plus a minute per 10,000 clients, at least 2m)")
 	fs.Var(&pids, "server-pid", "`pid` of a server process whose RSS to report per connection; repeatable")
 	fs.StringVar(&jsonOut, "json", "", "also write the result as JSON to this `file`")
+	fs.IntVar(&cfg.Workers, "workers", 0, "processes to run the clients in (0: one per 17,000 clients)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return cfg, "", err
@@ -106,4 +107,13 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("the run %s", res.Verdict)
 	}
 	return nil
+}
+
+// runLoadtestWorker runs one worker process of a multi-process load test:
+// its configuration and phases come on stdin, its events go to stdout.
+func runLoadtestWorker(stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	logging.SetLogger(nbioLogger{log.With("component", "nbio")})
+	raiseOpenFileLimit(log)
+	return loadtest.RunWorker(context.Background(), os.Stdin, os.Stdout)
 }

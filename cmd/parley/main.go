@@ -41,6 +41,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stdout, stderr)
 	case "loadtest":
 		err = runLoadtest(args[1:], stdout, stderr)
+	case "loadtest-worker": // started by `parley loadtest` itself, past 17,000 clients
+		err = runLoadtestWorker(stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return 0
