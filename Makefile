@@ -6,7 +6,7 @@ REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
-.PHONY: all build run test vet fmt bench fanout clean
+.PHONY: all build baseline run test vet fmt bench fanout loadtest compare hold-100k clean
 
 all: build
 
@@ -35,6 +35,19 @@ bench:
 # 100, each against a fresh server. Reports go to reports/fanout/.
 fanout: build
 	scripts/fanout.sh 10000 reports/fanout
+
+# A 10,000-client chat against a freshly started server; reports in
+# reports/loadtest/ (summary.txt, result.json, report.html).
+loadtest: build
+	scripts/loadtest.sh 10000 reports/loadtest
+
+# The gorilla baseline (its own module under loadtest/baseline).
+baseline:
+	cd loadtest/baseline && $(GO) build -o ../../bin/baseline .
+
+# Parley against the baseline, 15,000 clients, the same load; prints ratios.
+compare: build baseline
+	scripts/compare.sh 15000 reports/compare
 
 clean:
 	rm -rf bin

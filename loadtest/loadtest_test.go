@@ -2,6 +2,7 @@ package loadtest_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"strings"
@@ -166,5 +167,32 @@ func TestConfigRefusesNonLoopback(t *testing.T) {
 	}
 	if err := (&loadtest.Config{Targets: []string{"ws://[::1]:1/ws", "ws://localhost:1/x"}}).Validate(); err != nil {
 		t.Errorf("loopback targets refused: %v", err)
+	}
+}
+
+func TestReportFiles(t *testing.T) {
+	url := startServer(t, engine.Config{})
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Targets: []string{url}, Clients: 50, Hold: 2100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var html, text strings.Builder
+	if err := res.WriteHTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	res.WriteText(&text)
+	h := html.String()
+	if !strings.Contains(h, "<svg") || strings.Count(h, "<polyline") != 4 || !strings.Contains(h, "passed") ||
+		strings.Contains(h, "http://") || strings.Contains(h, "https://") || strings.Contains(h, "<script") {
+		t.Fatalf("HTML report: %d bytes, %d charts lines", len(h), strings.Count(h, "<polyline"))
+	}
+	if !strings.Contains(text.String(), "connected   50") || !strings.Contains(text.String(), "verdict     passed") {
+		t.Fatalf("text report:\n%s", text.String())
+	}
+	b, err := json.Marshal(res)
+	if err != nil || !strings.Contains(string(b), `"series":[{`) {
+		t.Fatalf("JSON report: %s %v", b, err)
 	}
 }

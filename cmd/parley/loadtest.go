@@ -29,11 +29,13 @@ func (l *intList) Set(v string) error {
 	return nil
 }
 
-func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, string, error) {
+type loadtestOutputs struct{ json, html string }
+
+func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, loadtestOutputs, error) {
 	var cfg loadtest.Config
 	var targets stringList
 	var pids intList
-	var jsonOut string
+	var out loadtestOutputs
 	fs := flag.NewFlagSet("parley loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -62,26 +64,27 @@ func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, string, er
 	fs.DurationVar(&cfg.Hold, "hold", loadtest.DefaultHold, "how long to hold the connections once dialed")
 	fs.DurationVar(&cfg.TimeLimit, "time-limit", 0, "hard bound on the whole run (0: hold plus a minute per 10,000 clients, at least 2m)")
 	fs.Var(&pids, "server-pid", "`pid` of a server process whose RSS to report per connection; repeatable")
-	fs.StringVar(&jsonOut, "json", "", "also write the result as JSON to this `file`")
+	fs.StringVar(&out.json, "json", "", "also write the result as JSON to this `file`")
+	fs.StringVar(&out.html, "html", "", "also write a self-contained HTML report with charts to this `file`")
 	fs.IntVar(&cfg.Workers, "workers", 0, "processes to run the clients in (0: one per 17,000 clients)")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			return cfg, "", err
+			return cfg, out, err
 		}
-		return cfg, "", errUsage
+		return cfg, out, errUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "parley loadtest: unexpected argument %q\n", fs.Arg(0))
-		return cfg, "", errUsage
+		return cfg, out, errUsage
 	}
 	cfg.Targets = targets
 	cfg.ServerPIDs = pids
 	cfg.MetricsURLs = metricsURLs
-	return cfg, jsonOut, cfg.Validate()
+	return cfg, out, cfg.Validate()
 }
 
 func runLoadtest(args []string, stdout, stderr io.Writer) error {
-	cfg, jsonOut, err := parseLoadtest(args, stderr)
+	cfg, out, err := parseLoadtest(args, stderr)
 	if err != nil {
 		return err
 	}
@@ -97,10 +100,23 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	res.WriteText(stdout)
-	if jsonOut != "" {
+	if out.json != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
-		if err := os.WriteFile(jsonOut, append(b, '\n'), 0o644); err != nil {
-			return fmt.Errorf("write %s: %w", jsonOut, err)
+		if err := os.WriteFile(out.json, append(b, '\n'), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", out.json, err)
+		}
+	}
+	if out.html != "" {
+		f, err := os.Create(out.html)
+		if err != nil {
+			return fmt.Errorf("write %s: %w", out.html, err)
+		}
+		err = res.WriteHTML(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("write %s: %w", out.html, err)
 		}
 	}
 	if !res.Passed {
