@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +50,36 @@ func TestLoadtestWorkers(t *testing.T) {
 		res.Delivered != res.Expected || res.Missing != 0 || res.Stray != 0 || !res.Passed ||
 		res.EndToEnd.Count != uint64(res.Delivered) || res.ConnectLatency.Count != 600 || len(res.Series) == 0 {
 		t.Fatalf("merged result %+v", res)
+	}
+}
+
+// TestLoadtestSmoke is CI's load-test smoke: 300 chat clients against the
+// real server for 3 s, through the command line; any lost, duplicated or
+// misrouted message fails it (the command's exit code).
+func TestLoadtestSmoke(t *testing.T) {
+	_, addr := startParley(t)
+	out := t.TempDir()
+	var stdout, stderr strings.Builder
+	code := run([]string{"loadtest", "--scenario", "chat", "--target", "ws://" + addr + "/ws", "--clients", "300",
+		"--room-size", "50", "--rate", "2", "--duration", "3s", "--metrics-url", "http://" + addr + "/metrics",
+		"--json", filepath.Join(out, "r.json"), "--html", filepath.Join(out, "r.html")}, &stdout, &stderr)
+	t.Log("\n" + stdout.String())
+	if code != 0 {
+		t.Fatalf("parley loadtest exited %d: %s", code, stderr.String())
+	}
+	b, err := os.ReadFile(filepath.Join(out, "r.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res loadtest.Result
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 300 || res.Delivered == 0 || res.Delivered != res.Expected || res.Missing != 0 ||
+		res.ServerRSSBytes == 0 || res.ServerCPUSeconds <= 0 {
+		t.Fatalf("result %+v", res)
+	}
+	if h, err := os.ReadFile(filepath.Join(out, "r.html")); err != nil || !strings.Contains(string(h), "<svg") {
+		t.Fatalf("HTML report: %v", err)
 	}
 }
