@@ -49,5 +49,9 @@ baseline:
 compare: build baseline
 	scripts/compare.sh 15000 reports/compare
 
+# 100,000 clients held against six server processes; reports in reports/hold100k/.
+hold-100k: build
+	scripts/hold100k.sh 100000 6 reports/hold100k
+
 clean:
 	rm -rf bin

@@ -18,6 +18,7 @@ const (
 	DefaultPresenceInterval = 250 * time.Millisecond
 	DefaultPresenceListMax  = 100
 	DefaultLargeRoom        = 200
+	DefaultLargeRoomCounts  = 5 * time.Second
 )
 
 // Config configures a Hub. The zero value is valid: zero fields take the
@@ -68,6 +69,12 @@ type Config struct {
 	// the member count only, not who joined or left. Default 200.
 	LargeRoom int
 
+	// LargeRoomCounts is how often, at most, a large room is told its
+	// member count: each count is a write to every member, so during a
+	// connect storm into a room of 20,000 a short period would cost more
+	// than the connections themselves. Default 5 s.
+	LargeRoomCounts time.Duration
+
 	// Broker carries room messages; nil uses a MemoryBroker (one process).
 	Broker Broker
 
@@ -110,6 +117,9 @@ func (c *Config) withDefaults() Config {
 	if d.LargeRoom == 0 {
 		d.LargeRoom = DefaultLargeRoom
 	}
+	if d.LargeRoomCounts == 0 {
+		d.LargeRoomCounts = DefaultLargeRoomCounts
+	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
@@ -142,6 +152,9 @@ func (c *Config) Validate() error {
 	}
 	if d.PresenceInterval < 10*time.Millisecond {
 		return fmt.Errorf("chat: PresenceInterval (%v) must be at least 10ms", d.PresenceInterval)
+	}
+	if d.LargeRoomCounts < d.PresenceInterval {
+		return fmt.Errorf("chat: LargeRoomCounts (%v) must be at least PresenceInterval (%v)", d.LargeRoomCounts, d.PresenceInterval)
 	}
 	return nil
 }

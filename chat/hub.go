@@ -427,7 +427,9 @@ func (h *Hub) presenceLoop() {
 			batch, h.dirty = h.dirty, batch[:0]
 			h.dirtyMu.Unlock()
 			for i, r := range batch {
-				h.flushPresence(r)
+				if !h.flushPresence(r, now) {
+					h.requeue(r) // a large room's count waits for LargeRoomCounts
+				}
 				batch[i] = nil
 			}
 			h.sweep(now)
@@ -435,29 +437,41 @@ func (h *Hub) presenceLoop() {
 	}
 }
 
+// requeue puts r back on the dirty list.
+func (h *Hub) requeue(r *room) {
+	h.dirtyMu.Lock()
+	h.dirty = append(h.dirty, r)
+	h.dirtyMu.Unlock()
+}
+
 // flushPresence sends r's presence changes as one message to its members.
-func (h *Hub) flushPresence(r *room) {
+// It reports false when a large room's count must wait (r stays dirty).
+func (h *Hub) flushPresence(r *room, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.dirty = false
 	p := Presence{Type: "presence", Room: r.name, Count: len(r.members)}
+	if p.Count > h.cfg.LargeRoom && now.Sub(r.lastSent) < h.cfg.LargeRoomCounts {
+		return false
+	}
+	r.dirty = false
 	if p.Count <= h.cfg.LargeRoom {
 		p.Joined, p.Left, p.Renamed = r.joined, r.left, r.renamed
 	} else if p.Count == r.lastCount {
 		p.Count = -1 // nothing to tell a large room
 	}
 	r.joined, r.left, r.renamed = nil, nil, nil
-	if p.Count < 0 || p.Count == 0 {
-		return
+	if p.Count <= 0 {
+		return true
 	}
-	r.lastCount = p.Count
+	r.lastCount, r.lastSent = p.Count, now
 	b, err := json.Marshal(p)
 	if err != nil {
 		h.log.Error("encoding presence", "err", err)
-		return
+		return true
 	}
 	_, _ = r.group.Send(engine.Text, b)
 	h.stats.presenceSent.Add(1)
+	return true
 }
 
 // sweep removes rooms that have been empty for HistoryTTL.

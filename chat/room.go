@@ -28,6 +28,7 @@ type room struct {
 	joined, left []string
 	renamed      []Renamed
 	lastCount    int
+	lastSent     time.Time // when the last presence message went out
 	dirty        bool
 	emptySince   time.Time
 }

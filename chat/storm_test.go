@@ -34,12 +34,15 @@ func TestJoinStorm(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		largeRoom int
+		counts    time.Duration
 	}{
-		{"counts only", 200},     // above LargeRoom: member counts
-		{"coalesced lists", 1e6}, // below: who joined, coalesced
+		{"counts only", 200, interval},            // above LargeRoom: member counts
+		{"counts every second", 200, time.Second}, // the same, counts less often
+		{"coalesced lists", 1e6, interval},        // below: who joined, coalesced
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hub, srv, url := startChat(t, chat.Config{PresenceInterval: interval, LargeRoom: tc.largeRoom}, engine.Config{})
+			hub, srv, url := startChat(t, chat.Config{PresenceInterval: interval, LargeRoom: tc.largeRoom,
+				LargeRoomCounts: tc.counts}, engine.Config{})
 			pc := &presenceCounter{}
 			pool, err := loadtest.NewPool(loadtest.Config{Targets: []string{url}, Clients: n, Dialers: 64, Logger: quiet()}, pc)
 			if err != nil {
@@ -66,7 +69,8 @@ func TestJoinStorm(t *testing.T) {
 			<-time.After(3 * interval) // let the last coalesced presence go out
 			st := hub.Stats()
 			storm := stormEnd.Sub(began)
-			bound := int64(n) * (int64(storm/interval) + 2 + 3)
+			every := max(interval, tc.counts)
+			bound := int64(n) * (int64(storm/every) + 2 + int64(3*interval/every))
 			naive := int64(n) * (n - 1) / 2
 			got := pc.presence.Load()
 			t.Logf("%s: %d joins in %v; %d presence messages, %d presence deliveries (bound %d; one event per join would be %d)",

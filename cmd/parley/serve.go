@@ -128,6 +128,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.DurationVar(&ch.PresenceInterval, "presence-interval", chat.DefaultPresenceInterval, "how often joins and leaves are sent to a room, coalesced")
 	fs.IntVar(&ch.PresenceListMax, "presence-list-max", chat.DefaultPresenceListMax, "most members listed to a joiner (the count is always exact)")
 	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
+	fs.DurationVar(&ch.LargeRoomCounts, "large-room-counts", chat.DefaultLargeRoomCounts, "how often, at most, a large room is told its member count")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics on this `host:port` only, instead of on the main listener")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
