@@ -379,3 +379,26 @@ func TestEmptyRoomKeepsHistoryForTTL(t *testing.T) {
 		t.Fatalf("a removed room kept %v", h.texts(t))
 	}
 }
+
+// Joiners of a room above LargeRoom get the exact count and a short,
+// cached sample of names.
+func TestLargeRoomJoinSample(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{LargeRoom: 25}, engine.Config{})
+	var last event
+	for range 30 {
+		ctx := testCtx(t)
+		c, _, err := wstest.Dial(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cl := &client{Conn: c, t: t}
+		cl.expect("welcome")
+		last = cl.expect("join")
+		cl.expect("history")
+	}
+	if last.Count != 30 || !last.Truncated || len(last.Members) == 0 || len(last.Members) > 20 {
+		t.Fatalf("join of the 30th member: count %d, truncated %v, %d names", last.Count, last.Truncated, len(last.Members))
+	}
+}

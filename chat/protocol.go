@@ -73,10 +73,22 @@ type Joined struct {
 	Room      string   `json:"room"`
 	Nick      string   `json:"nick"`
 	Count     int      `json:"count"`
-	Members   []string `json:"members"`             // at most PresenceListMax, sorted
+	Members   []string `json:"members"`             // at most PresenceListMax, sorted; above LargeRoom a sample of 20, refreshed every LargeRoomCounts
 	Truncated bool     `json:"truncated,omitempty"` // Members is not everyone
 	Seq       int64    `json:"seq"`                 // the room's latest sequence number
 	Epoch     int64    `json:"epoch"`               // as in Welcome
+}
+
+// joinedLarge is Joined with the member sample already encoded.
+type joinedLarge struct {
+	Type      string          `json:"type"`
+	Room      string          `json:"room"`
+	Nick      string          `json:"nick"`
+	Count     int             `json:"count"`
+	Members   json.RawMessage `json:"members"`
+	Truncated bool            `json:"truncated"`
+	Seq       int64           `json:"seq"`
+	Epoch     int64           `json:"epoch"`
 }
 
 // Left answers a leave.

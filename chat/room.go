@@ -29,8 +29,14 @@ type room struct {
 	renamed      []Renamed
 	lastCount    int
 	lastSent     time.Time // when the last presence message went out
-	dirty        bool
-	emptySince   time.Time
+
+	// A large room's member sample for joiners, encoded, rebuilt at most
+	// every LargeRoomCounts: building it per joiner was a third of the
+	// server's work in a connect storm.
+	sample     json.RawMessage
+	sampleAt   time.Time
+	dirty      bool
+	emptySince time.Time
 }
 
 func newRoom(name string, group *engine.Group, historySize int) *room {
@@ -75,6 +81,17 @@ func (r *room) history(after, before int64, limit int) ([]json.RawMessage, bool)
 		out = append(out, r.hist[i])
 	}
 	return out, gap
+}
+
+// largeSample returns the cached, encoded member sample of a large room,
+// rebuilt when older than every. Callers hold r.mu.
+func (r *room) largeSample(n int, every time.Duration, now time.Time) json.RawMessage {
+	if r.sample == nil || now.Sub(r.sampleAt) >= every {
+		nicks, _ := r.memberSample(n)
+		r.sample, _ = json.Marshal(nicks)
+		r.sampleAt = now
+	}
+	return r.sample
 }
 
 // memberSample returns up to n members' nicks, sorted, and whether that is

@@ -106,6 +106,10 @@ type Config struct {
 	// and upgrade). Default 64.
 	Dialers int
 
+	// Ramp caps new connections per second (over all workers); 0 means as
+	// fast as the dialers go.
+	Ramp float64
+
 	// ConnectTimeout bounds one connection's TCP connect plus upgrade.
 	// Default 10 s.
 	ConnectTimeout time.Duration
@@ -239,6 +243,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("loadtest: ChurnRate (%v) must be positive", d.ChurnRate)
 	case d.Offset < 0 || d.TotalClients < d.Offset+d.Clients:
 		return fmt.Errorf("loadtest: Offset (%d) + Clients (%d) exceed TotalClients (%d)", d.Offset, d.Clients, d.TotalClients)
+	case d.Ramp < 0:
+		return fmt.Errorf("loadtest: Ramp (%v) must be positive", d.Ramp)
 	case d.Workers < 0 || d.PerWorker < 0:
 		return fmt.Errorf("loadtest: Workers (%d) and PerWorker (%d) must be positive", d.Workers, d.PerWorker)
 	case d.MaxErrors < -1:

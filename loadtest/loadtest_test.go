@@ -196,3 +196,17 @@ func TestReportFiles(t *testing.T) {
 		t.Fatalf("JSON report: %s %v", b, err)
 	}
 }
+
+func TestRamp(t *testing.T) {
+	url := startServer(t, engine.Config{})
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Targets: []string{url}, Clients: 100, Ramp: 200, Hold: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 clients at 200 per second take half a second, not milliseconds.
+	if res.Connected != 100 || res.ConnectSeconds < 0.45 || res.ConnectSeconds > 5 {
+		t.Fatalf("connected %d in %.2fs at a ramp of 200/s", res.Connected, res.ConnectSeconds)
+	}
+}

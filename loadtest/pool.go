@@ -171,8 +171,19 @@ func (p *Pool) DialAll(ctx context.Context) {
 			}
 		}()
 	}
+	began := time.Now()
 feed:
 	for i := range p.cfg.Clients {
+		if r := p.cfg.Ramp; r > 0 {
+			// Client i may start once i/r seconds have passed.
+			if wait := time.Until(began.Add(time.Duration(float64(i) / r * float64(time.Second)))); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					break feed
+				}
+			}
+		}
 		select {
 		case next <- i:
 		case <-ctx.Done():

@@ -84,6 +84,7 @@ func runWorkers(ctx context.Context, cfg Config) (*Result, error) {
 	for i := range offsets {
 		share := cfg
 		share.Offset, share.Clients, share.TotalClients = offsets[i], sizes[i], cfg.Clients
+		share.Ramp = cfg.Ramp * float64(sizes[i]) / float64(cfg.Clients) // the workers' ramps add up
 		share.Workers, share.ServerPIDs, share.MetricsURLs, share.Progress, share.Logger = 1, nil, nil, nil, nil
 		spec, err := json.Marshal(share)
 		if err != nil {
