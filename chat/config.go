@@ -72,7 +72,8 @@ type Config struct {
 	// LargeRoomCounts is how often, at most, a large room is told its
 	// member count: each count is a write to every member, so during a
 	// connect storm into a room of 20,000 a short period would cost more
-	// than the connections themselves. Default 5 s.
+	// than the connections themselves. Default 5 s, or PresenceInterval if
+	// that is longer.
 	LargeRoomCounts time.Duration
 
 	// Broker carries room messages; nil uses a MemoryBroker (one process).
@@ -118,7 +119,7 @@ func (c *Config) withDefaults() Config {
 		d.LargeRoom = DefaultLargeRoom
 	}
 	if d.LargeRoomCounts == 0 {
-		d.LargeRoomCounts = DefaultLargeRoomCounts
+		d.LargeRoomCounts = max(DefaultLargeRoomCounts, d.PresenceInterval)
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()

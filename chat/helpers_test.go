@@ -13,6 +13,7 @@ import (
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
 )
 
@@ -23,12 +24,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func quiet() *slog.Logger {
-	if os.Getenv("PARLEY_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func quiet() *slog.Logger { return testserver.Logger() }
 
 // startChat runs a server with a Hub for cfg on /ws and returns the hub, the
 // server and the URL.
@@ -39,23 +35,8 @@ func startChat(t testing.TB, cfg chat.Config, ecfg engine.Config) (*chat.Hub, *e
 	if err != nil {
 		t.Fatal(err)
 	}
-	ecfg.Addr, ecfg.Logger = "127.0.0.1:0", quiet()
-	srv, err := engine.New(ecfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.Mount("/ws", hub); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return hub, srv, "ws://" + srv.Addr().String() + "/ws"
+	srv, url := testserver.Start(t, ecfg, hub)
+	return hub, srv, url
 }
 
 // event is any server message.

@@ -343,10 +343,15 @@ func TestConfigValidate(t *testing.T) {
 		{chat.Config{HistorySize: -1}, "HistorySize (-1)"},
 		{chat.Config{RateLimit: -2}, "RateLimit"},
 		{chat.Config{PresenceInterval: time.Millisecond}, "PresenceInterval"},
+		{chat.Config{PresenceInterval: time.Second, LargeRoomCounts: 500 * time.Millisecond}, "LargeRoomCounts (500ms) must be at least PresenceInterval (1s)"},
 	} {
 		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want an error naming %s", tc.cfg, err, tc.want)
 		}
+	}
+	// A long presence interval with the default count period is valid.
+	if err := (&chat.Config{PresenceInterval: time.Hour}).Validate(); err != nil {
+		t.Errorf("PresenceInterval 1h with the default LargeRoomCounts: %v", err)
 	}
 }
 

@@ -4,58 +4,23 @@ import (
 	"bufio"
 	"context"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
 )
-
-// testLogger is quiet unless PARLEY_TEST_LOG is set.
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("PARLEY_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 // start runs a server for cfg on 127.0.0.1:0 with app mounted on /ws,
 // shut down when the test ends. It returns the server and its ws:// URL.
 func start(t testing.TB, cfg engine.Config, app engine.Application, setup ...func(*engine.Server)) (*engine.Server, string) {
 	t.Helper()
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:0"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = testLogger(t)
-	}
-	srv, err := engine.New(cfg)
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	if app != nil {
-		if _, err := srv.Mount("/ws", app); err != nil {
-			t.Fatalf("Mount: %v", err)
-		}
-	}
-	for _, f := range setup {
-		f(srv)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return srv, "ws://" + srv.Addr().String() + "/ws"
+	return testserver.Start(t, cfg, app, setup...)
 }
 
 func dial(t testing.TB, url string, hdr http.Header) *wstest.Conn {

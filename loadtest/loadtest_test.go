@@ -11,6 +11,7 @@ import (
 
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/loadtest"
 )
 
@@ -28,24 +29,8 @@ func startServer(t *testing.T, cfg engine.Config) string {
 
 func startServerApp(t *testing.T, cfg engine.Config, app engine.Application) string {
 	t.Helper()
-	cfg.Addr = "127.0.0.1:0"
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	srv, err := engine.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.Mount("/ws", app); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return "ws://" + srv.Addr().String() + "/ws"
+	_, url := testserver.Start(t, cfg, app)
+	return url
 }
 
 func TestHold(t *testing.T) {

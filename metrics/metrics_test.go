@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
 	"github.com/parleyhq/parley/metrics"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -39,43 +39,31 @@ type node struct {
 
 func startNode(t *testing.T, ccfg chat.Config, ecfg engine.Config) *node {
 	t.Helper()
-	quiet := slog.New(slog.DiscardHandler)
-	ccfg.Logger, ecfg.Logger, ecfg.Addr = quiet, quiet, "127.0.0.1:0"
+	ccfg.Logger = testserver.Logger()
 	hub, err := chat.New(ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := engine.New(ecfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: "v9.9.9", Revision: "abc123"}}, metrics.Sources{
-		Engine: srv.Stats,
-		Chat: func() metrics.ChatStats {
-			st := hub.Stats()
-			return metrics.ChatStats{Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received,
-				DMs: st.DMs, RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges,
-				PresenceSent: st.PresenceSent, Errors: st.Errors}
-		},
+	n := &node{hub: hub}
+	n.srv, n.url = testserver.Start(t, ecfg, hub, func(srv *engine.Server) {
+		m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: "v9.9.9", Revision: "abc123"}}, metrics.Sources{
+			Engine: srv.Stats,
+			Chat: func() metrics.ChatStats {
+				st := hub.Stats()
+				return metrics.ChatStats{Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received,
+					DMs: st.DMs, RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges,
+					PresenceSent: st.PresenceSent, Errors: st.Errors}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.m = m
+		if err := srv.Handle("/metrics", m.Handler()); err != nil {
+			t.Fatal(err)
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.Mount("/ws", hub); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Handle("/metrics", m.Handler()); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	return &node{srv: srv, hub: hub, m: m, url: "ws://" + srv.Addr().String() + "/ws"}
+	return n
 }
 
 // scrape fetches /metrics over HTTP and returns sample values by series,

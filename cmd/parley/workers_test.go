@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/loadtest"
 )
 
@@ -19,24 +19,14 @@ import (
 // (this test binary, as `parley loadtest-worker`) and checks the merged
 // result accounts for every client and every message.
 func TestLoadtestWorkers(t *testing.T) {
-	quiet := slog.New(slog.DiscardHandler)
+	quiet := testserver.Logger()
 	hub, err := chat.New(chat.Config{Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := engine.New(engine.Config{Addr: "127.0.0.1:0", Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.Mount("/ws", hub); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	_, url := testserver.Start(t, engine.Config{}, hub)
 	res, err := loadtest.Run(context.Background(), loadtest.Config{
-		Scenario: loadtest.ScenarioChat, Targets: []string{"ws://" + srv.Addr().String() + "/ws"},
+		Scenario: loadtest.ScenarioChat, Targets: []string{url},
 		Clients: 600, RoomSize: 50, Rate: 2, Duration: 2 * time.Second, Workers: 3,
 		WorkerCommand: []string{os.Args[0], "loadtest-worker"}, WorkerEnv: []string{"PARLEY_TEST_MAIN=1"},
 		Logger: quiet,
