@@ -6,7 +6,7 @@ REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
-.PHONY: all build baseline run test vet fmt bench fanout loadtest compare hold-100k clean
+.PHONY: all build baseline run test vet fmt bench fuzz fanout loadtest compare hold-100k clean
 
 all: build
 
@@ -30,6 +30,15 @@ fmt:
 # Benchmarks of the hot paths; compare runs with benchstat.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $(PKGS)
+
+# Each fuzz target for FUZZTIME (their seed corpora also run in make test).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./internal/wsproto/
+	$(GO) test -run '^$$' -fuzz '^FuzzFrameRoundTrip$$' -fuzztime $(FUZZTIME) ./internal/wsproto/
+	$(GO) test -run '^$$' -fuzz '^FuzzClosePayload$$' -fuzztime $(FUZZTIME) ./internal/wsproto/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckUpgrade$$' -fuzztime $(FUZZTIME) ./engine/
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./chat/
 
 # Fan-out across processes: 10,000 clients, single messages and bursts of
 # 100, each against a fresh server. Reports go to reports/fanout/.
