@@ -111,6 +111,24 @@ type Config struct {
 	// anything. Set it to bound kernel memory per slow client.
 	SocketWriteBuffer int
 
+	// MaxConnectionsPerAddr caps the open clients from one address (an
+	// IPv4 address, or an IPv6 /56); an upgrade beyond it is refused with
+	// 429 and Retry-After. Default -1: no limit, since clients behind one
+	// NAT share an address; set it on the open internet.
+	MaxConnectionsPerAddr int
+
+	// ConnectRatePerAddr caps the new WebSocket connections per second from
+	// one address (bursts of up to a second's worth); beyond it, 429.
+	// Default -1: no limit.
+	ConnectRatePerAddr float64
+
+	// MaxMessagesPerSecond caps the frames a client may send per second,
+	// control frames included (a ping flood counts); beyond it the client
+	// is closed with 1008. MaxBytesPerSecond does the same for bytes.
+	// Both allow bursts of one second's worth. Default -1: no limit.
+	MaxMessagesPerSecond float64
+	MaxBytesPerSecond    float64
+
 	// AllowedOrigins lists the origins (scheme://host[:port], compared
 	// case-insensitively) whose browsers may open WebSockets. Empty means
 	// the server's own origin only: the Origin header's host must equal the
@@ -169,6 +187,14 @@ func (c *Config) withDefaults() Config {
 	if d.FlushWindow == 0 {
 		d.FlushWindow = DefaultFlushWindow
 	}
+	for _, f := range []*float64{&d.ConnectRatePerAddr, &d.MaxMessagesPerSecond, &d.MaxBytesPerSecond} {
+		if *f == 0 {
+			*f = -1
+		}
+	}
+	if d.MaxConnectionsPerAddr == 0 {
+		d.MaxConnectionsPerAddr = -1
+	}
 	return d
 }
 
@@ -211,6 +237,23 @@ func (c *Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("engine: %s (%v) must be positive", f.name, f.v)
 		}
+	}
+	if d.MaxConnectionsPerAddr < -1 {
+		return fmt.Errorf("engine: MaxConnectionsPerAddr (%d) must be positive, or -1 for no limit", d.MaxConnectionsPerAddr)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"ConnectRatePerAddr", d.ConnectRatePerAddr}, {"MaxMessagesPerSecond", d.MaxMessagesPerSecond}, {"MaxBytesPerSecond", d.MaxBytesPerSecond}} {
+		if f.v < 0 && f.v != -1 {
+			return fmt.Errorf("engine: %s (%v) must be positive, or -1 for no limit", f.name, f.v)
+		}
+	}
+	if d.MaxMessagesPerSecond > 0 && d.MaxMessagesPerSecond < 1 {
+		return fmt.Errorf("engine: MaxMessagesPerSecond (%v) must be at least 1", d.MaxMessagesPerSecond)
+	}
+	if d.MaxBytesPerSecond > 0 && d.MaxBytesPerSecond < float64(d.MaxMessageSize) {
+		return fmt.Errorf("engine: MaxBytesPerSecond (%v) must be at least MaxMessageSize (%d)", d.MaxBytesPerSecond, d.MaxMessageSize)
 	}
 	if d.FlushWindow < 0 && d.FlushWindow != -1 {
 		return fmt.Errorf("engine: FlushWindow (%v) must be positive, or -1 to disable", d.FlushWindow)

@@ -31,12 +31,14 @@ type conn struct {
 	connectedAt int64 // unix ns
 
 	// Read state: poller only.
-	carry  bufpool.Carry  // bytes of an incomplete frame
-	msg    *[]byte        // a fragmented message so far, nil when none
-	msgOp  wsproto.Opcode // that message's opcode
-	failed bool           // we failed the client: only its close reply matters now
-	done   bool           // input is ignored: the peer closed, or the stream is beyond parsing
-	skip   int64          // payload bytes still to discard (while failed)
+	carry    bufpool.Carry  // bytes of an incomplete frame
+	msg      *[]byte        // a fragmented message so far, nil when none
+	msgOp    wsproto.Opcode // that message's opcode
+	failed   bool           // we failed the client: only its close reply matters now
+	msgRate  bucket         // MaxMessagesPerSecond (frames)
+	byteRate bucket         // MaxBytesPerSecond
+	done     bool           // input is ignored: the peer closed, or the stream is beyond parsing
+	skip     int64          // payload bytes still to discard (while failed)
 
 	// Counters.
 	bytesIn, framesIn, msgsIn    atomic.Uint64
@@ -78,10 +80,16 @@ func (c *conn) queued() int64 { return c.sent.Load() - c.written.Load() }
 // Parse implements nbhttp.ParserCloser. It runs on the poller goroutine with
 // bytes read from the socket, which it may modify but not keep.
 func (c *conn) Parse(data []byte) error {
-	c.lastRead.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastRead.Store(now)
 	c.bytesIn.Add(uint64(len(data)))
 	if c.done {
 		return nil
+	}
+	cfg := &c.ep.srv.cfg
+	if cfg.MaxBytesPerSecond > 0 && !c.failed && !c.byteRate.take(float64(len(data)), cfg.MaxBytesPerSecond, now) {
+		c.ep.srv.stats.rateLimited.Add(1)
+		c.fail(StatusPolicyViolation, "byte rate limit exceeded")
 	}
 	buf := c.carry.Join(data)
 	for len(buf) > 0 && !c.failed && !c.done {
@@ -105,6 +113,11 @@ func (c *conn) Parse(data []byte) error {
 		wsproto.Mask(payload, h.Key, 0)
 		buf = buf[end:]
 		c.framesIn.Add(1)
+		if cfg.MaxMessagesPerSecond > 0 && !c.msgRate.take(1, cfg.MaxMessagesPerSecond, now) {
+			c.ep.srv.stats.rateLimited.Add(1)
+			c.fail(StatusPolicyViolation, "message rate limit exceeded")
+			break
+		}
 		c.handleFrame(&h, payload)
 	}
 	if c.failed && !c.done {
@@ -361,6 +374,7 @@ func (c *conn) CloseAndClean(err error) {
 	}
 	c.ep.srv.stats.closed[closeClass(code)].Add(1)
 	c.ep.remove(c) // folds what c read into the registry's totals
+	c.ep.srv.limits.release(c.remoteAddr)
 	c.w.post(job{kind: jobGone, c: c})
 	if c.opened.Load() {
 		c.ep.callClose(c, code, reason)

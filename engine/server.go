@@ -35,6 +35,7 @@ type Server struct {
 	routes    map[string]http.Handler
 	root      http.Handler
 	origins   map[string]bool
+	limits    *addrLimits
 	anyOrigin bool
 	tickEvery time.Duration
 
@@ -68,6 +69,7 @@ func New(cfg Config) (*Server, error) {
 		drained:   make(chan struct{}),
 		stop:      make(chan struct{}),
 	}
+	s.limits = newAddrLimits(c.MaxConnectionsPerAddr, c.ConnectRatePerAddr)
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
 			s.anyOrigin = true
@@ -212,6 +214,7 @@ func (s *Server) ticker() {
 			for _, w := range s.writers {
 				w.post(job{kind: jobTick, now: now.UnixNano()})
 			}
+			s.limits.sweep(now)
 		case <-s.stop:
 			return
 		}
@@ -316,6 +319,8 @@ func (s *Server) Stats() Stats {
 		RefusedOrigin:    s.stats.refusedOrigin.Load(),
 		RefusedLimit:     s.stats.refusedLimit.Load(),
 		RefusedMalformed: s.stats.refusedBad.Load(),
+		RefusedAddr:      s.stats.refusedAddr.Load(),
+		RateLimited:      s.stats.rateLimited.Load(),
 		RefusedByApp:     s.stats.refusedApp.Load(),
 		AppPanics:        s.stats.appPanics.Load(),
 		FramesEncoded:    s.stats.framesEncoded.Load(),

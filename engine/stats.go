@@ -80,6 +80,8 @@ type serverStats struct {
 	refusedOrigin atomic.Uint64
 	refusedLimit  atomic.Uint64
 	refusedBad    atomic.Uint64
+	refusedAddr   atomic.Uint64
+	rateLimited   atomic.Uint64
 	refusedApp    atomic.Uint64
 	appPanics     atomic.Uint64
 	dispatch      [latencyBuckets]atomic.Uint64
@@ -103,6 +105,8 @@ type Stats struct {
 	RefusedOrigin     uint64 // handshakes refused for their Origin (403)
 	RefusedLimit      uint64 // handshakes refused by MaxConnections or shutdown (503)
 	RefusedMalformed  uint64 // malformed upgrade requests (400, 405, 426)
+	RefusedAddr       uint64 // upgrades refused by the per-address limits (429)
+	RateLimited       uint64 // clients closed for sending too fast (1008)
 	RefusedByApp      uint64 // handshakes refused by Application.OnHandshake
 	AppPanics         uint64 // panics recovered in application callbacks
 	BytesRead         uint64 // bytes read from clients since start, frame headers included

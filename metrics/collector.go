@@ -14,7 +14,8 @@ var (
 	mConnections    = newDesc("parley_connections", "Open WebSocket clients.")
 	mAccepted       = newDesc("parley_connections_accepted_total", "WebSocket upgrades completed.")
 	mClosed         = newDesc("parley_connections_closed_total", "Clients gone, by close-code class (normal, going_away, protocol_error, invalid_data, policy, too_big, internal_error, abnormal, other).", "code")
-	mRefused        = newDesc("parley_handshakes_refused_total", "Upgrade requests refused, by reason (origin, limit, malformed, application).", "reason")
+	mRefused        = newDesc("parley_handshakes_refused_total", "Upgrade requests refused, by reason (origin, limit, address, malformed, application).", "reason")
+	mRateClosed     = newDesc("parley_rate_limit_closes_total", "Clients closed for sending too many frames or bytes per second (1008).")
 	mRecvMessages   = newDesc("parley_messages_received_total", "Data messages received from clients.")
 	mRecvFrames     = newDesc("parley_received_frames_total", "WebSocket frames received, control frames included.")
 	mRecvBytes      = newDesc("parley_received_bytes_total", "Bytes received from clients after the upgrade.")
@@ -54,7 +55,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{mConnections, mAccepted, mClosed, mRefused, mRecvMessages, mRecvFrames,
 			mRecvBytes, mDeliveries, mSentFrames, mSentBytes, mEncoded, mWrites, mRounds, mBatch, mFlush, mWriteDelay,
-			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics} {
+			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics, mRateClosed} {
 			ch <- d
 		}
 	}
@@ -115,6 +116,7 @@ func collectEngine(ch chan<- prometheus.Metric, st engine.Stats) {
 	}
 	counter(ch, mRefused, st.RefusedOrigin, "origin")
 	counter(ch, mRefused, st.RefusedLimit, "limit")
+	counter(ch, mRefused, st.RefusedAddr, "address")
 	counter(ch, mRefused, st.RefusedMalformed, "malformed")
 	counter(ch, mRefused, st.RefusedByApp, "application")
 	counter(ch, mRecvMessages, st.MessagesRead)
@@ -136,6 +138,7 @@ func collectEngine(ch chan<- prometheus.Metric, st engine.Stats) {
 	counter(ch, mHeartbeat, st.HeartbeatTimeouts)
 	counter(ch, mPings, st.PingsSent)
 	counter(ch, mPanics, st.AppPanics)
+	counter(ch, mRateClosed, st.RateLimited)
 }
 
 func collectChat(ch chan<- prometheus.Metric, st ChatStats) {

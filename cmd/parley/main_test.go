@@ -70,6 +70,8 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--send-queue-soft", "10", "--send-queue-hard", "5"}, "SendQueueSoftLimit (10) must not exceed SendQueueHardLimit (5)"},
 		{[]string{"--allow-origin", "evil.example"}, "AllowedOrigins"},
 		{[]string{"--max-connections", "-5"}, "MaxConnections (-5)"},
+		{[]string{"--max-connections-per-addr", "-3"}, "MaxConnectionsPerAddr (-3)"},
+		{[]string{"--max-bytes-per-second", "1000"}, "MaxBytesPerSecond (1000) must be at least MaxMessageSize"},
 		{[]string{"--heartbeat-interval", "soon"}, "usage"},
 		{[]string{"--log-format", "xml"}, "--log-format"},
 		{[]string{"--nosuchflag"}, "usage"},

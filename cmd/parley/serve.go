@@ -101,6 +101,10 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&e.Addr, "addr", engine.DefaultAddr, "`host:port` to listen on (port 0 picks a free port)")
 	fs.Var(&origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is always allowed; \"*\" allows any (unsafe)")
 	fs.IntVar(&e.MaxConnections, "max-connections", engine.DefaultMaxConnections, "most open WebSocket clients; more are refused with 503 (-1: no limit)")
+	fs.IntVar(&e.MaxConnectionsPerAddr, "max-connections-per-addr", -1, "most open clients from one address (IPv4, or IPv6 /56); more get 429 (-1: no limit)")
+	fs.Float64Var(&e.ConnectRatePerAddr, "connect-rate-per-addr", -1, "new connections per second from one address; more get 429 (-1: no limit)")
+	fs.Float64Var(&e.MaxMessagesPerSecond, "max-messages-per-second", -1, "frames a client may send per second, pings included; more close it with 1008 (-1: no limit)")
+	fs.Float64Var(&e.MaxBytesPerSecond, "max-bytes-per-second", -1, "bytes a client may send per second; more close it with 1008 (-1: no limit)")
 	fs.IntVar(&e.MaxMessageSize, "max-message-size", engine.DefaultMaxMessageSize, "largest message a client may send, in `bytes`; larger ones close it with 1009")
 	fs.DurationVar(&e.HandshakeTimeout, "handshake-timeout", engine.DefaultHandshakeTimeout, "time a connection has to complete its upgrade (also the HTTP keep-alive idle time)")
 	e.HeartbeatInterval = engine.DefaultHeartbeatInterval
