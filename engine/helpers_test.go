@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -161,3 +162,6 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// testLoggerFor returns the quiet test logger.
+func testLoggerFor(testing.TB) *slog.Logger { return testserver.Logger() }
