@@ -333,6 +333,8 @@ func TestMalformedUpgrade(t *testing.T) {
 		{"version 8", build("GET", "", map[string]string{"Sec-WebSocket-Version": "8"}), 400, "Sec-WebSocket-Version", "13"},
 		{"no version", build("GET", "Sec-WebSocket-Version", nil), 400, "Sec-WebSocket-Version", "13"},
 		{"Firefox Connection list", build("GET", "", map[string]string{"Connection": "keep-alive, Upgrade"}), 101, "", ""},
+		{"a body", strings.Replace(build("GET", "", nil), "Content-Length: 0\r\n\r\n", "Content-Length: 5\r\n\r\nhello", 1), 400, "", ""},
+		{"HTTP/1.0", strings.Replace(build("GET", "", nil), "HTTP/1.1", "HTTP/1.0", 1), 400, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, _ := rawHTTP(t, addr, tc.req)

@@ -46,6 +46,8 @@ func (s *Server) checkUpgrade(w http.ResponseWriter, r *http.Request) bool {
 		refuse(w, http.StatusMethodNotAllowed, "405 method not allowed: a WebSocket upgrade must be a GET")
 	case !r.ProtoAtLeast(1, 1):
 		refuse(w, http.StatusBadRequest, "400 bad request: a WebSocket upgrade needs HTTP/1.1")
+	case r.ContentLength > 0 || len(r.TransferEncoding) > 0: // nbhttp reports -1 when there is no length
+		refuse(w, http.StatusBadRequest, "400 bad request: a WebSocket upgrade carries no body")
 	case !hasToken(r.Header, "Upgrade", "websocket"):
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Connection", "Upgrade")

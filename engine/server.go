@@ -16,6 +16,10 @@ import (
 	"github.com/lesismal/nbio/nbhttp"
 )
 
+// maxRequestSize caps an HTTP request, headers included; nbhttp drops a
+// connection whose request grows past it.
+const maxRequestSize = 64 << 10
+
 // shutdownReason is the reason of the close frame Shutdown sends.
 const shutdownReason = "server shutting down"
 
@@ -162,7 +166,7 @@ func (s *Server) Start() error {
 		MaxLoad:            maxLoad,
 		MaxWriteBufferSize: 2 * s.cfg.SendQueueHardLimit,
 		KeepaliveTime:      s.cfg.HandshakeTimeout,
-		ReadLimit:          1 << 20,
+		ReadLimit:          maxRequestSize, // HTTP requests, headers included: a page and an upgrade need little
 		SupportServerOnly:  true,
 		Handler:            s,
 	})
