@@ -274,3 +274,25 @@ func TestIdleDeadlines(t *testing.T) {
 		t.Fatalf("idle client: %q, %v", got, err)
 	}
 }
+
+// A valid message that arrives in the same read as a bad frame is handled
+// before the client is closed (nbio drops it).
+func TestMessageBeforeBadFrameIsDelivered(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	_, url := start(t, engine.Config{}, app)
+	c := dial(t, url, nil)
+	id := app.next(t, "open").id
+	key := [4]byte{5, 6, 7, 8}
+	b := wsproto.AppendMaskedFrame(nil, wsproto.OpText, true, []byte("last words"), key)
+	b = append(b, wsproto.AppendFrame(nil, wsproto.OpText, []byte("unmasked"))...) // one write, one read
+	if err := c.WriteRaw(b); err != nil {
+		t.Fatal(err)
+	}
+	if e := app.next(t, "message"); e.id != id || e.msg != "last words" {
+		t.Fatalf("message %+v, want the valid one", e)
+	}
+	if ce, err := c.ExpectClose(); err != nil || ce.Code != 1002 {
+		t.Fatalf("close %+v, %v; want 1002", ce, err)
+	}
+}
