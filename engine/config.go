@@ -129,6 +129,12 @@ type Config struct {
 	MaxMessagesPerSecond float64
 	MaxBytesPerSecond    float64
 
+	// TLSCertFile and TLSKeyFile, both set, make the server speak HTTPS and
+	// wss:// only (PEM files; TLS 1.2 and later, through llib's non-blocking
+	// TLS). Default: plain HTTP and ws://.
+	TLSCertFile string
+	TLSKeyFile  string
+
 	// AllowedOrigins lists the origins (scheme://host[:port], compared
 	// case-insensitively) whose browsers may open WebSockets. Empty means
 	// the server's own origin only: the Origin header's host must equal the
@@ -237,6 +243,9 @@ func (c *Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("engine: %s (%v) must be positive", f.name, f.v)
 		}
+	}
+	if (d.TLSCertFile == "") != (d.TLSKeyFile == "") {
+		return fmt.Errorf("engine: TLSCertFile (%q) and TLSKeyFile (%q) must be set together", d.TLSCertFile, d.TLSKeyFile)
 	}
 	if d.MaxConnectionsPerAddr < -1 {
 		return fmt.Errorf("engine: MaxConnectionsPerAddr (%d) must be positive, or -1 for no limit", d.MaxConnectionsPerAddr)

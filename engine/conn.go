@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
 	"github.com/parleyhq/parley/internal/bufpool"
 	"github.com/parleyhq/parley/internal/wsproto"
 )
@@ -25,7 +26,8 @@ type conn struct {
 	id          ClientID
 	ep          *Endpoint
 	nbc         *nbio.Conn
-	out         io.Writer // where the writer sends c's bytes: nbc, or a sink in benchmarks
+	hc          *nbhttp.Conn // nbhttp's wrapper, through which it finds the TLS layer
+	out         io.Writer    // where the writer sends c's bytes: nbc, its TLS conn, or a sink in benchmarks
 	w           *writer
 	remoteAddr  string
 	connectedAt int64 // unix ns
@@ -71,8 +73,14 @@ type conn struct {
 	deadlineCleared bool
 }
 
-// UnderlayerConn implements nbhttp.ParserCloser.
-func (c *conn) UnderlayerConn() net.Conn { return c.nbc }
+// UnderlayerConn implements nbhttp.ParserCloser; nbhttp's TLS reader finds
+// the TLS connection through it.
+func (c *conn) UnderlayerConn() net.Conn {
+	if c.hc != nil {
+		return c.hc
+	}
+	return c.nbc
+}
 
 // queued returns the bytes handed to the socket that it has not yet taken.
 func (c *conn) queued() int64 { return c.sent.Load() - c.written.Load() }
@@ -349,8 +357,13 @@ func (c *conn) drop() { _ = c.nbc.Close() }
 
 // onWritten is nbio's OnWrittenSize for this client: it runs with the nbio
 // connection locked, so it only counts, and hands a close off.
+//
+// With TLS the kernel takes ciphertext, a little more than the bytes handed
+// over (record headers and tags: under 0.2% for full records), so queued
+// bytes are slightly underestimated and drained means written >= sent.
 func (c *conn) onWritten(n int) {
-	if c.written.Add(int64(n)) == c.sent.Load() && c.closeOnDrain.Load() {
+	if c.written.Add(int64(n)) >= c.sent.Load() && c.closeOnDrain.Load() {
+		c.closeOnDrain.Store(false)
 		go c.drop()
 	}
 }

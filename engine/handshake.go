@@ -3,11 +3,13 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/parleyhq/parley/internal/wsproto"
@@ -177,8 +179,15 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	}
 	hc, _ := raw.(*nbhttp.Conn)
 	var nbc *nbio.Conn
+	var out io.Writer
 	if hc != nil {
-		nbc, _ = hc.Conn.(*nbio.Conn)
+		switch under := hc.Conn.(type) {
+		case *nbio.Conn:
+			nbc, out = under, under
+		case *ltls.Conn: // TLS: frames are shared, encryption is per client
+			nbc, _ = under.Conn().(*nbio.Conn)
+			out = under
+		}
 	}
 	if nbc == nil {
 		s.log.Error("upgrade of an unsupported connection type", "type", fmt.Sprintf("%T", raw))
@@ -191,7 +200,8 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		id:          id,
 		ep:          ep,
 		nbc:         nbc,
-		out:         nbc,
+		hc:          hc,
+		out:         out,
 		w:           s.writers[uint64(id)%uint64(len(s.writers))],
 		remoteAddr:  r.RemoteAddr,
 		connectedAt: time.Now().UnixNano(),

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 )
@@ -40,6 +41,7 @@ type Server struct {
 	root      http.Handler
 	origins   map[string]bool
 	limits    *addrLimits
+	tls       *ltls.Config // nil: plain HTTP
 	anyOrigin bool
 	tickEvery time.Duration
 
@@ -74,6 +76,13 @@ func New(cfg Config) (*Server, error) {
 		stop:      make(chan struct{}),
 	}
 	s.limits = newAddrLimits(c.MaxConnectionsPerAddr, c.ConnectRatePerAddr)
+	if c.TLSCertFile != "" {
+		cert, err := ltls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("engine: TLSCertFile %q, TLSKeyFile %q: %w", c.TLSCertFile, c.TLSKeyFile, err)
+		}
+		s.tls = &ltls.Config{Certificates: []ltls.Certificate{cert}, MinVersion: ltls.VersionTLS12}
+	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
 			s.anyOrigin = true
@@ -157,10 +166,16 @@ func (s *Server) Start() error {
 		// Room for plain HTTP requests and for answering refused upgrades.
 		maxLoad = s.cfg.MaxConnections + 1024
 	}
+	addrs, addrsTLS := []string{s.cfg.Addr}, []string(nil)
+	if s.tls != nil {
+		addrs, addrsTLS = nil, addrs
+	}
 	s.eng = nbhttp.NewEngine(nbhttp.Config{
 		Name:               "parley",
 		Network:            "tcp",
-		Addrs:              []string{s.cfg.Addr},
+		Addrs:              addrs,
+		AddrsTLS:           addrsTLS,
+		TLSConfig:          s.tls,
 		Listen:             func(string, string) (net.Listener, error) { return s.ln, nil },
 		NPoller:            s.cfg.Pollers,
 		MaxLoad:            maxLoad,
@@ -190,8 +205,8 @@ func (s *Server) Start() error {
 		s.wg.Wait()
 		return fmt.Errorf("engine: start nbio on %s: %w", s.cfg.Addr, err)
 	}
-	s.log.Info("listening", "addr", s.Addr().String(), "pollers", s.cfg.Pollers, "writers", s.cfg.Writers,
-		"max_connections", s.cfg.MaxConnections)
+	s.log.Info("listening", "addr", s.Addr().String(), "tls", s.tls != nil, "pollers", s.cfg.Pollers,
+		"writers", s.cfg.Writers, "max_connections", s.cfg.MaxConnections)
 	return nil
 }
 

@@ -71,6 +71,7 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--allow-origin", "evil.example"}, "AllowedOrigins"},
 		{[]string{"--max-connections", "-5"}, "MaxConnections (-5)"},
 		{[]string{"--max-connections-per-addr", "-3"}, "MaxConnectionsPerAddr (-3)"},
+		{[]string{"--tls-cert", "c.pem"}, "TLSCertFile (\"c.pem\") and TLSKeyFile (\"\") must be set together"},
 		{[]string{"--max-bytes-per-second", "1000"}, "MaxBytesPerSecond (1000) must be at least MaxMessageSize"},
 		{[]string{"--heartbeat-interval", "soon"}, "usage"},
 		{[]string{"--log-format", "xml"}, "--log-format"},

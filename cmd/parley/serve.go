@@ -99,6 +99,8 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	}
 	var origins stringList
 	fs.StringVar(&e.Addr, "addr", engine.DefaultAddr, "`host:port` to listen on (port 0 picks a free port)")
+	fs.StringVar(&e.TLSCertFile, "tls-cert", "", "PEM certificate `file`: with --tls-key, serve HTTPS and wss:// only")
+	fs.StringVar(&e.TLSKeyFile, "tls-key", "", "PEM private key `file` for --tls-cert")
 	fs.Var(&origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is always allowed; \"*\" allows any (unsafe)")
 	fs.IntVar(&e.MaxConnections, "max-connections", engine.DefaultMaxConnections, "most open WebSocket clients; more are refused with 503 (-1: no limit)")
 	fs.IntVar(&e.MaxConnectionsPerAddr, "max-connections-per-addr", -1, "most open clients from one address (IPv4, or IPv6 /56); more get 429 (-1: no limit)")
@@ -233,7 +235,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := srv.Start(); err != nil {
 		return err
 	}
-	log.Info("open your browser at http://" + srv.Addr().String() + "/")
+	scheme := "http"
+	if cfg.Engine.TLSCertFile != "" {
+		scheme = "https"
+	}
+	log.Info("open your browser at " + scheme + "://" + srv.Addr().String() + "/")
 	<-ctx.Done()
 	stop()
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -54,6 +55,15 @@ func Dial(ctx context.Context, rawURL string, hdr http.Header) (*Conn, *http.Res
 
 // DialWith is Dial through d, for socket options set before connecting.
 func DialWith(ctx context.Context, d *net.Dialer, rawURL string, hdr http.Header) (*Conn, *http.Response, error) {
+	return dial(ctx, d, nil, rawURL, hdr)
+}
+
+// DialTLS opens a wss:// WebSocket with the TLS configuration cfg.
+func DialTLS(ctx context.Context, cfg *tls.Config, rawURL string, hdr http.Header) (*Conn, *http.Response, error) {
+	return dial(ctx, &net.Dialer{}, cfg, rawURL, hdr)
+}
+
+func dial(ctx context.Context, d *net.Dialer, tlsCfg *tls.Config, rawURL string, hdr http.Header) (*Conn, *http.Response, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wstest: parse %q: %w", rawURL, err)
@@ -61,6 +71,18 @@ func DialWith(ctx context.Context, d *net.Dialer, rawURL string, hdr http.Header
 	nc, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, nil, fmt.Errorf("wstest: dial %s: %w", u.Host, err)
+	}
+	if tlsCfg != nil {
+		if tlsCfg.ServerName == "" {
+			tlsCfg = tlsCfg.Clone()
+			tlsCfg.ServerName = u.Hostname()
+		}
+		tc := tls.Client(nc, tlsCfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, nil, fmt.Errorf("wstest: TLS handshake with %s: %w", u.Host, err)
+		}
+		nc = tc
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(dl)
