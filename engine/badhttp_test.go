@@ -17,7 +17,7 @@ import (
 // connection; a healthy client on the same server keeps chatting.
 func TestBadHTTP(t *testing.T) {
 	t.Parallel()
-	srv, url := start(t, engine.Config{}, &echoApp{})
+	srv, url := start(t, engine.Config{}, &engine.Echo{})
 	healthy := dial(t, url, nil)
 	for _, tc := range []struct{ name, req string }{
 		{"garbage request line", "HELLO\r\n\r\n"},

@@ -12,17 +12,6 @@ import (
 	"github.com/parleyhq/parley/loadtest"
 )
 
-// echoApp echoes every message back to its sender.
-type echoApp struct {
-	engine.BaseApplication
-	ep *engine.Endpoint
-}
-
-func (a *echoApp) OnStart(ep *engine.Endpoint) error { a.ep = ep; return nil }
-func (a *echoApp) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte) {
-	_ = a.ep.Send(id, typ, data)
-}
-
 func openFiles(t *testing.T) int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -52,7 +41,7 @@ func measure(t *testing.T) footprint {
 // after a short warm-up.
 func TestChurnLeavesNothingBehind(t *testing.T) {
 	const steady, churners, cycles = 100, 100, 3000
-	srv, url := start(t, engine.Config{}, &echoApp{})
+	srv, url := start(t, engine.Config{}, &engine.Echo{})
 	h := &countingHandler{reached: make(chan struct{}, 1)}
 	pool, err := loadtest.NewPool(loadtest.Config{Targets: []string{url}, Clients: steady + churners, Dialers: 16,
 		Logger: testLoggerFor(t)}, h)

@@ -196,7 +196,7 @@ func (c *conn) checkHeader(h *wsproto.Header) (StatusCode, string) {
 		if c.msg != nil {
 			size += int64(len(*c.msg))
 		}
-		if size > int64(c.ep.srv.cfg.MaxMessageSize) {
+		if size > int64(c.ep.maxMessage) {
 			return StatusMessageTooBig, "message exceeds the size limit"
 		}
 	}

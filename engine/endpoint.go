@@ -25,9 +25,10 @@ const registryShards = 64
 // socket is backed up past Config.SendQueueSoftLimit skips the message (it
 // is counted in Stats.SkippedSlow); past the hard limit it is closed.
 type Endpoint struct {
-	srv  *Server
-	path string
-	app  Application
+	srv        *Server
+	path       string
+	app        Application
+	maxMessage int // received messages above this close the client with 1009
 
 	count    atomic.Int64
 	registry [registryShards]struct {
@@ -41,8 +42,8 @@ type Endpoint struct {
 	members [][]*conn
 }
 
-func newEndpoint(srv *Server, path string, app Application) *Endpoint {
-	ep := &Endpoint{srv: srv, path: path, app: app, members: make([][]*conn, len(srv.writers))}
+func newEndpoint(srv *Server, path string, app Application, maxMessage int) *Endpoint {
+	ep := &Endpoint{srv: srv, path: path, app: app, maxMessage: maxMessage, members: make([][]*conn, len(srv.writers))}
 	for i := range ep.registry {
 		ep.registry[i].m = make(map[ClientID]*conn)
 	}

@@ -15,6 +15,7 @@ import (
 	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
+	"github.com/parleyhq/parley/internal/wsproto"
 )
 
 // maxRequestSize caps an HTTP request, headers included; nbhttp drops a
@@ -114,16 +115,36 @@ func (s *Server) Handle(path string, h http.Handler) error {
 	return nil
 }
 
+// MountOptions are an endpoint's own settings. The zero value, or nil,
+// takes the server's.
+type MountOptions struct {
+	// MaxMessageSize caps a received message on this endpoint, in bytes;
+	// 0 takes Config.MaxMessageSize.
+	MaxMessageSize int
+}
+
 // Mount serves the WebSocket application app on exactly path and returns
 // its endpoint. It must be called before Start.
 func (s *Server) Mount(path string, app Application) (*Endpoint, error) {
+	return s.MountWith(path, app, nil)
+}
+
+// MountWith is Mount with the endpoint's own options.
+func (s *Server) MountWith(path string, app Application, opts *MountOptions) (*Endpoint, error) {
 	if err := s.checkPath(path); err != nil {
 		return nil, err
 	}
 	if app == nil {
 		return nil, fmt.Errorf("engine: mount %q: nil Application", path)
 	}
-	ep := newEndpoint(s, path, app)
+	maxMessage := s.cfg.MaxMessageSize
+	if opts != nil && opts.MaxMessageSize != 0 {
+		if opts.MaxMessageSize < 0 {
+			return nil, fmt.Errorf("engine: mount %q: MaxMessageSize (%d) must be positive", path, opts.MaxMessageSize)
+		}
+		maxMessage = opts.MaxMessageSize
+	}
+	ep := newEndpoint(s, path, app, maxMessage)
 	s.mounts[path] = ep
 	s.endpoints = append(s.endpoints, ep)
 	return ep, nil
@@ -179,7 +200,7 @@ func (s *Server) Start() error {
 		Listen:             func(string, string) (net.Listener, error) { return s.ln, nil },
 		NPoller:            s.cfg.Pollers,
 		MaxLoad:            maxLoad,
-		MaxWriteBufferSize: 2 * s.cfg.SendQueueHardLimit,
+		MaxWriteBufferSize: s.writeBufferBackstop(),
 		KeepaliveTime:      s.cfg.HandshakeTimeout,
 		ReadLimit:          maxRequestSize, // HTTP requests, headers included: a page and an upgrade need little
 		SupportServerOnly:  true,
@@ -208,6 +229,17 @@ func (s *Server) Start() error {
 	s.log.Info("listening", "addr", s.Addr().String(), "tls", s.tls != nil, "pollers", s.cfg.Pollers,
 		"writers", s.cfg.Writers, "max_connections", s.cfg.MaxConnections)
 	return nil
+}
+
+// writeBufferBackstop is nbio's own cap on a client's unsent bytes: twice
+// the hard queue limit, plus room for the largest message an endpoint
+// accepts (an echo of it is one frame, written at once).
+func (s *Server) writeBufferBackstop() int {
+	biggest := 0
+	for _, ep := range s.endpoints {
+		biggest = max(biggest, ep.maxMessage)
+	}
+	return 2*s.cfg.SendQueueHardLimit + biggest + wsproto.MaxHeaderLen
 }
 
 // publishConn runs on the accept goroutine after nbhttp built the

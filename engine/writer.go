@@ -281,7 +281,10 @@ func (w *writer) enqueue(c *conn, f *frame) {
 	}
 	q := c.queued() + int64(c.pendingBytes)
 	cfg := &w.srv.cfg
-	if q+int64(len(f.buf)) > int64(cfg.SendQueueHardLimit) {
+	// One message bigger than the hard limit still goes to a client with
+	// nothing queued (an echo of a 16 MiB message): the limits bound what
+	// piles up, not what a single message may be.
+	if q > 0 && q+int64(len(f.buf)) > int64(cfg.SendQueueHardLimit) {
 		if c.startClose(StatusPolicyViolation, "slow consumer") {
 			w.stats.slowClosed.Add(1)
 		}

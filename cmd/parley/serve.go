@@ -29,6 +29,7 @@ type serveConfig struct {
 	Chat            chat.Config
 	ShutdownTimeout time.Duration
 	MetricsListen   string // empty: /metrics on the main listener
+	EchoPath        string // empty: no echo endpoint
 	LogLevel        slog.Level
 	LogFormat       string
 }
@@ -135,6 +136,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&ch.PresenceListMax, "presence-list-max", chat.DefaultPresenceListMax, "most members listed to a joiner (the count is always exact)")
 	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
 	fs.DurationVar(&ch.LargeRoomCounts, "large-room-counts", chat.DefaultLargeRoomCounts, "how often, at most, a large room is told its member count")
+	fs.StringVar(&cfg.EchoPath, "echo-path", "", "also mount an echo endpoint (every message back with its type, 16 MiB limit) on this `path`, for conformance suites such as Autobahn's")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics on this `host:port` only, instead of on the main listener")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
@@ -153,6 +155,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	e.AllowedOrigins = origins
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("--log-format %q: must be text or json", cfg.LogFormat)
+	}
+	if cfg.EchoPath != "" && (!strings.HasPrefix(cfg.EchoPath, "/") || cfg.EchoPath == "/ws" || cfg.EchoPath == "/test") {
+		return cfg, fmt.Errorf("--echo-path %q: must be a path of its own, starting with /", cfg.EchoPath)
 	}
 	if cfg.MetricsListen != "" {
 		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
@@ -204,6 +209,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	if _, err := srv.Mount("/ws", hub); err != nil {
 		return err
+	}
+	if cfg.EchoPath != "" {
+		if _, err := srv.MountWith(cfg.EchoPath, &engine.Echo{}, &engine.MountOptions{MaxMessageSize: 16 << 20}); err != nil {
+			return err
+		}
 	}
 	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: buildVersion, Revision: buildRevision}},
 		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub)})

@@ -56,12 +56,14 @@ func Put(p *[]byte) {
 }
 
 // Grow makes room for at least n more bytes in *p, moving its bytes to a
-// larger pooled buffer (and returning the old one) if needed.
+// larger pooled buffer (and returning the old one) if needed. Growth is
+// geometric at every size, so filling a buffer by small appends costs
+// amortized O(1) per byte even past the pooled classes.
 func Grow(p *[]byte, n int) *[]byte {
 	if cap(*p)-len(*p) >= n {
 		return p
 	}
-	np := Get(len(*p) + n)
+	np := Get(max(len(*p)+n, 2*cap(*p)))
 	*np = append(*np, *p...)
 	Put(p)
 	return np

@@ -67,3 +67,22 @@ func TestCarry(t *testing.T) {
 		t.Fatal("Keep(nil) did not release the buffer")
 	}
 }
+
+// Growing a buffer by small appends past the pooled classes must not copy
+// it again on every append.
+func TestGrowIsGeometric(t *testing.T) {
+	p := Get(0)
+	moves := 0
+	chunk := make([]byte, 64<<10)
+	for range 256 { // to 16 MiB, as a 16 MiB frame read 64 KiB at a time
+		before := cap(*p)
+		p = Grow(p, len(chunk))
+		if cap(*p) != before {
+			moves++
+		}
+		*p = append(*p, chunk...)
+	}
+	if moves > 12 {
+		t.Fatalf("%d reallocations to reach 16 MiB, want a logarithmic number", moves)
+	}
+}
