@@ -3,11 +3,13 @@ package loadtest_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/loadtest"
 )
 
@@ -74,5 +76,36 @@ func TestThresholds(t *testing.T) {
 	})
 	if !res.Passed {
 		t.Fatalf("MaxErrors 2: %s", res.Verdict)
+	}
+}
+
+// TestChatOverTLS: the chat scenario over wss://, the certificate verified
+// against a CA file; without it, every connection fails verification.
+func TestChatOverTLS(t *testing.T) {
+	certFile, keyFile, caFile, _ := testserver.SelfSigned(t)
+	hub, err := chat.New(chat.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url := testserver.Start(t, engine.Config{TLSCertFile: certFile, TLSKeyFile: keyFile}, hub)
+	wss := strings.Replace(url, "ws://", "wss://", 1)
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioChat, Targets: []string{wss}, TLSCAFile: caFile, Clients: 100, RoomSize: 25,
+		Rate: 4, Duration: time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 100 || res.Delivered == 0 || res.Delivered != res.Expected || !res.Passed {
+		t.Fatalf("over wss: %+v", res)
+	}
+	res, err = loadtest.Run(context.Background(), loadtest.Config{
+		Targets: []string{wss}, Clients: 5, Hold: 10 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 0 || res.Failed != 5 {
+		t.Fatalf("an untrusted certificate was accepted: %+v", res.Failures)
 	}
 }

@@ -122,6 +122,13 @@ type Config struct {
 	// Origin, if set, is sent as the Origin header.
 	Origin string
 
+	// TLSCAFile is a PEM file of the certificates that wss:// targets are
+	// verified against (default: the system's); TLSInsecure skips the
+	// verification instead (loopback test servers with a self-signed
+	// certificate).
+	TLSCAFile   string
+	TLSInsecure bool
+
 	// Hold is how long the clients stay connected once all are dialed.
 	// Default 10 s.
 	Hold time.Duration
@@ -286,8 +293,8 @@ func parseTarget(s string) (*url.URL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: target %q: %w", s, err)
 	}
-	if u.Scheme != "ws" {
-		return nil, fmt.Errorf("loadtest: target %q: scheme must be ws", s)
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return nil, fmt.Errorf("loadtest: target %q: scheme must be ws or wss", s)
 	}
 	if u.Port() == "" {
 		return nil, fmt.Errorf("loadtest: target %q: needs a port", s)

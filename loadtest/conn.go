@@ -2,10 +2,12 @@ package loadtest
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync/atomic"
 
 	"github.com/lesismal/nbio"
+	"github.com/lesismal/nbio/nbhttp"
 	"github.com/parleyhq/parley/internal/bufpool"
 	"github.com/parleyhq/parley/internal/wsproto"
 )
@@ -17,6 +19,8 @@ type conn struct {
 	idx int
 	p   *Pool
 	nbc *nbio.Conn
+	hc  *nbhttp.Conn // wss: nbhttp's wrapper, through which its TLS reader finds the tls.Conn
+	w   io.Writer    // where frames go: nbc, or the tls.Conn
 
 	carry bufpool.Carry  // an incomplete frame; poller only
 	msg   *[]byte        // a fragmented message so far; poller only
@@ -27,7 +31,12 @@ type conn struct {
 }
 
 // UnderlayerConn implements nbhttp.ParserCloser.
-func (c *conn) UnderlayerConn() net.Conn { return c.nbc }
+func (c *conn) UnderlayerConn() net.Conn {
+	if c.hc != nil {
+		return c.hc
+	}
+	return c.nbc
+}
 
 var errMaskedServerFrame = errors.New("loadtest: masked frame from the server")
 
@@ -104,7 +113,7 @@ func (c *conn) write(op wsproto.Opcode, payload []byte) {
 		b = make([]byte, 0, wsproto.MaxHeaderLen+len(payload))
 	}
 	b = wsproto.AppendMaskedFrame(b, op, true, payload, [4]byte{0x12, 0x34, 0x56, byte(c.idx)})
-	_, _ = c.nbc.Write(b)
+	_, _ = c.w.Write(b)
 }
 
 // CloseAndClean implements nbhttp.ParserCloser; nbhttp calls it once the

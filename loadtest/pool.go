@@ -3,12 +3,15 @@ package loadtest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -17,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/parleyhq/parley/internal/wsproto"
@@ -44,6 +48,7 @@ type Pool struct {
 
 	conns   []*conn // by client index; set once connected
 	latency Histogram
+	tls     *ltls.Config // for wss:// targets
 
 	mu       sync.Mutex
 	failures map[string]int // dial failures by cause; mu also guards conns
@@ -64,10 +69,18 @@ func NewPool(cfg Config, h Handler) (*Pool, error) {
 	for _, t := range cfg.Targets {
 		u, _ := parseTarget(t)
 		hu := *u
-		hu.Scheme = "http" // nbhttp's client speaks http(s) URLs; the upgrade makes it ws
+		hu.Scheme = "http" // nbhttp's client speaks http(s) URLs; the upgrade makes it ws(s)
+		if u.Scheme == "wss" {
+			hu.Scheme = "https"
+		}
 		p.targets = append(p.targets, &hu)
 	}
 	p.sources, _ = parseSources(cfg.Sources)
+	tlsCfg, err := clientTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.tls = tlsCfg
 	p.eng = nbhttp.NewEngine(nbhttp.Config{
 		Name:      "parley-loadtest",
 		NPoller:   runtime.GOMAXPROCS(0),
@@ -131,8 +144,25 @@ func (p *Pool) Send(i int, data []byte) error {
 	}
 	var stack [512]byte
 	b := wsproto.AppendMaskedFrame(stack[:0], wsproto.OpText, true, data, [4]byte{0x5a, 0x17, byte(i), byte(i >> 8)})
-	_, err := c.nbc.Write(b)
+	_, err := c.w.Write(b)
 	return err
+}
+
+// clientTLS builds the TLS configuration for wss:// targets.
+func clientTLS(cfg Config) (*ltls.Config, error) {
+	tc := &ltls.Config{InsecureSkipVerify: cfg.TLSInsecure, MinVersion: ltls.VersionTLS12}
+	if cfg.TLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: TLSCAFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("loadtest: TLSCAFile %q holds no PEM certificate", cfg.TLSCAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
 }
 
 func (p *Pool) conn(i int) *conn {
@@ -238,7 +268,7 @@ func (p *Pool) dial(ctx context.Context, i int) bool {
 			return serr
 		},
 	}
-	cc := &nbhttp.ClientConn{Engine: p.eng, Timeout: p.cfg.ConnectTimeout, Dial: d.Dial}
+	cc := &nbhttp.ClientConn{Engine: p.eng, Timeout: p.cfg.ConnectTimeout, Dial: d.Dial, TLSClientConfig: p.tls}
 	var kb [16]byte
 	_, _ = rand.Read(kb[:])
 	key := base64.StdEncoding.EncodeToString(kb[:])
@@ -271,8 +301,20 @@ func (p *Pool) dial(ctx context.Context, i int) bool {
 			result <- "handshake with a bad Sec-WebSocket-Accept"
 			return
 		}
-		nbc, ok := nc.(*nbio.Conn)
+		var nbc *nbio.Conn
+		var hc *nbhttp.Conn
+		var w io.Writer
+		switch v := nc.(type) {
+		case *nbio.Conn:
+			nbc, w = v, v
+		case *nbhttp.Conn: // wss: writes go through TLS
+			if tc, ok := v.Conn.(*ltls.Conn); ok {
+				nbc, _ = tc.Conn().(*nbio.Conn)
+				hc, w = v, tc
+			}
+		}
 		var parser *nbhttp.Parser
+		ok := nbc != nil
 		if ok {
 			parser, ok = nbc.Session().(*nbhttp.Parser)
 		}
@@ -280,7 +322,7 @@ func (p *Pool) dial(ctx context.Context, i int) bool {
 			result <- fmt.Sprintf("unexpected connection type %T", nc)
 			return
 		}
-		c := &conn{idx: i, p: p, nbc: nbc}
+		c := &conn{idx: i, p: p, nbc: nbc, hc: hc, w: w}
 		parser.ParserCloser = c // bytes after the 101 in this read go to c
 		nbc.SetSession(c)
 		p.open.Add(1)
