@@ -257,14 +257,26 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		return
 	}
 	c.msgsIn.Add(1)
+	srv := c.ep.srv
+	// In flight first, then the shutdown check: Shutdown sets draining,
+	// then waits for inflight to reach zero, so a message either is seen
+	// through or was never accepted.
+	srv.inflight.Add(1)
+	if srv.draining.Load() {
+		srv.doneInflight()
+		bufpool.Put(b)
+		return // arrived after shutdown began: not accepted
+	}
 	arrived := c.lastRead.Load() // this read completed the message
 	if !c.nbc.Execute(func() {
+		defer srv.doneInflight()
 		defer bufpool.Put(b)
 		d := time.Duration(max(time.Now().UnixNano()-arrived, 0))
 		c.ep.srv.stats.dispatch[durationBucket(d)].Add(1)
 		c.ep.srv.stats.dispatchNanos.Add(uint64(d))
 		c.ep.callMessage(c, typ, *b)
 	}) {
+		srv.doneInflight()
 		bufpool.Put(b)
 	}
 }

@@ -5,3 +5,6 @@ import "time"
 // SetTickInterval makes the once-a-second checks (heartbeats, slow
 // consumers) run every d, so tests of them finish quickly. Call before Start.
 func (s *Server) SetTickInterval(d time.Duration) { s.tickEvery = d }
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }

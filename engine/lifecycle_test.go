@@ -296,3 +296,54 @@ func TestMessageBeforeBadFrameIsDelivered(t *testing.T) {
 		t.Fatalf("close %+v, %v; want 1002", ce, err)
 	}
 }
+
+// slowRelay broadcasts each message once release is closed.
+type slowRelay struct {
+	engine.BaseApplication
+	ep       *engine.Endpoint
+	started  chan struct{}
+	release  chan struct{}
+	startOne sync.Once
+}
+
+func (a *slowRelay) OnStart(ep *engine.Endpoint) error { a.ep = ep; return nil }
+func (a *slowRelay) OnMessage(_ engine.ClientID, typ engine.MessageType, data []byte) {
+	a.startOne.Do(func() { close(a.started) })
+	<-a.release
+	_, _ = a.ep.Broadcast(typ, data)
+}
+
+// TestShutdownDeliversAcceptedMessages: a message received before shutdown
+// began, still being handled when it began, reaches every member before
+// their close frame.
+func TestShutdownDeliversAcceptedMessages(t *testing.T) {
+	t.Parallel()
+	app := &slowRelay{started: make(chan struct{}), release: make(chan struct{})}
+	srv, url := start(t, engine.Config{}, app)
+	a, b := dial(t, url, nil), dial(t, url, nil)
+	waitFor(t, "both clients open", 5*time.Second, func() bool { return srv.Stats().Clients == 2 })
+	if err := a.WriteText("accepted before shutdown"); err != nil {
+		t.Fatal(err)
+	}
+	<-app.started
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
+	waitFor(t, "shutdown to begin", 5*time.Second, srv.Draining)
+	close(app.release)
+	for _, c := range []*wstest.Conn{a, b} {
+		if got, err := c.ReadText(); err != nil || got != "accepted before shutdown" {
+			t.Fatalf("got %q, %v; want the accepted message before the close", got, err)
+		}
+		if ce, err := c.ExpectClose(); err != nil || ce.Code != 1001 {
+			t.Fatalf("then %+v, %v; want 1001", ce, err)
+		}
+		_ = c.WriteClose(1001, "")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+}

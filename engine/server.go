@@ -50,6 +50,11 @@ type Server struct {
 	nextID atomic.Uint64
 	live   atomic.Int64 // open clients over all endpoints, plus upgrades in progress
 
+	// Received messages not yet handled; Shutdown waits for them so that
+	// what they send precedes the close frames.
+	inflight     atomic.Int64
+	inflightDone chan struct{} // signalled when inflight drops to zero while draining
+
 	started   atomic.Bool
 	draining  atomic.Bool
 	drained   chan struct{} // closed when live reaches 0 while draining
@@ -67,14 +72,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	c := cfg.withDefaults()
 	s := &Server{
-		cfg:       c,
-		log:       c.Logger,
-		mounts:    make(map[string]*Endpoint),
-		routes:    make(map[string]http.Handler),
-		origins:   make(map[string]bool),
-		tickEvery: time.Second,
-		drained:   make(chan struct{}),
-		stop:      make(chan struct{}),
+		cfg:          c,
+		log:          c.Logger,
+		mounts:       make(map[string]*Endpoint),
+		routes:       make(map[string]http.Handler),
+		origins:      make(map[string]bool),
+		tickEvery:    time.Second,
+		drained:      make(chan struct{}),
+		inflightDone: make(chan struct{}, 1),
+		stop:         make(chan struct{}),
 	}
 	s.limits = newAddrLimits(c.MaxConnectionsPerAddr, c.ConnectRatePerAddr)
 	if c.TLSCertFile != "" {
@@ -334,6 +340,14 @@ func (s *Server) shutdown(ctx context.Context, graceful bool) error {
 		s.drainOnce.Do(func() { close(s.drained) })
 	}
 	if graceful {
+		// Messages accepted before now are handled first: what their
+		// handlers send goes out ahead of the close frames.
+		for s.inflight.Load() > 0 && ctx.Err() == nil {
+			select {
+			case <-s.inflightDone: // sent only while draining, so none predates the loop
+			case <-ctx.Done():
+			}
+		}
 		// One close frame for all clients: it is the same bytes for each.
 		for _, ep := range s.endpoints {
 			f := newCloseFrame(StatusGoingAway, shutdownReason, 0)
@@ -361,6 +375,16 @@ func (s *Server) shutdown(ctx context.Context, graceful bool) error {
 		err = nil
 	}
 	return err
+}
+
+// doneInflight marks a received message handled.
+func (s *Server) doneInflight() {
+	if s.inflight.Add(-1) == 0 && s.draining.Load() {
+		select {
+		case s.inflightDone <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Stats returns a snapshot of the server's counters.
