@@ -4,25 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
 )
 
-func TestMain(m *testing.M) {
-	if os.Getenv("PARLEY_TEST_LOG") == "" {
-		logging.SetLevel(logging.LevelNone)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testserver.Main(m) }
 
 func quiet() *slog.Logger { return testserver.Logger() }
 

@@ -4,23 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/loadtest"
 )
 
-func TestMain(m *testing.M) {
-	if os.Getenv("PARLEY_TEST_LOG") == "" {
-		logging.SetLevel(logging.LevelNone)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testserver.Main(m) }
 
 func startServer(t *testing.T, cfg engine.Config) string {
 	t.Helper()

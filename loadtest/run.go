@@ -225,16 +225,7 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 
 	runtime.GC()
 	res.ClientRSSBytes = rssOf("self")
-	for _, pid := range cfg.ServerPIDs {
-		res.ServerRSSBytes += rssOf(strconv.Itoa(pid))
-	}
-	after := scrapeServers(cfg.MetricsURLs)
-	if len(cfg.ServerPIDs) == 0 && after.ok {
-		res.ServerRSSBytes = int64(after.rss)
-	}
-	if before.ok && after.ok {
-		res.ServerCPUSeconds = after.cpu - before.cpu
-	}
+	res.measureServers(cfg, before)
 	res.ClientCPUSeconds = (ownCPU() - cpu0).Seconds()
 	res.OpenAtEnd = pool.Open()
 	if res.OpenAtEnd > 0 {

@@ -47,3 +47,18 @@ func scrapeServers(urls []string) serverFigures {
 	}
 	return out
 }
+
+// measureServers fills r's server figures: RSS from the server PIDs (or,
+// without them, from the metrics), CPU used since before.
+func (r *Result) measureServers(cfg Config, before serverFigures) {
+	for _, pid := range cfg.ServerPIDs {
+		r.ServerRSSBytes += rssOf(strconv.Itoa(pid))
+	}
+	after := scrapeServers(cfg.MetricsURLs)
+	if len(cfg.ServerPIDs) == 0 && after.ok {
+		r.ServerRSSBytes = int64(after.rss)
+	}
+	if before.ok && after.ok {
+		r.ServerCPUSeconds = after.cpu - before.cpu
+	}
+}

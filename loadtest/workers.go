@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -154,16 +153,7 @@ func runWorkers(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	res := &Result{Scenario: cfg.Scenario, Clients: cfg.Clients, Targets: cfg.Targets, Workers: len(ws),
 		ConnectSeconds: connectSeconds, Failures: map[string]int{}, ClosedByServer: map[string]int{}}
-	for _, pid := range cfg.ServerPIDs {
-		res.ServerRSSBytes += rssOf(strconv.Itoa(pid))
-	}
-	after := scrapeServers(cfg.MetricsURLs)
-	if len(cfg.ServerPIDs) == 0 && after.ok {
-		res.ServerRSSBytes = int64(after.rss)
-	}
-	if before.ok && after.ok {
-		res.ServerCPUSeconds = after.cpu - before.cpu
-	}
+	res.measureServers(cfg, before)
 	tell("finish")
 	results, err := await("result")
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/testserver"
@@ -24,10 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-func TestMain(m *testing.M) {
-	logging.SetLevel(logging.LevelNone)
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testserver.Main(m) }
 
 // node is a chat server with metrics on /metrics of its main listener.
 type node struct {

@@ -10,8 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/engine"
 )
+
+// Main runs a package's tests with nbio's package-level logger quiet
+// (unless PARLEY_TEST_LOG is set). Call it from TestMain.
+func Main(m *testing.M) {
+	if os.Getenv("PARLEY_TEST_LOG") == "" {
+		logging.SetLevel(logging.LevelNone)
+	}
+	os.Exit(m.Run())
+}
 
 // Logger returns a logger that discards, or writes debug logs to stderr
 // when PARLEY_TEST_LOG is set.
