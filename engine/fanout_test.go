@@ -122,7 +122,9 @@ func TestNoWritev(t *testing.T) {
 // the window after a round wait for its end and share one write.
 func TestFlushWindow(t *testing.T) {
 	t.Parallel()
-	const window = 200 * time.Millisecond
+	// Long enough that scheduling under a loaded -race run cannot break either
+	// half of the test (200 ms flaked once in a full make test).
+	const window = time.Second
 	app := newRecorder()
 	srv, url := start(t, engine.Config{Writers: 1, FlushWindow: window}, app)
 	c := dial(t, url, nil)
@@ -131,6 +133,7 @@ func TestFlushWindow(t *testing.T) {
 	// Let the window after the 101's round pass, so the writer is idle.
 	<-time.After(2 * window)
 
+	writes := srv.Stats().Writes
 	began := time.Now()
 	if err := ep.Send(id, engine.Text, []byte("a")); err != nil {
 		t.Fatal(err)
@@ -141,7 +144,9 @@ func TestFlushWindow(t *testing.T) {
 	if took := time.Since(began); took > window/2 {
 		t.Fatalf("a message to an idle writer took %v (window %v)", took, window)
 	}
-	writes := srv.Stats().Writes
+	// The counters move after the round's writes: wait for a's to count.
+	waitFor(t, "a's write to be counted", 5*time.Second, func() bool { return srv.Stats().Writes == writes+1 })
+	writes++
 	_ = ep.Send(id, engine.Text, []byte("b"))
 	_ = ep.Send(id, engine.Text, []byte("c"))
 	for _, want := range []string{"b", "c"} {

@@ -74,6 +74,7 @@ type writer struct {
 	after  []func() // barriers, called once the round is written
 	last   []*frame // the frames now in scratch, in order
 	now    int64    // unix ns at the start of the current round
+	wrote  bool     // the last round wrote to a client
 
 	// Histogram counts of the current round, published to stats once per
 	// round: a plain add per write instead of an atomic one.
@@ -106,13 +107,14 @@ func (w *writer) post(j job) {
 // run is the writer's goroutine. It returns when stop is closed and every
 // job posted before is done.
 //
-// With Config.FlushWindow set, a round starts at most once per window: work
-// posted within a window of the last round waits for the window's end, so
-// it joins one batch; work posted later goes out at once.
+// With Config.FlushWindow set, a round follows a round that wrote by at
+// least a window: work posted within a window of the last write waits for
+// the window's end, so it joins one batch; work posted later goes out at
+// once.
 func (w *writer) run(stop <-chan struct{}) {
 	window := w.srv.cfg.FlushWindow
 	var timer *time.Timer
-	var lastStart time.Time
+	var lastWrite time.Time // start of the last round that wrote
 	for {
 		select {
 		case <-w.wake:
@@ -123,7 +125,7 @@ func (w *writer) run(stop <-chan struct{}) {
 		}
 		for {
 			if window > 0 {
-				if wait := time.Until(lastStart.Add(window)); wait > 0 {
+				if wait := time.Until(lastWrite.Add(window)); wait > 0 {
 					if timer == nil {
 						timer = time.NewTimer(wait)
 					} else {
@@ -134,9 +136,15 @@ func (w *writer) run(stop <-chan struct{}) {
 					case <-stop:
 					}
 				}
-				lastStart = time.Now()
 			}
-			if !w.round() || (window > 0 && !w.pending()) {
+			start := time.Now()
+			worked := w.round()
+			if w.wrote {
+				// Only a round that wrote starts a window: housekeeping
+				// (ticks, joins) must not delay the next message.
+				lastWrite = start
+			}
+			if !worked || (window > 0 && !w.pending()) {
 				break // idle: wait for a wake, not for the window
 			}
 		}
@@ -334,6 +342,7 @@ func (w *writer) push(c *conn, f *frame) {
 func (w *writer) flush(start time.Time) {
 	var writes, frames, deliveries, bytes, delaySum uint64
 	now := time.Now().UnixNano()
+	defer func() { w.wrote = writes > 0 }()
 	w.last = w.last[:0]
 	for _, c := range w.dirty {
 		var nf, nd, raw uint64

@@ -61,7 +61,7 @@ func TestChurnScenario(t *testing.T) {
 
 // A threshold that is not met fails the run.
 func TestThresholds(t *testing.T) {
-	url := startServerApp(t, engine.Config{MaxConnections: 10}, engine.BaseApplication{})
+	srv, url := testserver.Start(t, engine.Config{MaxConnections: 10}, engine.BaseApplication{})
 	res, err := loadtest.Run(context.Background(), loadtest.Config{
 		Targets: []string{url}, Clients: 12, Hold: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 	})
@@ -70,6 +70,11 @@ func TestThresholds(t *testing.T) {
 	}
 	if res.Passed || res.Errors != 2 {
 		t.Fatalf("2 refused connections with MaxErrors 0: passed %v, errors %d (%s)", res.Passed, res.Errors, res.Verdict)
+	}
+	// The first run's clients must be gone before the second takes slots.
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Stats().Clients > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
 	}
 	res, _ = loadtest.Run(context.Background(), loadtest.Config{
 		Targets: []string{url}, Clients: 12, Hold: 100 * time.Millisecond, MaxErrors: 2, Logger: slog.New(slog.DiscardHandler),
