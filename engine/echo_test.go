@@ -3,6 +3,7 @@ package engine_test
 import (
 	"bytes"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/wsproto"
@@ -38,6 +39,8 @@ func TestEchoEndpoint(t *testing.T) {
 			return c.WriteRaw(b)
 		}, []byte("abc")},
 	} {
+		// A deadline per step: 16 MiB under a loaded -race run takes a while.
+		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
 		if err := tc.send(); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
