@@ -79,9 +79,9 @@ type client struct {
 	id   uint64
 }
 
-// connect dials and reads the welcome, the default room's join and its
-// history.
-func connect(t testing.TB, url string) *client {
+// dial opens a chat connection and reads nothing: the welcome, join and
+// history are still to come. The connection closes when the test ends.
+func dial(t testing.TB, url string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -91,7 +91,14 @@ func connect(t testing.TB, url string) *client {
 	}
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	cl := &client{Conn: c, t: t}
+	return &client{Conn: c, t: t}
+}
+
+// connect dials and reads the welcome, the default room's join and its
+// history.
+func connect(t testing.TB, url string) *client {
+	t.Helper()
+	cl := dial(t, url)
 	w := cl.expect("welcome")
 	cl.nick, cl.id = w.Nick, w.ID
 	cl.expect("join")
@@ -147,12 +154,6 @@ func (c *client) expectError(code string) event {
 		c.t.Fatalf("%s: error %q (%s), want %q", c.nick, e.Code, e.Message, code)
 	}
 	return e
-}
-
-func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	t.Cleanup(cancel)
-	return ctx
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }

@@ -16,13 +16,7 @@ import (
 func TestWelcome(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
-	ctx := testCtx(t)
-	c, _, err := wstest.Dial(ctx, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	cl := &client{Conn: c, t: t}
+	cl := dial(t, url)
 	w := cl.expect("welcome")
 	if w.ID == 0 || w.Nick != "guest-"+itoa(w.ID) || w.Room != "lobby" || w.Limits.MaxTextLength != 2000 ||
 		w.Limits.RatePerSecond != 10 || w.Limits.HistorySize != 100 || w.Limits.MaxNickLength != 24 ||
@@ -139,13 +133,7 @@ func TestHistoryAndResume(t *testing.T) {
 		a.expect("message")
 	}
 	// A newcomer gets the last 5 on join.
-	ctx := testCtx(t)
-	nc, _, err := wstest.Dial(ctx, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	n := &client{Conn: nc, t: t}
+	n := dial(t, url)
 	n.expect("welcome")
 	if j := n.expect("join"); j.Seq != 7 {
 		t.Fatalf("join %+v", j)
@@ -392,13 +380,7 @@ func TestLargeRoomJoinSample(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{LargeRoom: 25}, engine.Config{})
 	var last event
 	for range 30 {
-		ctx := testCtx(t)
-		c, _, err := wstest.Dial(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		cl := &client{Conn: c, t: t}
+		cl := dial(t, url)
 		cl.expect("welcome")
 		last = cl.expect("join")
 		cl.expect("history")
