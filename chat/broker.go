@@ -1,39 +1,110 @@
 package chat
 
-// Broker carries room messages between the hubs that have members in a
-// room: one hub in a single process (MemoryBroker), several nodes in a
-// cluster.
+import "errors"
+
+// Broker connects the hubs of a cluster: it numbers each room's messages
+// and carries them, with presence news and direct messages, to every hub
+// that has members in the room. MemoryBroker is the broker of a single
+// process; natsbroker.Broker shares rooms between nodes through NATS.
 //
 // Contract:
-//   - Delivery is at most once: a publication reaches each subscribed hub
-//     once or not at all (sequence numbers let clients see gaps).
-//   - Order: publications to one room from one hub are delivered in publish
-//     order.
-//   - The publishing hub receives its own publications if subscribed.
+//   - Order comes from the broker: it gives each room message the room's
+//     next sequence number, and every subscribed hub receives a room's
+//     messages once each, in sequence order (a broker that loses one, on a
+//     reconnect say, fetches it again or reports a reset).
+//   - A room's numbers count from 1 within an epoch (RoomState.Epoch);
+//     a broker that loses a room's log starts a new epoch and says so with
+//     HandleReset.
+//   - The publishing hub receives its own messages.
 //   - Handler calls for one room are not concurrent with each other.
 type Broker interface {
-	// Run starts delivering publications to h. The hub calls it once,
-	// before any other method.
+	// Run starts delivering to h. The hub calls it once, before any other
+	// method.
 	Run(h BrokerHandler) error
 
-	// Publish delivers data, an encoded message event of room, to every hub
-	// subscribed to room. It must not block for long: hubs call it while
-	// holding the room's lock.
-	Publish(room string, data []byte) error
+	// Node names this hub among the cluster's live nodes; "" when it is
+	// alone (MemoryBroker).
+	Node() string
 
-	// Subscribe makes this hub receive room's publications; Unsubscribe
-	// stops it. Subscribing twice is the same as once.
-	Subscribe(room string) error
+	// Subscribe makes this hub receive room's messages and presence news,
+	// and returns the room's state: every message after State.Seq reaches
+	// HandleMessage. Subscribing twice is the same as once.
+	Subscribe(room string) (RoomState, error)
+
+	// Unsubscribe stops room's deliveries to this hub.
 	Unsubscribe(room string) error
+
+	// Publish appends msg, a JSON object (a Message without type, room and
+	// seq), to room's log. done, when not nil, is called once, perhaps on
+	// another goroutine, with nil once the broker has the message or with
+	// the reason it could not take it. Publish does not block for long:
+	// a hub calls it on the engine's goroutines.
+	Publish(room string, msg []byte, done func(error))
+
+	// PublishPresence sends this hub's presence news for room to the other
+	// hubs subscribed to it (not to this one).
+	PublishPresence(room string, data []byte) error
+
+	// SendDirect sends data to the hub named node (HandleDirect there).
+	SendDirect(node string, data []byte) error
+
+	// ClaimNick reserves key, a lower-cased nick, for owner across the
+	// cluster; it returns ErrNickClaimed when a live owner holds it.
+	// Claiming a key one holds already succeeds.
+	ClaimNick(key, owner string) error
+
+	// ReleaseNick gives key up if owner holds it.
+	ReleaseNick(key, owner string) error
+
+	// LookupNick returns key's owner, or ErrNickNotFound.
+	LookupNick(key string) (owner string, err error)
 
 	// Close stops deliveries and releases the broker's resources.
 	Close() error
 }
 
-// BrokerHandler receives publications; the Hub implements it.
-type BrokerHandler interface {
-	// HandlePublication is called for each publication to a subscribed
-	// room. data is the publisher's bytes or a broker's copy; neither side
-	// modifies it afterwards.
-	HandlePublication(room string, data []byte)
+// RoomState is a room's log as a hub finds it on Subscribe.
+type RoomState struct {
+	// Epoch is when the room's log began, Unix milliseconds. Sequence
+	// numbers are comparable within one epoch only.
+	Epoch int64
+	// Seq is the latest message's sequence number (0: none yet).
+	Seq int64
+	// Messages are the latest stored messages as published, oldest first;
+	// the last one has sequence number Seq.
+	Messages []StoredMessage
 }
+
+// StoredMessage is one message of a room's log.
+type StoredMessage struct {
+	Seq  int64
+	Data []byte // as given to Publish
+}
+
+// BrokerHandler receives what the broker delivers; the Hub implements it.
+type BrokerHandler interface {
+	// HandleMessage delivers room's message number seq, as published.
+	HandleMessage(room string, seq int64, msg []byte)
+	// HandleReset tells that room's log started again: st is its new state.
+	HandleReset(room string, st RoomState)
+	// HandlePresence delivers another node's presence news for room.
+	HandlePresence(room, node string, data []byte)
+	// HandleDirect delivers data sent to this node with SendDirect.
+	HandleDirect(data []byte)
+	// HandleNodeGone tells that node left the cluster or stopped
+	// answering: whatever it held (members, nicks) is gone.
+	HandleNodeGone(node string)
+}
+
+// Broker errors.
+var (
+	// ErrBrokerNotRunning is returned by a broker used before Run or
+	// after Close.
+	ErrBrokerNotRunning = errors.New("chat: broker not running")
+	// ErrNickClaimed is returned by ClaimNick for a nick someone else holds.
+	ErrNickClaimed = errors.New("chat: nick taken")
+	// ErrNickNotFound is returned by LookupNick for a nick nobody holds.
+	ErrNickNotFound = errors.New("chat: unknown nick")
+	// ErrNoNode is returned by SendDirect for a node not in the cluster.
+	ErrNoNode = errors.New("chat: no such node")
+)

@@ -1,27 +1,36 @@
 package chat
 
 import (
-	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
-// MemoryBroker is the Broker of a single process: Publish hands the
-// publication straight to the handler, on the caller's goroutine, when the
-// room is subscribed. It is as fast as a direct call plus a map lookup.
+// MemoryBroker is the Broker of a single process: Publish numbers the
+// message and hands it to the handler on the caller's goroutine. It is as
+// fast as a direct call plus a map lookup. A room's log lives while the
+// room is subscribed; the hub keeps the history itself.
 type MemoryBroker struct {
-	mu   sync.RWMutex
-	h    BrokerHandler
-	subs map[string]bool
+	mu        sync.RWMutex
+	h         BrokerHandler
+	rooms     map[string]*memoryRoom
+	nicks     map[string]string
+	lastEpoch int64
+}
+
+type memoryRoom struct {
+	mu    sync.Mutex // held while a message is numbered and handled: one order
+	epoch int64
+	seq   atomic.Int64 // read by Subscribe without mu: the handler may hold a hub lock Subscribe's caller waits on
 }
 
 var _ Broker = (*MemoryBroker)(nil)
 
-// ErrBrokerNotRunning is returned by a broker used before Run or after
-// Close.
-var ErrBrokerNotRunning = errors.New("chat: broker not running")
-
 // NewMemoryBroker returns a MemoryBroker.
-func NewMemoryBroker() *MemoryBroker { return &MemoryBroker{subs: make(map[string]bool)} }
+func NewMemoryBroker() *MemoryBroker {
+	return &MemoryBroker{rooms: make(map[string]*memoryRoom), nicks: make(map[string]string)}
+}
 
 // Run implements Broker.
 func (b *MemoryBroker) Run(h BrokerHandler) error {
@@ -31,34 +40,86 @@ func (b *MemoryBroker) Run(h BrokerHandler) error {
 	return nil
 }
 
+// Node implements Broker: a MemoryBroker is alone.
+func (b *MemoryBroker) Node() string { return "" }
+
 // Publish implements Broker.
-func (b *MemoryBroker) Publish(room string, data []byte) error {
+func (b *MemoryBroker) Publish(room string, msg []byte, done func(error)) {
 	b.mu.RLock()
-	h, sub := b.h, b.subs[room]
+	h, r := b.h, b.rooms[room]
 	b.mu.RUnlock()
-	if h == nil {
-		return ErrBrokerNotRunning
+	var err error
+	switch {
+	case h == nil:
+		err = ErrBrokerNotRunning
+	case r != nil:
+		r.mu.Lock()
+		h.HandleMessage(room, r.seq.Add(1), msg)
+		r.mu.Unlock()
 	}
-	if sub {
-		h.HandlePublication(room, data)
+	if done != nil {
+		done(err)
 	}
-	return nil
 }
 
-// Subscribe implements Broker.
-func (b *MemoryBroker) Subscribe(room string) error {
+// Subscribe implements Broker. A room subscribed anew starts a new epoch.
+func (b *MemoryBroker) Subscribe(room string) (RoomState, error) {
 	b.mu.Lock()
-	b.subs[room] = true
-	b.mu.Unlock()
-	return nil
+	defer b.mu.Unlock()
+	r := b.rooms[room]
+	if r == nil {
+		b.lastEpoch = max(time.Now().UnixMilli(), b.lastEpoch+1)
+		r = &memoryRoom{epoch: b.lastEpoch}
+		b.rooms[room] = r
+	}
+	return RoomState{Epoch: r.epoch, Seq: r.seq.Load()}, nil
 }
 
-// Unsubscribe implements Broker.
+// Unsubscribe implements Broker: the room's numbering ends with it.
 func (b *MemoryBroker) Unsubscribe(room string) error {
 	b.mu.Lock()
-	delete(b.subs, room)
+	delete(b.rooms, room)
 	b.mu.Unlock()
 	return nil
+}
+
+// PublishPresence implements Broker: there are no other hubs to tell.
+func (b *MemoryBroker) PublishPresence(string, []byte) error { return nil }
+
+// SendDirect implements Broker: a MemoryBroker has no other node.
+func (b *MemoryBroker) SendDirect(node string, _ []byte) error {
+	return fmt.Errorf("%w: %q", ErrNoNode, node)
+}
+
+// ClaimNick implements Broker.
+func (b *MemoryBroker) ClaimNick(key, owner string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if o, ok := b.nicks[key]; ok && o != owner {
+		return ErrNickClaimed
+	}
+	b.nicks[key] = owner
+	return nil
+}
+
+// ReleaseNick implements Broker.
+func (b *MemoryBroker) ReleaseNick(key, owner string) error {
+	b.mu.Lock()
+	if b.nicks[key] == owner {
+		delete(b.nicks, key)
+	}
+	b.mu.Unlock()
+	return nil
+}
+
+// LookupNick implements Broker.
+func (b *MemoryBroker) LookupNick(key string) (string, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if o, ok := b.nicks[key]; ok {
+		return o, nil
+	}
+	return "", ErrNickNotFound
 }
 
 // Close implements Broker.

@@ -2,90 +2,48 @@ package chat_test
 
 import (
 	"errors"
-	"fmt"
-	"slices"
-	"sync"
 	"testing"
 
 	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/chat/brokertest"
 )
 
-// recordingHandler keeps every publication.
-type recordingHandler struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (r *recordingHandler) HandlePublication(room string, data []byte) {
-	r.mu.Lock()
-	r.got = append(r.got, room+":"+string(data))
-	r.mu.Unlock()
-}
-
-// testBroker is the conformance test every Broker passes: delivery to
-// subscribed rooms only, in publish order, subscribe idempotent.
-func testBroker(t *testing.T, b chat.Broker, wait func(h *recordingHandler, n int)) {
-	h := &recordingHandler{}
-	if err := b.Run(h); err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	for _, r := range []string{"a", "b", "b"} {
-		if err := b.Subscribe(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := range 5 {
-		for _, r := range []string{"a", "b", "c"} {
-			if err := b.Publish(r, []byte(fmt.Sprint(i))); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	_ = b.Unsubscribe("b")
-	_ = b.Publish("b", []byte("after unsubscribe"))
-	_ = b.Publish("a", []byte("last"))
-	wait(h, 11)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var a, bs []string
-	for _, g := range h.got {
-		switch g[0] {
-		case 'a':
-			a = append(a, g)
-		case 'b':
-			bs = append(bs, g)
-		default:
-			t.Fatalf("delivered %q from a room not subscribed", g)
-		}
-	}
-	if !slices.Equal(a, []string{"a:0", "a:1", "a:2", "a:3", "a:4", "a:last"}) ||
-		!slices.Equal(bs, []string{"b:0", "b:1", "b:2", "b:3", "b:4"}) {
-		t.Fatalf("delivered %v", h.got)
-	}
-}
-
 func TestMemoryBroker(t *testing.T) {
-	testBroker(t, chat.NewMemoryBroker(), func(*recordingHandler, int) {}) // synchronous
+	brokertest.Single(t, chat.NewMemoryBroker())
+
 	b := chat.NewMemoryBroker()
-	if err := b.Publish("a", nil); !errors.Is(err, chat.ErrBrokerNotRunning) {
-		t.Fatalf("Publish before Run: %v", err)
+	var got error
+	b.Publish("a", []byte(`{}`), func(err error) { got = err })
+	if !errors.Is(got, chat.ErrBrokerNotRunning) {
+		t.Fatalf("Publish before Run: %v", got)
+	}
+	// A room subscribed anew after it was given up starts a new epoch.
+	_ = b.Run(brokertest.NewHandler())
+	st1, _ := b.Subscribe("a")
+	_ = b.Unsubscribe("a")
+	st2, _ := b.Subscribe("a")
+	if st2.Epoch <= st1.Epoch {
+		t.Fatalf("epochs %d then %d: a new room must start a new epoch", st1.Epoch, st2.Epoch)
+	}
+}
+
+// BenchmarkMemoryBrokerPublish: the in-memory path is a map lookup under a
+// read lock, an atomic add and a direct call.
+func BenchmarkMemoryBrokerPublish(b *testing.B) {
+	br := chat.NewMemoryBroker()
+	_ = br.Run(nopHandler{})
+	_, _ = br.Subscribe("lobby")
+	data := []byte(`{"from":"a","text":"hi","ts":1}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		br.Publish("lobby", data, nil)
 	}
 }
 
 type nopHandler struct{}
 
-func (nopHandler) HandlePublication(string, []byte) {}
-
-// BenchmarkMemoryBrokerPublish: the in-memory path is a map lookup under a
-// read lock and a direct call.
-func BenchmarkMemoryBrokerPublish(b *testing.B) {
-	br := chat.NewMemoryBroker()
-	_ = br.Run(nopHandler{})
-	_ = br.Subscribe("lobby")
-	data := []byte(`{"type":"message"}`)
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = br.Publish("lobby", data)
-	}
-}
+func (nopHandler) HandleMessage(string, int64, []byte)   {}
+func (nopHandler) HandleReset(string, chat.RoomState)    {}
+func (nopHandler) HandlePresence(string, string, []byte) {}
+func (nopHandler) HandleDirect([]byte)                   {}
+func (nopHandler) HandleNodeGone(string)                 {}

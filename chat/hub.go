@@ -3,6 +3,7 @@ package chat
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -31,6 +32,7 @@ type Hub struct {
 	cfg    Config
 	log    *slog.Logger
 	broker Broker
+	node   string // the broker's name for this node; "" alone
 	ep     *engine.Endpoint
 
 	clients [clientShards]struct {
@@ -40,11 +42,12 @@ type Hub struct {
 	nickMu sync.Mutex
 	nicks  map[string]engine.ClientID // by lower-cased nick
 
-	rooms   sync.Map // name -> *room; lock-free reads (Publish may call back under a room lock)
+	rooms   sync.Map   // name -> *room; lock-free reads
+	subMu   sync.Mutex // orders making and removing rooms with the broker's Subscribe and Unsubscribe
 	dirtyMu sync.Mutex
 	dirty   []*room // rooms with presence changes to send
 
-	epoch int64 // when the hub was made, Unix ms: sequence numbers are per epoch
+	epoch int64 // when the hub was made, Unix ms
 	stats hubStats
 	stop  chan struct{}
 	wg    sync.WaitGroup
@@ -101,6 +104,7 @@ func (h *Hub) OnStart(ep *engine.Endpoint) error {
 	if err := h.broker.Run(h); err != nil {
 		return fmt.Errorf("chat: start broker: %w", err)
 	}
+	h.node = h.broker.Node()
 	h.wg.Add(1)
 	go h.presenceLoop()
 	return nil
@@ -131,7 +135,7 @@ func (h *Hub) client(id engine.ClientID) *client {
 func (h *Hub) OnOpen(id engine.ClientID, _ any) {
 	c := &client{id: id, tokens: float64(h.cfg.RateBurst), last: time.Now().UnixNano()}
 	h.nickMu.Lock()
-	c.nick = "guest-" + strconv.FormatUint(uint64(id), 10)
+	c.nick = h.guestNick(id)
 	h.nicks[strings.ToLower(c.nick)] = id
 	h.nickMu.Unlock()
 	s := &h.clients[id%clientShards]
@@ -155,11 +159,17 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 	for len(c.rooms) > 0 {
 		h.leaveRoom(c, c.rooms[len(c.rooms)-1])
 	}
+	key := strings.ToLower(c.nick)
 	h.nickMu.Lock()
-	if h.nicks[strings.ToLower(c.nick)] == id {
-		delete(h.nicks, strings.ToLower(c.nick))
+	if h.nicks[key] == id {
+		delete(h.nicks, key)
 	}
 	h.nickMu.Unlock()
+	if !isGuest(key) {
+		if err := h.broker.ReleaseNick(key, h.owner(id, c.nick)); err != nil {
+			h.log.Warn("releasing a nick", "nick", c.nick, "err", err)
+		}
+	}
 	s := &h.clients[id%clientShards]
 	s.Lock()
 	delete(s.m, id)
@@ -283,32 +293,97 @@ func (h *Hub) say(c *client, req *Request) {
 	if !h.text(c, req) {
 		return
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.seq++
-	b, err := json.Marshal(Message{Type: "message", Room: r.name, Seq: r.seq, From: c.nick, Text: req.Text, TS: now()})
+	// The broker numbers the message and hands it to every node with
+	// members in the room, this one included (HandleMessage).
+	b, err := json.Marshal(published{From: c.nick, Text: req.Text, TS: now()})
 	if err != nil {
-		r.seq--
 		h.log.Error("encoding a chat message", "err", err)
 		return
 	}
-	r.appendHistory(b)
-	if err := h.broker.Publish(r.name, b); err != nil {
-		h.log.Warn("publishing a room message", "room", r.name, "err", err)
-		return
-	}
-	h.stats.published.Add(1)
+	id, info := c.id, *req
+	h.broker.Publish(r.name, b, func(err error) {
+		if err == nil {
+			h.stats.published.Add(1)
+			return
+		}
+		h.stats.publishFailed.Add(1)
+		h.log.Warn("publishing a room message", "room", info.Room, "err", err)
+		if c := h.client(id); c != nil {
+			h.fail(c, &info, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+		}
+	})
 }
 
-// HandlePublication implements BrokerHandler: a room message goes to the
-// room's local members, encoded once.
-func (h *Hub) HandlePublication(roomName string, data []byte) {
+// published is a room message as the broker carries it: the Message
+// without the fields each node adds (type, room, seq).
+type published struct {
+	From string `json:"from"`
+	Text string `json:"text"`
+	TS   int64  `json:"ts"`
+}
+
+// HandleMessage implements BrokerHandler: the message gets its sequence
+// number, enters the history and goes to the room's local members, encoded
+// once for all of them.
+func (h *Hub) HandleMessage(roomName string, seq int64, msg []byte) {
 	h.stats.received.Add(1)
-	v, ok := h.rooms.Load(roomName)
-	if !ok {
+	r := h.lockRoom(roomName)
+	if r == nil {
 		return
 	}
-	_, _ = v.(*room).group.Send(engine.Text, data)
+	defer r.mu.Unlock()
+	if seq <= r.seq {
+		return // a message the room's state had already
+	}
+	b, ok := r.encode(seq, msg)
+	if !ok {
+		h.log.Warn("dropping a room message that is not a JSON object", "room", roomName, "seq", seq)
+		return
+	}
+	r.seq = seq
+	r.appendHistory(seq, b)
+	_, _ = r.group.Send(engine.Text, b)
+}
+
+// HandleReset implements BrokerHandler: the room's log began again (the
+// broker lost it); its members are told to count from st.Seq in the new
+// epoch.
+func (h *Hub) HandleReset(roomName string, st RoomState) {
+	r := h.lockRoom(roomName)
+	if r == nil {
+		return
+	}
+	defer r.mu.Unlock()
+	h.load(r, st)
+	h.stats.resets.Add(1)
+	b, _ := json.Marshal(Reset{Type: "reset", Room: r.name, Epoch: r.epoch, Seq: r.seq})
+	_, _ = r.group.Send(engine.Text, b)
+}
+
+// lockRoom returns the live room called name, locked, or nil.
+func (h *Hub) lockRoom(name string) *room {
+	v, ok := h.rooms.Load(name)
+	if !ok {
+		return nil
+	}
+	r := v.(*room)
+	r.mu.Lock()
+	if r.removed {
+		r.mu.Unlock()
+		return nil
+	}
+	return r
+}
+
+// load sets r's log from st. Callers hold r.mu.
+func (h *Hub) load(r *room, st RoomState) {
+	r.epoch, r.seq = st.Epoch, st.Seq
+	r.resetHistory()
+	for _, m := range st.Messages {
+		if b, ok := r.encode(m.Seq, m.Data); ok {
+			r.appendHistory(m.Seq, b)
+		}
+	}
 }
 
 // roomFor returns the live room called name, making it if needed, with its
@@ -317,13 +392,10 @@ func (h *Hub) roomFor(name string) (*room, error) {
 	for {
 		v, ok := h.rooms.Load(name)
 		if !ok {
-			nr := newRoom(name, h.ep.NewGroup(), h.cfg.HistorySize)
-			if v, ok = h.rooms.LoadOrStore(name, nr); !ok {
-				if err := h.broker.Subscribe(name); err != nil {
-					h.rooms.CompareAndDelete(name, nr)
-					return nil, err
-				}
+			if r, made, err := h.makeRoom(name); made || err != nil {
+				return r, err
 			}
+			continue
 		}
 		r := v.(*room)
 		r.mu.Lock()
@@ -332,6 +404,35 @@ func (h *Hub) roomFor(name string) (*room, error) {
 		}
 		r.mu.Unlock() // expired meanwhile: make a new one
 	}
+}
+
+// makeRoom makes the room called name and subscribes to it, unless another
+// goroutine made it first (made false). The room is returned locked.
+func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	nr := newRoom(name, h.ep.NewGroup(), h.cfg.HistorySize)
+	nr.mu.Lock()
+	if _, loaded := h.rooms.LoadOrStore(name, nr); loaded {
+		nr.mu.Unlock()
+		return nil, false, nil
+	}
+	st, err := h.broker.Subscribe(name)
+	if err != nil {
+		nr.removed = true
+		h.rooms.CompareAndDelete(name, nr)
+		nr.mu.Unlock()
+		return nil, false, err
+	}
+	h.load(nr, st)
+	if h.node != "" {
+		// Ask the other nodes who of theirs is here.
+		nr.asked = true
+		if err := h.broker.PublishPresence(name, []byte(`{"count":0,"want":true}`)); err != nil {
+			h.log.Warn("asking for a room's presence", "room", name, "err", err)
+		}
+	}
+	return nr, true, nil
 }
 
 func (h *Hub) join(c *client, req *Request) {
@@ -353,18 +454,22 @@ func (h *Hub) join(c *client, req *Request) {
 	_, already := r.members[c.id]
 	r.members[c.id] = c.nick
 	r.emptySince = time.Time{}
-	if len(r.members) > h.cfg.LargeRoom {
+	if count := r.count(); count > h.cfg.LargeRoom {
 		// A sample of a huge room, the same for every joiner for a while.
 		sample := r.largeSample(min(h.cfg.PresenceListMax, largeRoomSample), h.cfg.LargeRoomCounts, time.Now())
-		h.send(c, joinedLarge{Type: "join", Room: r.name, Nick: c.nick, Count: len(r.members), Members: sample,
-			Truncated: true, Seq: r.seq, Epoch: h.epoch})
+		h.send(c, joinedLarge{Type: "join", Room: r.name, Nick: c.nick, Count: count, Members: sample,
+			Truncated: true, Seq: r.seq, Epoch: r.epoch})
 	} else {
 		members, truncated := r.memberSample(h.cfg.PresenceListMax)
-		h.send(c, Joined{Type: "join", Room: r.name, Nick: c.nick, Count: len(r.members), Members: members,
-			Truncated: truncated, Seq: r.seq, Epoch: h.epoch})
+		h.send(c, Joined{Type: "join", Room: r.name, Nick: c.nick, Count: count, Members: members,
+			Truncated: truncated, Seq: r.seq, Epoch: r.epoch})
 	}
 	after := int64(-1) // whole history
-	if req.Since != nil {
+	switch {
+	case req.Since == nil:
+	case req.Epoch != 0 && req.Epoch != r.epoch:
+		after = 0 // since counts in another epoch: all of this one is new
+	default:
 		after = *req.Since
 	}
 	msgs, gap := r.history(after, 0, h.cfg.HistorySize)
@@ -457,22 +562,28 @@ func (h *Hub) requeue(r *room) {
 	h.dirtyMu.Unlock()
 }
 
-// flushPresence sends r's presence changes as one message to its members.
-// It reports false when a large room's count must wait (r stays dirty).
+// flushPresence sends r's presence changes as one message to its members
+// and tells the other nodes this node's own changes. It reports false when
+// a large room's count must wait (r stays dirty).
 func (h *Hub) flushPresence(r *room, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	p := Presence{Type: "presence", Room: r.name, Count: len(r.members)}
-	if p.Count > h.cfg.LargeRoom && now.Sub(r.lastSent) < h.cfg.LargeRoomCounts {
+	total, local := r.count(), len(r.members)
+	large := total > h.cfg.LargeRoom
+	if large && now.Sub(r.lastSent) < h.cfg.LargeRoomCounts {
 		return false
 	}
 	r.dirty = false
-	if p.Count <= h.cfg.LargeRoom {
-		p.Joined, p.Left, p.Renamed = r.joined, r.left, r.renamed
-	} else if p.Count == r.lastCount {
+	if h.node != "" {
+		h.publishPresence(r, local, large)
+	}
+	p := Presence{Type: "presence", Room: r.name, Count: total}
+	if !large {
+		p.Joined, p.Left, p.Renamed = concat(r.joined, r.rjoined), concat(r.left, r.rleft), concat(r.renamed, r.rrenamed)
+	} else if total == r.lastCount {
 		p.Count = -1 // nothing to tell a large room
 	}
-	r.joined, r.left, r.renamed = nil, nil, nil
+	r.joined, r.left, r.renamed, r.rjoined, r.rleft, r.rrenamed = nil, nil, nil, nil, nil, nil
 	if p.Count <= 0 {
 		return true
 	}
@@ -487,24 +598,178 @@ func (h *Hub) flushPresence(r *room, now time.Time) bool {
 	return true
 }
 
+// nodePresence is one node's presence news for a room, as the other nodes
+// receive it.
+type nodePresence struct {
+	Count     int       `json:"count"`                // the node's members in the room
+	CountOnly bool      `json:"count_only,omitempty"` // a large room: the node's nicks are not told
+	Full      bool      `json:"full,omitempty"`       // Joined lists all the node's members
+	Want      bool      `json:"want,omitempty"`       // the sender asks for every node's full list
+	Joined    []string  `json:"joined,omitempty"`
+	Left      []string  `json:"left,omitempty"`
+	Renamed   []Renamed `json:"renamed,omitempty"`
+}
+
+// publishPresence tells the other nodes what changed here in r, if
+// anything did. Callers hold r.mu.
+func (h *Hub) publishPresence(r *room, local int, large bool) {
+	np := nodePresence{Count: local}
+	if !large {
+		// Lists of the others' members that are not known are asked for
+		// once; the answers are full lists.
+		for _, rm := range r.remote {
+			if rm.nicks == nil && !r.asked {
+				np.Want, r.asked = true, true
+			}
+		}
+	}
+	switch {
+	case large:
+		np.CountOnly = true
+	case r.sendFull:
+		np.Full = true
+		np.Joined = make([]string, 0, local)
+		for _, nick := range r.members {
+			np.Joined = append(np.Joined, nick)
+		}
+	default:
+		np.Joined, np.Left, np.Renamed = r.joined, r.left, r.renamed
+	}
+	if !np.Want && !np.Full && local == r.lastLocal && len(np.Joined)+len(np.Left)+len(np.Renamed) == 0 {
+		return // nothing new here
+	}
+	r.sendFull, r.lastLocal = false, local
+	b, err := json.Marshal(np)
+	if err == nil {
+		err = h.broker.PublishPresence(r.name, b)
+	}
+	if err != nil {
+		h.log.Warn("publishing presence", "room", r.name, "err", err)
+	}
+}
+
+// HandlePresence implements BrokerHandler: another node's presence news
+// for a room joins this node's next presence message.
+func (h *Hub) HandlePresence(roomName, node string, data []byte) {
+	var np nodePresence
+	if err := json.Unmarshal(data, &np); err != nil {
+		h.log.Warn("dropping presence that does not decode", "room", roomName, "node", node, "err", err)
+		return
+	}
+	r := h.lockRoom(roomName)
+	if r == nil {
+		return
+	}
+	defer r.mu.Unlock()
+	if r.remote == nil {
+		r.remote = make(map[string]*remoteMembers)
+	}
+	rm := r.remote[node]
+	if rm == nil {
+		rm = &remoteMembers{}
+		r.remote[node] = rm
+	}
+	rm.count = np.Count
+	switch {
+	case np.CountOnly:
+		rm.nicks = nil
+	case np.Full:
+		full := make(map[string]struct{}, len(np.Joined))
+		for _, n := range np.Joined {
+			full[n] = struct{}{}
+			if _, known := rm.nicks[n]; !known {
+				r.rjoined = append(r.rjoined, n)
+			}
+		}
+		for n := range rm.nicks {
+			if _, still := full[n]; !still {
+				r.rleft = append(r.rleft, n)
+			}
+		}
+		rm.nicks = full
+		r.asked = false
+	default:
+		r.rjoined = append(r.rjoined, np.Joined...)
+		r.rleft = append(r.rleft, np.Left...)
+		r.rrenamed = append(r.rrenamed, np.Renamed...)
+		if rm.nicks != nil {
+			for _, n := range np.Joined {
+				rm.nicks[n] = struct{}{}
+			}
+			for _, n := range np.Left {
+				delete(rm.nicks, n)
+			}
+			for _, rn := range np.Renamed {
+				delete(rm.nicks, rn.From)
+				rm.nicks[rn.To] = struct{}{}
+			}
+		}
+	}
+	if np.Want {
+		r.sendFull = true
+	}
+	if rm.count == 0 {
+		delete(r.remote, node)
+	}
+	h.stats.remotePresence.Add(1)
+	h.markDirty(r)
+}
+
+// HandleNodeGone implements BrokerHandler: the node's members leave every
+// room.
+func (h *Hub) HandleNodeGone(node string) {
+	h.log.Info("a node left the cluster", "node", node)
+	h.rooms.Range(func(_, v any) bool {
+		r := v.(*room)
+		r.mu.Lock()
+		if rm := r.remote[node]; rm != nil {
+			for n := range rm.nicks {
+				r.rleft = append(r.rleft, n)
+			}
+			delete(r.remote, node)
+			h.markDirty(r)
+		}
+		r.mu.Unlock()
+		return true
+	})
+}
+
+func concat[T any](a, b []T) []T {
+	if len(b) == 0 {
+		return a
+	}
+	return append(a[:len(a):len(a)], b...)
+}
+
 // sweep removes rooms that have been empty for HistoryTTL.
 func (h *Hub) sweep(now time.Time) {
 	h.rooms.Range(func(k, v any) bool {
 		r := v.(*room)
 		r.mu.Lock()
 		expired := len(r.members) == 0 && !r.emptySince.IsZero() && now.Sub(r.emptySince) >= h.cfg.HistoryTTL
-		if expired {
-			r.removed = true
-			h.rooms.CompareAndDelete(k, r)
-		}
 		r.mu.Unlock()
 		if expired {
-			if err := h.broker.Unsubscribe(r.name); err != nil {
-				h.log.Warn("unsubscribing from a room", "room", r.name, "err", err)
-			}
+			h.removeRoom(r)
 		}
 		return true
 	})
+}
+
+// removeRoom removes r if it is still empty, and unsubscribes from it
+// before a new room of that name can subscribe again.
+func (h *Hub) removeRoom(r *room) {
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.members) > 0 || r.removed {
+		return
+	}
+	r.removed = true
+	h.rooms.CompareAndDelete(r.name, r)
+	if err := h.broker.Unsubscribe(r.name); err != nil {
+		h.log.Warn("unsubscribing from a room", "room", r.name, "err", err)
+	}
 }
 
 func (h *Hub) nick(c *client, req *Request) {
@@ -512,22 +777,50 @@ func (h *Hub) nick(c *client, req *Request) {
 		h.fail(c, req, ErrBadNick, "nick "+err.Error())
 		return
 	}
-	if strings.HasPrefix(strings.ToLower(req.Nick), "guest-") && !strings.EqualFold(req.Nick, c.nick) {
+	key, oldKey := strings.ToLower(req.Nick), strings.ToLower(c.nick)
+	if isGuest(key) && key != oldKey {
 		h.fail(c, req, ErrBadNick, `nicks starting with "guest-" are given by the server`)
 		return
 	}
-	key := strings.ToLower(req.Nick)
+	h.nickMu.Lock()
+	holder, taken := h.nicks[key]
+	h.nickMu.Unlock()
+	if taken && holder != c.id {
+		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", req.Nick))
+		return
+	}
+	// The cluster-wide claim (the broker's); a change of case only
+	// re-claims the key with the new spelling.
+	if !isGuest(key) {
+		if key == oldKey {
+			_ = h.broker.ReleaseNick(key, h.owner(c.id, c.nick))
+		}
+		if err := h.broker.ClaimNick(key, h.owner(c.id, req.Nick)); err != nil {
+			if errors.Is(err, ErrNickClaimed) {
+				h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", req.Nick))
+			} else {
+				h.log.Warn("claiming a nick", "nick", req.Nick, "err", err)
+				h.fail(c, req, ErrUnavailable, "nicks cannot be changed right now: "+err.Error())
+			}
+			return
+		}
+	}
 	h.nickMu.Lock()
 	if holder, taken := h.nicks[key]; taken && holder != c.id {
-		h.nickMu.Unlock()
+		h.nickMu.Unlock() // another client here got it meanwhile (and the claim is theirs)
 		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", req.Nick))
 		return
 	}
 	old := c.nick
-	delete(h.nicks, strings.ToLower(old))
+	delete(h.nicks, oldKey)
 	h.nicks[key] = c.id
 	c.nick = req.Nick
 	h.nickMu.Unlock()
+	if key != oldKey && !isGuest(oldKey) {
+		if err := h.broker.ReleaseNick(oldKey, h.owner(c.id, old)); err != nil {
+			h.log.Warn("releasing a nick", "nick", old, "err", err)
+		}
+	}
 	for _, r := range c.rooms {
 		r.mu.Lock()
 		r.members[c.id] = c.nick
@@ -538,31 +831,138 @@ func (h *Hub) nick(c *client, req *Request) {
 	h.send(c, NickChanged{Type: "nick", Nick: c.nick, Old: old})
 }
 
+// guestNick is the nick a client starts with: unique in the cluster, since
+// it holds the node's name and the client's id there.
+func (h *Hub) guestNick(id engine.ClientID) string {
+	if h.node == "" {
+		return "guest-" + strconv.FormatUint(uint64(id), 10)
+	}
+	return "guest-" + h.node + "-" + strconv.FormatUint(uint64(id), 10)
+}
+
+// isGuest reports whether the lower-cased nick key is reserved for guests.
+func isGuest(key string) bool { return strings.HasPrefix(key, "guest-") }
+
+// owner is what the broker records for a nick: "node/id/nick".
+func (h *Hub) owner(id engine.ClientID, nick string) string {
+	return h.node + "/" + strconv.FormatUint(uint64(id), 10) + "/" + nick
+}
+
+// parseOwner splits an owner record.
+func parseOwner(o string) (node string, id engine.ClientID, nick string, ok bool) {
+	node, rest, ok1 := strings.Cut(o, "/")
+	ids, nick, ok2 := strings.Cut(rest, "/")
+	n, err := strconv.ParseUint(ids, 10, 64)
+	return node, engine.ClientID(n), nick, ok1 && ok2 && err == nil
+}
+
+// locate finds the client holding the nick key anywhere in the cluster.
+func (h *Hub) locate(key, asked string) (node string, id engine.ClientID, nick string, err error) {
+	if isGuest(key) {
+		// guest-<node>-<id>: no lookup needed.
+		rest := strings.TrimPrefix(key, "guest-")
+		i := strings.LastIndexByte(rest, '-')
+		n, perr := strconv.ParseUint(rest[i+1:], 10, 64)
+		if i <= 0 || perr != nil {
+			return "", 0, "", ErrNickNotFound
+		}
+		return rest[:i], engine.ClientID(n), asked, nil
+	}
+	o, err := h.broker.LookupNick(key)
+	if err != nil {
+		return "", 0, "", err
+	}
+	node, id, nick, ok := parseOwner(o)
+	if !ok {
+		return "", 0, "", fmt.Errorf("chat: nick %q has a bad owner record %q", key, o)
+	}
+	return node, id, nick, nil
+}
+
+// direct is a DM on its way to the recipient's node.
+type direct struct {
+	To   engine.ClientID `json:"to"`
+	Key  string          `json:"key"` // the recipient's nick, lower-cased, when sent
+	From string          `json:"from"`
+	Text string          `json:"text"`
+	TS   int64           `json:"ts"`
+}
+
 func (h *Hub) dm(c *client, req *Request) {
 	if !h.text(c, req) {
 		return
 	}
+	key := strings.ToLower(req.To)
 	var toNick string
 	h.nickMu.Lock() // nicks change under nickMu: the recipient's stays put while read
-	to, ok := h.nicks[strings.ToLower(req.To)]
+	to, ok := h.nicks[key]
 	if rc := h.client(to); ok && rc != nil {
 		toNick = rc.nick
 	} else {
 		ok = false
 	}
 	h.nickMu.Unlock()
-	if !ok {
-		h.fail(c, req, ErrUnknownNick, fmt.Sprintf("nobody is called %q", req.To))
+	if ok {
+		b, err := json.Marshal(DM{Type: "dm", From: c.nick, To: toNick, Text: req.Text, TS: now()})
+		if err != nil {
+			h.log.Error("encoding a dm", "err", err)
+			return
+		}
+		// Recipient and sender; to yourself, one copy (Multicast sends each id once).
+		_, _ = h.ep.Multicast([]engine.ClientID{to, c.id}, engine.Text, b)
+		h.stats.dms.Add(1)
 		return
 	}
-	b, err := json.Marshal(DM{Type: "dm", From: c.nick, To: toNick, Text: req.Text, TS: now()})
+	h.remoteDM(c, req, key)
+}
+
+// remoteDM sends a DM to a nick held on another node.
+func (h *Hub) remoteDM(c *client, req *Request, key string) {
+	node, to, toNick, err := h.locate(key, req.To)
+	if err == nil && (h.node == "" || node == h.node) {
+		err = ErrNickNotFound // a record left by a client of this node that has gone
+	}
 	if err != nil {
-		h.log.Error("encoding a dm", "err", err)
+		if errors.Is(err, ErrNickNotFound) {
+			h.fail(c, req, ErrUnknownNick, fmt.Sprintf("nobody is called %q", req.To))
+		} else {
+			h.log.Warn("looking a nick up", "nick", req.To, "err", err)
+			h.fail(c, req, ErrUnavailable, "direct messages cannot be sent right now: "+err.Error())
+		}
 		return
 	}
-	// Recipient and sender; to yourself, one copy (Multicast sends each id once).
-	_, _ = h.ep.Multicast([]engine.ClientID{to, c.id}, engine.Text, b)
+	d := direct{To: to, Key: key, From: c.nick, Text: req.Text, TS: now()}
+	b, err := json.Marshal(d)
+	if err == nil {
+		err = h.broker.SendDirect(node, b)
+	}
+	if err != nil {
+		h.fail(c, req, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+		return
+	}
+	h.send(c, DM{Type: "dm", From: c.nick, To: toNick, Text: req.Text, TS: d.TS})
 	h.stats.dms.Add(1)
+}
+
+// HandleDirect implements BrokerHandler: a DM from another node goes to its
+// recipient if the recipient still has that nick.
+func (h *Hub) HandleDirect(data []byte) {
+	var d direct
+	if err := json.Unmarshal(data, &d); err != nil {
+		h.log.Warn("dropping a direct message that does not decode", "err", err)
+		return
+	}
+	c := h.client(d.To)
+	if c == nil {
+		return
+	}
+	h.nickMu.Lock()
+	nick := c.nick
+	h.nickMu.Unlock()
+	if strings.ToLower(nick) != d.Key {
+		return
+	}
+	h.send(c, DM{Type: "dm", From: d.From, To: nick, Text: d.Text, TS: d.TS})
 }
 
 func (h *Hub) history(c *client, req *Request) {

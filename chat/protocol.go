@@ -19,6 +19,7 @@ type Request struct {
 	Nick   string `json:"nick,omitempty"`
 	To     string `json:"to,omitempty"`
 	Since  *int64 `json:"since,omitempty"`  // join: replay messages after this sequence number
+	Epoch  int64  `json:"epoch,omitempty"`  // join: the epoch Since counts in (0: the room's current one)
 	Before int64  `json:"before,omitempty"` // history: messages before this sequence number (0: the latest)
 	Limit  int    `json:"limit,omitempty"`  // history: how many (at most HistorySize)
 }
@@ -50,9 +51,8 @@ type Welcome struct {
 	ID   uint64 `json:"id"`
 	Nick string `json:"nick"`
 	Room string `json:"room"` // the default room, joined already
-	// Epoch identifies the server's life (its start, Unix ms). Sequence
-	// numbers count from 1 again in a new epoch: a client that reconnects
-	// to another epoch resumes from 0.
+	// Epoch identifies this server's life (its start, Unix ms). Rooms
+	// have epochs of their own (Joined.Epoch).
 	Epoch  int64  `json:"epoch"`
 	Limits Limits `json:"limits"`
 }
@@ -76,7 +76,7 @@ type Joined struct {
 	Members   []string `json:"members"`             // at most PresenceListMax, sorted; above LargeRoom a sample of 20, refreshed every LargeRoomCounts
 	Truncated bool     `json:"truncated,omitempty"` // Members is not everyone
 	Seq       int64    `json:"seq"`                 // the room's latest sequence number
-	Epoch     int64    `json:"epoch"`               // as in Welcome
+	Epoch     int64    `json:"epoch"`               // when the room's log began, Unix ms: Seq counts within it
 }
 
 // joinedLarge is Joined with the member sample already encoded.
@@ -89,6 +89,15 @@ type joinedLarge struct {
 	Truncated bool            `json:"truncated"`
 	Seq       int64           `json:"seq"`
 	Epoch     int64           `json:"epoch"`
+}
+
+// Reset tells a room's members that its log began again (the cluster's
+// broker lost it): sequence numbers count on from Seq in the new Epoch.
+type Reset struct {
+	Type  string `json:"type"` // "reset"
+	Room  string `json:"room"`
+	Epoch int64  `json:"epoch"`
+	Seq   int64  `json:"seq"`
 }
 
 // Left answers a leave.
@@ -175,11 +184,13 @@ const (
 	ErrEmpty        = "empty"        // blank text
 	ErrTooLong      = "too_long"
 	ErrRateLimited  = "rate_limited"
+	ErrNotDelivered = "not_delivered" // the broker could not take a message (a cluster's NATS is down)
+	ErrUnavailable  = "unavailable"   // the cluster's shared state cannot be reached now
 )
 
 // errorCodes lists every error code, so that counters exist from the start.
 var errorCodes = []string{ErrBadRequest, ErrUnknownType, ErrBinary, ErrBadRoom, ErrNotInRoom, ErrTooManyRooms,
-	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrRateLimited}
+	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrRateLimited, ErrNotDelivered, ErrUnavailable}
 
 // MaxNickLength and MaxRoomLength cap names, in characters.
 const (

@@ -1,34 +1,47 @@
 package chat
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/parleyhq/parley/engine"
 )
 
-// room is one chat room. Its lock is held while a message takes its
-// sequence number, enters the history and is published, so members receive
+// room is one chat room. Its lock is held while a message delivered by the
+// broker enters the history and goes to the members, so members receive
 // messages in sequence order; membership changes hold it too.
 type room struct {
-	name  string
-	group *engine.Group
+	name     string
+	nameJSON []byte // name as a JSON string, for splicing messages
+	group    *engine.Group
 
 	mu      sync.Mutex
 	removed bool                       // expired; joiners must make a new room
 	members map[engine.ClientID]string // id -> nick
+	epoch   int64                      // the room log's epoch (RoomState.Epoch)
 	seq     int64                      // the latest message's sequence number
-	hist    [][]byte                   // ring of encoded messages
+	hist    []stored                   // ring of encoded messages
 	histN   int                        // messages in the ring
 	histAt  int                        // where the next one goes
 
-	// Presence changes since the last presence message.
-	joined, left []string
-	renamed      []Renamed
-	lastCount    int
-	lastSent     time.Time // when the last presence message went out
+	// Presence changes since the last presence message: this node's
+	// (told to the other nodes too) and the other nodes' (told here only).
+	joined, left   []string
+	renamed        []Renamed
+	rjoined, rleft []string
+	rrenamed       []Renamed
+	sendFull       bool // another node asked for this node's member list
+	asked          bool // this node asked for the others' lists and awaits them
+	lastLocal      int  // this node's member count as last told to the others
+	lastCount      int
+	lastSent       time.Time // when the last presence message went out
+
+	// Other nodes' members, by node.
+	remote map[string]*remoteMembers
 
 	// A large room's member sample for joiners, encoded, rebuilt at most
 	// every LargeRoomCounts: building it per joiner was a third of the
@@ -39,48 +52,115 @@ type room struct {
 	emptySince time.Time
 }
 
+// stored is an encoded message in a room's history.
+type stored struct {
+	seq int64
+	b   []byte
+}
+
+// remoteMembers is what this node knows of another node's members of a
+// room: their count, and their nicks while the room is small (nil when
+// not known).
+type remoteMembers struct {
+	count int
+	nicks map[string]struct{}
+}
+
 func newRoom(name string, group *engine.Group, historySize int) *room {
+	nameJSON, _ := json.Marshal(name)
 	return &room{
-		name:    name,
-		group:   group,
-		members: make(map[engine.ClientID]string),
-		hist:    make([][]byte, historySize),
+		name:     name,
+		nameJSON: nameJSON,
+		group:    group,
+		members:  make(map[engine.ClientID]string),
+		hist:     make([]stored, historySize),
 	}
 }
 
-// appendHistory stores the encoded message with sequence number r.seq.
+// appendHistory stores the encoded message b with sequence number seq.
 // Callers hold r.mu.
-func (r *room) appendHistory(b []byte) {
+func (r *room) appendHistory(seq int64, b []byte) {
 	if len(r.hist) == 0 {
 		return
 	}
-	r.hist[r.histAt] = b
+	r.hist[r.histAt] = stored{seq, b}
 	r.histAt = (r.histAt + 1) % len(r.hist)
 	r.histN = min(r.histN+1, len(r.hist))
 }
 
-// history returns up to limit stored messages with after < seq < before
-// (before 0: no upper bound), oldest first, and whether messages after
-// `after` are missing from the store. Callers hold r.mu.
-func (r *room) history(after, before int64, limit int) ([]json.RawMessage, bool) {
-	oldest := r.seq - int64(r.histN) + 1 // sequence number of the oldest stored message
-	lo, hi := max(after+1, oldest), r.seq
-	if before > 0 {
-		hi = min(hi, before-1)
+// encode makes the message members receive from msg, as published (a JSON
+// object): {"type":"message","room":...,"seq":seq, then msg's fields. It
+// reports false for a msg that is not a JSON object.
+func (r *room) encode(seq int64, msg []byte) ([]byte, bool) {
+	if len(msg) < 2 || msg[0] != '{' || msg[len(msg)-1] != '}' {
+		return nil, false
 	}
-	gap := after+1 < oldest && after >= 0 && r.seq > after
-	if lo > hi || limit <= 0 {
+	b := make([]byte, 0, len(`{"type":"message","room":,"seq":,`)+len(r.nameJSON)+20+len(msg))
+	b = append(b, `{"type":"message","room":`...)
+	b = append(b, r.nameJSON...)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	if len(bytes.TrimSpace(msg[1:len(msg)-1])) > 0 {
+		b = append(b, ',')
+	}
+	return append(b, msg[1:]...), true
+}
+
+// resetHistory empties the history. Callers hold r.mu.
+func (r *room) resetHistory() {
+	clear(r.hist)
+	r.histN, r.histAt = 0, 0
+}
+
+// at returns the i-th stored message, oldest first. Callers hold r.mu.
+func (r *room) at(i int) stored {
+	return r.hist[(r.histAt-r.histN+i+len(r.hist))%len(r.hist)]
+}
+
+// history returns up to limit stored messages with after < seq < before
+// (before 0: no upper bound), the newest of them, oldest first; and whether
+// messages after `after` are missing from the store. Callers hold r.mu.
+func (r *room) history(after, before int64, limit int) ([]json.RawMessage, bool) {
+	gap := after >= 0 && r.seq > after && (r.histN == 0 || r.at(0).seq > after+1)
+	// Sequence numbers grow along the ring: find the window by bisection.
+	lo := r.search(after + 1)
+	hi := r.histN
+	if before > 0 {
+		hi = r.search(before)
+	}
+	if limit <= 0 || lo >= hi {
 		return nil, gap
 	}
-	if hi-lo+1 > int64(limit) {
-		lo = hi - int64(limit) + 1
-	}
-	out := make([]json.RawMessage, 0, hi-lo+1)
-	for s := lo; s <= hi; s++ {
-		i := (r.histAt - int(r.seq-s) - 1 + 2*len(r.hist)) % len(r.hist)
-		out = append(out, r.hist[i])
+	lo = max(lo, hi-limit)
+	out := make([]json.RawMessage, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		out = append(out, r.at(i).b)
 	}
 	return out, gap
+}
+
+// search returns the index of the first stored message with a sequence
+// number of at least seq. Callers hold r.mu.
+func (r *room) search(seq int64) int {
+	lo, hi := 0, r.histN
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if r.at(m).seq < seq {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// count is the room's members across the cluster. Callers hold r.mu.
+func (r *room) count() int {
+	n := len(r.members)
+	for _, rm := range r.remote {
+		n += rm.count
+	}
+	return n
 }
 
 // largeSample returns the cached, encoded member sample of a large room,
@@ -94,16 +174,25 @@ func (r *room) largeSample(n int, every time.Duration, now time.Time) json.RawMe
 	return r.sample
 }
 
-// memberSample returns up to n members' nicks, sorted, and whether that is
-// not everyone. Callers hold r.mu.
+// memberSample returns up to n members' nicks, this node's first, sorted,
+// and whether that is not everyone. Callers hold r.mu.
 func (r *room) memberSample(n int) ([]string, bool) {
-	out := make([]string, 0, min(n, len(r.members)))
+	total := r.count()
+	out := make([]string, 0, min(n, total))
 	for _, nick := range r.members {
 		if len(out) == n {
 			break
 		}
 		out = append(out, nick)
 	}
+	for _, rm := range r.remote {
+		for nick := range rm.nicks {
+			if len(out) == n {
+				break
+			}
+			out = append(out, nick)
+		}
+	}
 	slices.Sort(out)
-	return out, len(r.members) > len(out)
+	return out, total > len(out)
 }

@@ -8,7 +8,10 @@ import (
 // hubStats are the hub's counters; the hot path pays an atomic add.
 type hubStats struct {
 	published       atomic.Uint64
+	publishFailed   atomic.Uint64
 	received        atomic.Uint64
+	resets          atomic.Uint64
+	remotePresence  atomic.Uint64
 	dms             atomic.Uint64
 	rateLimited     atomic.Uint64
 	presenceChanges atomic.Uint64
@@ -31,7 +34,10 @@ type Stats struct {
 	Rooms           int               // rooms open now
 	Members         int               // room memberships now (a client in two rooms counts twice)
 	Published       uint64            // room messages this hub published to the broker
+	PublishFailed   uint64            // room messages the broker could not take (the sender got not_delivered)
 	Received        uint64            // room messages the broker delivered to this hub
+	Resets          uint64            // rooms whose log the broker lost and began again
+	RemotePresence  uint64            // presence news received from other nodes
 	DMs             uint64            // direct messages sent
 	RateLimited     uint64            // requests refused by the rate limit
 	PresenceChanges uint64            // joins, leaves and renames
@@ -43,7 +49,10 @@ type Stats struct {
 func (h *Hub) Stats() Stats {
 	st := Stats{
 		Published:       h.stats.published.Load(),
+		PublishFailed:   h.stats.publishFailed.Load(),
 		Received:        h.stats.received.Load(),
+		Resets:          h.stats.resets.Load(),
+		RemotePresence:  h.stats.remotePresence.Load(),
 		DMs:             h.stats.dms.Load(),
 		RateLimited:     h.stats.rateLimited.Load(),
 		PresenceChanges: h.stats.presenceChanges.Load(),

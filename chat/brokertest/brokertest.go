@@ -1,0 +1,291 @@
+// Package brokertest is the conformance test of chat.Broker
+// implementations: numbering and order, state on subscribe, and, for
+// brokers that join nodes into a cluster, the same order on every node,
+// presence news, direct messages, nick claims and nodes leaving.
+package brokertest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+)
+
+// Handler is a chat.BrokerHandler that records what it is given.
+type Handler struct {
+	mu       sync.Mutex
+	changed  chan struct{}
+	messages map[string][]string // room -> "seq:msg"
+	resets   []string
+	presence []string // "room node data"
+	direct   []string
+	gone     []string
+}
+
+// NewHandler returns an empty Handler.
+func NewHandler() *Handler {
+	return &Handler{messages: make(map[string][]string), changed: make(chan struct{}, 1)}
+}
+
+func (h *Handler) note() {
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}
+
+// HandleMessage implements chat.BrokerHandler.
+func (h *Handler) HandleMessage(room string, seq int64, msg []byte) {
+	h.mu.Lock()
+	h.messages[room] = append(h.messages[room], fmt.Sprintf("%d:%s", seq, msg))
+	h.mu.Unlock()
+	h.note()
+}
+
+// HandleReset implements chat.BrokerHandler.
+func (h *Handler) HandleReset(room string, st chat.RoomState) {
+	h.mu.Lock()
+	h.resets = append(h.resets, fmt.Sprintf("%s@%d", room, st.Seq))
+	h.mu.Unlock()
+	h.note()
+}
+
+// HandlePresence implements chat.BrokerHandler.
+func (h *Handler) HandlePresence(room, node string, data []byte) {
+	h.mu.Lock()
+	h.presence = append(h.presence, room+" "+node+" "+string(data))
+	h.mu.Unlock()
+	h.note()
+}
+
+// HandleDirect implements chat.BrokerHandler.
+func (h *Handler) HandleDirect(data []byte) {
+	h.mu.Lock()
+	h.direct = append(h.direct, string(data))
+	h.mu.Unlock()
+	h.note()
+}
+
+// HandleNodeGone implements chat.BrokerHandler.
+func (h *Handler) HandleNodeGone(node string) {
+	h.mu.Lock()
+	h.gone = append(h.gone, node)
+	h.mu.Unlock()
+	h.note()
+}
+
+// Messages returns room's messages so far, as "seq:msg".
+func (h *Handler) Messages(room string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.messages[room])
+}
+
+// Wait waits until cond, called under the handler's lock, holds, or fails
+// t after 10 s.
+func (h *Handler) Wait(t testing.TB, what string, cond func(h *Handler) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		h.mu.Lock()
+		ok := cond(h)
+		h.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-h.changed:
+		case <-deadline:
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			t.Fatalf("waiting for %s: messages %v, presence %v, direct %v, gone %v", what, h.messages, h.presence, h.direct, h.gone)
+		}
+	}
+}
+
+// publish publishes msg and waits for done.
+func publish(t testing.TB, b chat.Broker, room, msg string) {
+	t.Helper()
+	errc := make(chan error, 1)
+	b.Publish(room, []byte(msg), func(err error) { errc <- err })
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Publish(%q, %s): %v", room, msg, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Publish(%q, %s): done never called", room, msg)
+	}
+}
+
+// Single tests what every Broker does, alone: b is fresh and not running.
+func Single(t *testing.T, b chat.Broker) {
+	h := NewHandler()
+	if err := b.Run(h); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	st, err := b.Subscribe("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Seq != 0 || st.Epoch <= 0 {
+		t.Fatalf("a new room's state: %+v", st)
+	}
+	if again, err := b.Subscribe("a"); err != nil || again.Epoch != st.Epoch || again.Seq != 0 {
+		t.Fatalf("subscribing twice: %+v, %v", again, err)
+	}
+	if _, err := b.Subscribe("b"); err != nil {
+		t.Fatal(err)
+	}
+	var wantA, wantB []string
+	for i := 1; i <= 5; i++ {
+		for _, r := range []string{"a", "b"} {
+			msg := fmt.Sprintf(`{"n":"%s%d"}`, r, i)
+			publish(t, b, r, msg)
+			if r == "a" {
+				wantA = append(wantA, fmt.Sprintf("%d:%s", i, msg))
+			} else {
+				wantB = append(wantB, fmt.Sprintf("%d:%s", i, msg))
+			}
+		}
+	}
+	h.Wait(t, "ten messages", func(h *Handler) bool { return len(h.messages["a"]) == 5 && len(h.messages["b"]) == 5 })
+	if a, bm := h.Messages("a"), h.Messages("b"); !slices.Equal(a, wantA) || !slices.Equal(bm, wantB) {
+		t.Fatalf("delivered a %v, b %v; want %v and %v", a, bm, wantA, wantB)
+	}
+	st, err = b.Subscribe("a")
+	if err != nil || st.Seq != 5 {
+		t.Fatalf("state after 5 messages: %+v, %v", st, err)
+	}
+	if n := len(st.Messages); n > 0 && st.Messages[n-1].Seq != 5 {
+		t.Fatalf("stored messages end at %d, want 5", st.Messages[n-1].Seq)
+	}
+	if err := b.Unsubscribe("b"); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, b, "a", `{"n":"last"}`)
+	h.Wait(t, "the last message", func(h *Handler) bool { return len(h.messages["a"]) == 6 })
+	if got := h.Messages("b"); len(got) != 5 {
+		t.Fatalf("room b after unsubscribing: %v", got)
+	}
+
+	// Nicks.
+	if err := b.ClaimNick("alice", "n/1/alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ClaimNick("alice", "n/1/alice"); err != nil {
+		t.Fatalf("claiming a nick held already: %v", err)
+	}
+	if err := b.ClaimNick("alice", "n/2/Alice"); !errors.Is(err, chat.ErrNickClaimed) {
+		t.Fatalf("claiming a taken nick: %v", err)
+	}
+	if o, err := b.LookupNick("alice"); err != nil || o != "n/1/alice" {
+		t.Fatalf("LookupNick: %q, %v", o, err)
+	}
+	if err := b.ReleaseNick("alice", "n/2/Alice"); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := b.LookupNick("alice"); o != "n/1/alice" {
+		t.Fatalf("released by someone else: owner now %q", o)
+	}
+	if err := b.ReleaseNick("alice", "n/1/alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.LookupNick("alice"); !errors.Is(err, chat.ErrNickNotFound) {
+		t.Fatalf("LookupNick after release: %v", err)
+	}
+}
+
+// Cluster tests brokers of three nodes of one cluster: fresh, not
+// running, with different Node names.
+func Cluster(t *testing.T, nodes [3]chat.Broker) {
+	var hs [3]*Handler
+	for i, b := range nodes {
+		hs[i] = NewHandler()
+		if err := b.Run(hs[i]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Subscribe("room"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer func() {
+		for _, b := range nodes[1:] {
+			b.Close()
+		}
+	}()
+
+	// Interleaved publishers: one order, on every node.
+	var wg sync.WaitGroup
+	for i, b := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 20 {
+				publish(t, b, "room", fmt.Sprintf(`{"from":"%d","k":%d}`, i, k))
+			}
+		}()
+	}
+	wg.Wait()
+	for i, h := range hs {
+		h.Wait(t, fmt.Sprintf("60 messages on node %d", i), func(h *Handler) bool { return len(h.messages["room"]) == 60 })
+	}
+	first := hs[0].Messages("room")
+	for i, m := range first {
+		if !strings.HasPrefix(m, fmt.Sprintf("%d:", i+1)) {
+			t.Fatalf("message %d is %q: numbers must run 1..60", i, m)
+		}
+	}
+	for i, h := range hs[1:] {
+		if got := h.Messages("room"); !slices.Equal(got, first) {
+			t.Fatalf("node %d saw %v, node 0 saw %v", i+1, got, first)
+		}
+	}
+	st, err := nodes[2].Subscribe("room")
+	if err != nil || st.Seq != 60 {
+		t.Fatalf("state on node 2: %+v, %v", st, err)
+	}
+
+	// Presence goes to the other nodes, not back.
+	if err := nodes[0].PublishPresence("room", []byte(`{"count":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	want := "room " + nodes[0].Node() + ` {"count":1}`
+	for i, h := range hs[1:] {
+		h.Wait(t, fmt.Sprintf("presence on node %d", i+1), func(h *Handler) bool { return slices.Contains(h.presence, want) })
+	}
+
+	// Direct messages reach the node named.
+	if err := nodes[1].SendDirect(nodes[2].Node(), []byte("psst")); err != nil {
+		t.Fatal(err)
+	}
+	hs[2].Wait(t, "a direct message", func(h *Handler) bool { return slices.Contains(h.direct, "psst") })
+
+	// Nicks are claimed cluster-wide.
+	if err := nodes[0].ClaimNick("bob", nodes[0].Node()+"/1/bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nodes[1].ClaimNick("bob", nodes[1].Node()+"/1/bob"); !errors.Is(err, chat.ErrNickClaimed) {
+		t.Fatalf("claiming on another node a nick held: %v", err)
+	}
+	if o, err := nodes[2].LookupNick("bob"); err != nil || o != nodes[0].Node()+"/1/bob" {
+		t.Fatalf("LookupNick on another node: %q, %v", o, err)
+	}
+
+	// A node that leaves is gone for the others, and its nicks are free.
+	if err := nodes[0].Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hs[1:] {
+		h.Wait(t, fmt.Sprintf("node 0 gone on node %d", i+1), func(h *Handler) bool { return slices.Contains(h.gone, nodes[0].Node()) })
+	}
+	if err := nodes[1].ClaimNick("bob", nodes[1].Node()+"/1/bob"); err != nil {
+		t.Fatalf("claiming the nick of a node gone: %v", err)
+	}
+}
