@@ -175,26 +175,27 @@ func Single(t *testing.T, b chat.Broker) {
 		t.Fatalf("room b after unsubscribing: %v", got)
 	}
 
-	// Nicks.
-	if err := b.ClaimNick("alice", "n/1/alice"); err != nil {
+	// Nicks. Owner records start with the node's name.
+	alice1, alice2 := b.Node()+"/1/alice", b.Node()+"/2/Alice"
+	if err := b.ClaimNick("alice", alice1); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ClaimNick("alice", "n/1/alice"); err != nil {
+	if err := b.ClaimNick("alice", alice1); err != nil {
 		t.Fatalf("claiming a nick held already: %v", err)
 	}
-	if err := b.ClaimNick("alice", "n/2/Alice"); !errors.Is(err, chat.ErrNickClaimed) {
+	if err := b.ClaimNick("alice", alice2); !errors.Is(err, chat.ErrNickClaimed) {
 		t.Fatalf("claiming a taken nick: %v", err)
 	}
-	if o, err := b.LookupNick("alice"); err != nil || o != "n/1/alice" {
+	if o, err := b.LookupNick("alice"); err != nil || o != alice1 {
 		t.Fatalf("LookupNick: %q, %v", o, err)
 	}
-	if err := b.ReleaseNick("alice", "n/2/Alice"); err != nil {
+	if err := b.ReleaseNick("alice", alice2); err != nil {
 		t.Fatal(err)
 	}
-	if o, _ := b.LookupNick("alice"); o != "n/1/alice" {
+	if o, _ := b.LookupNick("alice"); o != alice1 {
 		t.Fatalf("released by someone else: owner now %q", o)
 	}
-	if err := b.ReleaseNick("alice", "n/1/alice"); err != nil {
+	if err := b.ReleaseNick("alice", alice1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.LookupNick("alice"); !errors.Is(err, chat.ErrNickNotFound) {

@@ -1,0 +1,910 @@
+// Package natsbroker is a chat.Broker that lets Parley nodes share rooms
+// through NATS (github.com/nats-io/nats.go).
+//
+// Where order comes from: each room is a JetStream stream (memory storage,
+// the last HistorySize messages) that captures <prefix>.in.<room> and
+// republishes every stored message to <prefix>.room.<room> with its stream
+// sequence number. The stream's sequence is the room's sequence number, so
+// every node numbers and orders a room's messages the same way; a node that
+// opens a room loads its history from the stream, a node that misses a
+// republished message (a reconnect, a slow subscription) fetches it from
+// the stream by number, and a client can resume on any node from the last
+// number it saw. A room's epoch is its stream's creation time: if NATS
+// loses the stream (a restart of a server without persistence), nodes make
+// it again and tell their members the room was reset.
+//
+// Presence news travels on <prefix>.presence.<room>, direct messages on
+// <prefix>.node.<node>.direct, heartbeats on <prefix>.nodes; nicks are
+// claimed in the key-value bucket <prefix>_nicks. A node subscribes per
+// room it has members in, all into one channel drained by one goroutine:
+// no goroutine per room.
+package natsbroker
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleyhq/parley/chat"
+)
+
+// inboxSize is the channel all subscriptions deliver into. Past it NATS
+// drops messages for this node (counted as slow); room messages are then
+// fetched again from their stream.
+const inboxSize = 1 << 16
+
+// maxPending bounds the room messages awaiting NATS's acknowledgement;
+// past it Publish waits (briefly, then fails).
+const maxPending = 1 << 14
+
+// Broker is a chat.Broker over NATS. Create it with New.
+type Broker struct {
+	cfg   Config
+	log   *slog.Logger
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	nicks jetstream.KeyValue
+
+	inbox chan *nats.Msg
+	jobs  chan func()
+	acks  chan pending
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	mu     sync.RWMutex
+	h      chat.BrokerHandler
+	rooms  map[string]*roomSub  // by room name
+	routes map[string]route     // by subject
+	claims map[string]string    // nicks this node holds: key -> owner
+	seen   map[string]time.Time // live nodes: when last heard from
+	left   map[string]bool      // nodes gone (until heard from again)
+	closed bool
+
+	started time.Time
+	stats   stats
+}
+
+var _ chat.Broker = (*Broker)(nil)
+
+// roomSub is a room this node subscribes to. last and ready are used by
+// the dispatcher goroutine and Subscribe, under mu.
+type roomSub struct {
+	name, token string
+	stream      jetstream.Stream
+	subIn       string // where messages are published
+	msgs, pres  *nats.Subscription
+
+	mu      sync.Mutex
+	ready   bool   // Subscribe has loaded the state: deliveries may start
+	epoch   int64  // the stream's creation, Unix ms
+	last    uint64 // the last sequence number handed to the hub
+	pending uint64 // the highest number seen before ready
+}
+
+type routeKind uint8
+
+const (
+	routeRoom routeKind = iota
+	routePresence
+	routeDirect
+	routeNodes
+)
+
+type route struct {
+	kind routeKind
+	room *roomSub
+}
+
+// headers this broker sets or reads.
+const (
+	hdrNode      = "Parley-Node"
+	hdrSequence  = "Nats-Sequence"
+	hdrTimestamp = "Nats-Time-Stamp"
+)
+
+// New connects to NATS and prepares the nick bucket, or returns an error
+// naming what failed. The broker delivers nothing before Run.
+func New(cfg Config) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	b := &Broker{cfg: c, log: c.Logger.With("node", c.Node), inbox: make(chan *nats.Msg, inboxSize),
+		jobs: make(chan func(), 1024), acks: make(chan pending, maxPending), stop: make(chan struct{}), rooms: make(map[string]*roomSub),
+		routes: make(map[string]route), claims: make(map[string]string), seen: make(map[string]time.Time),
+		left: make(map[string]bool), started: time.Now()}
+	nc, err := nats.Connect(c.URL,
+		nats.Name("parley-"+c.Node),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectBufSize(-1), // while disconnected, publishing fails at once: senders are told
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			b.stats.disconnects.Add(1)
+			b.log.Warn("disconnected from NATS", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.stats.reconnects.Add(1)
+			b.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			b.resync()
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				b.stats.slow.Add(1)
+				return
+			}
+			b.log.Warn("NATS error", "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: connect to %q: %w", c.URL, err)
+	}
+	b.nc = nc
+	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxPending),
+		jetstream.WithPublishAsyncTimeout(c.PublishTimeout), jetstream.WithDefaultTimeout(c.RequestTimeout))
+	if err == nil {
+		err = b.openNicks()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natsbroker: JetStream at %q: %w", c.URL, err)
+	}
+	return b, nil
+}
+
+func (b *Broker) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
+}
+
+func (b *Broker) openNicks() error {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: b.cfg.Prefix + "_nicks", Storage: jetstream.MemoryStorage, History: 1})
+	if err != nil {
+		return fmt.Errorf("nick bucket: %w", err)
+	}
+	b.mu.Lock()
+	b.nicks = kv
+	b.mu.Unlock()
+	return nil
+}
+
+// Run implements chat.Broker: it starts the dispatcher and the heartbeats.
+func (b *Broker) Run(h chat.BrokerHandler) error {
+	b.mu.Lock()
+	b.h = h
+	b.mu.Unlock()
+	for _, s := range []struct {
+		subj string
+		kind routeKind
+	}{{b.cfg.Prefix + ".node." + b.cfg.Node + ".direct", routeDirect}, {b.cfg.Prefix + ".nodes", routeNodes}} {
+		if err := b.subscribe(s.subj, route{kind: s.kind}); err != nil {
+			return err
+		}
+	}
+	b.wg.Add(3)
+	go b.dispatch()
+	go b.heartbeat()
+	go b.acknowledge()
+	return nil
+}
+
+// subscribe routes subj into the inbox.
+func (b *Broker) subscribe(subj string, r route) error {
+	b.mu.Lock()
+	b.routes[subj] = r
+	b.mu.Unlock()
+	sub, err := b.nc.ChanSubscribe(subj, b.inbox)
+	if err != nil {
+		b.mu.Lock()
+		delete(b.routes, subj)
+		b.mu.Unlock()
+		return fmt.Errorf("natsbroker: subscribe to %q: %w", subj, err)
+	}
+	_ = sub.SetPendingLimits(-1, -1) // the inbox is the bound
+	switch r.kind {
+	case routeRoom:
+		r.room.msgs = sub
+	case routePresence:
+		r.room.pres = sub
+	}
+	return nil
+}
+
+// Node implements chat.Broker.
+func (b *Broker) Node() string { return b.cfg.Node }
+
+// token is a room name or nick as a subject token, stream-name part and
+// key: itself when it is plain ASCII, else '_' and its hex (real names
+// start with a letter or digit, so the two never meet).
+func token(s string) string {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return "_" + hex.EncodeToString([]byte(s))
+		}
+	}
+	return s
+}
+
+// streamConfig is room's stream: its log and its order.
+func (b *Broker) streamConfig(tok string) jetstream.StreamConfig {
+	in := b.cfg.Prefix + ".in." + tok
+	return jetstream.StreamConfig{
+		Name:        b.cfg.Prefix + "_room_" + tok,
+		Subjects:    []string{in},
+		Storage:     jetstream.MemoryStorage,
+		MaxMsgs:     int64(b.cfg.HistorySize),
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+		RePublish:   &jetstream.RePublish{Source: in, Destination: b.cfg.Prefix + ".room." + tok},
+	}
+}
+
+// openStream makes room's stream, or finds it made by another node.
+func (b *Broker) openStream(tok string) (jetstream.Stream, *jetstream.StreamInfo, error) {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	cfg := b.streamConfig(tok)
+	s, err := b.js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		s, err = b.js.Stream(ctx, cfg.Name) // made by a node with other settings: use it as it is
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("natsbroker: stream %q: %w", cfg.Name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("natsbroker: stream %q info: %w", cfg.Name, err)
+	}
+	return s, info, nil
+}
+
+// Subscribe implements chat.Broker: the room's stream is made if needed,
+// its stored messages loaded, and its republished messages and presence
+// subscribed to.
+func (b *Broker) Subscribe(room string) (chat.RoomState, error) {
+	b.mu.RLock()
+	rs := b.rooms[room]
+	b.mu.RUnlock()
+	if rs != nil {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		return chat.RoomState{Epoch: rs.epoch, Seq: int64(rs.last)}, nil
+	}
+	tok := token(room)
+	rs = &roomSub{name: room, token: tok, subIn: b.cfg.Prefix + ".in." + tok}
+	if err := b.subscribe(b.cfg.Prefix+".room."+tok, route{kind: routeRoom, room: rs}); err != nil {
+		return chat.RoomState{}, err
+	}
+	if err := b.subscribe(b.cfg.Prefix+".presence."+tok, route{kind: routePresence, room: rs}); err != nil {
+		b.unsubscribe(rs)
+		return chat.RoomState{}, err
+	}
+	b.mu.Lock()
+	b.rooms[room] = rs
+	b.mu.Unlock()
+	s, info, err := b.openStream(tok)
+	if err != nil {
+		b.unsubscribe(rs)
+		return chat.RoomState{}, err
+	}
+	st, err := b.load(s, info)
+	if err != nil {
+		b.unsubscribe(rs)
+		return chat.RoomState{}, err
+	}
+	rs.mu.Lock()
+	rs.stream, rs.epoch, rs.last, rs.ready = s, st.Epoch, uint64(st.Seq), true
+	catchUp := rs.pending > rs.last
+	rs.mu.Unlock()
+	if catchUp {
+		b.later(func() { b.repair(rs, 0) }) // republished while loading
+	}
+	return st, nil
+}
+
+// load reads a stream's state and stored messages.
+func (b *Broker) load(s jetstream.Stream, info *jetstream.StreamInfo) (chat.RoomState, error) {
+	st := chat.RoomState{Epoch: info.Created.UnixMilli(), Seq: int64(info.State.LastSeq)}
+	if info.State.Msgs == 0 {
+		return st, nil
+	}
+	ctx, cancel := b.ctx()
+	defer cancel()
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq})
+	if err != nil {
+		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+	}
+	batch, err := c.Fetch(int(info.State.LastSeq-info.State.FirstSeq+1), jetstream.FetchMaxWait(b.cfg.RequestTimeout))
+	if err != nil {
+		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+	}
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil || md.Sequence.Stream > info.State.LastSeq {
+			continue
+		}
+		st.Messages = append(st.Messages, chat.StoredMessage{Seq: int64(md.Sequence.Stream), Data: m.Data()})
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+	}
+	return st, nil
+}
+
+// Unsubscribe implements chat.Broker. The room's stream stays: other nodes
+// and later joiners use it.
+func (b *Broker) Unsubscribe(room string) error {
+	b.mu.RLock()
+	rs := b.rooms[room]
+	b.mu.RUnlock()
+	if rs != nil {
+		b.unsubscribe(rs)
+	}
+	return nil
+}
+
+func (b *Broker) unsubscribe(rs *roomSub) {
+	b.mu.Lock()
+	if b.rooms[rs.name] == rs {
+		delete(b.rooms, rs.name)
+	}
+	delete(b.routes, b.cfg.Prefix+".room."+rs.token)
+	delete(b.routes, b.cfg.Prefix+".presence."+rs.token)
+	b.mu.Unlock()
+	for _, s := range []*nats.Subscription{rs.msgs, rs.pres} {
+		if s != nil {
+			_ = s.Unsubscribe()
+		}
+	}
+}
+
+// pending is a publication awaiting its acknowledgement.
+type pending struct {
+	f    jetstream.PubAckFuture
+	room string
+	done func(error)
+}
+
+// Publish implements chat.Broker: an asynchronous JetStream publish; done
+// runs when NATS acknowledges it (or does not, within PublishTimeout).
+func (b *Broker) Publish(room string, msg []byte, done func(error)) {
+	b.mu.RLock()
+	rs, closed := b.rooms[room], b.closed
+	b.mu.RUnlock()
+	fail := func(err error) {
+		b.stats.publishErrors.Add(1)
+		if done != nil {
+			done(err)
+		}
+	}
+	if closed {
+		fail(chat.ErrBrokerNotRunning)
+		return
+	}
+	subj := b.cfg.Prefix + ".in." + token(room)
+	if rs != nil {
+		subj = rs.subIn
+	}
+	f, err := b.js.PublishAsync(subj, msg)
+	if err != nil {
+		fail(fmt.Errorf("natsbroker: publish to %q: %w", room, err))
+		return
+	}
+	b.stats.published.Add(1)
+	if done != nil {
+		b.acks <- pending{f: f, room: room, done: done}
+	}
+}
+
+// acknowledge calls the done functions of publications as NATS answers
+// them (or they time out), in publish order.
+func (b *Broker) acknowledge() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case p := <-b.acks:
+			select {
+			case <-p.f.Ok():
+				p.done(nil)
+			case err := <-p.f.Err():
+				b.stats.publishErrors.Add(1)
+				p.done(fmt.Errorf("natsbroker: publish to %q: %w", p.room, err))
+			}
+		}
+	}
+}
+
+// PublishPresence implements chat.Broker.
+func (b *Broker) PublishPresence(room string, data []byte) error {
+	m := nats.NewMsg(b.cfg.Prefix + ".presence." + token(room))
+	m.Header.Set(hdrNode, b.cfg.Node)
+	m.Data = data
+	if err := b.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("natsbroker: presence of %q: %w", room, err)
+	}
+	return nil
+}
+
+// SendDirect implements chat.Broker. It fails for a node not seen alive.
+func (b *Broker) SendDirect(node string, data []byte) error {
+	if !b.alive(node) {
+		return fmt.Errorf("%w: %q", chat.ErrNoNode, node)
+	}
+	if err := b.nc.Publish(b.cfg.Prefix+".node."+node+".direct", data); err != nil {
+		return fmt.Errorf("natsbroker: direct message to %q: %w", node, err)
+	}
+	return nil
+}
+
+// alive reports whether node is this one or has been heard from lately.
+// Until this node has listened for three heartbeats, every node is
+// presumed alive.
+func (b *Broker) alive(node string) bool {
+	if node == b.cfg.Node {
+		return true
+	}
+	b.mu.RLock()
+	_, ok := b.seen[node]
+	left := b.left[node]
+	b.mu.RUnlock()
+	return ok || !left && time.Since(b.started) < 3*b.cfg.Heartbeat
+}
+
+// ownerAlive reports whether an owner record's node ("node/...") is alive.
+func (b *Broker) ownerAlive(owner string) bool {
+	node, _, _ := strings.Cut(owner, "/")
+	return b.alive(node)
+}
+
+func (b *Broker) kv() jetstream.KeyValue {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.nicks
+}
+
+// ClaimNick implements chat.Broker: a create in the nick bucket, or a
+// take-over of a record whose node is gone.
+func (b *Broker) ClaimNick(key, owner string) error {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	kv, k := b.kv(), token(key)
+	_, err := kv.Create(ctx, k, []byte(owner))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		var e jetstream.KeyValueEntry
+		if e, err = kv.Get(ctx, k); err == nil {
+			switch held := string(e.Value()); {
+			case held == owner:
+			case b.ownerAlive(held):
+				return chat.ErrNickClaimed
+			default:
+				_, err = kv.Update(ctx, k, []byte(owner), e.Revision())
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return chat.ErrNickClaimed // taken meanwhile
+		}
+		return fmt.Errorf("natsbroker: claim nick %q: %w", key, err)
+	}
+	b.mu.Lock()
+	b.claims[key] = owner
+	b.mu.Unlock()
+	return nil
+}
+
+// ReleaseNick implements chat.Broker.
+func (b *Broker) ReleaseNick(key, owner string) error {
+	b.mu.Lock()
+	if b.claims[key] == owner {
+		delete(b.claims, key)
+	}
+	b.mu.Unlock()
+	ctx, cancel := b.ctx()
+	defer cancel()
+	kv, k := b.kv(), token(key)
+	e, err := kv.Get(ctx, k)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err == nil && string(e.Value()) == owner {
+		err = kv.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("natsbroker: release nick %q: %w", key, err)
+	}
+	return nil
+}
+
+// LookupNick implements chat.Broker. A record whose node is gone is no
+// one's.
+func (b *Broker) LookupNick(key string) (string, error) {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	e, err := b.kv().Get(ctx, token(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", chat.ErrNickNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("natsbroker: look nick %q up: %w", key, err)
+	}
+	if o := string(e.Value()); b.ownerAlive(o) {
+		return o, nil
+	}
+	return "", chat.ErrNickNotFound
+}
+
+// Close implements chat.Broker: the other nodes are told this one leaves.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	b.beat(true)
+	_ = b.nc.Flush()
+	close(b.stop)
+	b.wg.Wait()
+	b.nc.Close()
+	return nil
+}
+
+// later queues f for the dispatcher goroutine, where every handler call
+// is made.
+func (b *Broker) later(f func()) {
+	select {
+	case b.jobs <- f:
+	case <-b.stop:
+	}
+}
+
+// dispatch hands everything NATS delivers to the handler, one at a time.
+func (b *Broker) dispatch() {
+	defer b.wg.Done()
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case f := <-b.jobs:
+			f()
+		case m := <-b.inbox:
+			b.mu.RLock()
+			r, ok := b.routes[m.Subject]
+			b.mu.RUnlock()
+			if !ok {
+				continue // unsubscribed meanwhile
+			}
+			switch r.kind {
+			case routeRoom:
+				b.roomMessage(h, r.room, m)
+			case routePresence:
+				if node := m.Header.Get(hdrNode); node != b.cfg.Node && node != "" {
+					b.stats.presenceReceived.Add(1)
+					h.HandlePresence(r.room.name, node, m.Data)
+				}
+			case routeDirect:
+				b.stats.directReceived.Add(1)
+				h.HandleDirect(m.Data)
+			case routeNodes:
+				b.nodeBeat(h, m)
+			}
+		}
+	}
+}
+
+// roomMessage delivers a republished room message, after any it finds
+// missing.
+func (b *Broker) roomMessage(h chat.BrokerHandler, rs *roomSub, m *nats.Msg) {
+	seq, err := strconv.ParseUint(m.Header.Get(hdrSequence), 10, 64)
+	if err != nil {
+		b.log.Warn("a room message without a sequence number", "room", rs.name, "subject", m.Subject)
+		return
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(hdrTimestamp)); err == nil {
+		b.stats.lag.observe(time.Since(ts))
+	}
+	rs.mu.Lock()
+	if !rs.ready {
+		rs.pending = max(rs.pending, seq)
+		rs.mu.Unlock()
+		return
+	}
+	from := rs.last + 1
+	if seq < from {
+		rs.mu.Unlock()
+		b.stats.duplicates.Add(1)
+		return
+	}
+	rs.mu.Unlock()
+	if seq > from {
+		b.repair(rs, seq-1)
+	}
+	rs.mu.Lock()
+	deliver := seq > rs.last
+	rs.last = max(rs.last, seq)
+	rs.mu.Unlock()
+	if deliver {
+		b.stats.received.Add(1)
+		h.HandleMessage(rs.name, int64(seq), m.Data)
+	}
+}
+
+// repair fetches and delivers rs's messages after the last delivered up to
+// upTo (0: up to the highest seen before ready).
+func (b *Broker) repair(rs *roomSub, upTo uint64) {
+	rs.mu.Lock()
+	if upTo == 0 {
+		upTo = rs.pending
+	}
+	from, s := rs.last+1, rs.stream
+	rs.mu.Unlock()
+	if s == nil {
+		return
+	}
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	for seq := from; seq <= upTo; seq++ {
+		ctx, cancel := b.ctx()
+		m, err := s.GetMsg(ctx, seq)
+		cancel()
+		rs.mu.Lock()
+		deliver := seq > rs.last
+		if deliver {
+			rs.last = seq
+		}
+		rs.mu.Unlock()
+		if err != nil {
+			b.stats.lost.Add(1) // beyond the stream's history, or NATS is away
+			continue
+		}
+		if deliver {
+			b.stats.repaired.Add(1)
+			b.stats.received.Add(1)
+			h.HandleMessage(rs.name, int64(seq), m.Data)
+		}
+	}
+}
+
+// resync runs after a reconnect: rooms whose stream was lost start anew
+// (the members are told), the others fetch what was missed; nick claims
+// are made again.
+func (b *Broker) resync() {
+	b.mu.Lock()
+	rooms := make([]*roomSub, 0, len(b.rooms))
+	for _, rs := range b.rooms {
+		rooms = append(rooms, rs)
+	}
+	now := time.Now()
+	for n := range b.seen {
+		b.seen[n] = now // heard from again: the outage was ours
+	}
+	b.mu.Unlock()
+	go func() {
+		if err := b.openNicks(); err != nil {
+			b.log.Warn("reopening the nick bucket", "err", err)
+			return
+		}
+		b.mu.RLock()
+		claims := make(map[string]string, len(b.claims))
+		for k, o := range b.claims {
+			claims[k] = o
+		}
+		b.mu.RUnlock()
+		for k, o := range claims {
+			if err := b.ClaimNick(k, o); err != nil {
+				b.log.Warn("claiming a nick again after a reconnect", "nick", k, "err", err)
+			}
+		}
+	}()
+	for _, rs := range rooms {
+		b.later(func() { b.resyncRoom(rs) })
+	}
+}
+
+func (b *Broker) resyncRoom(rs *roomSub) {
+	s, info, err := b.openStream(rs.token)
+	if err != nil {
+		b.log.Warn("reopening a room after a reconnect", "room", rs.name, "err", err)
+		return
+	}
+	rs.mu.Lock()
+	same := info.Created.UnixMilli() == rs.epoch
+	rs.stream = s
+	rs.mu.Unlock()
+	if same {
+		b.repair(rs, info.State.LastSeq)
+		return
+	}
+	st, err := b.load(s, info)
+	if err != nil {
+		b.log.Warn("reloading a room after a reconnect", "room", rs.name, "err", err)
+	}
+	rs.mu.Lock()
+	rs.epoch, rs.last = st.Epoch, uint64(st.Seq)
+	rs.mu.Unlock()
+	b.stats.resets.Add(1)
+	b.log.Warn("a room's log was lost by NATS: it starts again", "room", rs.name, "epoch", st.Epoch)
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	h.HandleReset(rs.name, st)
+}
+
+// beatMsg is a heartbeat.
+type beatMsg struct {
+	Node string `json:"node"`
+	Bye  bool   `json:"bye,omitempty"`
+}
+
+func (b *Broker) beat(bye bool) {
+	data, _ := json.Marshal(beatMsg{Node: b.cfg.Node, Bye: bye})
+	_ = b.nc.Publish(b.cfg.Prefix+".nodes", data) // fails only while disconnected
+}
+
+// heartbeat says this node is alive and finds the nodes that no longer
+// are.
+func (b *Broker) heartbeat() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.cfg.Heartbeat)
+	defer t.Stop()
+	b.beat(false)
+	for {
+		select {
+		case <-b.stop:
+			return
+		case now := <-t.C:
+			b.beat(false)
+			if !b.nc.IsConnected() {
+				continue // silence is ours, not theirs
+			}
+			var gone []string
+			b.mu.Lock()
+			for n, at := range b.seen {
+				if now.Sub(at) > 3*b.cfg.Heartbeat {
+					delete(b.seen, n)
+					b.left[n] = true
+					gone = append(gone, n)
+				}
+			}
+			b.mu.Unlock()
+			for _, n := range gone {
+				b.later(func() { b.gone(n) })
+			}
+		}
+	}
+}
+
+func (b *Broker) nodeBeat(h chat.BrokerHandler, m *nats.Msg) {
+	var bm beatMsg
+	if json.Unmarshal(m.Data, &bm) != nil || bm.Node == b.cfg.Node || bm.Node == "" {
+		return
+	}
+	b.mu.Lock()
+	_, known := b.seen[bm.Node]
+	if bm.Bye {
+		delete(b.seen, bm.Node)
+		b.left[bm.Node] = true
+	} else {
+		b.seen[bm.Node] = time.Now()
+		delete(b.left, bm.Node)
+	}
+	b.mu.Unlock()
+	switch {
+	case bm.Bye: // known or not: it may have held nicks or members heard of before its first heartbeat
+		b.gone(bm.Node)
+	case !bm.Bye && !known:
+		b.log.Info("a node joined the cluster", "peer", bm.Node)
+	}
+}
+
+func (b *Broker) gone(node string) {
+	b.stats.nodesGone.Add(1)
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	h.HandleNodeGone(node)
+}
+
+// Nodes returns the other live nodes' names, as this node knows them.
+func (b *Broker) Nodes() []string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	out := make([]string, 0, len(b.seen))
+	for n := range b.seen {
+		out = append(out, n)
+	}
+	return out
+}
+
+// stats are the broker's counters.
+type stats struct {
+	published, publishErrors, received, repaired, lost, duplicates atomic.Uint64
+	presenceReceived, directReceived, resets, nodesGone, slow      atomic.Uint64
+	reconnects, disconnects                                        atomic.Uint64
+	lag                                                            histogram
+}
+
+// Stats is a snapshot of a Broker's counters.
+type Stats struct {
+	Connected        bool   // connected to NATS now
+	Published        uint64 // room messages handed to NATS
+	PublishErrors    uint64 // room messages NATS did not take (refused, timed out, disconnected)
+	Received         uint64 // room messages handed to the hub (repaired ones included)
+	Repaired         uint64 // room messages fetched from their stream after a miss
+	Lost             uint64 // missed room messages the stream no longer had
+	Duplicates       uint64 // room messages received twice (dropped)
+	PresenceReceived uint64 // presence news from other nodes
+	DirectReceived   uint64 // direct messages from other nodes
+	Resets           uint64 // rooms whose stream NATS lost (started again)
+	NodesGone        uint64 // nodes that left or went silent
+	SlowConsumer     uint64 // times NATS dropped messages for this node
+	Reconnects       uint64 // reconnections to NATS
+	Disconnects      uint64 // losses of the NATS connection
+	Nodes            int    // other live nodes
+	// Lag is the time from a room message's storing in its stream to its
+	// arrival here: cumulative counts per LagBuckets() bound, and the sum.
+	LagCounts []uint64
+	LagSum    time.Duration
+}
+
+// lagBuckets are the upper bounds of Stats.LagCounts.
+var lagBuckets = [...]time.Duration{250 * time.Microsecond, 500 * time.Microsecond, time.Millisecond,
+	2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond,
+	50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+// LagBuckets returns the upper bounds of Stats.LagCounts.
+func LagBuckets() []time.Duration { return slices.Clone(lagBuckets[:]) }
+
+// histogram counts durations per lagBuckets bound (the last slot: above).
+type histogram struct {
+	counts [len(lagBuckets) + 1]atomic.Uint64
+	sum    atomic.Int64
+}
+
+func (h *histogram) observe(d time.Duration) {
+	i := 0
+	for i < len(lagBuckets) && d > lagBuckets[i] {
+		i++
+	}
+	h.counts[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// Stats returns a snapshot of the broker's counters.
+func (b *Broker) Stats() Stats {
+	s := &b.stats
+	st := Stats{Connected: b.nc.IsConnected(), Published: s.published.Load(), PublishErrors: s.publishErrors.Load(),
+		Received: s.received.Load(), Repaired: s.repaired.Load(), Lost: s.lost.Load(), Duplicates: s.duplicates.Load(),
+		PresenceReceived: s.presenceReceived.Load(), DirectReceived: s.directReceived.Load(), Resets: s.resets.Load(),
+		NodesGone: s.nodesGone.Load(), SlowConsumer: s.slow.Load(), Reconnects: s.reconnects.Load(),
+		Disconnects: s.disconnects.Load(), Nodes: len(b.Nodes()), LagSum: time.Duration(s.lag.sum.Load())}
+	var cum uint64
+	for i := range lagBuckets {
+		cum += s.lag.counts[i].Load()
+		st.LagCounts = append(st.LagCounts, cum)
+	}
+	return st
+}

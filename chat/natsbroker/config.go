@@ -1,0 +1,131 @@
+package natsbroker
+
+import (
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultPrefix         = "parley"
+	DefaultHeartbeat      = time.Second
+	DefaultPublishTimeout = 5 * time.Second
+	DefaultRequestTimeout = 5 * time.Second
+)
+
+// Config configures a Broker. URL is required; the other fields have
+// defaults.
+type Config struct {
+	// URL is the NATS server to connect to ("nats://127.0.0.1:4222"); a
+	// comma-separated list names several servers of one NATS cluster.
+	URL string
+
+	// Node is this node's name in the Parley cluster: 1 to 16 lower-case
+	// letters, digits or '_', unique among the live nodes. Guests' nicks
+	// carry it (guest-<node>-<id>). Default: 6 random letters.
+	Node string
+
+	// Prefix starts every subject, stream and bucket name this broker
+	// uses, so several Parley clusters can share a NATS server. Default
+	// "parley".
+	Prefix string
+
+	// HistorySize is how many messages of each room NATS keeps: the
+	// history a node loads when it opens a room. Default
+	// chat.DefaultHistorySize (100); set it to the chat's HistorySize.
+	HistorySize int
+
+	// Heartbeat is how often a node tells the others it is alive; one
+	// silent for three heartbeats is gone (its members leave the rooms,
+	// its nicks are free). Default 1 s.
+	Heartbeat time.Duration
+
+	// PublishTimeout bounds the wait for NATS to acknowledge a room
+	// message; past it the sender is told the message was not delivered.
+	// Default 5 s.
+	PublishTimeout time.Duration
+
+	// RequestTimeout bounds NATS requests: opening a room, nick claims and
+	// lookups. Default 5 s.
+	RequestTimeout time.Duration
+
+	// Logger receives the broker's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) withDefaults() Config {
+	d := *c
+	if d.Node == "" {
+		d.Node = randomNode()
+	}
+	if d.Prefix == "" {
+		d.Prefix = DefaultPrefix
+	}
+	if d.HistorySize == 0 {
+		d.HistorySize = chat.DefaultHistorySize
+	}
+	if d.Heartbeat == 0 {
+		d.Heartbeat = DefaultHeartbeat
+	}
+	if d.PublishTimeout == 0 {
+		d.PublishTimeout = DefaultPublishTimeout
+	}
+	if d.RequestTimeout == 0 {
+		d.RequestTimeout = DefaultRequestTimeout
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	return d
+}
+
+// Validate reports the first invalid field, after defaults are applied.
+func (c *Config) Validate() error {
+	d := c.withDefaults()
+	if d.URL == "" {
+		return fmt.Errorf("natsbroker: URL is required")
+	}
+	if !validName(d.Node, 16) {
+		return fmt.Errorf("natsbroker: Node %q: 1 to 16 lower-case letters, digits or '_'", d.Node)
+	}
+	if !validName(d.Prefix, 32) {
+		return fmt.Errorf("natsbroker: Prefix %q: 1 to 32 lower-case letters, digits or '_'", d.Prefix)
+	}
+	if d.HistorySize < 1 {
+		return fmt.Errorf("natsbroker: HistorySize (%d) must be at least 1", d.HistorySize)
+	}
+	for _, f := range []struct {
+		name string
+		v    time.Duration
+	}{{"Heartbeat", d.Heartbeat}, {"PublishTimeout", d.PublishTimeout}, {"RequestTimeout", d.RequestTimeout}} {
+		if f.v < 10*time.Millisecond {
+			return fmt.Errorf("natsbroker: %s (%v) must be at least 10ms", f.name, f.v)
+		}
+	}
+	return nil
+}
+
+func validName(s string, maxLen int) bool {
+	if s == "" || len(s) > maxLen {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+func randomNode() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	return string(b)
+}

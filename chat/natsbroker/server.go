@@ -1,0 +1,112 @@
+package natsbroker
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Server is an embedded NATS server with JetStream
+// (github.com/nats-io/nats-server/v2), for one-machine clusters and tests:
+// no install needed. Production clusters run their own NATS.
+type Server struct {
+	ns  *server.Server
+	dir string // a temporary store to remove, or ""
+}
+
+// ServerConfig configures an embedded NATS server.
+type ServerConfig struct {
+	// Addr is host:port to listen on; port 0 picks a free one. Default
+	// "127.0.0.1:4222".
+	Addr string
+	// StoreDir is JetStream's directory (Parley's streams are in memory,
+	// but JetStream needs one). Default: a temporary directory, removed by
+	// Shutdown.
+	StoreDir string
+	// Logger receives the server's warnings and errors. Default
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// StartServer starts an embedded NATS server and waits until it accepts
+// connections.
+func StartServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:4222"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: embedded NATS address %q: %w", cfg.Addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return nil, fmt.Errorf("natsbroker: embedded NATS address %q: bad port", cfg.Addr)
+	}
+	if p == 0 {
+		p = server.RANDOM_PORT
+	}
+	s := &Server{}
+	store := cfg.StoreDir
+	if store == "" {
+		if store, err = os.MkdirTemp("", "parley-nats-"); err != nil {
+			return nil, fmt.Errorf("natsbroker: embedded NATS store: %w", err)
+		}
+		s.dir = store
+		defer func() {
+			if s.ns == nil {
+				_ = os.RemoveAll(store)
+			}
+		}()
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "parley-embedded",
+		Host:       host,
+		Port:       p,
+		JetStream:  true,
+		StoreDir:   store,
+		NoSigs:     true,
+		MaxPayload: 1 << 20,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: embedded NATS: %w", err)
+	}
+	ns.SetLoggerV2(slogLogger{cfg.Logger.With("component", "nats")}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("natsbroker: embedded NATS on %s did not start within 10 s", cfg.Addr)
+	}
+	s.ns = ns
+	return s, nil
+}
+
+// URL is the server's client URL.
+func (s *Server) URL() string { return s.ns.ClientURL() }
+
+// Shutdown stops the server and removes a temporary store.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+// slogLogger passes the server's warnings and errors to slog; its notices
+// go at debug level.
+type slogLogger struct{ l *slog.Logger }
+
+func (l slogLogger) Noticef(format string, v ...any) { l.l.Debug(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Warnf(format string, v ...any)   { l.l.Warn(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Fatalf(format string, v ...any)  { l.l.Error(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Errorf(format string, v ...any)  { l.l.Error(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Debugf(format string, v ...any)  { l.l.Debug(fmt.Sprintf(format, v...)) }
+func (l slogLogger) Tracef(format string, v ...any)  { l.l.Debug(fmt.Sprintf(format, v...)) }
