@@ -718,7 +718,7 @@ func (h *Hub) HandlePresence(roomName, node string, data []byte) {
 // HandleNodeGone implements BrokerHandler: the node's members leave every
 // room.
 func (h *Hub) HandleNodeGone(node string) {
-	h.log.Info("a node left the cluster", "node", node)
+	h.log.Info("a node left the cluster", "peer", node)
 	h.rooms.Range(func(_, v any) bool {
 		r := v.(*room)
 		r.mu.Lock()

@@ -17,17 +17,17 @@ func TestWelcome(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	cl := dial(t, url)
-	w := cl.expect("welcome")
+	w := cl.Expect("welcome")
 	if w.ID == 0 || w.Nick != "guest-"+itoa(w.ID) || w.Room != "lobby" || w.Limits.MaxTextLength != 2000 ||
 		w.Limits.RatePerSecond != 10 || w.Limits.HistorySize != 100 || w.Limits.MaxNickLength != 24 ||
 		w.Epoch <= 0 || w.Epoch > time.Now().UnixMilli() {
 		t.Fatalf("welcome %+v", w)
 	}
-	j := cl.expect("join")
+	j := cl.Expect("join")
 	if j.Room != "lobby" || j.Count != 1 || !slices.Equal(j.Members, []string{w.Nick}) || j.Seq != 0 || j.Epoch < w.Epoch || j.Epoch > time.Now().UnixMilli() {
 		t.Fatalf("join %+v", j)
 	}
-	if h := cl.expect("history"); h.Room != "lobby" || len(h.Messages) != 0 {
+	if h := cl.Expect("history"); h.Room != "lobby" || len(h.Messages) != 0 {
 		t.Fatalf("history %+v", h)
 	}
 }
@@ -38,14 +38,14 @@ func TestSayInOrderWithSequenceNumbers(t *testing.T) {
 	a, b := connect(t, url), connect(t, url)
 	before := time.Now().UnixMilli()
 	for _, text := range []string{"one", "two", "three"} {
-		a.send(chat.Request{Type: "say", Room: "lobby", Text: text})
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: text})
 	}
 	for _, c := range []*client{a, b} {
 		for i, text := range []string{"one", "two", "three"} {
-			m := c.expect("message")
-			if m.Room != "lobby" || m.Seq != int64(i+1) || m.From != a.nick || m.Text != text ||
+			m := c.Expect("message")
+			if m.Room != "lobby" || m.Seq != int64(i+1) || m.From != a.Nick || m.Text != text ||
 				m.TS < before || m.TS > time.Now().UnixMilli() {
-				t.Fatalf("%s got %+v, want %q with seq %d", c.nick, m, text, i+1)
+				t.Fatalf("%s got %+v, want %q with seq %d", c.Nick, m, text, i+1)
 			}
 		}
 	}
@@ -59,69 +59,69 @@ func TestPlainTextFallback(t *testing.T) {
 		if err := a.WriteText(text); err != nil {
 			t.Fatal(err)
 		}
-		if m := b.expect("message"); m.Text != text || m.Room != "lobby" || m.From != a.nick {
+		if m := b.Expect("message"); m.Text != text || m.Room != "lobby" || m.From != a.Nick {
 			t.Fatalf("plain %q arrived as %+v", text, m)
 		}
 	}
 	if err := a.WriteText("   "); err != nil {
 		t.Fatal(err)
 	}
-	a.expect("message") // its own earlier messages come first
-	a.expect("message")
-	a.expect("message")
-	a.expectError(chat.ErrEmpty)
+	a.Expect("message") // its own earlier messages come first
+	a.Expect("message")
+	a.Expect("message")
+	a.ExpectError(chat.ErrEmpty)
 }
 
 func TestRooms(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{MaxRooms: 3}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	a.send(chat.Request{Type: "join", Room: "golang"})
-	if j := a.expect("join"); j.Room != "golang" || j.Count != 1 {
+	a.Send(chat.Request{Type: "join", Room: "golang"})
+	if j := a.Expect("join"); j.Room != "golang" || j.Count != 1 {
 		t.Fatalf("join %+v", j)
 	}
-	a.expect("history")
-	b.send(chat.Request{Type: "join", Room: "golang"})
-	if j := b.expect("join"); j.Count != 2 || !slices.Equal(j.Members, sorted(a.nick, b.nick)) {
+	a.Expect("history")
+	b.Send(chat.Request{Type: "join", Room: "golang"})
+	if j := b.Expect("join"); j.Count != 2 || !slices.Equal(j.Members, sorted(a.Nick, b.Nick)) {
 		t.Fatalf("join %+v", j)
 	}
-	b.expect("history")
-	a.send(chat.Request{Type: "say", Room: "golang", Text: "gophers only"})
+	b.Expect("history")
+	a.Send(chat.Request{Type: "say", Room: "golang", Text: "gophers only"})
 	for _, c := range []*client{a, b} {
-		if m := c.expect("message"); m.Room != "golang" || m.Seq != 1 {
+		if m := c.Expect("message"); m.Room != "golang" || m.Seq != 1 {
 			t.Fatalf("%+v", m)
 		}
 	}
 	// Sequence numbers are per room.
-	a.send(chat.Request{Type: "say", Room: "lobby", Text: "everyone"})
-	if m := b.expect("message"); m.Room != "lobby" || m.Seq != 1 {
+	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "everyone"})
+	if m := b.Expect("message"); m.Room != "lobby" || m.Seq != 1 {
 		t.Fatalf("%+v", m)
 	}
-	a.expect("message")
+	a.Expect("message")
 
-	b.send(chat.Request{Type: "leave", Room: "golang", ID: "r1"})
-	if l := b.expect("leave"); l.Room != "golang" {
+	b.Send(chat.Request{Type: "leave", Room: "golang", ID: "r1"})
+	if l := b.Expect("leave"); l.Room != "golang" {
 		t.Fatalf("leave %+v", l)
 	}
-	b.send(chat.Request{Type: "say", Room: "golang", Text: "hello?", ID: "r2"})
-	if e := b.expectError(chat.ErrNotInRoom); e.Request == nil || e.Request.ID != "r2" || e.Request.Type != "say" {
+	b.Send(chat.Request{Type: "say", Room: "golang", Text: "hello?", ID: "r2"})
+	if e := b.ExpectError(chat.ErrNotInRoom); e.Request == nil || e.Request.ID != "r2" || e.Request.Type != "say" {
 		t.Fatalf("error does not name its request: %+v", e)
 	}
-	b.send(chat.Request{Type: "leave", Room: "golang"})
-	b.expectError(chat.ErrNotInRoom)
+	b.Send(chat.Request{Type: "leave", Room: "golang"})
+	b.ExpectError(chat.ErrNotInRoom)
 
 	for _, bad := range []string{"", "a b", "-x", strings.Repeat("r", 33), "x/y", "<script>"} {
-		a.send(chat.Request{Type: "join", Room: bad})
-		a.expectError(chat.ErrBadRoom)
+		a.Send(chat.Request{Type: "join", Room: bad})
+		a.ExpectError(chat.ErrBadRoom)
 	}
-	a.send(chat.Request{Type: "join", Room: "third"}) // lobby, golang, third: at the limit
-	a.expect("join")
-	a.expect("history")
-	a.send(chat.Request{Type: "join", Room: "fourth"})
-	a.expectError(chat.ErrTooManyRooms)
-	a.send(chat.Request{Type: "join", Room: "golang"}) // already in: the state again, no error
-	a.expect("join")
-	a.expect("history")
+	a.Send(chat.Request{Type: "join", Room: "third"}) // lobby, golang, third: at the limit
+	a.Expect("join")
+	a.Expect("history")
+	a.Send(chat.Request{Type: "join", Room: "fourth"})
+	a.ExpectError(chat.ErrTooManyRooms)
+	a.Send(chat.Request{Type: "join", Room: "golang"}) // already in: the state again, no error
+	a.Expect("join")
+	a.Expect("history")
 }
 
 func TestHistoryAndResume(t *testing.T) {
@@ -129,77 +129,77 @@ func TestHistoryAndResume(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{HistorySize: 5}, engine.Config{})
 	a := connect(t, url)
 	for i := 1; i <= 7; i++ {
-		a.send(chat.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
-		a.expect("message")
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
+		a.Expect("message")
 	}
 	// A newcomer gets the last 5 on join.
 	n := dial(t, url)
-	n.expect("welcome")
-	if j := n.expect("join"); j.Seq != 7 {
+	n.Expect("welcome")
+	if j := n.Expect("join"); j.Seq != 7 {
 		t.Fatalf("join %+v", j)
 	}
-	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m3", "m4", "m5", "m6", "m7"}) || h.Gap {
-		t.Fatalf("history %v gap %v", h.texts(t), h.Gap)
+	if h := n.Expect("history"); !slices.Equal(h.Texts(t), []string{"m3", "m4", "m5", "m6", "m7"}) || h.Gap {
+		t.Fatalf("history %v gap %v", h.Texts(t), h.Gap)
 	}
 	// A reconnecting client asks for what it missed since seq 5.
 	since := int64(5)
-	n.send(chat.Request{Type: "leave", Room: "lobby"})
-	n.expect("leave")
-	n.send(chat.Request{Type: "join", Room: "lobby", Since: &since})
-	n.expect("join")
-	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m6", "m7"}) || h.Gap {
-		t.Fatalf("resume: %v gap %v", h.texts(t), h.Gap)
+	n.Send(chat.Request{Type: "leave", Room: "lobby"})
+	n.Expect("leave")
+	n.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.Expect("join")
+	if h := n.Expect("history"); !slices.Equal(h.Texts(t), []string{"m6", "m7"}) || h.Gap {
+		t.Fatalf("resume: %v gap %v", h.Texts(t), h.Gap)
 	}
 	// Since 1: messages 2 is no longer kept: a gap.
 	since = 1
-	n.send(chat.Request{Type: "join", Room: "lobby", Since: &since})
-	n.expect("join")
-	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m3", "m4", "m5", "m6", "m7"}) || !h.Gap {
-		t.Fatalf("resume past the ring: %v gap %v", h.texts(t), h.Gap)
+	n.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.Expect("join")
+	if h := n.Expect("history"); !slices.Equal(h.Texts(t), []string{"m3", "m4", "m5", "m6", "m7"}) || !h.Gap {
+		t.Fatalf("resume past the ring: %v gap %v", h.Texts(t), h.Gap)
 	}
 	// Paging back.
-	n.send(chat.Request{Type: "history", Room: "lobby", Before: 6, Limit: 2})
-	if h := n.expect("history"); !slices.Equal(h.texts(t), []string{"m4", "m5"}) {
-		t.Fatalf("history before 6: %v", h.texts(t))
+	n.Send(chat.Request{Type: "history", Room: "lobby", Before: 6, Limit: 2})
+	if h := n.Expect("history"); !slices.Equal(h.Texts(t), []string{"m4", "m5"}) {
+		t.Fatalf("history before 6: %v", h.Texts(t))
 	}
-	n.send(chat.Request{Type: "history", Room: "nowhere"})
-	n.expectError(chat.ErrNotInRoom)
+	n.Send(chat.Request{Type: "history", Room: "nowhere"})
+	n.ExpectError(chat.ErrNotInRoom)
 }
 
 func TestNicks(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	a.send(chat.Request{Type: "nick", Nick: "Alice"})
-	if n := a.expect("nick"); n.Nick != "Alice" || n.Old != a.nick {
+	a.Send(chat.Request{Type: "nick", Nick: "Alice"})
+	if n := a.Expect("nick"); n.Nick != "Alice" || n.Old != a.Nick {
 		t.Fatalf("nick %+v", n)
 	}
 	// b learns of it through presence.
 	for {
-		p := b.expect("presence")
-		if len(p.Renamed) == 1 && p.Renamed[0] == (chat.Renamed{From: a.nick, To: "Alice"}) {
+		p := b.Expect("presence")
+		if len(p.Renamed) == 1 && p.Renamed[0] == (chat.Renamed{From: a.Nick, To: "Alice"}) {
 			break
 		}
 	}
-	a.nick = "Alice"
+	a.Nick = "Alice"
 	for _, taken := range []string{"alice", "ALICE"} {
-		b.send(chat.Request{Type: "nick", Nick: taken})
-		b.expectError(chat.ErrNickTaken)
+		b.Send(chat.Request{Type: "nick", Nick: taken})
+		b.ExpectError(chat.ErrNickTaken)
 	}
 	for _, bad := range []string{"", "a b", ".dot", strings.Repeat("n", 25), "guest-1", "x<y>", "tab\t"} {
-		b.send(chat.Request{Type: "nick", Nick: bad})
-		b.expectError(chat.ErrBadNick)
+		b.Send(chat.Request{Type: "nick", Nick: bad})
+		b.ExpectError(chat.ErrBadNick)
 	}
-	a.send(chat.Request{Type: "say", Room: "lobby", Text: "hi"})
-	if m := b.expect("message"); m.From != "Alice" {
+	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "hi"})
+	if m := b.Expect("message"); m.From != "Alice" {
 		t.Fatalf("message from %q, want Alice", m.From)
 	}
 	// A nick is freed when its holder leaves.
 	a.Close()
 	waitFor(t, "Alice's nick to be freed", func() bool {
-		b.send(chat.Request{Type: "nick", Nick: "alice"})
+		b.Send(chat.Request{Type: "nick", Nick: "alice"})
 		for {
-			e := b.read()
+			e := b.Read()
 			switch e.Type {
 			case "nick":
 				return true
@@ -214,28 +214,28 @@ func TestDirectMessages(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{MaxTextLength: 50}, engine.Config{})
 	a, b, c := connect(t, url), connect(t, url), connect(t, url)
-	a.send(chat.Request{Type: "dm", To: strings.ToUpper(b.nick), Text: "psst @127.0.0.1 not garbled"})
+	a.Send(chat.Request{Type: "dm", To: strings.ToUpper(b.Nick), Text: "psst @127.0.0.1 not garbled"})
 	for _, x := range []*client{b, a} { // recipient, then the sender's copy
-		d := x.expect("dm")
-		if d.From != a.nick || d.To != b.nick || d.Text != "psst @127.0.0.1 not garbled" || d.TS == 0 {
-			t.Fatalf("%s got %+v", x.nick, d)
+		d := x.Expect("dm")
+		if d.From != a.Nick || d.To != b.Nick || d.Text != "psst @127.0.0.1 not garbled" || d.TS == 0 {
+			t.Fatalf("%s got %+v", x.Nick, d)
 		}
 	}
 	// To yourself: one copy.
-	a.send(chat.Request{Type: "dm", To: a.nick, Text: "note to self"})
-	a.expect("dm")
-	a.send(chat.Request{Type: "say", Room: "lobby", Text: "marker"})
-	if m := a.expect("message"); m.Text != "marker" {
+	a.Send(chat.Request{Type: "dm", To: a.Nick, Text: "note to self"})
+	a.Expect("dm")
+	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "marker"})
+	if m := a.Expect("message"); m.Text != "marker" {
 		t.Fatalf("after a dm to self: %+v", m)
 	}
-	a.send(chat.Request{Type: "dm", To: "nobody", Text: "hello?"})
-	a.expectError(chat.ErrUnknownNick)
-	a.send(chat.Request{Type: "dm", To: b.nick, Text: " "})
-	a.expectError(chat.ErrEmpty)
-	a.send(chat.Request{Type: "dm", To: b.nick, Text: strings.Repeat("x", 51)})
-	a.expectError(chat.ErrTooLong)
+	a.Send(chat.Request{Type: "dm", To: "nobody", Text: "hello?"})
+	a.ExpectError(chat.ErrUnknownNick)
+	a.Send(chat.Request{Type: "dm", To: b.Nick, Text: " "})
+	a.ExpectError(chat.ErrEmpty)
+	a.Send(chat.Request{Type: "dm", To: b.Nick, Text: strings.Repeat("x", 51)})
+	a.ExpectError(chat.ErrTooLong)
 	// c saw none of it but the marker.
-	if m := c.expect("message"); m.Text != "marker" {
+	if m := c.Expect("message"); m.Text != "marker" {
 		t.Fatalf("c got %+v", m)
 	}
 }
@@ -244,18 +244,18 @@ func TestBadRequests(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a := connect(t, url)
-	a.send(map[string]any{"room": "lobby", "text": "no type", "id": "x1"})
-	if e := a.expectError(chat.ErrBadRequest); e.Request == nil || e.Request.ID != "x1" {
+	a.Send(map[string]any{"room": "lobby", "text": "no type", "id": "x1"})
+	if e := a.ExpectError(chat.ErrBadRequest); e.Request == nil || e.Request.ID != "x1" {
 		t.Fatalf("%+v", e)
 	}
-	a.send(map[string]any{"type": "shout", "text": "hey"})
-	a.expectError(chat.ErrUnknownType)
+	a.Send(map[string]any{"type": "shout", "text": "hey"})
+	a.ExpectError(chat.ErrUnknownType)
 	if err := a.WriteFrame(wsproto.OpBinary, true, []byte{1, 2, 3}); err != nil {
 		t.Fatal(err)
 	}
-	a.expectError(chat.ErrBinary)
-	a.send(chat.Request{Type: "say", Room: "lobby", Text: strings.Repeat("y", 2001)})
-	a.expectError(chat.ErrTooLong)
+	a.ExpectError(chat.ErrBinary)
+	a.Send(chat.Request{Type: "say", Room: "lobby", Text: strings.Repeat("y", 2001)})
+	a.ExpectError(chat.ErrTooLong)
 }
 
 func TestRateLimit(t *testing.T) {
@@ -263,14 +263,14 @@ func TestRateLimit(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{RateLimit: 1, RateBurst: 3, RateHardLimit: 5}, engine.Config{})
 	a := connect(t, url)
 	for range 3 {
-		a.send(chat.Request{Type: "say", Room: "lobby", Text: "ok"})
-		a.expect("message")
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "ok"})
+		a.Expect("message")
 	}
-	a.send(chat.Request{Type: "say", Room: "lobby", Text: "too fast"})
-	a.expectError(chat.ErrRateLimited)
+	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "too fast"})
+	a.ExpectError(chat.ErrRateLimited)
 	// Keep pushing: past the hard limit the server closes with 1008.
 	for range 10 {
-		a.send(chat.Request{Type: "say", Room: "lobby", Text: "spam"})
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "spam"})
 	}
 	for {
 		_, p, err := a.ReadMessage()
@@ -298,22 +298,22 @@ func TestTypingAndPresence(t *testing.T) {
 	b := connect(t, url)
 	// a learns that b joined, in a coalesced presence message.
 	for {
-		p := a.expect("presence")
-		if slices.Contains(p.Joined, b.nick) {
+		p := a.Expect("presence")
+		if slices.Contains(p.Joined, b.Nick) {
 			if p.Count != 2 {
 				t.Fatalf("presence %+v", p)
 			}
 			break
 		}
 	}
-	a.send(chat.Request{Type: "typing", Room: "lobby"})
-	if ty := b.expect("typing"); ty.Nick != a.nick || ty.Room != "lobby" {
+	a.Send(chat.Request{Type: "typing", Room: "lobby"})
+	if ty := b.Expect("typing"); ty.Nick != a.Nick || ty.Room != "lobby" {
 		t.Fatalf("typing %+v", ty)
 	}
 	b.Close()
 	for {
-		p := a.expect("presence")
-		if slices.Contains(p.Left, b.nick) {
+		p := a.Expect("presence")
+		if slices.Contains(p.Left, b.Nick) {
 			if p.Count != 1 {
 				t.Fatalf("presence %+v", p)
 			}
@@ -347,29 +347,29 @@ func TestEmptyRoomKeepsHistoryForTTL(t *testing.T) {
 	t.Parallel()
 	hub, _, url := startChat(t, chat.Config{HistoryTTL: 300 * time.Millisecond, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
 	a := connect(t, url)
-	a.send(chat.Request{Type: "join", Room: "brief"})
-	a.expect("join")
-	a.expect("history")
-	a.send(chat.Request{Type: "say", Room: "brief", Text: "remember me"})
-	a.expect("message")
-	a.send(chat.Request{Type: "leave", Room: "brief"})
-	a.expect("leave")
+	a.Send(chat.Request{Type: "join", Room: "brief"})
+	a.Expect("join")
+	a.Expect("history")
+	a.Send(chat.Request{Type: "say", Room: "brief", Text: "remember me"})
+	a.Expect("message")
+	a.Send(chat.Request{Type: "leave", Room: "brief"})
+	a.Expect("leave")
 	rooms := hub.Stats().Rooms
 	// Within the TTL the empty room keeps its history.
-	a.send(chat.Request{Type: "join", Room: "brief"})
-	a.expect("join")
-	if h := a.expect("history"); !slices.Equal(h.texts(t), []string{"remember me"}) {
-		t.Fatalf("history within the TTL: %v", h.texts(t))
+	a.Send(chat.Request{Type: "join", Room: "brief"})
+	a.Expect("join")
+	if h := a.Expect("history"); !slices.Equal(h.Texts(t), []string{"remember me"}) {
+		t.Fatalf("history within the TTL: %v", h.Texts(t))
 	}
-	a.send(chat.Request{Type: "leave", Room: "brief"})
-	a.expect("leave")
+	a.Send(chat.Request{Type: "leave", Room: "brief"})
+	a.Expect("leave")
 	waitFor(t, "the empty room to be removed", func() bool { return hub.Stats().Rooms == rooms-1 })
-	a.send(chat.Request{Type: "join", Room: "brief"})
-	if j := a.expect("join"); j.Seq != 0 {
+	a.Send(chat.Request{Type: "join", Room: "brief"})
+	if j := a.Expect("join"); j.Seq != 0 {
 		t.Fatalf("a removed room came back with seq %d", j.Seq)
 	}
-	if h := a.expect("history"); len(h.Messages) != 0 {
-		t.Fatalf("a removed room kept %v", h.texts(t))
+	if h := a.Expect("history"); len(h.Messages) != 0 {
+		t.Fatalf("a removed room kept %v", h.Texts(t))
 	}
 }
 
@@ -381,9 +381,9 @@ func TestLargeRoomJoinSample(t *testing.T) {
 	var last event
 	for range 30 {
 		cl := dial(t, url)
-		cl.expect("welcome")
-		last = cl.expect("join")
-		cl.expect("history")
+		cl.Expect("welcome")
+		last = cl.Expect("join")
+		cl.Expect("history")
 	}
 	if last.Count != 30 || !last.Truncated || len(last.Members) == 0 || len(last.Members) > 20 {
 		t.Fatalf("join of the 30th member: count %d, truncated %v, %d names", last.Count, last.Truncated, len(last.Members))

@@ -34,6 +34,12 @@ type Config struct {
 	// ("localhost:1337"). Port 0 picks a free port; see Server.Addr.
 	Addr string
 
+	// ReusePort sets SO_REUSEPORT on the listening socket, so several
+	// processes (a cluster's nodes) can listen on one Addr and the kernel
+	// spreads new connections over them; when one stops, its clients
+	// reconnect to the others at the same address. Default off.
+	ReusePort bool
+
 	// Logger receives the server's structured logs. Default slog.Default().
 	Logger *slog.Logger
 

@@ -4,6 +4,9 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // listener lets the server stop accepting before nbhttp shuts down. nbhttp's
@@ -45,4 +48,16 @@ func (l *listener) Close() error {
 		return nil // the socket was closed by stopAccepting
 	}
 	return err
+}
+
+// reusePort sets SO_REUSEPORT on a socket about to listen.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }

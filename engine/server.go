@@ -176,7 +176,11 @@ func (s *Server) Start() error {
 	if !s.started.CompareAndSwap(false, true) {
 		return ErrStarted
 	}
-	l, err := net.Listen("tcp", s.cfg.Addr)
+	var lc net.ListenConfig
+	if s.cfg.ReusePort {
+		lc.Control = reusePort
+	}
+	l, err := lc.Listen(context.Background(), "tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
 	}

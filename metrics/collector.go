@@ -44,6 +44,25 @@ var (
 	mPresenceChange = newDesc("parley_presence_changes_total", "Joins, leaves and nick changes in rooms.")
 	mPresenceSent   = newDesc("parley_presence_messages_total", "Presence messages sent, each to a whole room: changes coalesced into them.")
 	mChatErrors     = newDesc("parley_chat_errors_total", "Errors sent to chat clients, by code.", "code")
+	mPublishFailed  = newDesc("parley_broker_publish_failed_total", "Room messages the broker could not take: their senders got not_delivered.")
+
+	// A cluster's NATS broker.
+	mNATSConnected  = newDesc("parley_nats_connected", "1 while the node is connected to NATS.")
+	mClusterNodes   = newDesc("parley_cluster_nodes", "Other live nodes this node hears from.")
+	mNATSPublished  = newDesc("parley_nats_published_total", "Room messages handed to NATS.")
+	mNATSPubErrors  = newDesc("parley_nats_publish_errors_total", "Room messages NATS did not take (refused, timed out, disconnected).")
+	mNATSReceived   = newDesc("parley_nats_received_total", "Room messages received from NATS (repaired ones included).")
+	mNATSRepaired   = newDesc("parley_nats_repaired_total", "Room messages missed, then fetched from their stream.")
+	mNATSLost       = newDesc("parley_nats_lost_total", "Room messages missed that their stream no longer had.")
+	mNATSDuplicates = newDesc("parley_nats_duplicates_total", "Room messages received twice (dropped).")
+	mNATSPresence   = newDesc("parley_nats_presence_received_total", "Presence news received from other nodes.")
+	mNATSDirect     = newDesc("parley_nats_direct_received_total", "Direct messages received from other nodes.")
+	mNATSResets     = newDesc("parley_nats_room_resets_total", "Rooms whose stream NATS lost: their log began again.")
+	mNATSNodesGone  = newDesc("parley_nats_nodes_gone_total", "Nodes that left the cluster or went silent.")
+	mNATSSlow       = newDesc("parley_nats_slow_consumer_total", "Times NATS dropped messages for this node (they are fetched again).")
+	mNATSReconnects = newDesc("parley_nats_reconnects_total", "Reconnections to NATS.")
+	mNATSDisconnect = newDesc("parley_nats_disconnects_total", "Losses of the NATS connection.")
+	mNATSLag        = newDesc("parley_nats_lag_seconds", "From a room message's storing in its stream to its arrival at this node.")
 )
 
 // collector reads a snapshot of the sources at each scrape.
@@ -61,7 +80,14 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Chat != nil {
 		for _, d := range []*prometheus.Desc{mRooms, mMembers, mPublished, mReceived, mDMs, mRateLimited,
-			mPresenceChange, mPresenceSent, mChatErrors} {
+			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed} {
+			ch <- d
+		}
+	}
+	if c.src.Broker != nil {
+		for _, d := range []*prometheus.Desc{mNATSConnected, mClusterNodes, mNATSPublished, mNATSPubErrors, mNATSReceived,
+			mNATSRepaired, mNATSLost, mNATSDuplicates, mNATSPresence, mNATSDirect, mNATSResets, mNATSNodesGone, mNATSSlow,
+			mNATSReconnects, mNATSDisconnect, mNATSLag} {
 			ch <- d
 		}
 	}
@@ -73,6 +99,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Chat != nil {
 		collectChat(ch, c.src.Chat())
+	}
+	if c.src.Broker != nil {
+		collectBroker(ch, c.src.Broker())
 	}
 }
 
@@ -150,7 +179,36 @@ func collectChat(ch chan<- prometheus.Metric, st ChatStats) {
 	counter(ch, mRateLimited, st.RateLimited)
 	counter(ch, mPresenceChange, st.PresenceChanges)
 	counter(ch, mPresenceSent, st.PresenceSent)
+	counter(ch, mPublishFailed, st.PublishFailed)
 	for _, code := range sortedKeys(st.Errors) {
 		counter(ch, mChatErrors, st.Errors[code], code)
 	}
+}
+
+func collectBroker(ch chan<- prometheus.Metric, st BrokerStats) {
+	connected := 0.0
+	if st.Connected {
+		connected = 1
+	}
+	gauge(ch, mNATSConnected, connected)
+	gauge(ch, mClusterNodes, float64(st.Nodes))
+	counter(ch, mNATSPublished, st.Published)
+	counter(ch, mNATSPubErrors, st.PublishErrors)
+	counter(ch, mNATSReceived, st.Received)
+	counter(ch, mNATSRepaired, st.Repaired)
+	counter(ch, mNATSLost, st.Lost)
+	counter(ch, mNATSDuplicates, st.Duplicates)
+	counter(ch, mNATSPresence, st.PresenceReceived)
+	counter(ch, mNATSDirect, st.DirectReceived)
+	counter(ch, mNATSResets, st.Resets)
+	counter(ch, mNATSNodesGone, st.NodesGone)
+	counter(ch, mNATSSlow, st.SlowConsumer)
+	counter(ch, mNATSReconnects, st.Reconnects)
+	counter(ch, mNATSDisconnect, st.Disconnects)
+	histogram(ch, mNATSLag, st.LagCounts, func(i int) float64 {
+		if i < len(st.LagBounds) {
+			return st.LagBounds[i]
+		}
+		return -1
+	}, st.LagSum)
 }

@@ -23,13 +23,38 @@ type ChatStats struct {
 	RateLimited     uint64
 	PresenceChanges uint64
 	PresenceSent    uint64
+	PublishFailed   uint64
 	Errors          map[string]uint64 // by code
+}
+
+// BrokerStats is a cluster broker's part of a scrape (cmd maps
+// natsbroker.Stats onto it).
+type BrokerStats struct {
+	Connected        bool
+	Nodes            int // other live nodes
+	Published        uint64
+	PublishErrors    uint64
+	Received         uint64
+	Repaired         uint64
+	Lost             uint64
+	Duplicates       uint64
+	PresenceReceived uint64
+	DirectReceived   uint64
+	Resets           uint64
+	NodesGone        uint64
+	SlowConsumer     uint64
+	Reconnects       uint64
+	Disconnects      uint64
+	LagBounds        []float64 // seconds: the upper bounds of LagCounts but the last
+	LagCounts        []uint64  // per bucket (not cumulative); the last is above every bound
+	LagSum           float64   // seconds
 }
 
 // Sources are the snapshots a scrape reads; a nil source is left out.
 type Sources struct {
 	Engine func() engine.Stats
 	Chat   func() ChatStats
+	Broker func() BrokerStats // a cluster's broker; nil alone
 }
 
 // Build describes the binary for parley_build_info. Zero fields are filled

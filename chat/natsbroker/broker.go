@@ -865,7 +865,8 @@ type Stats struct {
 	Disconnects      uint64 // losses of the NATS connection
 	Nodes            int    // other live nodes
 	// Lag is the time from a room message's storing in its stream to its
-	// arrival here: cumulative counts per LagBuckets() bound, and the sum.
+	// arrival here: counts per LagBuckets() bound, the last one above them
+	// all, and their sum.
 	LagCounts []uint64
 	LagSum    time.Duration
 }
@@ -901,10 +902,9 @@ func (b *Broker) Stats() Stats {
 		PresenceReceived: s.presenceReceived.Load(), DirectReceived: s.directReceived.Load(), Resets: s.resets.Load(),
 		NodesGone: s.nodesGone.Load(), SlowConsumer: s.slow.Load(), Reconnects: s.reconnects.Load(),
 		Disconnects: s.disconnects.Load(), Nodes: len(b.Nodes()), LagSum: time.Duration(s.lag.sum.Load())}
-	var cum uint64
-	for i := range lagBuckets {
-		cum += s.lag.counts[i].Load()
-		st.LagCounts = append(st.LagCounts, cum)
+	st.LagCounts = make([]uint64, len(s.lag.counts))
+	for i := range s.lag.counts {
+		st.LagCounts[i] = s.lag.counts[i].Load()
 	}
 	return st
 }

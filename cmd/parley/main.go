@@ -21,6 +21,7 @@ const usage = `Parley: a WebSocket chat server.
 
 Usage:
   parley serve [flags]     run the server (parley serve --help for flags)
+  parley cluster [flags]   run a one-machine cluster: embedded NATS and N nodes (parley cluster --help)
   parley loadtest [flags]  load a server with many clients (parley loadtest --help)
   parley version           print the version and exit
 `
@@ -39,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(args[1:], stdout, stderr)
+	case "cluster":
+		err = runCluster(args[1:], stderr)
 	case "loadtest":
 		err = runLoadtest(args[1:], stdout, stderr)
 	case "loadtest-worker": // started by `parley loadtest` itself, past 17,000 clients

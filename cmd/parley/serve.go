@@ -17,6 +17,7 @@ import (
 
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/metrics"
 	"github.com/parleyhq/parley/static"
@@ -32,6 +33,11 @@ type serveConfig struct {
 	EchoPath        string // empty: no echo endpoint
 	LogLevel        slog.Level
 	LogFormat       string
+
+	// A cluster: the broker's settings (URL empty: alone, in memory) and
+	// an embedded NATS server's address (empty: none).
+	NATS         natsbroker.Config
+	NATSEmbedded string
 }
 
 // durationOrOff is a duration flag that also takes "off" (stored as -1,
@@ -136,6 +142,12 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&ch.PresenceListMax, "presence-list-max", chat.DefaultPresenceListMax, "most members listed to a joiner (the count is always exact)")
 	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
 	fs.DurationVar(&ch.LargeRoomCounts, "large-room-counts", chat.DefaultLargeRoomCounts, "how often, at most, a large room is told its member count")
+	fs.BoolVar(&e.ReusePort, "reuse-port", false, "set SO_REUSEPORT: several nodes may listen on one --addr, and the kernel spreads clients over them")
+	fs.StringVar(&cfg.NATS.URL, "nats", "", "join a cluster: share rooms with the other nodes through the NATS server at this `url` (nats://host:port)")
+	fs.StringVar(&cfg.NATSEmbedded, "nats-embedded", "", "start an embedded NATS server (with JetStream) on this `host:port` and use it, for one-machine clusters")
+	fs.StringVar(&cfg.NATS.Node, "node", "", "this node's `name` in the cluster: 1-16 of a-z, 0-9, _ (default: random)")
+	fs.StringVar(&cfg.NATS.Prefix, "nats-prefix", natsbroker.DefaultPrefix, "prefix of the NATS subjects, streams and bucket, so several clusters can share a NATS")
+	fs.DurationVar(&cfg.NATS.Heartbeat, "node-heartbeat", natsbroker.DefaultHeartbeat, "how often a node says it is alive; one silent for three is gone")
 	fs.StringVar(&cfg.EchoPath, "echo-path", "", "also mount an echo endpoint (every message back with its type, 16 MiB limit) on this `path`, for conformance suites such as Autobahn's")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics on this `host:port` only, instead of on the main listener")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
@@ -173,8 +185,28 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	if err := ch.Validate(); err != nil {
 		return cfg, err
 	}
+	if cfg.NATSEmbedded != "" {
+		if cfg.NATS.URL != "" {
+			return cfg, fmt.Errorf("--nats and --nats-embedded: give one (the embedded server is the cluster's NATS)")
+		}
+		if _, _, err := net.SplitHostPort(cfg.NATSEmbedded); err != nil {
+			return cfg, fmt.Errorf("--nats-embedded %q: %w", cfg.NATSEmbedded, err)
+		}
+	}
+	if cfg.clustered() {
+		nc := cfg.NATS
+		if nc.URL == "" {
+			nc.URL = "nats://" + cfg.NATSEmbedded // checked here; the real URL comes when it starts
+		}
+		if err := nc.Validate(); err != nil {
+			return cfg, err
+		}
+	}
 	return cfg, nil
 }
+
+// clustered reports whether the node shares rooms through NATS.
+func (c *serveConfig) clustered() bool { return c.NATS.URL != "" || c.NATSEmbedded != "" }
 
 func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
@@ -203,6 +235,27 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	cfg.Chat.Logger = log
+	var broker *natsbroker.Broker
+	if cfg.clustered() {
+		if cfg.NATSEmbedded != "" {
+			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSEmbedded, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer ns.Shutdown()
+			cfg.NATS.URL = ns.URL()
+			log.Info("embedded NATS server", "url", ns.URL())
+		}
+		cfg.NATS.HistorySize = cfg.Chat.HistorySize
+		cfg.NATS.Logger = log
+		if broker, err = natsbroker.New(cfg.NATS); err != nil {
+			return err
+		}
+		cfg.Chat.Broker = broker
+		log = log.With("node", broker.Node())
+		cfg.Chat.Logger = log
+		log.Info("joined the cluster", "nats", cfg.NATS.URL)
+	}
 	hub, err := chat.New(cfg.Chat)
 	if err != nil {
 		return err
@@ -216,7 +269,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: buildVersion, Revision: buildRevision}},
-		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub)})
+		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub), Broker: brokerStats(broker)})
 	if err != nil {
 		return err
 	}
@@ -271,7 +324,29 @@ func chatStats(hub *chat.Hub) func() metrics.ChatStats {
 		return metrics.ChatStats{
 			Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received, DMs: st.DMs,
 			RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,
-			Errors: st.Errors,
+			PublishFailed: st.PublishFailed, Errors: st.Errors,
+		}
+	}
+}
+
+// brokerStats maps a NATS broker's counters onto the metrics package's
+// view; nil when the node is alone.
+func brokerStats(b *natsbroker.Broker) func() metrics.BrokerStats {
+	if b == nil {
+		return nil
+	}
+	var bounds []float64
+	for _, d := range natsbroker.LagBuckets() {
+		bounds = append(bounds, d.Seconds())
+	}
+	return func() metrics.BrokerStats {
+		st := b.Stats()
+		return metrics.BrokerStats{
+			Connected: st.Connected, Nodes: st.Nodes, Published: st.Published, PublishErrors: st.PublishErrors,
+			Received: st.Received, Repaired: st.Repaired, Lost: st.Lost, Duplicates: st.Duplicates,
+			PresenceReceived: st.PresenceReceived, DirectReceived: st.DirectReceived, Resets: st.Resets,
+			NodesGone: st.NodesGone, SlowConsumer: st.SlowConsumer, Reconnects: st.Reconnects,
+			Disconnects: st.Disconnects, LagBounds: bounds, LagCounts: st.LagCounts, LagSum: st.LagSum.Seconds(),
 		}
 	}
 }

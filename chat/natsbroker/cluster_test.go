@@ -1,0 +1,242 @@
+package natsbroker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/chat/natsbroker"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/internal/testserver"
+)
+
+// node is one Parley node of a test cluster: a hub on a real server.
+type node struct {
+	name string
+	srv  *engine.Server
+	url  string
+}
+
+// stop shuts the node down as SIGTERM would.
+func (n *node) stop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startCluster starts an embedded NATS and n nodes sharing rooms through it.
+func startCluster(t *testing.T, n int) []*node {
+	t.Helper()
+	url := startNATS(t).URL()
+	var nodes []*node
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("n%d", i)
+		b, err := natsbroker.New(natsbroker.Config{URL: url, Node: name, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub, err := chat.New(chat.Config{Broker: b, PresenceInterval: 20 * time.Millisecond, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, wsURL := testserver.Start(t, engine.Config{}, hub)
+		nodes = append(nodes, &node{name: name, srv: srv, url: wsURL})
+	}
+	return nodes
+}
+
+// join joins room and returns the join event; the history is read too.
+func join(c *chattest.Client, room string) chattest.Event {
+	c.Send(chat.Request{Type: chat.TypeJoin, Room: room})
+	j := c.Expect("join")
+	c.Expect("history")
+	return j
+}
+
+// joinEach connects a client to each node, one after the other, and has it
+// join room; every member hears of each joiner before the next comes.
+func joinEach(t *testing.T, nodes []*node, room string) []*chattest.Client {
+	t.Helper()
+	var cs []*chattest.Client
+	for i, n := range nodes {
+		c := chattest.Connect(t, n.url)
+		join(c, room)
+		cs = append(cs, c)
+		for _, prev := range cs {
+			untilCount(t, prev, room, i+1)
+		}
+	}
+	return cs
+}
+
+// untilCount reads presence until the room's count is want.
+func untilCount(t *testing.T, c *chattest.Client, room string, want int) {
+	t.Helper()
+	for {
+		e := c.Read()
+		if e.Type == "presence" && e.Room == room && e.Count == want {
+			return
+		}
+		if e.Type != "presence" && e.Type != "typing" {
+			t.Fatalf("%s: got %s %+v while waiting for %d members in %s", c.Nick, e.Type, e, want, room)
+		}
+	}
+}
+
+// said is a room message as its members see it.
+type said struct {
+	Seq  int64
+	From string
+	Text string
+}
+
+func messages(t *testing.T, c *chattest.Client, n int) []said {
+	t.Helper()
+	var out []said
+	for len(out) < n {
+		e := c.Expect("message")
+		out = append(out, said{e.Seq, e.From, e.Text})
+	}
+	return out
+}
+
+func history(t *testing.T, e chattest.Event) []said {
+	t.Helper()
+	var out []said
+	for _, m := range e.Messages {
+		var msg chat.Message
+		if err := json.Unmarshal(m, &msg); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, said{msg.Seq, msg.From, msg.Text})
+	}
+	return out
+}
+
+// TestClusterRoom: members on three nodes see one order with one set of
+// sequence numbers; a late joiner's history and presence span the nodes.
+func TestClusterRoom(t *testing.T) {
+	nodes := startCluster(t, 3)
+	cs := joinEach(t, nodes, "r")
+	for k := range 5 {
+		for i, c := range cs {
+			c.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprintf("%d-%d", i, k)})
+		}
+	}
+	first := messages(t, cs[0], 15)
+	for i, s := range first {
+		if s.Seq != int64(i+1) {
+			t.Fatalf("message %d has seq %d: %v", i, s.Seq, first)
+		}
+	}
+	for i, c := range cs[1:] {
+		if got := messages(t, c, 15); !slices.Equal(got, first) {
+			t.Fatalf("node %d's member saw %v; node 1's saw %v", i+2, got, first)
+		}
+	}
+
+	late := chattest.Connect(t, nodes[2].url)
+	late.Send(chat.Request{Type: chat.TypeJoin, Room: "r"})
+	j := late.Expect("join")
+	if j.Count != 4 || j.Seq != 15 || !slices.Equal(j.Members, sorted(cs[0].Nick, cs[1].Nick, cs[2].Nick, late.Nick)) {
+		t.Fatalf("late joiner's join %+v: want 4 members of three nodes, seq 15", j)
+	}
+	if h := history(t, late.Expect("history")); !slices.Equal(h, first) {
+		t.Fatalf("late joiner's history %v, want %v", h, first)
+	}
+	untilCount(t, cs[0], "r", 4)
+}
+
+func sorted(s ...string) []string { slices.Sort(s); return s }
+
+// TestClusterNicksAndDMs: nicks are unique across nodes and direct
+// messages reach a nick on any node.
+func TestClusterNicksAndDMs(t *testing.T) {
+	nodes := startCluster(t, 3)
+	alice, bob, carol := chattest.Connect(t, nodes[0].url), chattest.Connect(t, nodes[1].url), chattest.Connect(t, nodes[2].url)
+	alice.Send(chat.Request{Type: chat.TypeNick, Nick: "Alice"})
+	alice.Expect("nick")
+	carol.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
+	carol.ExpectError(chat.ErrNickTaken)
+
+	bob.Send(chat.Request{Type: chat.TypeDM, To: "ALICE", Text: "psst"})
+	if d := alice.Expect("dm"); d.From != bob.Nick || d.To != "Alice" || d.Text != "psst" {
+		t.Fatalf("alice got %+v", d)
+	}
+	if d := bob.Expect("dm"); d.To != "Alice" || d.Text != "psst" {
+		t.Fatalf("bob's copy %+v", d)
+	}
+	// A guest's nick names its node: no lookup needed.
+	alice.Send(chat.Request{Type: chat.TypeDM, To: carol.Nick, Text: "hi guest"})
+	if d := carol.Expect("dm"); d.From != "Alice" || d.Text != "hi guest" {
+		t.Fatalf("carol got %+v", d)
+	}
+	alice.Expect("dm")
+	bob.Send(chat.Request{Type: chat.TypeDM, To: "nobody", Text: "?"})
+	bob.ExpectError(chat.ErrUnknownNick)
+
+	// A nick is free across the cluster once its holder leaves.
+	alice.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		carol.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
+		e := carol.ExpectOneOf("nick", "error")
+		if e.Type == "nick" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's nick still taken 10 s after she left: %+v", e)
+		}
+		time.Sleep(150 * time.Millisecond) // alice's node releases the claim when it sees her go; within the rate limit
+	}
+}
+
+// TestClusterNodeStops: a node stops mid-chat; the others carry on, see
+// its members leave, and its clients resume on another node from their
+// last sequence number, missing nothing and seeing nothing twice.
+func TestClusterNodeStops(t *testing.T) {
+	nodes := startCluster(t, 3)
+	cs := joinEach(t, nodes, "r")
+	a, b, c := cs[0], cs[1], cs[2]
+	for k := range 3 {
+		a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprint("before ", k)})
+	}
+	seen := messages(t, b, 3)
+	messages(t, a, 3)
+	messages(t, c, 3)
+
+	nodes[1].stop(t)
+	if ce, err := b.ExpectClose(); err != nil || ce.Code != 1001 {
+		t.Fatalf("b's node stopped: close %v, %v; want 1001", ce, err)
+	}
+	untilCount(t, a, "r", 2)
+	for k := range 4 {
+		c.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprint("after ", k)})
+	}
+	missed := messages(t, a, 4)
+	if got := messages(t, c, 4); !slices.Equal(got, missed) {
+		t.Fatalf("a saw %v, c saw %v", missed, got)
+	}
+
+	// b comes back on node 3 and resumes from the last number it saw.
+	b2 := chattest.Connect(t, nodes[2].url)
+	since := seen[len(seen)-1].Seq
+	b2.Send(chat.Request{Type: chat.TypeJoin, Room: "r", Since: &since})
+	if j := b2.Expect("join"); j.Seq != 7 || j.Count != 3 {
+		t.Fatalf("b's rejoin: %+v, want seq 7 and 3 members", j)
+	}
+	if h := history(t, b2.Expect("history")); !slices.Equal(h, missed) {
+		t.Fatalf("b resumed with %v, want exactly what it missed: %v", h, missed)
+	}
+	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "welcome back"})
+	if m := messages(t, b2, 1); m[0].Seq != 8 || m[0].Text != "welcome back" {
+		t.Fatalf("b after resuming: %v", m)
+	}
+}

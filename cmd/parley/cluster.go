@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parleyhq/parley/chat/natsbroker"
+)
+
+// clusterConfig is what `parley cluster` runs: an embedded NATS server and
+// Nodes `parley serve` processes joined through it.
+type clusterConfig struct {
+	Nodes       int
+	Addr        string // the first node's host:port; the others count up from it, or share it
+	SharedPort  bool   // every node on Addr with SO_REUSEPORT
+	NATSAddr    string
+	MetricsPort int    // node i serves /metrics on MetricsPort+i-1 (0: on its main listener)
+	PIDFile     string // "node pid addr metrics" per line, for scripts
+	Serve       []string
+	LogLevel    slog.Level
+}
+
+func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
+	cfg := clusterConfig{}
+	fs := flag.NewFlagSet("parley cluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: parley cluster [flags] [-- serve flags]\n\nRuns a one-machine cluster: an embedded NATS server in this process and --nodes\n`parley serve` processes sharing rooms through it. Flags after -- go to every node.\nSIGINT or SIGTERM stops the nodes, then NATS. A node that dies is reported; the others go on.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.IntVar(&cfg.Nodes, "nodes", 3, "how many nodes")
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:1337", "`host:port` of node 1; node i listens on port+i-1 (or all on it with --shared-port)")
+	fs.BoolVar(&cfg.SharedPort, "shared-port", false, "every node listens on --addr (SO_REUSEPORT): clients of a node that stops reconnect to the others at the same address")
+	fs.StringVar(&cfg.NATSAddr, "nats-addr", "127.0.0.1:4222", "`host:port` of the embedded NATS server (port 0: a free one)")
+	fs.IntVar(&cfg.MetricsPort, "metrics-port", 9100, "node i serves /metrics on this port+i-1, on --addr's host (0: on each node's main listener)")
+	fs.StringVar(&cfg.PIDFile, "pid-file", "", "write each node's name, pid, address and metrics address to this `file`")
+	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level` of the cluster and its nodes")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return cfg, err
+		}
+		return cfg, errUsage
+	}
+	cfg.Serve = fs.Args()
+	switch {
+	case cfg.Nodes < 1 || cfg.Nodes > 64:
+		return cfg, fmt.Errorf("--nodes %d: must be 1 to 64", cfg.Nodes)
+	case cfg.SharedPort && cfg.MetricsPort == 0:
+		return cfg, fmt.Errorf("--shared-port needs --metrics-port: on a shared port /metrics would answer for a random node")
+	}
+	host, port, err := net.SplitHostPort(cfg.Addr)
+	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p+cfg.Nodes > 65536 {
+		return cfg, fmt.Errorf("--addr %q: want host:port with room for %d ports", cfg.Addr, cfg.Nodes)
+	}
+	if cfg.MetricsPort < 0 || cfg.MetricsPort+cfg.Nodes > 65536 {
+		return cfg, fmt.Errorf("--metrics-port %d: out of range", cfg.MetricsPort)
+	}
+	for _, a := range cfg.Serve {
+		for _, own := range []string{"--addr", "--nats", "--nats-embedded", "--node", "--reuse-port", "--metrics-listen"} {
+			if a == own || strings.HasPrefix(a, own+"=") {
+				return cfg, fmt.Errorf("%s: set by parley cluster for each node", own)
+			}
+		}
+	}
+	if _, err := parseServe(append(cfg.Serve, "--addr", net.JoinHostPort(host, port)), io.Discard); err != nil {
+		return cfg, fmt.Errorf("serve flags %q: %w", cfg.Serve, err)
+	}
+	return cfg, nil
+}
+
+// node is one running `parley serve`.
+type node struct {
+	name, addr, metrics string
+	cmd                 *exec.Cmd
+	exited              chan struct{} // closed when the process has exited
+	err                 error         // how, once exited
+}
+
+// args returns the command line of node i (from 1).
+func (c *clusterConfig) args(i int, natsURL string) (name, addr, metrics string, args []string) {
+	host, port, _ := net.SplitHostPort(c.Addr)
+	p, _ := strconv.Atoi(port)
+	if !c.SharedPort {
+		p += i - 1
+	}
+	name = "n" + strconv.Itoa(i)
+	addr = net.JoinHostPort(host, strconv.Itoa(p))
+	args = []string{"serve", "--nats", natsURL, "--node", name, "--addr", addr, "--log-level", c.LogLevel.String()}
+	if c.SharedPort {
+		args = append(args, "--reuse-port")
+	}
+	if c.MetricsPort > 0 {
+		metrics = net.JoinHostPort(host, strconv.Itoa(c.MetricsPort+i-1))
+		args = append(args, "--metrics-listen", metrics)
+	} else {
+		metrics = addr
+	}
+	return name, addr, metrics, append(args, c.Serve...)
+}
+
+func runCluster(args []string, stderr io.Writer) error {
+	cfg, err := parseCluster(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})).With("component", "cluster")
+	raiseOpenFileLimit(log)
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding the parley binary: %w", err)
+	}
+	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer ns.Shutdown()
+	log.Info("embedded NATS server", "url", ns.URL())
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var nodes []*node
+	defer func() { stopNodes(nodes, log) }()
+	exits := make(chan *node)
+	var pids strings.Builder
+	for i := 1; i <= cfg.Nodes; i++ {
+		n := &node{exited: make(chan struct{})}
+		var a []string
+		n.name, n.addr, n.metrics, a = cfg.args(i, ns.URL())
+		n.cmd = exec.Command(exe, a...)
+		n.cmd.Stdout, n.cmd.Stderr = stderr, stderr
+		if err := n.cmd.Start(); err != nil {
+			return fmt.Errorf("starting node %s: %w", n.name, err)
+		}
+		go func() {
+			n.err = n.cmd.Wait()
+			close(n.exited)
+			select {
+			case exits <- n:
+			case <-ctx.Done():
+			}
+		}()
+		nodes = append(nodes, n)
+		log.Info("node started", "node", n.name, "pid", n.cmd.Process.Pid, "addr", n.addr, "metrics", "http://"+n.metrics+"/metrics")
+		fmt.Fprintf(&pids, "%s %d %s %s\n", n.name, n.cmd.Process.Pid, n.addr, n.metrics)
+	}
+	if cfg.PIDFile != "" {
+		if err := os.WriteFile(cfg.PIDFile, []byte(pids.String()), 0o644); err != nil {
+			return fmt.Errorf("--pid-file: %w", err)
+		}
+	}
+	for running := len(nodes); running > 0; {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping the cluster")
+			return nil
+		case n := <-exits:
+			running--
+			log.Warn("a node exited; the others go on", "node", n.name, "err", n.err, "running", running)
+		}
+	}
+	return errors.New("every node exited")
+}
+
+// stopNodes sends SIGTERM to the nodes still running and waits for them
+// (SIGKILL after 20 s).
+func stopNodes(nodes []*node, log *slog.Logger) {
+	for _, n := range nodes {
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(20 * time.Second)
+	for _, n := range nodes {
+		select {
+		case <-n.exited:
+		case <-deadline:
+			log.Warn("a node did not stop in time: killing it", "node", n.name)
+			_ = n.cmd.Process.Kill()
+			<-n.exited
+		}
+	}
+}

@@ -1,0 +1,150 @@
+// Package chattest holds a blocking chat client for tests: it dials a
+// Parley chat endpoint, sends requests and reads events, failing the test
+// on anything unexpected.
+package chattest
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/internal/wstest"
+)
+
+// Event is any server message, decoded.
+type Event struct {
+	Type      string            `json:"type"`
+	ID        uint64            `json:"id"`
+	Room      string            `json:"room"`
+	Seq       int64             `json:"seq"`
+	From      string            `json:"from"`
+	To        string            `json:"to"`
+	Text      string            `json:"text"`
+	TS        int64             `json:"ts"`
+	Nick      string            `json:"nick"`
+	Old       string            `json:"old"`
+	Count     int               `json:"count"`
+	Members   []string          `json:"members"`
+	Truncated bool              `json:"truncated"`
+	Joined    []string          `json:"joined"`
+	Left      []string          `json:"left"`
+	Renamed   []chat.Renamed    `json:"renamed"`
+	Messages  []json.RawMessage `json:"messages"`
+	Gap       bool              `json:"gap"`
+	Code      string            `json:"code"`
+	Message   string            `json:"message"`
+	Request   *chat.ReqInfo     `json:"request"`
+	Limits    chat.Limits       `json:"limits"`
+	Epoch     int64             `json:"epoch"`
+}
+
+// Texts returns the texts of a history event's messages.
+func (e Event) Texts(t testing.TB) []string {
+	var out []string
+	for _, m := range e.Messages {
+		var msg chat.Message
+		if err := json.Unmarshal(m, &msg); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, msg.Text)
+	}
+	return out
+}
+
+// Client is a blocking chat client for tests.
+type Client struct {
+	*wstest.Conn
+	t    testing.TB
+	Nick string // from the welcome, once Connect has read it
+	ID   uint64
+}
+
+// Dial opens a chat connection and reads nothing: the welcome, join and
+// history are still to come. The connection closes when the test ends;
+// every read has 20 s.
+func Dial(t testing.TB, url string) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := wstest.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return &Client{Conn: c, t: t}
+}
+
+// Connect dials and reads the welcome, the default room's join and its
+// history.
+func Connect(t testing.TB, url string) *Client {
+	t.Helper()
+	cl := Dial(t, url)
+	w := cl.Expect("welcome")
+	cl.Nick, cl.ID = w.Nick, w.ID
+	cl.Expect("join")
+	cl.Expect("history")
+	return cl
+}
+
+// Send sends v as JSON.
+func (c *Client) Send(v any) {
+	c.t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.WriteText(string(b)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// Read reads the next event.
+func (c *Client) Read() Event {
+	c.t.Helper()
+	_, p, err := c.ReadMessage()
+	if err != nil {
+		c.t.Fatalf("%s: read: %v", c.Nick, err)
+	}
+	var e Event
+	if err := json.Unmarshal(p, &e); err != nil {
+		c.t.Fatalf("%s: not JSON: %q", c.Nick, p)
+	}
+	return e
+}
+
+// Expect reads the next event of type typ, skipping presence and typing
+// notices unless typ is one of them; any other event fails the test.
+func (c *Client) Expect(typ string) Event {
+	c.t.Helper()
+	return c.ExpectOneOf(typ)
+}
+
+// ExpectOneOf reads the next event of one of types, skipping presence and
+// typing notices unless asked for; any other event fails the test.
+func (c *Client) ExpectOneOf(types ...string) Event {
+	c.t.Helper()
+	for {
+		e := c.Read()
+		if slices.Contains(types, e.Type) {
+			return e
+		}
+		if e.Type == "presence" || e.Type == "typing" {
+			continue
+		}
+		c.t.Fatalf("%s: got %s %+v, want one of %v", c.Nick, e.Type, e, types)
+	}
+}
+
+// ExpectError reads the next error and checks its code.
+func (c *Client) ExpectError(code string) Event {
+	c.t.Helper()
+	e := c.Expect("error")
+	if e.Code != code {
+		c.t.Fatalf("%s: error %q (%s), want %q", c.Nick, e.Code, e.Message, code)
+	}
+	return e
+}
