@@ -35,11 +35,15 @@ type Broker interface {
 	Unsubscribe(room string) error
 
 	// Publish appends msg, a JSON object (a Message without type, room and
-	// seq), to room's log. done, when not nil, is called once, perhaps on
-	// another goroutine, with nil once the broker has the message or with
-	// the reason it could not take it. Publish does not block for long:
-	// a hub calls it on the engine's goroutines.
-	Publish(room string, msg []byte, done func(error))
+	// seq), to room's log. id, when not empty, names the message for
+	// deduplication: a publication to room with the id of one of its
+	// recent messages (at least the last DedupeWindow) is dropped, so a
+	// client that resends after a reconnect is not heard twice. done, when
+	// not nil, is called once, perhaps on another goroutine, with nil once
+	// the broker has the message (or knew it already) or with the reason
+	// it could not take it. Publish does not block for long: a hub calls
+	// it on the engine's goroutines.
+	Publish(room string, msg []byte, id string, done func(error))
 
 	// PublishPresence sends this hub's presence news for room to the other
 	// hubs subscribed to it (not to this one).
@@ -62,6 +66,12 @@ type Broker interface {
 	// Close stops deliveries and releases the broker's resources.
 	Close() error
 }
+
+// DedupeWindow is the least a broker remembers the ids of a room's
+// messages for deduplication: MemoryBroker keeps the last DedupeWindow ids
+// of each room, natsbroker the ids of the last two minutes (JetStream's
+// duplicate window).
+const DedupeWindow = 256
 
 // RoomState is a room's log as a hub finds it on Subscribe.
 type RoomState struct {

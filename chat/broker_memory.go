@@ -23,6 +23,28 @@ type memoryRoom struct {
 	mu    sync.Mutex // held while a message is numbered and handled: one order
 	epoch int64
 	seq   atomic.Int64 // read by Subscribe without mu: the handler may hold a hub lock Subscribe's caller waits on
+
+	// The last DedupeWindow message ids, made on the first message with
+	// one.
+	ids  map[string]struct{}
+	ring []string
+	at   int
+}
+
+// seen reports whether id is one of the room's recent ids, and remembers
+// it if not. Callers hold r.mu.
+func (r *memoryRoom) seen(id string) bool {
+	if _, ok := r.ids[id]; ok {
+		return true
+	}
+	if r.ids == nil {
+		r.ids, r.ring = make(map[string]struct{}, DedupeWindow), make([]string, DedupeWindow)
+	}
+	delete(r.ids, r.ring[r.at])
+	r.ring[r.at] = id
+	r.at = (r.at + 1) % len(r.ring)
+	r.ids[id] = struct{}{}
+	return false
 }
 
 var _ Broker = (*MemoryBroker)(nil)
@@ -44,7 +66,7 @@ func (b *MemoryBroker) Run(h BrokerHandler) error {
 func (b *MemoryBroker) Node() string { return "" }
 
 // Publish implements Broker.
-func (b *MemoryBroker) Publish(room string, msg []byte, done func(error)) {
+func (b *MemoryBroker) Publish(room string, msg []byte, id string, done func(error)) {
 	b.mu.RLock()
 	h, r := b.h, b.rooms[room]
 	b.mu.RUnlock()
@@ -54,7 +76,9 @@ func (b *MemoryBroker) Publish(room string, msg []byte, done func(error)) {
 		err = ErrBrokerNotRunning
 	case r != nil:
 		r.mu.Lock()
-		h.HandleMessage(room, r.seq.Add(1), msg)
+		if id == "" || !r.seen(id) {
+			h.HandleMessage(room, r.seq.Add(1), msg)
+		}
 		r.mu.Unlock()
 	}
 	if done != nil {

@@ -13,7 +13,7 @@ func TestMemoryBroker(t *testing.T) {
 
 	b := chat.NewMemoryBroker()
 	var got error
-	b.Publish("a", []byte(`{}`), func(err error) { got = err })
+	b.Publish("a", []byte(`{}`), "", func(err error) { got = err })
 	if !errors.Is(got, chat.ErrBrokerNotRunning) {
 		t.Fatalf("Publish before Run: %v", got)
 	}
@@ -36,7 +36,7 @@ func BenchmarkMemoryBrokerPublish(b *testing.B) {
 	data := []byte(`{"from":"a","text":"hi","ts":1}`)
 	b.ReportAllocs()
 	for b.Loop() {
-		br.Publish("lobby", data, nil)
+		br.Publish("lobby", data, "", nil)
 	}
 }
 

@@ -293,15 +293,19 @@ func (h *Hub) say(c *client, req *Request) {
 	if !h.text(c, req) {
 		return
 	}
+	if !validID(req.ID) {
+		h.fail(c, req, ErrBadRequest, "a message's id is 1-64 letters, digits, '.', '_', ':' or '-'")
+		return
+	}
 	// The broker numbers the message and hands it to every node with
 	// members in the room, this one included (HandleMessage).
-	b, err := json.Marshal(published{From: c.nick, Text: req.Text, TS: now()})
+	b, err := json.Marshal(published{From: c.nick, Text: req.Text, TS: now(), ID: req.ID})
 	if err != nil {
 		h.log.Error("encoding a chat message", "err", err)
 		return
 	}
 	id, info := c.id, *req
-	h.broker.Publish(r.name, b, func(err error) {
+	h.broker.Publish(r.name, b, req.ID, func(err error) {
 		if err == nil {
 			h.stats.published.Add(1)
 			return
@@ -320,6 +324,22 @@ type published struct {
 	From string `json:"from"`
 	Text string `json:"text"`
 	TS   int64  `json:"ts"`
+	ID   string `json:"id,omitempty"`
+}
+
+// validID checks a say's id, which the broker uses to drop a message
+// resent after a reconnect: empty (no id), or 1-64 of [A-Za-z0-9._:-].
+func validID(id string) bool {
+	if len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._:-", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // HandleMessage implements BrokerHandler: the message gets its sequence

@@ -42,7 +42,8 @@ type Message struct {
 	Seq  int64  `json:"seq"`
 	From string `json:"from"`
 	Text string `json:"text"`
-	TS   int64  `json:"ts"` // server time, Unix milliseconds
+	TS   int64  `json:"ts"`           // server time, Unix milliseconds
+	ID   string `json:"id,omitempty"` // the say's id, if it had one
 }
 
 // Welcome is the first message a client receives.

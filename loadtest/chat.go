@@ -3,6 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,19 +23,40 @@ const (
 // (sending).
 type chatState struct {
 	cfg     Config
-	churner []bool    // local index: a churn client (no room, not counted)
-	next    [][]int32 // local recipient -> next seq expected from each room member
-	sent    []int32   // local sender -> messages sent
+	churner []bool         // local index: a churn client (no room, not counted)
+	next    [][]int32      // local recipient -> next seq expected from each room member
+	sent    []atomic.Int32 // local sender -> messages sent (by the sender; read by the poller to resend)
+	nonce   string         // starts the ids of this process's messages
 	joined  []atomic.Int32
 	joins   atomic.Int64
 
+	// Resuming (Config.Reconnect): per local client, its room's epoch and
+	// the last sequence number it saw there, and whether it awaits the
+	// history of a rejoin.
+	epoch, lastSeq []int64
+	resuming       []atomic.Bool
+	reconnect      chan closed // clients to reconnect
+	reconnectLat   Histogram   // from the close to the rejoin's history
+
 	received, dups, gaps, stray atomic.Int64
 	churns, churnFails          atomic.Int64
+	reconnects, resumed, resent atomic.Int64
+}
+
+// closed is a client the server closed, and when.
+type closed struct {
+	i  int
+	at time.Time
 }
 
 func newChatState(cfg Config) *chatState {
 	cs := &chatState{cfg: cfg, churner: make([]bool, cfg.Clients), next: make([][]int32, cfg.Clients),
-		sent: make([]int32, cfg.Clients), joined: make([]atomic.Int32, cfg.Clients)}
+		sent: make([]atomic.Int32, cfg.Clients), joined: make([]atomic.Int32, cfg.Clients), nonce: nonce()}
+	if cfg.Reconnect {
+		cs.epoch, cs.lastSeq = make([]int64, cfg.Clients), make([]int64, cfg.Clients)
+		cs.resuming = make([]atomic.Bool, cfg.Clients)
+		cs.reconnect = make(chan closed, cfg.Clients)
+	}
 	if cfg.Scenario == ScenarioChurn {
 		every := max(1, int(1/cfg.ChurnFraction+0.5))
 		for i := range cs.churner {
@@ -56,6 +78,8 @@ func (cs *chatState) room(i int) (room, base, size int) {
 var (
 	joinPrefix    = []byte(`{"type":"join","room":"lt-`)
 	messagePrefix = []byte(`{"type":"message"`)
+	historyPrefix = []byte(`{"type":"history","room":"lt-`)
+	resetPrefix   = []byte(`{"type":"reset","room":"lt-`)
 )
 
 // onMessage handles a frame to local client i; it runs on i's poller.
@@ -64,32 +88,159 @@ func (cs *chatState) onMessage(i int, data []byte, r *run) {
 	case bytes.HasPrefix(data, joinPrefix):
 		cs.joined[i].Store(1)
 		cs.joins.Add(1)
+		if cs.epoch != nil {
+			cs.epoch[i], _ = jsonInt(data, `"epoch":`)
+		}
 	case bytes.HasPrefix(data, messagePrefix) && !cs.churner[i]:
-		g, seq, ts, ok := parseProbe(data)
-		if !ok {
-			return
+		cs.message(i, data, r)
+	case bytes.HasPrefix(data, historyPrefix) && cs.resuming != nil && cs.resuming[i].Load():
+		// The rejoin's replay: what the client missed, in order.
+		for k := bytes.Index(data, messagePrefix); k >= 0; {
+			data = data[k:]
+			cs.message(i, data, r)
+			k = bytes.Index(data[1:], messagePrefix)
+			if k >= 0 {
+				k++
+			}
 		}
-		r.delivered(ts)
-		_, base, size := cs.room(i)
-		k := int(g) - base
-		if k < 0 || k >= size {
-			cs.stray.Add(1) // from another room: the server mixed rooms up
-			return
+		cs.resend(i, r)
+		cs.resuming[i].Store(false)
+		cs.resumed.Add(1)
+	case bytes.HasPrefix(data, resetPrefix) && cs.lastSeq != nil:
+		cs.lastSeq[i], _ = jsonInt(data, `"seq":`)
+		cs.epoch[i], _ = jsonInt(data, `"epoch":`)
+	}
+}
+
+// message handles a room message (live or replayed) to local client i.
+func (cs *chatState) message(i int, data []byte, r *run) {
+	g, seq, ts, ok := parseProbe(data)
+	if !ok {
+		return
+	}
+	if cs.lastSeq != nil {
+		cs.lastSeq[i], _ = jsonInt(data, `"seq":`)
+	}
+	r.delivered(ts)
+	_, base, size := cs.room(i)
+	k := int(g) - base
+	if k < 0 || k >= size {
+		cs.stray.Add(1) // from another room: the server mixed rooms up
+		return
+	}
+	if cs.next[i] == nil {
+		cs.next[i] = make([]int32, size)
+	}
+	switch n := cs.next[i][k]; {
+	case seq == n:
+		cs.next[i][k]++
+		cs.received.Add(1)
+	case seq < n:
+		cs.dups.Add(1)
+	default:
+		cs.gaps.Add(1)
+		cs.next[i][k] = seq + 1
+		cs.received.Add(1)
+	}
+}
+
+// say appends local client i's message number seq, said at ts, to b: a
+// say with the probe as its text and an id of its own, so a resent copy is
+// recognised (and dropped) by the server if the first got through.
+func (cs *chatState) say(b []byte, i int, seq int32, ts int64) []byte {
+	room, _, _ := cs.room(i)
+	g := int32(cs.cfg.Offset + i)
+	b = append(b, `{"type":"say","room":"lt-`...)
+	b = strconv.AppendInt(b, int64(room), 10)
+	b = append(b, `","id":"`...)
+	b = append(b, cs.nonce...)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, int64(g), 10)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, int64(seq), 10)
+	b = append(b, `","text":"`...)
+	b = appendProbe(b, g, seq, ts)
+	return append(b, `"}`...)
+}
+
+// resend says again, once local client i is back in its room, its
+// messages that never came back to it: lost with the connection, or kept
+// by the server (which then drops the copy by its id). Their latency counts
+// from the resend.
+func (cs *chatState) resend(i int, r *run) {
+	_, base, _ := cs.room(i)
+	from := int32(0)
+	if cs.next[i] != nil {
+		from = cs.next[i][cs.cfg.Offset+i-base]
+	}
+	var buf []byte
+	for seq := from; seq < cs.sent[i].Load(); seq++ {
+		if r.pool.Send(i, cs.say(buf[:0], i, seq, time.Now().UnixNano())) == nil {
+			cs.resent.Add(1)
 		}
-		if cs.next[i] == nil {
-			cs.next[i] = make([]int32, size)
+	}
+}
+
+// nonce returns 8 random letters.
+func nonce() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = 'a' + b[i]%26
+	}
+	return string(b)
+}
+
+// jsonInt returns the integer after key in b, a JSON object.
+func jsonInt(b []byte, key string) (int64, bool) {
+	k := bytes.Index(b, []byte(key))
+	if k < 0 {
+		return 0, false
+	}
+	var n int64
+	digits := 0
+	for _, c := range b[k+len(key):] {
+		if c < '0' || c > '9' {
+			break
 		}
-		switch n := cs.next[i][k]; {
-		case seq == n:
-			cs.next[i][k]++
-			cs.received.Add(1)
-		case seq < n:
-			cs.dups.Add(1)
-		default:
-			cs.gaps.Add(1)
-			cs.next[i][k] = seq + 1
-			cs.received.Add(1)
-		}
+		n = n*10 + int64(c-'0')
+		digits++
+	}
+	return n, digits > 0
+}
+
+// resume reconnects the clients the server closed, until ctx ends, and
+// has each rejoin its room from the last sequence number it saw.
+func (cs *chatState) resume(ctx context.Context, pool *Pool, r *run) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for {
+				var c closed
+				select {
+				case c = <-cs.reconnect:
+				case <-ctx.Done():
+					return
+				}
+				if cause := pool.Reconnect(ctx, c.i); cause != "" {
+					r.lose("closed, then reconnecting failed: " + cause)
+					continue
+				}
+				cs.reconnects.Add(1)
+				room, _, _ := cs.room(c.i)
+				buf = append(append(buf[:0], `{"type":"join","room":"lt-`...), strconv.Itoa(room)...)
+				buf = append(append(buf, `","since":`...), strconv.FormatInt(cs.lastSeq[c.i], 10)...)
+				buf = append(append(buf, `,"epoch":`...), strconv.FormatInt(cs.epoch[c.i], 10)...)
+				buf = append(buf, '}')
+				if pool.Send(c.i, buf) == nil {
+					cs.reconnectLat.Record(time.Since(c.at))
+				}
+			}
+		}()
 	}
 }
 
@@ -146,14 +297,13 @@ func (cs *chatState) send(ctx context.Context, pool *Pool) {
 		for ; due > 0; due-- {
 			i := chatters[next]
 			next = (next + 1) % len(chatters)
-			room, _, _ := cs.room(i)
-			buf = append(buf[:0], `{"type":"say","room":"lt-`...)
-			buf = strconv.AppendInt(buf, int64(room), 10)
-			buf = append(buf, `","text":"`...)
-			buf = appendProbe(buf, int32(cs.cfg.Offset+i), cs.sent[i], time.Now().UnixNano())
-			buf = append(buf, `"}`...)
-			if pool.Send(i, buf) == nil {
-				cs.sent[i]++
+			if cs.resuming != nil && cs.resuming[i].Load() {
+				done++
+				continue // away, or not yet back in its room: it says nothing meanwhile
+			}
+			seq := cs.sent[i].Load()
+			if pool.Send(i, cs.say(buf[:0], i, seq, time.Now().UnixNano())) == nil {
+				cs.sent[i].Store(seq + 1)
 			}
 			done++
 		}
@@ -170,7 +320,8 @@ func (cs *chatState) expected() (sent, expected int64) {
 			members[r]++
 		}
 	}
-	for i, n := range cs.sent {
+	for i := range cs.sent {
+		n := cs.sent[i].Load()
 		r, _, _ := cs.room(i)
 		sent += int64(n)
 		expected += int64(n) * members[r]

@@ -54,6 +54,14 @@ type Config struct {
 	ChurnFraction float64
 	ChurnRate     float64
 
+	// Reconnect: in the chat scenarios, a client whose connection the
+	// server closes or drops dials the next target (then the others, until
+	// the run ends) and rejoins its room from the last sequence number it
+	// saw, as the chat page does: nothing it missed meanwhile counts as
+	// missing if the server replays it. Reconnections are counted and
+	// timed; only a client that never comes back counts as lost.
+	Reconnect bool
+
 	// Offset and TotalClients place this process's clients among all the
 	// run's (a worker's share); defaults 0 and Clients.
 	Offset       int

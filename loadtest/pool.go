@@ -47,6 +47,7 @@ type Pool struct {
 	sources []net.IP
 
 	conns   []*conn // by client index; set once connected
+	shift   []uint8 // by client index: how many targets on its reconnections have moved it
 	latency Histogram
 	tls     *ltls.Config // for wss:// targets
 
@@ -66,6 +67,9 @@ func NewPool(cfg Config, h Handler) (*Pool, error) {
 	}
 	cfg = cfg.withDefaults()
 	p := &Pool{cfg: cfg, h: h, conns: make([]*conn, cfg.Clients), failures: make(map[string]int)}
+	if cfg.Reconnect {
+		p.shift = make([]uint8, cfg.Clients)
+	}
 	for _, t := range cfg.Targets {
 		u, _ := parseTarget(t)
 		hu := *u
@@ -187,6 +191,33 @@ func (p *Pool) Redial(ctx context.Context, i int) bool {
 	return p.dial(ctx, i)
 }
 
+// Reconnect opens client i again after the server closed or dropped it,
+// on the next target, then the one after, once round all of them, with a
+// short pause between rounds of attempts, until ctx ends. Failed attempts
+// are not counted as failed connections; it returns the last failure's
+// cause, "" on success. Config.Reconnect must be set.
+func (p *Pool) Reconnect(ctx context.Context, i int) string {
+	p.mu.Lock()
+	p.conns[i] = nil
+	p.mu.Unlock()
+	cause := "run ended"
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		p.mu.Lock()
+		p.shift[i]++
+		p.mu.Unlock()
+		if cause = p.dialOnce(ctx, i); cause == "" {
+			return ""
+		}
+		if attempt%len(p.targets) == len(p.targets)-1 {
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+	}
+	return cause
+}
+
 // DialAll opens every client with a bounded pool of dialers and returns
 // when each has connected or failed, or ctx ends.
 func (p *Pool) DialAll(ctx context.Context) {
@@ -254,7 +285,25 @@ func classify(err error) string {
 // upgrade through nbhttp's client, then the socket handed to a conn. It
 // blocks until the upgrade is answered or fails.
 func (p *Pool) dial(ctx context.Context, i int) bool {
-	target := p.targets[i%len(p.targets)]
+	start := time.Now()
+	if cause := p.dialOnce(ctx, i); cause != "" {
+		p.fail(cause)
+		return false
+	}
+	p.latency.Record(time.Since(start))
+	p.connected.Add(1)
+	return true
+}
+
+// dialOnce opens client i and returns "" or why it could not.
+func (p *Pool) dialOnce(ctx context.Context, i int) string {
+	k := i
+	if p.shift != nil {
+		p.mu.Lock()
+		k += int(p.shift[i])
+		p.mu.Unlock()
+	}
+	target := p.targets[k%len(p.targets)]
 	src := p.sources[i%len(p.sources)]
 	d := &net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: src},
@@ -286,7 +335,6 @@ func (p *Pool) dial(ctx context.Context, i int) bool {
 		req.Header.Set("Origin", p.cfg.Origin)
 	}
 	result := make(chan string, 1) // "" on success, else the failure's cause
-	start := time.Now()
 	cc.Do(req, func(resp *http.Response, nc net.Conn, err error) {
 		// On the poller: no blocking here.
 		if err != nil {
@@ -334,16 +382,11 @@ func (p *Pool) dial(ctx context.Context, i int) bool {
 	select {
 	case cause := <-result:
 		if cause != "" {
-			p.fail(cause)
 			cc.Close()
-			return false
 		}
-		p.latency.Record(time.Since(start))
-		p.connected.Add(1)
-		return true
+		return cause
 	case <-ctx.Done():
-		p.fail("run time limit")
 		cc.Close()
-		return false
+		return "run time limit"
 	}
 }

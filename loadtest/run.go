@@ -94,12 +94,22 @@ func (r *run) OnClose(client int, code int, err error) {
 	if !r.holding.Load() || (r.chat != nil && r.chat.churner[client]) {
 		return // the run's own teardown, or a churn client it dropped
 	}
+	if r.chat != nil && r.chat.reconnect != nil {
+		r.chat.resuming[client].Store(true)            // its sender waits until it is back in its room
+		r.chat.reconnect <- closed{client, time.Now()} // lost only if it cannot come back
+		return
+	}
 	cause := "dropped without a close frame"
 	if code != 0 {
 		cause = "closed by server with " + strconv.Itoa(code)
 	} else if err != nil {
 		cause = "dropped: " + classify(err)
 	}
+	r.lose(cause)
+}
+
+// lose counts a client the server closed for good.
+func (r *run) lose(cause string) {
 	r.mu.Lock()
 	r.lost[cause]++
 	r.mu.Unlock()
@@ -270,6 +280,14 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 	sendStart := time.Now()
 	go func() { defer wg.Done(); cs.send(sendCtx, r.pool) }()
 	go func() { defer wg.Done(); cs.churn(sendCtx, ctx, r.pool, churnLatency) }()
+	resumeCtx, stopResuming := context.WithCancel(ctx)
+	resumed := make(chan struct{})
+	if cs.reconnect != nil {
+		go func() { defer close(resumed); cs.resume(resumeCtx, r.pool, r) }()
+	} else {
+		close(resumed)
+	}
+	defer func() { stopResuming(); <-resumed }()
 	wg.Wait()
 	sendSeconds := time.Since(sendStart).Seconds()
 	sent, expected := cs.expected()
@@ -300,6 +318,13 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 		res.DeliveriesPerSec = float64(res.Delivered) / secs
 	}
 	res.SendSeconds = sendSeconds
+	if cs.reconnect != nil {
+		res.Reconnects = cs.reconnects.Load()
+		res.Resumed = cs.resumed.Load()
+		res.Resent = cs.resent.Load()
+		res.ReconnectLatency = cs.reconnectLat.Latency()
+		res.reconnect = &cs.reconnectLat
+	}
 	if r.cfg.Scenario == ScenarioChurn {
 		res.ChurnCycles = cs.churns.Load()
 		res.ChurnFailures = cs.churnFails.Load()

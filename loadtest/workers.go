@@ -23,6 +23,7 @@ type workerMessage struct {
 	Result  *Result       `json:"result,omitempty"`
 	Latency histogramData `json:"latency"`
 	Connect histogramData `json:"connect"`
+	Reconn  histogramData `json:"reconnect"`
 	Error   string        `json:"error,omitempty"`
 }
 
@@ -174,12 +175,16 @@ func runWorkers(ctx context.Context, cfg Config) (*Result, error) {
 
 // merge adds the workers' results into r.
 func (r *Result) merge(ms []workerMessage) {
-	var lat, conn Histogram
+	var lat, conn, reconn Histogram
 	var sendSeconds float64
 	for _, m := range ms {
 		w := m.Result
 		lat.add(m.Latency)
 		conn.add(m.Connect)
+		reconn.add(m.Reconn)
+		r.Reconnects += w.Reconnects
+		r.Resumed += w.Resumed
+		r.Resent += w.Resent
 		r.Connected += w.Connected
 		r.Failed += w.Failed
 		r.OpenAtEnd += w.OpenAtEnd
@@ -229,6 +234,7 @@ func (r *Result) merge(ms []workerMessage) {
 	r.latency = &lat
 	r.EndToEnd = lat.Latency()
 	r.ConnectLatency = conn.Latency()
+	r.ReconnectLatency = reconn.Latency()
 }
 
 // RunWorker is the worker side: it reads its Config from in, runs it, and
@@ -276,6 +282,10 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		say(workerMessage{Event: "error", Error: err.Error()})
 		return err
 	}
-	say(workerMessage{Event: "result", Result: res, Latency: res.latency.export(), Connect: res.connect.export()})
+	msg := workerMessage{Event: "result", Result: res, Latency: res.latency.export(), Connect: res.connect.export()}
+	if res.reconnect != nil {
+		msg.Reconn = res.reconnect.export()
+	}
+	say(msg)
 	return nil
 }

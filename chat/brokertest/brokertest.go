@@ -111,8 +111,14 @@ func (h *Handler) Wait(t testing.TB, what string, cond func(h *Handler) bool) {
 // publish publishes msg and waits for done.
 func publish(t testing.TB, b chat.Broker, room, msg string) {
 	t.Helper()
+	publishID(t, b, room, msg, "")
+}
+
+// publishID publishes msg with a deduplication id and waits for done.
+func publishID(t testing.TB, b chat.Broker, room, msg, id string) {
+	t.Helper()
 	errc := make(chan error, 1)
-	b.Publish(room, []byte(msg), func(err error) { errc <- err })
+	b.Publish(room, []byte(msg), id, func(err error) { errc <- err })
 	select {
 	case err := <-errc:
 		if err != nil {
@@ -169,8 +175,15 @@ func Single(t *testing.T, b chat.Broker) {
 	if err := b.Unsubscribe("b"); err != nil {
 		t.Fatal(err)
 	}
+	// A message published again with its id is not delivered twice; the
+	// same id in another room is another message.
+	publishID(t, b, "a", `{"n":"once"}`, "id-1")
+	publishID(t, b, "a", `{"n":"once again"}`, "id-1")
 	publish(t, b, "a", `{"n":"last"}`)
-	h.Wait(t, "the last message", func(h *Handler) bool { return len(h.messages["a"]) == 6 })
+	h.Wait(t, "the last message", func(h *Handler) bool { return len(h.messages["a"]) == 7 })
+	if got := h.Messages("a")[5:]; !slices.Equal(got, []string{`6:{"n":"once"}`, `7:{"n":"last"}`}) {
+		t.Fatalf("after a duplicate id: %v", got)
+	}
 	if got := h.Messages("b"); len(got) != 5 {
 		t.Fatalf("room b after unsubscribing: %v", got)
 	}

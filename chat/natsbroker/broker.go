@@ -382,7 +382,7 @@ type pending struct {
 
 // Publish implements chat.Broker: an asynchronous JetStream publish; done
 // runs when NATS acknowledges it (or does not, within PublishTimeout).
-func (b *Broker) Publish(room string, msg []byte, done func(error)) {
+func (b *Broker) Publish(room string, msg []byte, id string, done func(error)) {
 	b.mu.RLock()
 	rs, closed := b.rooms[room], b.closed
 	b.mu.RUnlock()
@@ -400,7 +400,11 @@ func (b *Broker) Publish(room string, msg []byte, done func(error)) {
 	if rs != nil {
 		subj = rs.subIn
 	}
-	f, err := b.js.PublishAsync(subj, msg)
+	m := &nats.Msg{Subject: subj, Data: msg}
+	if id != "" {
+		m.Header = nats.Header{jetstream.MsgIDHeader: {id}} // JetStream drops a repeat within its duplicate window
+	}
+	f, err := b.js.PublishMsgAsync(m)
 	if err != nil {
 		fail(fmt.Errorf("natsbroker: publish to %q: %w", room, err))
 		return

@@ -48,6 +48,7 @@ func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, loadtestOu
 	fs.DurationVar(&cfg.Duration, "duration", loadtest.DefaultDuration, "how long the clients chat (chat, churn)")
 	fs.Float64Var(&cfg.ChurnFraction, "churn-fraction", loadtest.DefaultChurnFraction, "share of the clients that keep leaving and coming back (churn)")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", loadtest.DefaultChurnRate, "reconnections per second (churn)")
+	fs.BoolVar(&cfg.Reconnect, "reconnect", false, "a client the server closes or drops reconnects to the next --target and resumes its room from the last sequence number it saw (chat, churn)")
 	fs.DurationVar(&cfg.MaxP99, "max-p99", 0, "fail the run if end-to-end p99 latency exceeds this (0: no limit)")
 	fs.IntVar(&cfg.MaxErrors, "max-errors", 0, "fail the run past this many errors: failed or lost connections, missing or duplicated messages (-1: no limit)")
 	var metricsURLs stringList
