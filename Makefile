@@ -6,7 +6,7 @@ REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
-.PHONY: all build baseline run test vet fmt bench fuzz fanout loadtest compare hold-100k clean
+.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout loadtest compare hold-100k loadtest-100k loadtest-100k-kill clean
 
 all: build
 
@@ -15,6 +15,12 @@ build:
 
 run: build
 	./$(BIN) serve
+
+# A one-machine cluster: an embedded NATS and NODES nodes on ports 1337...,
+# metrics on 9100... (parley cluster --help).
+NODES ?= 3
+cluster: build
+	./$(BIN) cluster --nodes $(NODES)
 
 vet:
 	$(GO) vet $(PKGS)
@@ -61,6 +67,17 @@ compare: build baseline
 # 100,000 clients held against six server processes; reports in reports/hold100k/.
 hold-100k: build
 	scripts/hold100k.sh 100000 6 reports/hold100k
+
+# The chat with 100,000 clients over a cluster (an embedded NATS and seven
+# nodes), rooms of 100 spread over every node, each client saying 0.1
+# messages per second for 30 s; reports in reports/loadtest100k/.
+loadtest-100k: build
+	scripts/loadtest100k.sh 100000 7 reports/loadtest100k
+
+# The same with node n3 killed (SIGKILL) 15 s into the chat: its clients
+# reconnect to the others and resume. Reports in reports/loadtest100k-kill/.
+loadtest-100k-kill: build
+	KILL_AFTER=15 scripts/loadtest100k.sh 100000 7 reports/loadtest100k-kill
 
 clean:
 	rm -rf bin

@@ -192,8 +192,8 @@ func (p *Pool) Redial(ctx context.Context, i int) bool {
 }
 
 // Reconnect opens client i again after the server closed or dropped it,
-// on the next target, then the one after, once round all of them, with a
-// short pause between rounds of attempts, until ctx ends. Failed attempts
+// on another target (see target), then the others in turn, with a short
+// pause after each round of them, until ctx ends. Failed attempts
 // are not counted as failed connections; it returns the last failure's
 // cause, "" on success. Config.Reconnect must be set.
 func (p *Pool) Reconnect(ctx context.Context, i int) string {
@@ -295,15 +295,26 @@ func (p *Pool) dial(ctx context.Context, i int) bool {
 	return true
 }
 
+// target returns the index of client i's target: i mod n at first; after
+// a reconnections, one of the others, spread so that the clients of a
+// target that went away share the rest evenly.
+func (p *Pool) target(i int) int {
+	n := len(p.targets)
+	if p.shift == nil || n == 1 {
+		return i % n
+	}
+	p.mu.Lock()
+	a := int(p.shift[i])
+	p.mu.Unlock()
+	if a == 0 {
+		return i % n
+	}
+	return (i%n + 1 + (i/n+a-1)%(n-1)) % n
+}
+
 // dialOnce opens client i and returns "" or why it could not.
 func (p *Pool) dialOnce(ctx context.Context, i int) string {
-	k := i
-	if p.shift != nil {
-		p.mu.Lock()
-		k += int(p.shift[i])
-		p.mu.Unlock()
-	}
-	target := p.targets[k%len(p.targets)]
+	target := p.targets[p.target(i)]
 	src := p.sources[i%len(p.sources)]
 	d := &net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: src},

@@ -60,7 +60,7 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 	case cfg.SharedPort && cfg.MetricsPort == 0:
 		return cfg, fmt.Errorf("--shared-port needs --metrics-port: on a shared port /metrics would answer for a random node")
 	}
-	host, port, err := net.SplitHostPort(cfg.Addr)
+	_, port, err := net.SplitHostPort(cfg.Addr)
 	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p+cfg.Nodes > 65536 {
 		return cfg, fmt.Errorf("--addr %q: want host:port with room for %d ports", cfg.Addr, cfg.Nodes)
 	}
@@ -74,7 +74,8 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 			}
 		}
 	}
-	if _, err := parseServe(append(cfg.Serve, "--addr", net.JoinHostPort(host, port)), io.Discard); err != nil {
+	_, _, _, check := cfg.args(1, "nats://"+cfg.NATSAddr) // node 1's command line, checked as serve would
+	if _, err := parseServe(check[1:], io.Discard); err != nil {
 		return cfg, fmt.Errorf("serve flags %q: %w", cfg.Serve, err)
 	}
 	return cfg, nil

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -30,6 +31,7 @@ type serveConfig struct {
 	Chat            chat.Config
 	ShutdownTimeout time.Duration
 	MetricsListen   string // empty: /metrics on the main listener
+	Pprof           bool   // /debug/pprof/ on the metrics listener
 	EchoPath        string // empty: no echo endpoint
 	LogLevel        slog.Level
 	LogFormat       string
@@ -150,6 +152,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.DurationVar(&cfg.NATS.Heartbeat, "node-heartbeat", natsbroker.DefaultHeartbeat, "how often a node says it is alive; one silent for three is gone")
 	fs.StringVar(&cfg.EchoPath, "echo-path", "", "also mount an echo endpoint (every message back with its type, 16 MiB limit) on this `path`, for conformance suites such as Autobahn's")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics on this `host:port` only, instead of on the main listener")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiles (/debug/pprof/) on --metrics-listen, which it requires")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
@@ -175,6 +178,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
 			return cfg, fmt.Errorf("--metrics-listen %q: %w", cfg.MetricsListen, err)
 		}
+	}
+	if cfg.Pprof && cfg.MetricsListen == "" {
+		return cfg, fmt.Errorf("--pprof needs --metrics-listen: profiles are not for the public listener")
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		return cfg, fmt.Errorf("--shutdown-timeout %v: must be positive", cfg.ShutdownTimeout)
@@ -285,6 +291,12 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.Handler())
+		if cfg.Pprof {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := metricsSrv.Serve(ln); err != nil && err != http.ErrServerClosed {
