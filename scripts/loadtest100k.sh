@@ -51,9 +51,15 @@ began=$(date +%s.%N)
 if [ -n "${KILL_AFTER:-}" ]; then
   victim=$(awk -v n="n${KILL_NODE:-3}" '$1 == n {print $2}' "$out/nodes.txt")
   (
-    # The chat starts once every client is connected and joined: wait for
-    # the loadtest's first progress line with all of them open, then KILL_AFTER.
-    for _ in $(seq 600); do grep -q "open $clients/$clients" "$out/summary.txt" 2>/dev/null && break; sleep 0.5; done
+    # The chat starts once every client is in the lobby and its room: wait
+    # for the nodes' room memberships to reach twice the clients, then
+    # KILL_AFTER.
+    for _ in $(seq 1200); do
+      members=$(awk '{print $4}' "$out/nodes.txt" | while read -r m; do curl -sf "http://$m/metrics"; done |
+        awk '/^parley_room_members / {n += $2} END {print n + 0}')
+      [ "$members" -ge $((2 * clients)) ] && break
+      sleep 0.5
+    done
     sleep "$KILL_AFTER"
     kill -9 "$victim" && echo "killed node n${KILL_NODE:-3} (pid $victim) at $(date +%T)" >"$out/killed.txt"
   ) &

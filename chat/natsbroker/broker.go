@@ -133,6 +133,7 @@ func New(cfg Config) (*Broker, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			b.stats.disconnects.Add(1)
 			b.log.Warn("disconnected from NATS", "err", err)
+			b.pause()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.stats.reconnects.Add(1)
@@ -564,8 +565,10 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
-	b.beat(true)
-	_ = b.nc.Flush()
+	if b.nc.IsConnected() {
+		b.beat(true)
+		_ = b.nc.FlushTimeout(time.Second) // the others hear of it now, not in three heartbeats
+	}
 	close(b.stop)
 	b.wg.Wait()
 	b.nc.Close()
@@ -692,6 +695,18 @@ func (b *Broker) repair(rs *roomSub, upTo uint64) {
 	}
 }
 
+// pause stops deliveries to every room until resync has checked its log:
+// NATS may come back without it.
+func (b *Broker) pause() {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, rs := range b.rooms {
+		rs.mu.Lock()
+		rs.ready = false
+		rs.mu.Unlock()
+	}
+}
+
 // resync runs after a reconnect: rooms whose stream was lost start anew
 // (the members are told), the others fetch what was missed; nick claims
 // are made again.
@@ -729,32 +744,37 @@ func (b *Broker) resync() {
 }
 
 func (b *Broker) resyncRoom(rs *roomSub) {
+	b.mu.RLock()
+	current, closed := b.rooms[rs.name] == rs, b.closed
+	b.mu.RUnlock()
+	if !current || closed {
+		return // unsubscribed meanwhile
+	}
 	s, info, err := b.openStream(rs.token)
 	if err != nil {
-		b.log.Warn("reopening a room after a reconnect", "room", rs.name, "err", err)
+		b.log.Warn("reopening a room after a reconnect; trying again in a second", "room", rs.name, "err", err)
+		time.AfterFunc(time.Second, func() { b.later(func() { b.resyncRoom(rs) }) })
 		return
 	}
+	epoch := info.Created.UnixMilli()
 	rs.mu.Lock()
-	same := info.Created.UnixMilli() == rs.epoch
-	rs.stream = s
-	rs.mu.Unlock()
-	if same {
-		b.repair(rs, info.State.LastSeq)
-		return
+	lost := epoch != rs.epoch
+	rs.stream, rs.ready = s, true
+	if lost {
+		rs.epoch, rs.last = epoch, 0
 	}
-	st, err := b.load(s, info)
-	if err != nil {
-		b.log.Warn("reloading a room after a reconnect", "room", rs.name, "err", err)
-	}
-	rs.mu.Lock()
-	rs.epoch, rs.last = st.Epoch, uint64(st.Seq)
+	upTo := max(rs.pending, info.State.LastSeq)
 	rs.mu.Unlock()
-	b.stats.resets.Add(1)
-	b.log.Warn("a room's log was lost by NATS: it starts again", "room", rs.name, "epoch", st.Epoch)
-	b.mu.RLock()
-	h := b.h
-	b.mu.RUnlock()
-	h.HandleReset(rs.name, st)
+	if lost {
+		// The new log's messages follow the reset, as live ones.
+		b.stats.resets.Add(1)
+		b.log.Warn("a room's log was lost by NATS: it starts again", "room", rs.name, "epoch", epoch)
+		b.mu.RLock()
+		h := b.h
+		b.mu.RUnlock()
+		h.HandleReset(rs.name, chat.RoomState{Epoch: epoch})
+	}
+	b.repair(rs, upTo)
 }
 
 // beatMsg is a heartbeat.

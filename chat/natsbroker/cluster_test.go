@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -14,6 +15,8 @@ import (
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/testserver"
 )
+
+func TestMain(m *testing.M) { testserver.Main(m) }
 
 // node is one Parley node of a test cluster: a hub on a real server.
 type node struct {
@@ -238,5 +241,93 @@ func TestClusterNodeStops(t *testing.T) {
 	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "welcome back"})
 	if m := messages(t, b2, 1); m[0].Seq != 8 || m[0].Text != "welcome back" {
 		t.Fatalf("b after resuming: %v", m)
+	}
+}
+
+// TestNATSRestart: NATS goes away and comes back empty (no persistence).
+// Meanwhile senders are told their messages were not delivered; then the
+// nodes reconnect by themselves, count it, make the rooms' logs again and
+// tell the members the rooms were reset; the chat goes on across nodes.
+func TestNATSRestart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var brokers []*natsbroker.Broker
+	var urls []string
+	for _, name := range []string{"n1", "n2"} {
+		b, err := natsbroker.New(natsbroker.Config{URL: ns.URL(), Node: name, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hub, err := chat.New(chat.Config{Broker: b, PresenceInterval: 20 * time.Millisecond, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, url := testserver.Start(t, engine.Config{}, hub)
+		brokers, urls = append(brokers, b), append(urls, url)
+	}
+	a, b := chattest.Connect(t, urls[0]), chattest.Connect(t, urls[1])
+	ja, _ := join(a, "r"), join(b, "r")
+	untilCount(t, a, "r", 2)
+	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "before"})
+	if m := messages(t, b, 1); m[0].Seq != 1 {
+		t.Fatalf("before the restart: %v", m)
+	}
+	messages(t, a, 1)
+
+	ns.Shutdown()
+	waitUntil(t, "both nodes see NATS gone", func() bool {
+		return !brokers[0].Stats().Connected && !brokers[1].Stats().Connected
+	})
+	a.Send(chat.Request{Type: chat.TypeSay, ID: "m1", Room: "r", Text: "into the void"})
+	if e := a.ExpectError(chat.ErrNotDelivered); e.Request == nil || e.Request.ID != "m1" {
+		t.Fatalf("the error does not name the message: %+v", e)
+	}
+
+	ns, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	for _, c := range []*chattest.Client{a, b} {
+		reset := map[string]bool{} // the lobby and r, in either order
+		for len(reset) < 2 {
+			r := c.Expect("reset")
+			if r.Seq != 0 || r.Epoch <= ja.Epoch || reset[r.Room] {
+				t.Fatalf("%s: reset %+v, want each room once, from 0, in an epoch after %d", c.Nick, r, ja.Epoch)
+			}
+			reset[r.Room] = true
+		}
+		if !reset["r"] || !reset["lobby"] {
+			t.Fatalf("%s: resets of %v, want lobby and r", c.Nick, reset)
+		}
+	}
+	for i, br := range brokers {
+		if st := br.Stats(); st.Reconnects != 1 || st.Disconnects != 1 || st.Resets != 2 || !st.Connected {
+			t.Fatalf("node %d after the restart: %+v", i+1, st)
+		}
+	}
+	b.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "after"})
+	for _, c := range []*chattest.Client{a, b} {
+		if m := messages(t, c, 1); m[0] != (said{1, b.Nick, "after"}) {
+			t.Fatalf("%s after the restart: %v", c.Nick, m)
+		}
+	}
+}
+
+// waitUntil polls cond every 10 ms for at most 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
 	}
 }
