@@ -16,8 +16,10 @@ const state = {
   me: "",
   defaultRoom: "lobby",
   wantNick: localStorage.getItem("parley.nick") || "",
-  epoch: 0, // the server's life; sequence numbers count per epoch
   current: "room:lobby",
+  // Messages said and not yet seen coming back, by id: said again (same
+  // id, so the server drops a copy it has) after a reconnect.
+  pending: new Map(),
   // key "room:<name>" or "dm:<nick>" -> conversation
   convs: new Map(),
 };
@@ -25,7 +27,8 @@ const state = {
 function conv(key) {
   let c = state.convs.get(key);
   if (!c) {
-    c = { key, lines: [], lastSeq: 0, unread: 0, members: new Map(), count: 0, truncated: false, typing: new Map(), joined: false };
+    // epoch: the room log's; lastSeq counts within it.
+    c = { key, lines: [], lastSeq: 0, epoch: 0, unread: 0, members: new Map(), count: 0, truncated: false, typing: new Map(), joined: false, resend: false };
     state.convs.set(key, c);
   }
   return c;
@@ -190,11 +193,19 @@ function select(key) {
 function setStatus(text, cls) {
   els.status.textContent = text;
   els.status.className = cls;
-  els.send.disabled = cls !== "open";
+}
+
+function online() {
+  return state.ws && state.ws.readyState === WebSocket.OPEN;
+}
+
+function newID() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function request(obj) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(obj));
+  if (online()) state.ws.send(JSON.stringify(obj));
 }
 
 function connect() {
@@ -224,22 +235,20 @@ function connect() {
 const handlers = {
   welcome(ev) {
     state.retry = 0;
-    if (state.epoch && state.epoch !== ev.epoch) {
-      // The server restarted: its rooms count from 1 again.
-      for (const c of state.convs.values()) c.lastSeq = 0;
-      system(state.current, "the server restarted");
-    }
-    state.epoch = ev.epoch;
     state.me = ev.nick;
     state.defaultRoom = ev.room;
     els.input.maxLength = ev.limits.max_text_length;
     setStatus("connected as " + ev.nick, "open");
     if (state.wantNick && state.wantNick !== ev.nick) request({ type: "nick", nick: state.wantNick });
     else els.nick.value = ev.nick;
-    // Rejoin the rooms we were in, asking only for what we missed.
+    // Rejoin the rooms we were in, asking only for what we missed (the
+    // default room is joined already); once their history is in, say again
+    // what never came back.
     for (const c of state.convs.values()) {
       const [kind, name] = split(c.key);
-      if (kind === "room" && c.joined && name !== ev.room) request({ type: "join", room: name, since: c.lastSeq });
+      if (kind !== "room" || !c.joined) continue;
+      c.resend = true;
+      if (name !== ev.room) request({ type: "join", room: name, since: c.lastSeq, epoch: c.epoch });
     }
     const wanted = decodeURIComponent(location.hash.slice(1));
     if (wanted && !conv("room:" + wanted).joined) request({ type: "join", room: wanted });
@@ -249,6 +258,12 @@ const handlers = {
     const c = conv(key);
     const first = !c.joined;
     c.joined = true;
+    if (c.epoch && c.epoch !== ev.epoch) {
+      // The room's log began again (a server restart): it counts from 1.
+      c.lastSeq = 0;
+      system(key, "the server restarted: the room's history starts again");
+    }
+    c.epoch = ev.epoch;
     c.members = new Map(ev.members.map((n) => [n, true]));
     c.count = ev.count;
     c.truncated = !!ev.truncated;
@@ -261,11 +276,23 @@ const handlers = {
     const c = conv(key);
     if (ev.gap) system(key, "some messages from while you were away are no longer kept");
     for (const m of ev.messages) handlers.message(m);
+    if (c.resend) {
+      c.resend = false;
+      for (const [id, p] of state.pending) if (p.room === ev.room) request({ type: "say", room: p.room, text: p.text, id });
+    }
     if (key === state.current) renderLists();
+  },
+  reset(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    c.epoch = ev.epoch;
+    c.lastSeq = ev.seq;
+    system(key, "the server lost this room's history: it starts again");
   },
   message(ev) {
     const key = "room:" + ev.room;
     const c = conv(key);
+    if (ev.id) state.pending.delete(ev.id); // ours, home safe
     if (ev.seq <= c.lastSeq) return; // seen already (a resumed history)
     if (c.lastSeq > 0 && ev.seq > c.lastSeq + 1) system(key, "missed " + (ev.seq - c.lastSeq - 1) + " message(s)");
     c.lastSeq = ev.seq;
@@ -312,6 +339,15 @@ const handlers = {
     renderMessages();
   },
   error(ev) {
+    const p = ev.request && ev.request.id && state.pending.get(ev.request.id);
+    if (p && ev.code === "not_delivered" && p.tries < 5) {
+      // The server could not pass it on (its cluster's NATS is away): try again.
+      p.tries++;
+      setTimeout(() => request({ type: "say", room: p.room, text: p.text, id: ev.request.id }), 1000 * 2 ** p.tries);
+      system("room:" + p.room, "not delivered yet, trying again: " + p.text, "error");
+      return;
+    }
+    if (p) state.pending.delete(ev.request.id);
     if (ev.code === "nick_taken" || ev.code === "bad_nick") {
       state.wantNick = "";
       els.nick.value = state.me;
@@ -336,7 +372,17 @@ $("composer").addEventListener("submit", (e) => {
   const text = els.input.value;
   if (text.trim() === "") return;
   const [kind, name] = split(state.current);
-  request(kind === "room" ? { type: "say", room: name, text } : { type: "dm", to: name, text });
+  if (kind === "room") {
+    // Said once, even if the connection drops now: kept until it comes back.
+    const id = newID();
+    state.pending.set(id, { room: name, text, tries: 0 });
+    if (online()) request({ type: "say", room: name, text, id });
+    else system(state.current, "offline: this will be said once reconnected: " + text);
+  } else if (online()) {
+    request({ type: "dm", to: name, text });
+  } else {
+    system(state.current, "offline: direct messages cannot wait, this one was not sent: " + text, "error");
+  }
   els.input.value = "";
   lastTyping = 0;
   els.input.focus();

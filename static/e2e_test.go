@@ -9,9 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
@@ -102,12 +104,33 @@ func TestBrowserChat(t *testing.T) {
 	if err := chromedp.Do(ctxB); err != nil {
 		t.Fatalf("open a second tab: %v", err)
 	}
+	// The pages' uncaught exceptions, to tell in a failure.
+	var jsMu sync.Mutex
+	var jsErrors []string
+	for _, ctx := range []context.Context{ctxA, ctxB} {
+		if err := chromedp.Listen(ctx, func(ev any) {
+			if e, ok := ev.(*cdpruntime.EventExceptionThrown); ok && e.ExceptionDetails != nil {
+				jsMu.Lock()
+				d := e.ExceptionDetails
+				msg := d.Text
+				if d.Exception != nil {
+					msg += " " + d.Exception.Description
+				}
+				jsErrors = append(jsErrors, fmt.Sprintf("%s:%d: %s", d.URL, d.LineNumber+1, msg))
+				jsMu.Unlock()
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	run := func(ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		c, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		if err := chromedp.Do(c, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
+			jsMu.Lock()
+			defer jsMu.Unlock()
+			t.Fatalf("%s: %v (page exceptions: %q)", what, err, jsErrors)
 		}
 	}
 	// waitJS polls a JavaScript condition in the page.
@@ -160,6 +183,7 @@ func TestBrowserChat(t *testing.T) {
 	stop(srv)
 	waitJS(ctxA, "alice sees the outage", `document.querySelector("#status").className === "closed"`)
 	waitJS(ctxB, "bob sees the outage", `document.querySelector("#status").className === "closed"`)
+	say(ctxB, "said while offline") // kept by the page, said once it is back
 	srv = chatServer(t, addr)
 	waitJS(ctxA, "alice reconnects", `document.querySelector("#status").textContent === "connected as alice"`)
 	waitJS(ctxA, "alice is back in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
@@ -168,6 +192,8 @@ func TestBrowserChat(t *testing.T) {
 	run(ctxB, "bring bob back", chromedp.Evaluate[chromedp.Void](`window.__offline = false`))
 	waitJS(ctxB, "bob reconnects", `document.querySelector("#status").textContent === "connected as bob"`)
 	waitJS(ctxB, "bob gets what he missed", hasLine("you missed this"))
+	waitJS(ctxA, "what bob said offline reaches alice", hasLine("said while offline"))
+	waitJS(ctxB, "and comes back to bob once", `[...document.querySelectorAll("#messages li.own")].filter(li => li.textContent.includes("said while offline")).length === 1`)
 
 	out := os.Getenv("PARLEY_E2E_OUT")
 	if out == "" {
