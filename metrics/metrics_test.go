@@ -50,6 +50,7 @@ func startNode(t *testing.T, ccfg chat.Config, ecfg engine.Config) *node {
 					DMs: st.DMs, RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges,
 					PresenceSent: st.PresenceSent, Errors: st.Errors}
 			},
+			Broker: fakeBroker, // a cluster's, so lint and the dashboard check see those metrics too
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -277,6 +278,31 @@ func TestSlowConsumerInMetrics(t *testing.T) {
 	}
 	if v := n.scrape(t)[`parley_connections_closed_total{code="policy"}`]; v != 1 {
 		t.Fatalf(`closed{code="policy"} = %v, want 1`, v)
+	}
+}
+
+// fakeBroker is a cluster broker's counters, each a different value.
+func fakeBroker() metrics.BrokerStats {
+	return metrics.BrokerStats{Connected: true, Nodes: 6, Published: 1, PublishErrors: 2, Received: 3, Repaired: 4,
+		Lost: 5, Duplicates: 6, PresenceReceived: 7, DirectReceived: 8, Resets: 9, NodesGone: 10, SlowConsumer: 11,
+		Reconnects: 12, Disconnects: 13, LagBounds: []float64{0.001, 0.01}, LagCounts: []uint64{5, 3, 2}, LagSum: 0.5}
+}
+
+// TestBrokerMetrics: a cluster broker's counters, each under its name.
+func TestBrokerMetrics(t *testing.T) {
+	n := startNode(t, chat.Config{}, engine.Config{})
+	got := n.scrape(t)
+	for name, want := range map[string]float64{
+		"parley_nats_connected": 1, "parley_cluster_nodes": 6, "parley_nats_published_total": 1,
+		"parley_nats_publish_errors_total": 2, "parley_nats_received_total": 3, "parley_nats_repaired_total": 4,
+		"parley_nats_lost_total": 5, "parley_nats_duplicates_total": 6, "parley_nats_presence_received_total": 7,
+		"parley_nats_direct_received_total": 8, "parley_nats_room_resets_total": 9, "parley_nats_nodes_gone_total": 10,
+		"parley_nats_slow_consumer_total": 11, "parley_nats_reconnects_total": 12, "parley_nats_disconnects_total": 13,
+		"parley_nats_lag_seconds_count": 10, "parley_broker_publish_failed_total": 0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
 	}
 }
 
