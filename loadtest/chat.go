@@ -214,7 +214,7 @@ func jsonInt(b []byte, key string) (int64, bool) {
 func (cs *chatState) resume(ctx context.Context, pool *Pool, r *run) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for range 16 {
+	for range cs.cfg.Dialers { // as many reconnections at once as connections at the start
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

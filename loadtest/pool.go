@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -53,6 +54,7 @@ type Pool struct {
 
 	mu       sync.Mutex
 	failures map[string]int // dial failures by cause; mu also guards conns
+	retries  map[string]int // failed reconnection attempts by cause
 
 	connected atomic.Int64
 	failed    atomic.Int64
@@ -66,7 +68,8 @@ func NewPool(cfg Config, h Handler) (*Pool, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	p := &Pool{cfg: cfg, h: h, conns: make([]*conn, cfg.Clients), failures: make(map[string]int)}
+	p := &Pool{cfg: cfg, h: h, conns: make([]*conn, cfg.Clients), failures: make(map[string]int),
+		retries: make(map[string]int)}
 	if cfg.Reconnect {
 		p.shift = make([]uint8, cfg.Clients)
 	}
@@ -132,6 +135,13 @@ func (p *Pool) Failures() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// ReconnectRetries returns the failed reconnection attempts by cause.
+func (p *Pool) ReconnectRetries() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.retries)
 }
 
 // ConnectLatency returns the histogram of connect-plus-upgrade times.
@@ -208,6 +218,9 @@ func (p *Pool) Reconnect(ctx context.Context, i int) string {
 		if cause = p.dialOnce(ctx, i); cause == "" {
 			return ""
 		}
+		p.mu.Lock()
+		p.retries[cause]++
+		p.mu.Unlock()
 		if attempt%len(p.targets) == len(p.targets)-1 {
 			select {
 			case <-time.After(100 * time.Millisecond):

@@ -57,10 +57,11 @@ type Result struct {
 	ChurnCycles      int64          `json:"churn_cycles,omitempty"`
 	ChurnFailures    int64          `json:"churn_failures,omitempty"`
 	ChurnLatency     Latency        `json:"churn_connect_latency,omitzero"`
-	Reconnects       int64          `json:"reconnects,omitempty"`       // clients closed by the server that came back (Reconnect)
-	Resumed          int64          `json:"resumed,omitempty"`          // of them, rejoined with the replay of what they missed
-	Resent           int64          `json:"resent,omitempty"`           // messages said again after a reconnect, never having come back to their sender
-	ReconnectLatency Latency        `json:"reconnect_latency,omitzero"` // from the close to the rejoin request
+	Reconnects       int64          `json:"reconnects,omitempty"` // clients closed by the server that came back (Reconnect)
+	Resumed          int64          `json:"resumed,omitempty"`    // of them, rejoined with the replay of what they missed
+	Resent           int64          `json:"resent,omitempty"`     // messages said again after a reconnect, never having come back to their sender
+	ReconnectLatency Latency        `json:"reconnect_latency,omitzero"`
+	ReconnectRetries map[string]int `json:"reconnect_retries,omitempty"` // failed reconnection attempts (then tried elsewhere), by cause // from the close to the rejoin request
 	ClientCPUSeconds float64        `json:"client_cpu_seconds"`
 	ServerCPUSeconds float64        `json:"server_cpu_seconds,omitempty"`
 	Series           []Sample       `json:"series"`
@@ -135,6 +136,9 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "throughput  %.0f deliveries/s\n", r.DeliveriesPerSec)
 		fmt.Fprintf(w, "end to end  p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",
 			r.EndToEnd.P50, r.EndToEnd.P90, r.EndToEnd.P99, r.EndToEnd.P999, r.EndToEnd.Max)
+		for _, k := range sortedKeys(r.ReconnectRetries) {
+			fmt.Fprintf(w, "  reconnect attempt failed: %-27s %d\n", k, r.ReconnectRetries[k])
+		}
 		if r.Reconnects > 0 {
 			fmt.Fprintf(w, "reconnect   %d clients closed by the server came back, %d resumed their room, %d messages resent; close to rejoin p50 %.1fms p99 %.1fms max %.1fms\n",
 				r.Reconnects, r.Resumed, r.Resent, r.ReconnectLatency.P50, r.ReconnectLatency.P99, r.ReconnectLatency.Max)

@@ -322,6 +322,7 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 		res.Reconnects = cs.reconnects.Load()
 		res.Resumed = cs.resumed.Load()
 		res.Resent = cs.resent.Load()
+		res.ReconnectRetries = r.pool.ReconnectRetries()
 		res.ReconnectLatency = cs.reconnectLat.Latency()
 		res.reconnect = &cs.reconnectLat
 	}

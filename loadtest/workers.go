@@ -185,6 +185,12 @@ func (r *Result) merge(ms []workerMessage) {
 		r.Reconnects += w.Reconnects
 		r.Resumed += w.Resumed
 		r.Resent += w.Resent
+		for k, v := range w.ReconnectRetries {
+			if r.ReconnectRetries == nil {
+				r.ReconnectRetries = make(map[string]int)
+			}
+			r.ReconnectRetries[k] += v
+		}
 		r.Connected += w.Connected
 		r.Failed += w.Failed
 		r.OpenAtEnd += w.OpenAtEnd

@@ -16,7 +16,8 @@
 #
 # Usage: scripts/loadtest100k.sh [clients] [nodes] [out-dir]
 # Environment: RATE (0.1), DURATION (30s), KILL_AFTER, KILL_NODE (3),
-# SERVE_FLAGS (extra serve flags), GOMAXPROCS (1).
+# SERVE_FLAGS (extra serve flags), LOADTEST_FLAGS (extra loadtest flags),
+# GOMAXPROCS (1).
 set -euo pipefail
 export GOMAXPROCS=${GOMAXPROCS:-1}
 clients=${1:-100000}
@@ -67,7 +68,7 @@ fi
 
 status=0
 timeout 1200 ./bin/parley loadtest --scenario chat --clients "$clients" --room-size 100 --rate "$rate" \
-  --duration "$duration" --reconnect "${targets[@]}" "${pidflags[@]}" "${metrics[@]}" \
+  --duration "$duration" --reconnect ${LOADTEST_FLAGS:-} "${targets[@]}" "${pidflags[@]}" "${metrics[@]}" \
   --sources 127.0.0.2-127.0.0.41 --json "$out/result.json" --html "$out/report.html" | tee "$out/summary.txt" || status=$?
 
 # Writes per delivery, summed over the nodes still up.
