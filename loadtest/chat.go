@@ -35,8 +35,10 @@ type chatState struct {
 	// history of a rejoin.
 	epoch, lastSeq []int64
 	resuming       []atomic.Bool
-	reconnect      chan closed // clients to reconnect
-	reconnectLat   Histogram   // from the close to the rejoin's history
+	reconnect      chan closed  // clients to reconnect
+	reconnectLat   Histogram    // from the close to the rejoin request
+	redialLat      Histogram    // the reconnection itself (connect and upgrade, retries included)
+	away           atomic.Int64 // clients closed and not yet back (or given up)
 
 	received, dups, gaps, stray atomic.Int64
 	churns, churnFails          atomic.Int64
@@ -226,10 +228,14 @@ func (cs *chatState) resume(ctx context.Context, pool *Pool, r *run) {
 				case <-ctx.Done():
 					return
 				}
-				if cause := pool.Reconnect(ctx, c.i); cause != "" {
+				start := time.Now()
+				cause := pool.Reconnect(ctx, c.i)
+				cs.away.Add(-1)
+				if cause != "" {
 					r.lose("closed, then reconnecting failed: " + cause)
 					continue
 				}
+				cs.redialLat.Record(time.Since(start))
 				cs.reconnects.Add(1)
 				room, _, _ := cs.room(c.i)
 				buf = append(append(buf[:0], `{"type":"join","room":"lt-`...), strconv.Itoa(room)...)

@@ -61,7 +61,8 @@ type Result struct {
 	Resumed          int64          `json:"resumed,omitempty"`    // of them, rejoined with the replay of what they missed
 	Resent           int64          `json:"resent,omitempty"`     // messages said again after a reconnect, never having come back to their sender
 	ReconnectLatency Latency        `json:"reconnect_latency,omitzero"`
-	ReconnectRetries map[string]int `json:"reconnect_retries,omitempty"` // failed reconnection attempts (then tried elsewhere), by cause // from the close to the rejoin request
+	ReconnectRetries map[string]int `json:"reconnect_retries,omitempty"` // failed reconnection attempts (then tried elsewhere), by cause
+	RedialLatency    Latency        `json:"redial_latency,omitzero"`     // the reconnections themselves: connect and upgrade // from the close to the rejoin request
 	ClientCPUSeconds float64        `json:"client_cpu_seconds"`
 	ServerCPUSeconds float64        `json:"server_cpu_seconds,omitempty"`
 	Series           []Sample       `json:"series"`
@@ -79,6 +80,7 @@ type Result struct {
 	latency   *Histogram // end to end, for merging workers' results
 	connect   *Histogram // connect times, likewise
 	reconnect *Histogram // reconnection times (Reconnect), likewise
+	redial    *Histogram // their connect-and-upgrade part
 }
 
 // Sample is one second of a run.
@@ -140,8 +142,9 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "  reconnect attempt failed: %-27s %d\n", k, r.ReconnectRetries[k])
 		}
 		if r.Reconnects > 0 {
-			fmt.Fprintf(w, "reconnect   %d clients closed by the server came back, %d resumed their room, %d messages resent; close to rejoin p50 %.1fms p99 %.1fms max %.1fms\n",
-				r.Reconnects, r.Resumed, r.Resent, r.ReconnectLatency.P50, r.ReconnectLatency.P99, r.ReconnectLatency.Max)
+			fmt.Fprintf(w, "reconnect   %d clients closed by the server came back, %d resumed their room, %d messages resent; close to rejoin p50 %.1fms p99 %.1fms max %.1fms (of which reconnecting p50 %.1fms p99 %.1fms)\n",
+				r.Reconnects, r.Resumed, r.Resent, r.ReconnectLatency.P50, r.ReconnectLatency.P99, r.ReconnectLatency.Max,
+				r.RedialLatency.P50, r.RedialLatency.P99)
 		}
 		if r.Scenario == ScenarioChurn {
 			fmt.Fprintf(w, "churn       %d reconnections, %d failed; connect p50 %.1fms p99 %.1fms\n",

@@ -95,7 +95,8 @@ func (r *run) OnClose(client int, code int, err error) {
 		return // the run's own teardown, or a churn client it dropped
 	}
 	if r.chat != nil && r.chat.reconnect != nil {
-		r.chat.resuming[client].Store(true)            // its sender waits until it is back in its room
+		r.chat.resuming[client].Store(true) // its sender waits until it is back in its room
+		r.chat.away.Add(1)
 		r.chat.reconnect <- closed{client, time.Now()} // lost only if it cannot come back
 		return
 	}
@@ -289,6 +290,10 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 	}
 	defer func() { stopResuming(); <-resumed }()
 	wg.Wait()
+	// Clients still reconnecting get up to half a minute more to come back.
+	for until := time.Now().Add(30 * time.Second); cs.away.Load() > 0 && time.Now().Before(until) && ctx.Err() == nil; {
+		time.Sleep(10 * time.Millisecond)
+	}
 	sendSeconds := time.Since(sendStart).Seconds()
 	sent, expected := cs.expected()
 	// Drain: wait until everything arrived, or nothing more arrives for a
@@ -324,7 +329,8 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 		res.Resent = cs.resent.Load()
 		res.ReconnectRetries = r.pool.ReconnectRetries()
 		res.ReconnectLatency = cs.reconnectLat.Latency()
-		res.reconnect = &cs.reconnectLat
+		res.RedialLatency = cs.redialLat.Latency()
+		res.reconnect, res.redial = &cs.reconnectLat, &cs.redialLat
 	}
 	if r.cfg.Scenario == ScenarioChurn {
 		res.ChurnCycles = cs.churns.Load()

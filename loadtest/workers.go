@@ -24,6 +24,7 @@ type workerMessage struct {
 	Latency histogramData `json:"latency"`
 	Connect histogramData `json:"connect"`
 	Reconn  histogramData `json:"reconnect"`
+	Redial  histogramData `json:"redial"`
 	Error   string        `json:"error,omitempty"`
 }
 
@@ -175,13 +176,14 @@ func runWorkers(ctx context.Context, cfg Config) (*Result, error) {
 
 // merge adds the workers' results into r.
 func (r *Result) merge(ms []workerMessage) {
-	var lat, conn, reconn Histogram
+	var lat, conn, reconn, redial Histogram
 	var sendSeconds float64
 	for _, m := range ms {
 		w := m.Result
 		lat.add(m.Latency)
 		conn.add(m.Connect)
 		reconn.add(m.Reconn)
+		redial.add(m.Redial)
 		r.Reconnects += w.Reconnects
 		r.Resumed += w.Resumed
 		r.Resent += w.Resent
@@ -241,6 +243,7 @@ func (r *Result) merge(ms []workerMessage) {
 	r.EndToEnd = lat.Latency()
 	r.ConnectLatency = conn.Latency()
 	r.ReconnectLatency = reconn.Latency()
+	r.RedialLatency = redial.Latency()
 }
 
 // RunWorker is the worker side: it reads its Config from in, runs it, and
@@ -290,7 +293,7 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	}
 	msg := workerMessage{Event: "result", Result: res, Latency: res.latency.export(), Connect: res.connect.export()}
 	if res.reconnect != nil {
-		msg.Reconn = res.reconnect.export()
+		msg.Reconn, msg.Redial = res.reconnect.export(), res.redial.export()
 	}
 	say(msg)
 	return nil

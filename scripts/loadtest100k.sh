@@ -56,7 +56,7 @@ if [ -n "${KILL_AFTER:-}" ]; then
     # for the nodes' room memberships to reach twice the clients, then
     # KILL_AFTER.
     for _ in $(seq 1200); do
-      members=$(awk '{print $4}' "$out/nodes.txt" | while read -r m; do curl -sf "http://$m/metrics"; done |
+      members=$(awk '{print $4}' "$out/nodes.txt" | while read -r m; do curl -sf "http://$m/metrics" || true; done |
         awk '/^parley_room_members / {n += $2} END {print n + 0}')
       [ "$members" -ge $((2 * clients)) ] && break
       sleep 0.5
@@ -73,7 +73,7 @@ timeout 1200 ./bin/parley loadtest --scenario chat --clients "$clients" --room-s
 
 # Writes per delivery, summed over the nodes still up.
 while read -r name pid addr maddr; do
-  curl -sf "http://$maddr/metrics" 2>/dev/null | awk -v n="$name" '
+  { curl -sf "http://$maddr/metrics" 2>/dev/null || true; } | awk -v n="$name" '
     /^parley_deliveries_total / {d = $2} /^parley_writes_total / {w = $2}
     /^parley_nats_published_total / {p = $2} /^parley_nats_received_total / {r = $2}
     /^parley_nats_repaired_total / {f = $2} /^process_resident_memory_bytes / {m = $2}
