@@ -1,0 +1,177 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/internal/chattest"
+)
+
+func TestParseClusterFlags(t *testing.T) {
+	cfg, err := parseServe([]string{"--nats", "nats://127.0.0.1:4222", "--node", "n1", "--nats-prefix", "p2",
+		"--node-heartbeat", "2s", "--reuse-port", "--pprof", "--metrics-listen", "127.0.0.1:0"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := cfg.NATS; n.URL != "nats://127.0.0.1:4222" || n.Node != "n1" || n.Prefix != "p2" || n.Heartbeat != 2*time.Second ||
+		!cfg.Engine.ReusePort || !cfg.Pprof || !cfg.clustered() {
+		t.Fatalf("parsed %+v", cfg)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nats", "nats://x:1", "--node", "Bad-Name"}, `Node "Bad-Name"`},
+		{[]string{"--nats", "nats://x:1", "--nats-embedded", "127.0.0.1:0"}, "--nats and --nats-embedded"},
+		{[]string{"--nats-embedded", "nocolon"}, "--nats-embedded"},
+		{[]string{"--nats", "nats://x:1", "--node-heartbeat", "1ms"}, "Heartbeat (1ms)"},
+		{[]string{"--pprof"}, "--pprof needs --metrics-listen"},
+	} {
+		if _, err := parseServe(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--nodes", "0"}, "--nodes 0"},
+		{[]string{"--shared-port", "--metrics-port", "0"}, "--shared-port needs --metrics-port"},
+		{[]string{"--addr", "nocolon"}, "--addr"},
+		{[]string{"--", "--node", "x"}, "--node: set by parley cluster"},
+		{[]string{"--", "--max-connections", "-5"}, "MaxConnections (-5)"},
+	} {
+		if _, err := parseCluster(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("cluster %v: %v, want an error naming %s", tc.args, err, tc.want)
+		}
+	}
+}
+
+// freePorts returns the first of n consecutive ports that are free now.
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	for base := 20000 + os.Getpid()%20000; base < 65000; base += 97 {
+		var ls []net.Listener
+		for p := base; p < base+n; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				break
+			}
+			ls = append(ls, l)
+		}
+		for _, l := range ls {
+			l.Close()
+		}
+		if len(ls) == n {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
+// waitHTTP polls url until it answers 200, for at most 20 s.
+func waitHTTP(t *testing.T, url string) string {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return string(b)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not answer within 20s", url)
+		}
+	}
+}
+
+// TestServeEmbeddedNATS: one node starts NATS inside itself, a second
+// joins through it, and a room spans the two.
+func TestServeEmbeddedNATS(t *testing.T) {
+	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1))
+	_, a := startParley(t, "--nats-embedded", natsAddr, "--node", "a", "--log-level", "info")
+	_, b := startParley(t, "--nats", "nats://"+natsAddr, "--node", "b", "--log-level", "info")
+	ca, cb := chattest.Connect(t, "ws://"+a+"/ws"), chattest.Connect(t, "ws://"+b+"/ws")
+	if !strings.HasPrefix(ca.Nick, "guest-a-") || !strings.HasPrefix(cb.Nick, "guest-b-") {
+		t.Fatalf("guest nicks %q and %q do not name their nodes", ca.Nick, cb.Nick)
+	}
+	ca.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "across"})
+	for _, c := range []*chattest.Client{ca, cb} {
+		if m := c.Expect("message"); m.Text != "across" || m.From != ca.Nick || m.Seq != 1 {
+			t.Fatalf("%s got %+v", c.Nick, m)
+		}
+	}
+}
+
+// TestClusterCommand: parley cluster starts NATS and two nodes with their
+// own ports and metrics, they share rooms, and SIGTERM stops it all.
+func TestClusterCommand(t *testing.T) {
+	port := freePorts(t, 4) // two nodes, then their metrics
+	mport := port + 2
+	pids := filepath.Join(t.TempDir(), "nodes.txt")
+	cmd := exec.Command(os.Args[0], "cluster", "--nodes", "2", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--nats-addr", "127.0.0.1:0", "--metrics-port", fmt.Sprint(mport), "--pid-file", pids, "--", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	var cs []*chattest.Client
+	for i := range 2 {
+		addr := fmt.Sprintf("127.0.0.1:%d", port+i)
+		waitHTTP(t, "http://"+addr+"/test")
+		cs = append(cs, chattest.Connect(t, "ws://"+addr+"/ws"))
+	}
+	cs[1].Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "hi n1"})
+	for _, c := range cs {
+		if m := c.Expect("message"); m.Text != "hi n1" {
+			t.Fatalf("%s got %+v", c.Nick, m)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		m := waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", mport))
+		if strings.Contains(m, "\nparley_nats_connected 1\n") && strings.Contains(m, "\nparley_cluster_nodes 1\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1's metrics never showed it connected with one other node")
+		}
+	}
+	if b, err := os.ReadFile(pids); err != nil || len(strings.Fields(string(b))) != 8 {
+		t.Fatalf("pid file: %q, %v", b, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		if ce, err := c.ExpectClose(); err != nil || ce.Code != 1001 {
+			t.Fatalf("after SIGTERM: %+v, %v; want 1001", ce, err)
+		}
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("parley cluster exited with %v, want 0", err)
+		}
+		exited <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("parley cluster did not exit within 30s of SIGTERM")
+	}
+}
