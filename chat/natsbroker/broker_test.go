@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,4 +63,55 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := natsbroker.New(natsbroker.Config{URL: "nats://127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Errorf("connecting to nothing: %v", err)
 	}
+}
+
+// countingHandler counts room messages and signals when it has n.
+type countingHandler struct {
+	brokertest.Handler
+	got  atomic.Int64
+	want int64
+	done chan struct{}
+}
+
+func (h *countingHandler) HandleMessage(string, int64, []byte) {
+	if h.got.Add(1) == h.want {
+		close(h.done)
+	}
+}
+
+// BenchmarkPublish: room messages through NATS to three nodes (one of them
+// the publisher), as a cluster carries them: an asynchronous JetStream
+// publish, the stream's republish, one delivery per node.
+func BenchmarkPublish(b *testing.B) {
+	url := startNATS(b).URL()
+	msg := []byte(`{"from":"guest-n1-1","text":"0 0 1764000000000000000","ts":1764000000000}`)
+	var hs []*countingHandler
+	var brokers []*natsbroker.Broker
+	for _, name := range []string{"n1", "n2", "n3"} {
+		br := newBroker(b, url, name)
+		h := &countingHandler{want: int64(b.N), done: make(chan struct{})}
+		if err := br.Run(h); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := br.Subscribe("bench"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { br.Close() })
+		hs, brokers = append(hs, h), append(brokers, br)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		brokers[0].Publish("bench", msg, "", nil)
+	}
+	for _, h := range hs {
+		select {
+		case <-h.done:
+		case <-time.After(60 * time.Second):
+			b.Fatalf("%d of %d messages arrived", h.got.Load(), b.N)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.ReportMetric(float64(3*b.N)/time.Since(start).Seconds(), "node-deliveries/s")
 }
