@@ -175,3 +175,37 @@ func TestClusterCommand(t *testing.T) {
 		t.Fatal("parley cluster did not exit within 30s of SIGTERM")
 	}
 }
+
+// TestClusterSharedPort: with --shared-port the nodes listen on one
+// address (SO_REUSEPORT) and the kernel spreads the clients over them.
+func TestClusterSharedPort(t *testing.T) {
+	base := freePorts(t, 3) // the shared port, then two metrics ports
+	cmd := exec.Command(os.Args[0], "cluster", "--nodes", "2", "--shared-port", "--addr", fmt.Sprintf("127.0.0.1:%d", base),
+		"--nats-addr", "127.0.0.1:0", "--metrics-port", fmt.Sprint(base+1), "--", "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 1; i <= 2; i++ {
+		waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", base+i))
+	}
+	const clients = 40
+	for range clients {
+		chattest.Connect(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", base))
+	}
+	var per []int
+	for i := 1; i <= 2; i++ {
+		m := waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", base+i))
+		var n int
+		for _, line := range strings.Split(m, "\n") {
+			if _, err := fmt.Sscanf(line, "parley_connections %d", &n); err == nil {
+				break
+			}
+		}
+		per = append(per, n)
+	}
+	if per[0]+per[1] != clients || per[0] == 0 || per[1] == 0 {
+		t.Fatalf("clients per node %v: want %d spread over both", per, clients)
+	}
+}
