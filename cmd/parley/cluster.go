@@ -141,6 +141,8 @@ func runCluster(args []string, stderr io.Writer) error {
 		n.name, n.addr, n.metrics, a = cfg.args(i, ns.URL())
 		n.cmd = exec.Command(exe, a...)
 		n.cmd.Stdout, n.cmd.Stderr = stderr, stderr
+		// Should this process die without stopping them, the nodes get SIGTERM.
+		n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		if err := n.cmd.Start(); err != nil {
 			return fmt.Errorf("starting node %s: %w", n.name, err)
 		}

@@ -186,7 +186,7 @@ func TestClusterSharedPort(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	t.Cleanup(func() { stopCluster(t, cmd) })
 	for i := 1; i <= 2; i++ {
 		waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", base+i))
 	}
@@ -207,5 +207,23 @@ func TestClusterSharedPort(t *testing.T) {
 	}
 	if per[0]+per[1] != clients || per[0] == 0 || per[1] == 0 {
 		t.Fatalf("clients per node %v: want %d spread over both", per, clients)
+	}
+}
+
+// stopCluster stops a `parley cluster` as an operator would (SIGTERM: it
+// stops its nodes first), killing it only if it hangs.
+func stopCluster(t *testing.T, cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("parley cluster exited with %v after SIGTERM", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Error("parley cluster did not stop within 30s of SIGTERM")
 	}
 }
