@@ -58,7 +58,9 @@ type Config struct {
 
 	// PresenceInterval is how often joins and leaves are sent to a room's
 	// members, coalesced: a storm of joins costs one presence message per
-	// member per interval, not one per join. Default 250 ms.
+	// member per interval, not one per join. A room that keeps changing
+	// gets them less and less often, down to one every 8 intervals, until
+	// it is quiet for an interval. Default 250 ms.
 	PresenceInterval time.Duration
 
 	// PresenceListMax caps the member list sent to a joiner; the member

@@ -322,6 +322,42 @@ func TestTypingAndPresence(t *testing.T) {
 	}
 }
 
+// TestPresenceBackoff: a room that keeps changing gets presence less
+// often, and nothing is lost: every join reaches the members, and the last
+// count is the room's.
+func TestPresenceBackoff(t *testing.T) {
+	t.Parallel()
+	const interval, joiners = 20 * time.Millisecond, 40
+	hub, _, url := startChat(t, chat.Config{PresenceInterval: interval}, engine.Config{})
+	a := connect(t, url)
+	began := time.Now()
+	want := []string{a.Nick} // its own join is news to the room too
+	for range joiners {
+		c := connect(t, url)
+		want = append(want, c.Nick)
+		time.Sleep(interval / 4) // a steady trickle of joins, several per interval
+	}
+	storm := time.Since(began)
+	var seen []string
+	for {
+		p := a.Expect("presence")
+		seen = append(seen, p.Joined...)
+		if p.Count == joiners+1 {
+			break
+		}
+	}
+	slices.Sort(seen)
+	slices.Sort(want)
+	if !slices.Equal(seen, want) {
+		t.Fatalf("joins seen %v, want %v", seen, want)
+	}
+	// Without the backoff a room changing at every tick gets one message per
+	// interval; with it, fewer than half as many.
+	if sent, ticks := hub.Stats().PresenceSent, uint64(storm/interval); sent > ticks/2+2 {
+		t.Fatalf("%d presence messages over %d intervals of steady joins: no backoff", sent, ticks)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  chat.Config

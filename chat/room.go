@@ -39,6 +39,8 @@ type room struct {
 	lastLocal      int  // this node's member count as last told to the others
 	lastCount      int
 	lastSent       time.Time // when the last presence message went out
+	backoff        int       // the room's presence interval, in PresenceIntervals (presenceMaxBackoff)
+	nextPresence   time.Time // no presence message before this
 
 	// Other nodes' members, by node.
 	remote map[string]*remoteMembers
