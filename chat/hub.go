@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleyhq/parley/engine"
@@ -48,9 +49,11 @@ type Hub struct {
 	dirty   []*room // rooms with presence changes to send
 
 	epoch int64 // when the hub was made, Unix ms
-	stats hubStats
-	stop  chan struct{}
-	wg    sync.WaitGroup
+
+	brokerLog rateLog // broker failures: an outage fails thousands of calls, logged once a second
+	stats     hubStats
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
 
 var (
@@ -268,6 +271,14 @@ func (h *Hub) fail(c *client, req *Request, code, msg string) {
 	h.send(c, e)
 }
 
+// rateLog lets a log line through at most once a second.
+type rateLog struct{ last atomic.Int64 }
+
+func (l *rateLog) allow(now time.Time) bool {
+	last := l.last.Load()
+	return now.UnixNano()-last >= int64(time.Second) && l.last.CompareAndSwap(last, now.UnixNano())
+}
+
 // now returns the server time in Unix milliseconds.
 func now() int64 { return time.Now().UnixMilli() }
 
@@ -310,8 +321,9 @@ func (h *Hub) say(c *client, req *Request) {
 			h.stats.published.Add(1)
 			return
 		}
-		h.stats.publishFailed.Add(1)
-		h.log.Warn("publishing a room message", "room", info.Room, "err", err)
+		if n := h.stats.publishFailed.Add(1); h.brokerLog.allow(time.Now()) {
+			h.log.Warn("room messages not delivered", "room", info.Room, "err", err, "total", n)
+		}
 		if c := h.client(id); c != nil {
 			h.fail(c, &info, ErrNotDelivered, "the message could not be delivered: "+err.Error())
 		}
@@ -466,7 +478,9 @@ func (h *Hub) join(c *client, req *Request) {
 	}
 	r, err := h.roomFor(req.Room)
 	if err != nil {
-		h.log.Warn("subscribing to a room", "room", req.Room, "err", err)
+		if h.brokerLog.allow(time.Now()) {
+			h.log.Warn("subscribing to a room", "room", req.Room, "err", err)
+		}
 		h.fail(c, req, ErrBadRoom, "the room is not available")
 		return
 	}
@@ -679,7 +693,7 @@ func (h *Hub) publishPresence(r *room, local int, large bool) {
 	if err == nil {
 		err = h.broker.PublishPresence(r.name, b)
 	}
-	if err != nil {
+	if err != nil && h.brokerLog.allow(time.Now()) {
 		h.log.Warn("publishing presence", "room", r.name, "err", err)
 	}
 }
