@@ -28,6 +28,7 @@ type clusterConfig struct {
 	NATSAddr    string
 	MetricsPort int    // node i serves /metrics on MetricsPort+i-1 (0: on its main listener)
 	PIDFile     string // "node pid addr metrics" per line, for scripts
+	NodeProcs   int    // GOMAXPROCS of the nodes (0: inherited)
 	Serve       []string
 	LogLevel    slog.Level
 }
@@ -45,6 +46,7 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 	fs.BoolVar(&cfg.SharedPort, "shared-port", false, "every node listens on --addr (SO_REUSEPORT): clients of a node that stops reconnect to the others at the same address")
 	fs.StringVar(&cfg.NATSAddr, "nats-addr", "127.0.0.1:4222", "`host:port` of the embedded NATS server (port 0: a free one)")
 	fs.IntVar(&cfg.MetricsPort, "metrics-port", 9100, "node i serves /metrics on this port+i-1, on --addr's host (0: on each node's main listener)")
+	fs.IntVar(&cfg.NodeProcs, "node-gomaxprocs", 0, "GOMAXPROCS of each node, apart from this process's (which runs NATS); 0: inherited")
 	fs.StringVar(&cfg.PIDFile, "pid-file", "", "write each node's name, pid, address and metrics address to this `file`")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level` of the cluster and its nodes")
 	if err := fs.Parse(args); err != nil {
@@ -57,6 +59,8 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 	switch {
 	case cfg.Nodes < 1 || cfg.Nodes > 64:
 		return cfg, fmt.Errorf("--nodes %d: must be 1 to 64", cfg.Nodes)
+	case cfg.NodeProcs < 0:
+		return cfg, fmt.Errorf("--node-gomaxprocs %d: must be positive, or 0 to inherit", cfg.NodeProcs)
 	case cfg.SharedPort && cfg.MetricsPort == 0:
 		return cfg, fmt.Errorf("--shared-port needs --metrics-port: on a shared port /metrics would answer for a random node")
 	}
@@ -141,6 +145,9 @@ func runCluster(args []string, stderr io.Writer) error {
 		n.name, n.addr, n.metrics, a = cfg.args(i, ns.URL())
 		n.cmd = exec.Command(exe, a...)
 		n.cmd.Stdout, n.cmd.Stderr = stderr, stderr
+		if cfg.NodeProcs > 0 {
+			n.cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(cfg.NodeProcs))
+		}
 		// Should this process die without stopping them, the nodes get SIGTERM.
 		n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		if err := n.cmd.Start(); err != nil {

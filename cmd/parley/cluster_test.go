@@ -46,6 +46,7 @@ func TestParseClusterFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--nodes", "0"}, "--nodes 0"},
+		{[]string{"--node-gomaxprocs", "-1"}, "--node-gomaxprocs -1"},
 		{[]string{"--shared-port", "--metrics-port", "0"}, "--shared-port needs --metrics-port"},
 		{[]string{"--addr", "nocolon"}, "--addr"},
 		{[]string{"--", "--node", "x"}, "--node: set by parley cluster"},
