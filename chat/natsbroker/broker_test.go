@@ -3,6 +3,7 @@ package natsbroker_test
 import (
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -114,4 +115,19 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 	b.ReportMetric(float64(3*b.N)/time.Since(start).Seconds(), "node-deliveries/s")
+}
+
+// TestStartServerAddressTaken: an embedded NATS whose address is taken
+// says so at once.
+func TestStartServerAddressTaken(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	began := time.Now()
+	_, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: l.Addr().String(), StoreDir: t.TempDir(), Logger: quiet()})
+	if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Since(began) > 5*time.Second {
+		t.Fatalf("StartServer on a taken address: %v after %v", err, time.Since(began))
+	}
 }

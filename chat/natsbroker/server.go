@@ -52,6 +52,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if p == 0 {
 		p = server.RANDOM_PORT
+	} else if l, err := net.Listen("tcp", cfg.Addr); err != nil {
+		// nats-server only logs this and never starts: say it plainly.
+		return nil, fmt.Errorf("natsbroker: embedded NATS on %s: %w", cfg.Addr, err)
+	} else {
+		_ = l.Close()
 	}
 	s := &Server{}
 	store := cfg.StoreDir
