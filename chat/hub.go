@@ -840,12 +840,17 @@ func (h *Hub) nick(c *client, req *Request) {
 		return
 	}
 	// The cluster-wide claim (the broker's); a change of case only
-	// re-claims the key with the new spelling.
+	// re-claims the key with the new spelling, and takes the old one back
+	// if that fails.
 	if !isGuest(key) {
-		if key == oldKey {
+		caseOnly := key == oldKey
+		if caseOnly {
 			_ = h.broker.ReleaseNick(key, h.owner(c.id, c.nick))
 		}
 		if err := h.broker.ClaimNick(key, h.owner(c.id, req.Nick)); err != nil {
+			if caseOnly {
+				_ = h.broker.ClaimNick(key, h.owner(c.id, c.nick))
+			}
 			if errors.Is(err, ErrNickClaimed) {
 				h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", req.Nick))
 			} else {

@@ -3,7 +3,7 @@ package loadtest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -183,15 +183,8 @@ func (cs *chatState) resend(i int, r *run) {
 	}
 }
 
-// nonce returns 8 random letters.
-func nonce() string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = 'a' + b[i]%26
-	}
-	return string(b)
-}
+// nonce returns a random token of letters and digits.
+func nonce() string { return strconv.FormatUint(rand.Uint64(), 36) }
 
 // jsonInt returns the integer after key in b, a JSON object.
 func jsonInt(b []byte, key string) (int64, bool) {

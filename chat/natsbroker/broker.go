@@ -412,7 +412,11 @@ func (b *Broker) Publish(room string, msg []byte, id string, done func(error)) {
 	}
 	b.stats.published.Add(1)
 	if done != nil {
-		b.acks <- pending{f: f, room: room, done: done}
+		select {
+		case b.acks <- pending{f: f, room: room, done: done}:
+		case <-b.stop: // closed meanwhile: nobody will wait for the ack
+			done(chat.ErrBrokerNotRunning)
+		}
 	}
 }
 
@@ -852,15 +856,11 @@ func (b *Broker) gone(node string) {
 	h.HandleNodeGone(node)
 }
 
-// Nodes returns the other live nodes' names, as this node knows them.
-func (b *Broker) Nodes() []string {
+// liveNodes counts the other nodes heard from lately.
+func (b *Broker) liveNodes() int {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	out := make([]string, 0, len(b.seen))
-	for n := range b.seen {
-		out = append(out, n)
-	}
-	return out
+	return len(b.seen)
 }
 
 // stats are the broker's counters.
@@ -925,7 +925,7 @@ func (b *Broker) Stats() Stats {
 		Received: s.received.Load(), Repaired: s.repaired.Load(), Lost: s.lost.Load(), Duplicates: s.duplicates.Load(),
 		PresenceReceived: s.presenceReceived.Load(), DirectReceived: s.directReceived.Load(), Resets: s.resets.Load(),
 		NodesGone: s.nodesGone.Load(), SlowConsumer: s.slow.Load(), Reconnects: s.reconnects.Load(),
-		Disconnects: s.disconnects.Load(), Nodes: len(b.Nodes()), LagSum: time.Duration(s.lag.sum.Load())}
+		Disconnects: s.disconnects.Load(), Nodes: b.liveNodes(), LagSum: time.Duration(s.lag.sum.Load())}
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {
 		st.LagCounts[i] = s.lag.counts[i].Load()

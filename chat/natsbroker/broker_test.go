@@ -1,6 +1,7 @@
 package natsbroker_test
 
 import (
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -115,6 +116,27 @@ func BenchmarkPublish(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 	b.ReportMetric(float64(3*b.N)/time.Since(start).Seconds(), "node-deliveries/s")
+}
+
+// TestPublishAfterClose: a closed broker refuses at once, and says so.
+func TestPublishAfterClose(t *testing.T) {
+	b := newBroker(t, startNATS(t).URL(), "n1")
+	if err := b.Run(brokertest.NewHandler()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	b.Publish("r", []byte(`{}`), "", func(err error) { errc <- err })
+	select {
+	case err := <-errc:
+		if !errors.Is(err, chat.ErrBrokerNotRunning) {
+			t.Fatalf("Publish after Close: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Publish after Close never called done")
+	}
 }
 
 // TestStartServerAddressTaken: an embedded NATS whose address is taken

@@ -20,9 +20,10 @@ func TestMain(m *testing.M) { testserver.Main(m) }
 
 // node is one Parley node of a test cluster: a hub on a real server.
 type node struct {
-	name string
-	srv  *engine.Server
-	url  string
+	name   string
+	srv    *engine.Server
+	url    string
+	broker *natsbroker.Broker
 }
 
 // stop shuts the node down as SIGTERM would.
@@ -37,7 +38,12 @@ func (n *node) stop(t *testing.T) {
 // startCluster starts an embedded NATS and n nodes sharing rooms through it.
 func startCluster(t *testing.T, n int) []*node {
 	t.Helper()
-	url := startNATS(t).URL()
+	return startNodes(t, startNATS(t).URL(), n)
+}
+
+// startNodes starts n nodes sharing rooms through the NATS at url.
+func startNodes(t *testing.T, url string, n int) []*node {
+	t.Helper()
 	var nodes []*node
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("n%d", i)
@@ -50,7 +56,7 @@ func startCluster(t *testing.T, n int) []*node {
 			t.Fatal(err)
 		}
 		srv, wsURL := testserver.Start(t, engine.Config{}, hub)
-		nodes = append(nodes, &node{name: name, srv: srv, url: wsURL})
+		nodes = append(nodes, &node{name: name, srv: srv, url: wsURL, broker: b})
 	}
 	return nodes
 }
@@ -259,21 +265,9 @@ func TestNATSRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var brokers []*natsbroker.Broker
-	var urls []string
-	for _, name := range []string{"n1", "n2"} {
-		b, err := natsbroker.New(natsbroker.Config{URL: ns.URL(), Node: name, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hub, err := chat.New(chat.Config{Broker: b, PresenceInterval: 20 * time.Millisecond, Logger: quiet()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, url := testserver.Start(t, engine.Config{}, hub)
-		brokers, urls = append(brokers, b), append(urls, url)
-	}
-	a, b := chattest.Connect(t, urls[0]), chattest.Connect(t, urls[1])
+	nodes := startNodes(t, ns.URL(), 2)
+	brokers := []*natsbroker.Broker{nodes[0].broker, nodes[1].broker}
+	a, b := chattest.Connect(t, nodes[0].url), chattest.Connect(t, nodes[1].url)
 	ja, _ := join(a, "r"), join(b, "r")
 	untilCount(t, a, "r", 2)
 	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "before"})

@@ -1,9 +1,10 @@
 package natsbroker
 
 import (
-	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/parleyhq/parley/chat"
@@ -26,7 +27,7 @@ type Config struct {
 
 	// Node is this node's name in the Parley cluster: 1 to 16 lower-case
 	// letters, digits or '_', unique among the live nodes. Guests' nicks
-	// carry it (guest-<node>-<id>). Default: 6 random letters.
+	// carry it (guest-<node>-<id>). Default: random letters and digits.
 	Node string
 
 	// Prefix starts every subject, stream and bucket name this broker
@@ -121,11 +122,5 @@ func validName(s string, maxLen int) bool {
 	return true
 }
 
-func randomNode() string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = 'a' + b[i]%26
-	}
-	return string(b)
-}
+// randomNode returns a random name: up to 13 letters and digits.
+func randomNode() string { return strconv.FormatUint(rand.Uint64(), 36) }
