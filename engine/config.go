@@ -83,7 +83,9 @@ type Config struct {
 	CloseTimeout time.Duration
 
 	// SendQueueSoftLimit: while more than this many bytes wait for a client's
-	// socket, new messages to it are skipped (and counted). Default 256 KiB.
+	// socket, new messages sent to many (broadcasts, multicasts, groups)
+	// skip it (and are counted); a Send to it alone still queues, up to
+	// SendQueueHardLimit. Default 256 KiB.
 	SendQueueSoftLimit int
 
 	// SendQueueHardLimit: a client with more than this many bytes waiting is

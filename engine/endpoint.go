@@ -22,8 +22,10 @@ const registryShards = 64
 // Sends are asynchronous: a send encodes its frame once, queues it to the
 // writer shards of its recipients and returns. Frames to one client leave in
 // the order the sends were called, whatever their kind. A recipient whose
-// socket is backed up past Config.SendQueueSoftLimit skips the message (it
-// is counted in Stats.SkippedSlow); past the hard limit it is closed.
+// socket is backed up past Config.SendQueueSoftLimit skips messages sent
+// to many (Multicast, Broadcast, Group sends; counted in
+// Stats.SkippedSlow), but not those sent to it alone (Send): a reply is
+// never lost while its client stays. Past the hard limit it is closed.
 type Endpoint struct {
 	srv        *Server
 	path       string

@@ -49,13 +49,14 @@ func TestSlowConsumer(t *testing.T) {
 	ep := app.endpoint()
 
 	msg := make([]byte, size)
+	slow := []engine.ClientID{slowID}
 	for i := range msgs {
 		binary.BigEndian.PutUint64(msg, uint64(i))
 		// The others check 8-byte sequence numbers: send them the prefix.
 		if _, err := ep.Broadcast(engine.Binary, msg[:8], slowID); err != nil {
 			t.Fatal(err)
 		}
-		_ = ep.Send(slowID, engine.Binary, msg) // ErrClientClosing once it is closed
+		_, _ = ep.Multicast(slow, engine.Binary, msg) // sent to many: skipped past the soft limit
 	}
 	// Once the writers are through, the slow client's queue sits between
 	// the limits: backed up past the soft one, never past the hard one.
@@ -90,6 +91,42 @@ func TestSlowConsumer(t *testing.T) {
 		t.Fatalf("%d bytes still queued after the slow client left", st.QueuedBytes)
 	}
 	t.Logf("slow client: %d bytes queued, %d messages skipped, then closed", info.QueuedBytes, st.SkippedSlow)
+}
+
+// TestSendIsNeverSkipped: a message to one client (a reply, a history
+// replay) is queued past the soft limit, not skipped: the client that
+// reads it late still gets every one. Only the hard limit closes it.
+func TestSendIsNeverSkipped(t *testing.T) {
+	const n, size = 100, 1024
+	app := newRecorder()
+	srv, url := start(t, engine.Config{
+		SendQueueSoftLimit: 16 << 10, SendQueueHardLimit: 1 << 20, SlowConsumerTimeout: time.Hour,
+		SocketWriteBuffer: 4 << 10,
+	}, app)
+	c := dialSlow(t, url)
+	id := app.next(t, "open").id
+	ep := app.endpoint()
+	msg := make([]byte, size)
+	for i := range n {
+		msg[0] = byte(i)
+		if err := ep.Send(id, engine.Binary, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the queue past the soft limit", 10*time.Second, func() bool {
+		info, err := ep.Info(id)
+		return err == nil && info.QueuedBytes > 16<<10
+	})
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	for i := range n {
+		_, b, err := c.ReadMessage()
+		if err != nil || len(b) != size || b[0] != byte(i) {
+			t.Fatalf("message %d: %d bytes starting %v, err %v", i, len(b), b[:min(1, len(b))], err)
+		}
+	}
+	if st := srv.Stats(); st.SkippedSlow != 0 || st.ClosedSlow != 0 {
+		t.Fatalf("SkippedSlow %d ClosedSlow %d, want 0 and 0", st.SkippedSlow, st.ClosedSlow)
+	}
 }
 
 // TestHardLimitCloses: with no room between the limits, a client that

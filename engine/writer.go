@@ -204,18 +204,18 @@ func (w *writer) apply(j *job) {
 	case jobGone:
 		w.leave(j.c)
 	case jobSend:
-		w.enqueue(j.c, j.f)
+		w.enqueue(j.c, j.f, false)
 	case jobMulticast:
 		for _, c := range j.f.conns {
 			// A client listed twice has this frame at its tail already.
 			if c.w == w && (c.tail < 0 || w.arena[c.tail].f != j.f) {
-				w.enqueue(c, j.f)
+				w.enqueue(c, j.f, true)
 			}
 		}
 	case jobBroadcast:
 		for _, c := range j.ep.members[w.idx] {
 			if !excluded(j.except, c.id) {
-				w.enqueue(c, j.f)
+				w.enqueue(c, j.f, true)
 			}
 		}
 	case jobControl:
@@ -246,7 +246,7 @@ func (w *writer) apply(j *job) {
 	case jobGroupSend:
 		for _, c := range j.g.members[w.idx] {
 			if !excluded(j.except, c.id) {
-				w.enqueue(c, j.f)
+				w.enqueue(c, j.f, true)
 			}
 		}
 	}
@@ -282,8 +282,10 @@ func (w *writer) leave(c *conn) {
 
 // enqueue adds data frame f to c's pending list, unless c's close frame is
 // already queued (by this writer: data posted before a close still goes
-// out) or c is over its queue bounds.
-func (w *writer) enqueue(c *conn, f *frame) {
+// out) or c is over its queue bounds. A frame to many (skippable) is
+// skipped past the soft limit; a frame to c alone (a reply, a replay) is
+// never skipped: past the hard limit c is closed instead.
+func (w *writer) enqueue(c *conn, f *frame, skippable bool) {
 	if c.closeEnqueued || c.gone.Load() {
 		return
 	}
@@ -298,7 +300,7 @@ func (w *writer) enqueue(c *conn, f *frame) {
 		}
 		return
 	}
-	if q > int64(cfg.SendQueueSoftLimit) {
+	if skippable && q > int64(cfg.SendQueueSoftLimit) {
 		w.stats.skipped.Add(1)
 		if c.backlogSince == 0 {
 			c.backlogSince = w.now // the client is behind: the slow-consumer clock starts
