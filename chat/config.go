@@ -10,6 +10,8 @@ import (
 const (
 	DefaultRoom             = "lobby"
 	DefaultHistorySize      = 100
+	DefaultHistoryBytes     = 64 << 10
+	DefaultResumeWindow     = 30 * time.Second
 	DefaultHistoryTTL       = 10 * time.Minute
 	DefaultMaxTextLength    = 2000
 	DefaultMaxRooms         = 10
@@ -28,9 +30,22 @@ type Config struct {
 	// plain-text messages go. Default "lobby".
 	DefaultRoom string
 
-	// HistorySize is the number of messages each room keeps and replays to
-	// joiners. Default 100.
+	// HistorySize is the number of messages each room keeps at least and
+	// replays to joiners. Default 100.
 	HistorySize int
+
+	// ResumeWindow: a room also keeps every message younger than this,
+	// however many, so that a client that reconnects within it and joins
+	// with `since` gets everything it missed even in a busy room (within
+	// HistoryBytes). Default 30 s; -1 keeps HistorySize messages only.
+	ResumeWindow time.Duration
+
+	// HistoryBytes caps the encoded size of a room's history, which is
+	// also the most a join's replay can send: the oldest messages go
+	// first. With MaxRooms rooms a client's replays stay under the
+	// engine's SendQueueHardLimit (10 x 64 KiB against 1 MiB by
+	// default). Default 64 KiB.
+	HistoryBytes int
 
 	// HistoryTTL is how long an empty room's history is kept before the
 	// room is removed. Default 10 min.
@@ -96,6 +111,12 @@ func (c *Config) withDefaults() Config {
 	if d.HistoryTTL == 0 {
 		d.HistoryTTL = DefaultHistoryTTL
 	}
+	if d.ResumeWindow == 0 {
+		d.ResumeWindow = DefaultResumeWindow
+	}
+	if d.HistoryBytes == 0 {
+		d.HistoryBytes = DefaultHistoryBytes
+	}
 	if d.MaxTextLength == 0 {
 		d.MaxTextLength = DefaultMaxTextLength
 	}
@@ -139,7 +160,7 @@ func (c *Config) Validate() error {
 		name string
 		v    int
 	}{
-		{"HistorySize", d.HistorySize}, {"MaxTextLength", d.MaxTextLength}, {"MaxRooms", d.MaxRooms},
+		{"HistorySize", d.HistorySize}, {"HistoryBytes", d.HistoryBytes}, {"MaxTextLength", d.MaxTextLength}, {"MaxRooms", d.MaxRooms},
 		{"RateBurst", d.RateBurst}, {"RateHardLimit", d.RateHardLimit},
 		{"PresenceListMax", d.PresenceListMax}, {"LargeRoom", d.LargeRoom},
 	} {
@@ -149,6 +170,12 @@ func (c *Config) Validate() error {
 	}
 	if d.RateLimit < 0 && d.RateLimit != -1 {
 		return fmt.Errorf("chat: RateLimit (%v) must be positive, or -1 to turn it off", d.RateLimit)
+	}
+	if d.ResumeWindow < 0 && d.ResumeWindow != -1 {
+		return fmt.Errorf("chat: ResumeWindow (%v) must be positive, or -1 to turn it off", d.ResumeWindow)
+	}
+	if d.HistoryBytes < 2*d.MaxTextLength {
+		return fmt.Errorf("chat: HistoryBytes (%d) must hold at least two messages of MaxTextLength (%d)", d.HistoryBytes, d.MaxTextLength)
 	}
 	if d.HistoryTTL < 0 {
 		return fmt.Errorf("chat: HistoryTTL (%v) must be positive", d.HistoryTTL)

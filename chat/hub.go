@@ -250,9 +250,22 @@ func (h *Hub) allow(c *client) bool {
 	return false
 }
 
+// marshal encodes v as JSON without escaping <, > and & (json.Marshal
+// makes six bytes of each, so a text of 2,000 '<' took 12 KB in every
+// history and on every wire; the page never parses messages as HTML).
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
 // send encodes v and sends it to c alone.
 func (h *Hub) send(c *client, v any) {
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		h.log.Error("encoding a chat message", "err", err)
 		return
@@ -310,7 +323,7 @@ func (h *Hub) say(c *client, req *Request) {
 	}
 	// The broker numbers the message and hands it to every node with
 	// members in the room, this one included (HandleMessage).
-	b, err := json.Marshal(published{From: c.nick, Text: req.Text, TS: now(), ID: req.ID})
+	b, err := marshal(published{From: c.nick, Text: req.Text, TS: now(), ID: req.ID})
 	if err != nil {
 		h.log.Error("encoding a chat message", "err", err)
 		return
@@ -373,7 +386,7 @@ func (h *Hub) HandleMessage(roomName string, seq int64, msg []byte) {
 		return
 	}
 	r.seq = seq
-	r.appendHistory(seq, b)
+	r.appendHistory(seq, b, time.Now().UnixNano())
 	_, _ = r.group.Send(engine.Text, b)
 }
 
@@ -390,6 +403,11 @@ func (h *Hub) HandleReset(roomName string, st RoomState) {
 	h.stats.resets.Add(1)
 	b, _ := json.Marshal(Reset{Type: "reset", Room: r.name, Epoch: r.epoch, Seq: r.seq})
 	_, _ = r.group.Send(engine.Text, b)
+}
+
+// historyLimits are the limits of every room's history.
+func (h *Hub) historyLimits() historyLimits {
+	return historyLimits{count: h.cfg.HistorySize, window: int64(max(0, h.cfg.ResumeWindow)), bytes: h.cfg.HistoryBytes}
 }
 
 // lockRoom returns the live room called name, locked, or nil.
@@ -411,9 +429,10 @@ func (h *Hub) lockRoom(name string) *room {
 func (h *Hub) load(r *room, st RoomState) {
 	r.epoch, r.seq = st.Epoch, st.Seq
 	r.resetHistory()
+	now := time.Now().UnixNano()
 	for _, m := range st.Messages {
 		if b, ok := r.encode(m.Seq, m.Data); ok {
-			r.appendHistory(m.Seq, b)
+			r.appendHistory(m.Seq, b, now)
 		}
 	}
 }
@@ -443,7 +462,7 @@ func (h *Hub) roomFor(name string) (*room, error) {
 func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
 	h.subMu.Lock()
 	defer h.subMu.Unlock()
-	nr := newRoom(name, h.ep.NewGroup(), h.cfg.HistorySize)
+	nr := newRoom(name, h.ep.NewGroup(), h.historyLimits())
 	nr.mu.Lock()
 	if _, loaded := h.rooms.LoadOrStore(name, nr); loaded {
 		nr.mu.Unlock()
@@ -498,15 +517,18 @@ func (h *Hub) join(c *client, req *Request) {
 		h.send(c, Joined{Type: "join", Room: r.name, Nick: c.nick, Count: count, Members: members,
 			Truncated: truncated, Seq: r.seq, Epoch: r.epoch})
 	}
-	after := int64(-1) // whole history
+	// A newcomer gets the newest HistorySize messages; a client resuming
+	// (since) everything stored after its last message, which the
+	// ResumeWindow keeps however busy the room is.
+	after, limit := int64(-1), h.cfg.HistorySize
 	switch {
 	case req.Since == nil:
 	case req.Epoch != 0 && req.Epoch != r.epoch:
-		after = 0 // since counts in another epoch: all of this one is new
+		after, limit = 0, r.histN() // since counts in another epoch: all of this one is new
 	default:
-		after = *req.Since
+		after, limit = *req.Since, r.histN()
 	}
-	msgs, gap := r.history(after, 0, h.cfg.HistorySize)
+	msgs, gap := r.history(after, 0, limit)
 	h.send(c, History{Type: "history", Room: r.name, Messages: nonNil(msgs), Gap: gap})
 	if already {
 		return
@@ -797,6 +819,7 @@ func (h *Hub) sweep(now time.Time) {
 		r := v.(*room)
 		r.mu.Lock()
 		expired := len(r.members) == 0 && !r.emptySince.IsZero() && now.Sub(r.emptySince) >= h.cfg.HistoryTTL
+		r.trimHistory(now.UnixNano())
 		r.mu.Unlock()
 		if expired {
 			h.removeRoom(r)

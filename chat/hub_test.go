@@ -126,7 +126,8 @@ func TestRooms(t *testing.T) {
 
 func TestHistoryAndResume(t *testing.T) {
 	t.Parallel()
-	_, _, url := startChat(t, chat.Config{HistorySize: 5}, engine.Config{})
+	// ResumeWindow off: the history is the last HistorySize messages.
+	_, _, url := startChat(t, chat.Config{HistorySize: 5, ResumeWindow: -1}, engine.Config{})
 	a := connect(t, url)
 	for i := 1; i <= 7; i++ {
 		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
@@ -164,6 +165,91 @@ func TestHistoryAndResume(t *testing.T) {
 	}
 	n.Send(chat.Request{Type: "history", Room: "nowhere"})
 	n.ExpectError(chat.ErrNotInRoom)
+}
+
+// A busy room keeps what the ResumeWindow covers beyond HistorySize: a
+// client that comes back within it misses nothing, while a newcomer still
+// gets HistorySize messages. (Before the window, a loaded machine's
+// reconnections outlasted the 100-message ring and lost messages.)
+func TestResumeWindow(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{HistorySize: 5, ResumeWindow: time.Minute, RateLimit: -1}, engine.Config{})
+	a := connect(t, url)
+	var want []string
+	for i := 1; i <= 40; i++ {
+		want = append(want, "m"+itoa(uint64(i)))
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: want[i-1]})
+		a.Expect("message")
+	}
+	n := connect(t, url) // connect reads the newcomer's join and history
+	since := int64(3)
+	n.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.Expect("join")
+	if h := n.Expect("history"); !slices.Equal(h.Texts(t), want[3:]) || h.Gap {
+		t.Fatalf("resume since 3: %v gap %v", h.Texts(t), h.Gap)
+	}
+	n.Send(chat.Request{Type: "leave", Room: "lobby"})
+	n.Expect("leave")
+	n.Send(chat.Request{Type: "join", Room: "lobby"})
+	n.Expect("join")
+	if h := n.Expect("history"); !slices.Equal(h.Texts(t), want[35:]) {
+		t.Fatalf("newcomer's history: %v", h.Texts(t))
+	}
+}
+
+// HistoryBytes bounds a room's history whatever the window: the oldest
+// messages go, and a resume from before them is told of the gap.
+func TestHistoryBytes(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{HistorySize: 50, HistoryBytes: 4096, MaxTextLength: 1000, RateLimit: -1}, engine.Config{})
+	a := connect(t, url)
+	for i := range 10 {
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: strings.Repeat(string(rune('a'+i)), 900)})
+		a.Expect("message")
+	}
+	since := int64(0)
+	a.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	a.Expect("join")
+	h := a.Expect("history")
+	size := 0
+	for _, m := range h.Messages {
+		size += len(m)
+	}
+	texts := h.Texts(t)
+	if size > 4096 || len(texts) < 3 || !h.Gap || texts[len(texts)-1] != strings.Repeat("j", 900) {
+		t.Fatalf("history of %d bytes, %d messages, gap %v", size, len(texts), h.Gap)
+	}
+}
+
+// A room full of the largest legal messages replays to newcomers without
+// tripping the slow-consumer limit: text is not HTML-escaped (2,000 '<'
+// used to become 12 KB) and the replay is bounded in bytes. Before, 3 of
+// 20 newcomers were closed 1008 right after joining.
+func TestLargeHistoryReplay(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
+	a := connect(t, url)
+	text := strings.Repeat("<", 2000)
+	for range 100 {
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: text})
+	}
+	for range 100 {
+		if m := a.Expect("message"); m.Text != text {
+			t.Fatalf("text came back as %.40q...", m.Text)
+		}
+	}
+	for range 20 {
+		n := dial(t, url)
+		n.Expect("welcome")
+		n.Expect("join")
+		h := n.Expect("history")
+		if size := len(h.Messages) * len(h.Messages[0]); len(h.Messages) < 25 || size > chat.DefaultHistoryBytes {
+			t.Fatalf("replay of %d messages, %d bytes", len(h.Messages), size)
+		}
+		// Still open: it answers a request.
+		n.Send(chat.Request{Type: "history", Room: "lobby", Limit: 1})
+		n.Expect("history")
+	}
 }
 
 func TestNicks(t *testing.T) {

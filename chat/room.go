@@ -19,14 +19,15 @@ type room struct {
 	nameJSON []byte // name as a JSON string, for splicing messages
 	group    *engine.Group
 
-	mu      sync.Mutex
-	removed bool                       // expired; joiners must make a new room
-	members map[engine.ClientID]string // id -> nick
-	epoch   int64                      // the room log's epoch (RoomState.Epoch)
-	seq     int64                      // the latest message's sequence number
-	hist    []stored                   // ring of encoded messages
-	histN   int                        // messages in the ring
-	histAt  int                        // where the next one goes
+	mu        sync.Mutex
+	removed   bool                       // expired; joiners must make a new room
+	members   map[engine.ClientID]string // id -> nick
+	epoch     int64                      // the room log's epoch (RoomState.Epoch)
+	seq       int64                      // the latest message's sequence number
+	hist      []stored                   // encoded messages, oldest at hist[histHead]
+	histHead  int                        // the oldest stored message's index in hist
+	histBytes int                        // the stored messages' size
+	keep      historyLimits              // what the history keeps
 
 	// Presence changes since the last presence message: this node's
 	// (told to the other nodes too) and the other nodes' (told here only).
@@ -57,7 +58,18 @@ type room struct {
 // stored is an encoded message in a room's history.
 type stored struct {
 	seq int64
+	at  int64 // when it was stored, Unix ns
 	b   []byte
+}
+
+// historyLimits says which messages a room's history keeps: the newest
+// count, and any younger than window (so that a client that reconnects
+// within it resumes without a gap however busy the room is), never more
+// than bytes in all.
+type historyLimits struct {
+	count  int
+	window int64 // ns; 0: none
+	bytes  int
 }
 
 // remoteMembers is what this node knows of another node's members of a
@@ -68,27 +80,53 @@ type remoteMembers struct {
 	nicks map[string]struct{}
 }
 
-func newRoom(name string, group *engine.Group, historySize int) *room {
+func newRoom(name string, group *engine.Group, keep historyLimits) *room {
 	nameJSON, _ := json.Marshal(name)
 	return &room{
 		name:     name,
 		nameJSON: nameJSON,
 		group:    group,
 		members:  make(map[engine.ClientID]string),
-		hist:     make([]stored, historySize),
+		keep:     keep,
 	}
 }
 
-// appendHistory stores the encoded message b with sequence number seq.
-// Callers hold r.mu.
-func (r *room) appendHistory(seq int64, b []byte) {
-	if len(r.hist) == 0 {
-		return
+// appendHistory stores the encoded message b with sequence number seq at
+// now (Unix ns), then drops what the limits no longer keep. Callers hold
+// r.mu.
+func (r *room) appendHistory(seq int64, b []byte, now int64) {
+	if len(r.hist) == cap(r.hist) && r.histHead > 0 {
+		// Full: slide the live part down, into a smaller array if the
+		// room was much busier once than it is now.
+		n := copy(r.hist, r.hist[r.histHead:])
+		clear(r.hist[n:])
+		r.hist, r.histHead = r.hist[:n], 0
+		if c := cap(r.hist); c > 64 && n < c/4 {
+			r.hist = append(make([]stored, 0, 2*n), r.hist...)
+		}
 	}
-	r.hist[r.histAt] = stored{seq, b}
-	r.histAt = (r.histAt + 1) % len(r.hist)
-	r.histN = min(r.histN+1, len(r.hist))
+	r.hist = append(r.hist, stored{seq: seq, at: now, b: b})
+	r.histBytes += len(b)
+	r.trimHistory(now)
 }
+
+// trimHistory drops the oldest messages the limits no longer keep.
+// Callers hold r.mu.
+func (r *room) trimHistory(now int64) {
+	for n := r.histN(); n > 0; n-- {
+		old := &r.hist[r.histHead]
+		overCount := n > r.keep.count && (r.keep.window <= 0 || now-old.at > r.keep.window)
+		if r.histBytes <= r.keep.bytes && !overCount {
+			return
+		}
+		r.histBytes -= len(old.b)
+		*old = stored{}
+		r.histHead++
+	}
+}
+
+// histN is the number of stored messages. Callers hold r.mu.
+func (r *room) histN() int { return len(r.hist) - r.histHead }
 
 // encode makes the message members receive from msg, as published (a JSON
 // object): {"type":"message","room":...,"seq":seq, then msg's fields. It
@@ -111,22 +149,20 @@ func (r *room) encode(seq int64, msg []byte) ([]byte, bool) {
 // resetHistory empties the history. Callers hold r.mu.
 func (r *room) resetHistory() {
 	clear(r.hist)
-	r.histN, r.histAt = 0, 0
+	r.hist, r.histHead, r.histBytes = r.hist[:0], 0, 0
 }
 
 // at returns the i-th stored message, oldest first. Callers hold r.mu.
-func (r *room) at(i int) stored {
-	return r.hist[(r.histAt-r.histN+i+len(r.hist))%len(r.hist)]
-}
+func (r *room) at(i int) *stored { return &r.hist[r.histHead+i] }
 
 // history returns up to limit stored messages with after < seq < before
 // (before 0: no upper bound), the newest of them, oldest first; and whether
 // messages after `after` are missing from the store. Callers hold r.mu.
 func (r *room) history(after, before int64, limit int) ([]json.RawMessage, bool) {
-	gap := after >= 0 && r.seq > after && (r.histN == 0 || r.at(0).seq > after+1)
-	// Sequence numbers grow along the ring: find the window by bisection.
+	gap := after >= 0 && r.seq > after && (r.histN() == 0 || r.at(0).seq > after+1)
+	// Sequence numbers grow along the store: find the window by bisection.
 	lo := r.search(after + 1)
-	hi := r.histN
+	hi := r.histN()
 	if before > 0 {
 		hi = r.search(before)
 	}
@@ -144,7 +180,7 @@ func (r *room) history(after, before int64, limit int) ([]json.RawMessage, bool)
 // search returns the index of the first stored message with a sequence
 // number of at least seq. Callers hold r.mu.
 func (r *room) search(seq int64) int {
-	lo, hi := 0, r.histN
+	lo, hi := 0, r.histN()
 	for lo < hi {
 		m := int(uint(lo+hi) >> 1)
 		if r.at(m).seq < seq {

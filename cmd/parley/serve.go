@@ -132,7 +132,10 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&e.Writers, "writers", 0, "writer shards (0: one per CPU)")
 	ch := &cfg.Chat
 	fs.StringVar(&ch.DefaultRoom, "default-room", chat.DefaultRoom, "`room` every client joins on connect, where plain-text messages go")
-	fs.IntVar(&ch.HistorySize, "history-size", chat.DefaultHistorySize, "messages each room keeps and replays to joiners")
+	fs.IntVar(&ch.HistorySize, "history-size", chat.DefaultHistorySize, "messages each room keeps at least and replays to joiners")
+	ch.ResumeWindow = chat.DefaultResumeWindow
+	fs.Var((*durationOrOff)(&ch.ResumeWindow), "resume-window", "a room also keeps every message this young, so a client back within it resumes without a gap; off: history-size only")
+	fs.IntVar(&ch.HistoryBytes, "history-bytes", chat.DefaultHistoryBytes, "most `bytes` of history a room keeps (and a join replays); the oldest go first")
 	fs.DurationVar(&ch.HistoryTTL, "history-ttl", chat.DefaultHistoryTTL, "how long an empty room keeps its history")
 	fs.IntVar(&ch.MaxTextLength, "max-text-length", chat.DefaultMaxTextLength, "longest chat message, in `bytes`")
 	fs.IntVar(&ch.MaxRooms, "max-rooms", chat.DefaultMaxRooms, "rooms one client may be in at once")
