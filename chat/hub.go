@@ -190,9 +190,16 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		return
 	}
 	var req Request
-	if !looksLikeJSON(data) || json.Unmarshal(data, &req) != nil {
+	if !looksLikeJSON(data) {
 		// Plain text, as the seed's clients send: say it in the default room.
 		req = Request{Type: TypeSay, Room: h.cfg.DefaultRoom, Text: string(data)}
+	} else if err := decodeStrict(data, &req); err != nil {
+		// A request that does not decode is refused, never said as text:
+		// a mistyped dm would otherwise reach the whole lobby.
+		if h.allow(c) {
+			h.fail(c, nil, ErrBadRequest, "bad request: "+err.Error())
+		}
+		return
 	}
 	if req.Type != TypeTyping && !h.allow(c) {
 		return
@@ -219,6 +226,8 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 	}
 }
 
+// looksLikeJSON reports whether b is meant as a request: its first
+// non-blank byte opens a JSON object.
 func looksLikeJSON(b []byte) bool {
 	b = bytes.TrimLeft(b, " \t\r\n")
 	return len(b) > 0 && b[0] == '{'
@@ -724,7 +733,7 @@ func (h *Hub) publishPresence(r *room, local int, large bool) {
 // for a room joins this node's next presence message.
 func (h *Hub) HandlePresence(roomName, node string, data []byte) {
 	var np nodePresence
-	if err := json.Unmarshal(data, &np); err != nil {
+	if err := decodeStrict(data, &np); err != nil {
 		h.log.Warn("dropping presence that does not decode", "room", roomName, "node", node, "err", err)
 		return
 	}
@@ -1026,7 +1035,7 @@ func (h *Hub) remoteDM(c *client, req *Request, key string) {
 // recipient if the recipient still has that nick.
 func (h *Hub) HandleDirect(data []byte) {
 	var d direct
-	if err := json.Unmarshal(data, &d); err != nil {
+	if err := decodeStrict(data, &d); err != nil {
 		h.log.Warn("dropping a direct message that does not decode", "err", err)
 		return
 	}

@@ -55,7 +55,7 @@ func TestPlainTextFallback(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	for _, text := range []string{"hello there", "{not json", `"a json string"`} {
+	for _, text := range []string{"hello there", "[1, 2]", `"a json string"`} {
 		if err := a.WriteText(text); err != nil {
 			t.Fatal(err)
 		}
@@ -323,6 +323,41 @@ func TestDirectMessages(t *testing.T) {
 	// c saw none of it but the marker.
 	if m := c.Expect("message"); m.Text != "marker" {
 		t.Fatalf("c got %+v", m)
+	}
+}
+
+// A text that opens a JSON object is a request: if it does not decode
+// strictly it is refused with bad_request naming what is wrong, and never
+// said as plain text (a mistyped dm used to reach the whole lobby).
+func TestStrictRequests(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
+	a, bystander := connect(t, url), connect(t, url)
+	for _, tc := range []struct{ in, want string }{
+		{`{"type":"dm","to":"bob","text":"secret","id":7}`, `field "id"`},
+		{`{"type":5}`, `field "type"`},
+		{`{"Type":"say","room":"lobby","text":"x"}`, `unknown field "Type"`},
+		{`{"type":"say","room":"lobby","TEXT":"x"}`, `unknown field "TEXT"`},
+		{`{"type":"say","room":"lobby","text":"x","text":"y"}`, `duplicate`},
+		{`{"type":"say","room":"lobby","text":"x","colour":"red"}`, `unknown field "colour"`},
+		{`{"type":"history","room":"lobby","limit":1.5}`, `field "limit"`},
+		{`{"type":"join","room":"lobby","since":"5"}`, `field "since"`},
+		{`{"type":"say","room":"lobby","text":"x"} trailing`, `malformed JSON`},
+		{`{"type":"dm","to":"bob","text":"secret"`, `malformed JSON`},
+		{"{\"type\":\"say\",\"room\":\"lobby\",\"text\":\"a\\udc00\"}", `malformed JSON`},
+		{`{not json`, `malformed JSON`},
+	} {
+		if err := a.WriteText(tc.in); err != nil {
+			t.Fatal(err)
+		}
+		if e := a.ExpectError(chat.ErrBadRequest); !strings.Contains(e.Message, tc.want) {
+			t.Errorf("%s: error %q, want it to name %q", tc.in, e.Message, tc.want)
+		}
+	}
+	// The bystander heard none of it: the next thing it gets is this.
+	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "only this"})
+	if m := bystander.Expect("message"); m.Text != "only this" {
+		t.Fatalf("bystander got %+v", m)
 	}
 }
 
