@@ -58,8 +58,9 @@ type Config struct {
 	MaxRooms int
 
 	// RateLimit is the sustained number of requests per second a client may
-	// make (messages, joins, nick changes...); typing notices are throttled
-	// apart. Default 10; -1 turns rate limiting off.
+	// make, of every type (messages, joins, nick changes, typing notices,
+	// requests that fail); typing notices are also relayed at most once a
+	// second. Default 10; -1 turns rate limiting off.
 	RateLimit float64
 
 	// RateBurst is how many requests a client may make at once above the

@@ -201,7 +201,7 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		}
 		return
 	}
-	if req.Type != TypeTyping && !h.allow(c) {
+	if !h.allow(c) { // every request counts, typing notices too
 		return
 	}
 	switch req.Type {

@@ -379,6 +379,35 @@ func TestBadRequests(t *testing.T) {
 	a.ExpectError(chat.ErrTooLong)
 }
 
+// Typing notices count against the rate like every request: a client that
+// floods them is refused, then closed with 1008 (they used to skip the
+// limit, so such a flood was never stopped).
+func TestTypingIsRateLimited(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RateLimit: 1, RateBurst: 3, RateHardLimit: 5}, engine.Config{})
+	a := connect(t, url)
+	for range 3 {
+		a.Send(chat.Request{Type: "typing", Room: "lobby"})
+	}
+	a.Send(chat.Request{Type: "typing", Room: "lobby"})
+	a.ExpectError(chat.ErrRateLimited)
+	for range 20 {
+		a.Send(chat.Request{Type: "typing", Room: "lobby"})
+	}
+	for {
+		_, _, err := a.ReadMessage()
+		if ce, ok := err.(*wstest.CloseError); ok {
+			if ce.Code != 1008 || ce.Reason != "rate limit exceeded" {
+				t.Fatalf("closed with %d %q", ce.Code, ce.Reason)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{RateLimit: 1, RateBurst: 3, RateHardLimit: 5}, engine.Config{})

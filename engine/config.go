@@ -13,17 +13,20 @@ import (
 
 // Defaults applied to zero Config fields.
 const (
-	DefaultAddr                = "localhost:1337"
-	DefaultMaxConnections      = 19000 // fits under a 20,000 open-file limit
-	DefaultMaxMessageSize      = 64 << 10
-	DefaultHandshakeTimeout    = 10 * time.Second
-	DefaultHeartbeatInterval   = 30 * time.Second
-	DefaultHeartbeatTimeout    = 10 * time.Second
-	DefaultCloseTimeout        = 3 * time.Second
-	DefaultSendQueueSoftLimit  = 256 << 10
-	DefaultSendQueueHardLimit  = 1 << 20
-	DefaultSlowConsumerTimeout = 10 * time.Second
-	DefaultFlushWindow         = time.Millisecond
+	DefaultAddr                 = "localhost:1337"
+	DefaultMaxConnections       = 19000 // fits under a 20,000 open-file limit
+	DefaultMaxMessageSize       = 64 << 10
+	DefaultHandshakeTimeout     = 10 * time.Second
+	DefaultHeartbeatInterval    = 30 * time.Second
+	DefaultHeartbeatTimeout     = 10 * time.Second
+	DefaultCloseTimeout         = 3 * time.Second
+	DefaultSocketReadBuffer     = 256 << 10
+	DefaultMaxPendingInput      = 256 << 10
+	DefaultMaxPendingInputTotal = 64 << 20
+	DefaultSendQueueSoftLimit   = 256 << 10
+	DefaultSendQueueHardLimit   = 1 << 20
+	DefaultSlowConsumerTimeout  = 10 * time.Second
+	DefaultFlushWindow          = time.Millisecond
 )
 
 // Config configures a Server. The zero value is valid: every zero field
@@ -119,6 +122,17 @@ type Config struct {
 	// anything. Set it to bound kernel memory per slow client.
 	SocketWriteBuffer int
 
+	// SocketReadBuffer sets each client socket's kernel receive buffer
+	// (SO_RCVBUF), in bytes (the kernel doubles it for its bookkeeping).
+	// It bounds what a client can push into the kernel while the server
+	// is not reading it (MaxPendingInput), and the kernel memory of a
+	// client that sends and sends. It must hold a few segments: a paused
+	// socket whose receive window is under one segment reads as readable
+	// (and loopback's segments are 64 KiB). Default 256 KiB; -1 keeps the
+	// kernel's autotuning (up to net.ipv4.tcp_rmem's maximum, 6 MiB or
+	// more).
+	SocketReadBuffer int
+
 	// MaxConnectionsPerAddr caps the open clients from one address (an
 	// IPv4 address, or an IPv6 /56); an upgrade beyond it is refused with
 	// 429 and Retry-After. Default -1: no limit, since clients behind one
@@ -129,6 +143,18 @@ type Config struct {
 	// one address (bursts of up to a second's worth); beyond it, 429.
 	// Default -1: no limit.
 	ConnectRatePerAddr float64
+
+	// MaxPendingInput bounds the bytes of a client's messages that were
+	// received but not yet handled by the application: past it the server
+	// stops reading the client's socket (TCP pushes back on the sender)
+	// until its handler has caught up to half of it. An endpoint whose
+	// message limit is larger uses that instead. Default 256 KiB.
+	MaxPendingInput int
+
+	// MaxPendingInputTotal bounds the same over all clients: past it, every
+	// client that has a message waiting is paused the same way, until its
+	// own backlog is handled. Default 64 MiB; -1: no total bound.
+	MaxPendingInputTotal int
 
 	// MaxMessagesPerSecond caps the frames a client may send per second,
 	// control frames included (a ping flood counts); beyond it the client
@@ -189,6 +215,15 @@ func (c *Config) withDefaults() Config {
 	if d.CloseTimeout == 0 {
 		d.CloseTimeout = DefaultCloseTimeout
 	}
+	if d.SocketReadBuffer == 0 {
+		d.SocketReadBuffer = DefaultSocketReadBuffer
+	}
+	if d.MaxPendingInput == 0 {
+		d.MaxPendingInput = DefaultMaxPendingInput
+	}
+	if d.MaxPendingInputTotal == 0 {
+		d.MaxPendingInputTotal = DefaultMaxPendingInputTotal
+	}
 	if d.SendQueueSoftLimit == 0 {
 		d.SendQueueSoftLimit = DefaultSendQueueSoftLimit
 	}
@@ -226,6 +261,7 @@ func (c *Config) Validate() error {
 		{"Pollers", d.Pollers},
 		{"Writers", d.Writers},
 		{"MaxMessageSize", d.MaxMessageSize},
+		{"MaxPendingInput", d.MaxPendingInput},
 		{"SendQueueSoftLimit", d.SendQueueSoftLimit},
 		{"SendQueueHardLimit", d.SendQueueHardLimit},
 		{"SocketWriteBuffer", d.SocketWriteBuffer},
@@ -254,6 +290,15 @@ func (c *Config) Validate() error {
 	}
 	if (d.TLSCertFile == "") != (d.TLSKeyFile == "") {
 		return fmt.Errorf("engine: TLSCertFile (%q) and TLSKeyFile (%q) must be set together", d.TLSCertFile, d.TLSKeyFile)
+	}
+	if d.SocketReadBuffer < -1 {
+		return fmt.Errorf("engine: SocketReadBuffer (%d) must be positive, or -1 for the kernel's autotuning", d.SocketReadBuffer)
+	}
+	if d.MaxPendingInputTotal < -1 {
+		return fmt.Errorf("engine: MaxPendingInputTotal (%d) must be positive, or -1 for no limit", d.MaxPendingInputTotal)
+	}
+	if d.MaxPendingInputTotal > 0 && d.MaxPendingInputTotal < d.MaxPendingInput {
+		return fmt.Errorf("engine: MaxPendingInputTotal (%d) must be at least MaxPendingInput (%d)", d.MaxPendingInputTotal, d.MaxPendingInput)
 	}
 	if d.MaxConnectionsPerAddr < -1 {
 		return fmt.Errorf("engine: MaxConnectionsPerAddr (%d) must be positive, or -1 for no limit", d.MaxConnectionsPerAddr)

@@ -3,9 +3,11 @@ package engine
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -19,9 +21,10 @@ import (
 // socket: the poller hands it raw bytes (Parse) and the executor tells it
 // the socket is gone (CloseAndClean).
 //
-// Its fields fall in four groups by owner: the read state belongs to the
-// poller goroutine, the writer fields to its writer shard, the counters are
-// atomics read by Info, and the close state is under mu.
+// Its fields fall in four groups by owner: the read state is under readMu
+// (the poller's, but resuming a paused client parses from the executor),
+// the writer fields belong to its writer shard, the counters are atomics
+// read by Info, and the close state is under mu.
 type conn struct {
 	id          ClientID
 	ep          *Endpoint
@@ -32,8 +35,10 @@ type conn struct {
 	remoteAddr  string
 	connectedAt int64 // unix ns
 
-	// Read state: poller only.
-	carry    bufpool.Carry  // bytes of an incomplete frame
+	// Read state, under readMu.
+	readMu   sync.Mutex
+	paused   bool           // the socket is not read: too much input waits for the application
+	carry    bufpool.Carry  // bytes of an incomplete frame (or, while paused, unparsed input)
 	msg      *[]byte        // a fragmented message so far, nil when none
 	msgOp    wsproto.Opcode // that message's opcode
 	failed   bool           // we failed the client: only its close reply matters now
@@ -41,6 +46,10 @@ type conn struct {
 	byteRate bucket         // MaxBytesPerSecond
 	done     bool           // input is ignored: the peer closed, or the stream is beyond parsing
 	skip     int64          // payload bytes still to discard (while failed)
+
+	// Bytes of messages handed to the application and not yet handled
+	// (Config.MaxPendingInput).
+	pendingIn atomic.Int64
 
 	// Counters.
 	bytesIn, framesIn, msgsIn    atomic.Uint64
@@ -91,9 +100,38 @@ func (c *conn) Parse(data []byte) error {
 	now := time.Now().UnixNano()
 	c.lastRead.Store(now)
 	c.bytesIn.Add(uint64(len(data)))
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
 	if c.done {
 		return nil
 	}
+	if c.paused {
+		// The socket is paused, but the kernel woke us anyway: it does
+		// when a receive buffer is nearly full, so that no socket stalls
+		// for good, and when the peer closes. Keep the bytes unparsed,
+		// up to a bound.
+		c.stopReading() // nbio may have turned reading back on
+		buf := c.carry.Join(data)
+		if len(buf) > c.ep.pausedLimit {
+			// It kept sending into the paused socket: close it, reading
+			// on only for its close frame.
+			c.ep.srv.stats.rateLimited.Add(1)
+			c.resume()
+			c.fail(StatusPolicyViolation, "input arrives faster than it is handled")
+			buf = c.awaitClose(buf)
+			if c.done {
+				buf = nil
+			}
+		}
+		c.carry.Keep(buf)
+		return nil
+	}
+	c.parse(data, now)
+	return nil
+}
+
+// parse reads frames from the carried bytes and data. Callers hold readMu.
+func (c *conn) parse(data []byte, now int64) {
 	cfg := &c.ep.srv.cfg
 	if cfg.MaxBytesPerSecond > 0 && !c.failed && !c.byteRate.take(float64(len(data)), cfg.MaxBytesPerSecond, now) {
 		c.ep.srv.stats.rateLimited.Add(1)
@@ -127,6 +165,9 @@ func (c *conn) Parse(data []byte) error {
 			break
 		}
 		c.handleFrame(&h, payload)
+		if c.paused {
+			break // the rest waits until the application catches up
+		}
 	}
 	if c.failed && !c.done {
 		buf = c.awaitClose(buf)
@@ -135,7 +176,6 @@ func (c *conn) Parse(data []byte) error {
 		buf = nil
 	}
 	c.carry.Keep(buf)
-	return nil
 }
 
 // awaitClose scans input after the server failed the client: frames are
@@ -268,6 +308,9 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		return // arrived after shutdown began: not accepted
 	}
 	arrived := c.lastRead.Load() // this read completed the message
+	size := int64(len(*b))
+	c.pendingIn.Add(size)
+	srv.pendingIn.Add(size)
 	if !c.nbc.Execute(func() {
 		defer srv.doneInflight()
 		defer bufpool.Put(b)
@@ -275,9 +318,85 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		c.ep.srv.stats.dispatch[durationBucket(d)].Add(1)
 		c.ep.srv.stats.dispatchNanos.Add(uint64(d))
 		c.ep.callMessage(c, typ, *b)
+		c.handled(size)
 	}) {
+		c.pendingIn.Add(-size)
+		srv.pendingIn.Add(-size)
 		srv.doneInflight()
 		bufpool.Put(b)
+		return
+	}
+	// Read the backlog after queueing: the job may be done already. A
+	// job that finishes after this check and sees c paused resumes it
+	// (handled waits for readMu, which the caller holds).
+	if c.overBudget(c.pendingIn.Load(), srv.pendingIn.Load()) {
+		c.pause()
+	}
+}
+
+// overBudget reports whether a client with own bytes of input waiting for
+// the application, of total over the server, must stop being read.
+func (c *conn) overBudget(own, total int64) bool {
+	limit := c.ep.srv.cfg.MaxPendingInputTotal
+	return own >= int64(c.ep.pendingBudget) || (limit > 0 && total >= int64(limit) && own > 0)
+}
+
+// mayResume reports whether a paused client may be read again: its own
+// backlog is down to half its budget, and the server's is under its bound
+// (or the client has nothing left waiting).
+func (c *conn) mayResume(own, total int64) bool {
+	limit := c.ep.srv.cfg.MaxPendingInputTotal
+	return own <= int64(c.ep.pendingBudget/2) && (limit <= 0 || total < int64(limit) || own == 0)
+}
+
+// pause stops reading c's socket: the kernel keeps what arrives in its
+// receive buffer (Config.SocketReadBuffer) and, once that is full, TCP
+// stops the sender. Where the poller's registration cannot be changed
+// (setReading), the socket's low-water mark is raised instead: epoll then
+// reports it readable only once its buffer is nearly full, and Parse keeps
+// what comes, within pausedLimit. Callers hold readMu.
+func (c *conn) pause() {
+	if c.paused {
+		return
+	}
+	c.paused = true
+	c.ep.srv.stats.inputPaused.Add(1)
+	c.stopReading()
+}
+
+func (c *conn) stopReading() {
+	if !setReading(c.nbc, false) {
+		_ = syscall.SetsockoptInt(c.nbc.Hash(), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, math.MaxInt32)
+	}
+}
+
+// handled accounts for a message of size bytes the application is done
+// with, and resumes reading c if it was paused and has caught up. It runs
+// on the executor.
+func (c *conn) handled(size int64) {
+	own, total := c.pendingIn.Add(-size), c.ep.srv.pendingIn.Add(-size)
+	if !c.mayResume(own, total) {
+		return
+	}
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	if !c.paused || c.done || !c.mayResume(c.pendingIn.Load(), c.ep.srv.pendingIn.Load()) {
+		return
+	}
+	// What arrived while paused, first: it may fill the budget again.
+	c.paused = false
+	c.parse(nil, time.Now().UnixNano())
+	if !c.paused {
+		c.resume()
+	}
+}
+
+// resume reads c's socket again (epoll reports it readable at once if it
+// holds data). Callers hold readMu.
+func (c *conn) resume() {
+	c.paused = false
+	if !setReading(c.nbc, true) {
+		_ = syscall.SetsockoptInt(c.nbc.Hash(), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, 1)
 	}
 }
 
@@ -388,6 +507,11 @@ func (c *conn) CloseAndClean(err error) {
 		return
 	}
 	c.closing.Store(true)
+	c.readMu.Lock()
+	c.done = true
+	c.carry.Release()
+	c.dropMessage()
+	c.readMu.Unlock()
 	c.mu.Lock()
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()

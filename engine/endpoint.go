@@ -11,6 +11,10 @@ import (
 	"github.com/parleyhq/parley/internal/wsproto"
 )
 
+// autotunedReceiveBuffer stands for a receive buffer the kernel autotunes
+// (Config.SocketReadBuffer -1): Linux's default net.ipv4.tcp_rmem maximum.
+const autotunedReceiveBuffer = 6 << 20
+
 // registryShards is the number of stripes of an endpoint's client registry.
 const registryShards = 64
 
@@ -32,6 +36,15 @@ type Endpoint struct {
 	app        Application
 	maxMessage int // received messages above this close the client with 1009
 
+	// pendingBudget is a client's Config.MaxPendingInput: at least one
+	// message of the largest size.
+	pendingBudget int
+
+	// pausedLimit: a paused client that keeps sending until this many
+	// bytes wait unread (its budget and what its kernel receive buffer
+	// held, four times over) is closed with 1008.
+	pausedLimit int
+
 	count    atomic.Int64
 	registry [registryShards]struct {
 		sync.RWMutex
@@ -45,7 +58,13 @@ type Endpoint struct {
 }
 
 func newEndpoint(srv *Server, path string, app Application, maxMessage int) *Endpoint {
-	ep := &Endpoint{srv: srv, path: path, app: app, maxMessage: maxMessage, members: make([][]*conn, len(srv.writers))}
+	ep := &Endpoint{srv: srv, path: path, app: app, maxMessage: maxMessage, members: make([][]*conn, len(srv.writers)),
+		pendingBudget: max(srv.cfg.MaxPendingInput, maxMessage)}
+	rcvbuf := 2 * srv.cfg.SocketReadBuffer // what the kernel keeps for SO_RCVBUF n
+	if rcvbuf <= 0 {
+		rcvbuf = autotunedReceiveBuffer
+	}
+	ep.pausedLimit = 4 * (ep.pendingBudget + rcvbuf)
 	for i := range ep.registry {
 		ep.registry[i].m = make(map[ClientID]*conn)
 	}

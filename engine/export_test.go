@@ -8,3 +8,10 @@ func (s *Server) SetTickInterval(d time.Duration) { s.tickEvery = d }
 
 // Draining reports whether Shutdown has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
+
+// SetReadingOf turns reading of client id's socket off or on, as pausing
+// does, and reports whether nbio's poller registration could be changed.
+func SetReadingOf(ep *Endpoint, id ClientID, on bool) bool {
+	c := ep.lookup(id)
+	return c != nil && setReading(c.nbc, on)
+}

@@ -218,6 +218,9 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	if n := s.cfg.SocketWriteBuffer; n > 0 {
 		_ = nbc.SetWriteBuffer(n)
 	}
+	if n := s.cfg.SocketReadBuffer; n > 0 {
+		_ = nbc.SetReadBuffer(n)
+	}
 	s.stats.accepted.Add(1)
 	c.w.post(job{kind: jobOpen, c: c, f: newUpgradeResponse(r.Header.Get("Sec-WebSocket-Key"))})
 	c.opened.Store(true)

@@ -54,6 +54,7 @@ type Server struct {
 	// what they send precedes the close frames.
 	inflight     atomic.Int64
 	inflightDone chan struct{} // signalled when inflight drops to zero while draining
+	pendingIn    atomic.Int64  // bytes of those messages (Config.MaxPendingInputTotal)
 
 	started   atomic.Bool
 	draining  atomic.Bool
@@ -400,6 +401,8 @@ func (s *Server) Stats() Stats {
 		RefusedMalformed: s.stats.refusedBad.Load(),
 		RefusedAddr:      s.stats.refusedAddr.Load(),
 		RateLimited:      s.stats.rateLimited.Load(),
+		InputPaused:      s.stats.inputPaused.Load(),
+		PendingInput:     s.pendingIn.Load(),
 		RefusedByApp:     s.stats.refusedApp.Load(),
 		AppPanics:        s.stats.appPanics.Load(),
 		FramesEncoded:    s.stats.framesEncoded.Load(),

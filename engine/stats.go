@@ -82,6 +82,7 @@ type serverStats struct {
 	refusedBad    atomic.Uint64
 	refusedAddr   atomic.Uint64
 	rateLimited   atomic.Uint64
+	inputPaused   atomic.Uint64
 	refusedApp    atomic.Uint64
 	appPanics     atomic.Uint64
 	dispatch      [latencyBuckets]atomic.Uint64
@@ -107,6 +108,8 @@ type Stats struct {
 	RefusedMalformed  uint64 // malformed upgrade requests (400, 405, 426)
 	RefusedAddr       uint64 // upgrades refused by the per-address limits (429)
 	RateLimited       uint64 // clients closed for sending too fast (1008)
+	InputPaused       uint64 // times a client's socket stopped being read (MaxPendingInput, MaxPendingInputTotal)
+	PendingInput      int64  // bytes of received messages the application has not handled yet
 	RefusedByApp      uint64 // handshakes refused by Application.OnHandshake
 	AppPanics         uint64 // panics recovered in application callbacks
 	BytesRead         uint64 // bytes read from clients since start, frame headers included

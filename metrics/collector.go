@@ -30,6 +30,8 @@ var (
 	mWriteDelay     = newDesc("parley_write_delay_seconds", "Age of the oldest message in each write: from the send call to the write.")
 	mDispatch       = newDesc("parley_dispatch_delay_seconds", "From a message's arrival to the start of its handling (executor queueing).")
 	mQueued         = newDesc("parley_queued_bytes", "Bytes handed to client sockets that the kernel has not taken yet.")
+	mPendingIn      = newDesc("parley_pending_input_bytes", "Bytes of received messages the application has not handled yet.")
+	mInputPaused    = newDesc("parley_input_paused_total", "Times a client's socket stopped being read because its messages waited for the application (TCP backpressure).")
 	mSkipped        = newDesc("parley_slow_consumer_skips_total", "Deliveries skipped because the recipient was behind (past the soft queue limit).")
 	mSlowClosed     = newDesc("parley_slow_consumers_closed_total", "Clients closed as slow consumers (1008).")
 	mHeartbeat      = newDesc("parley_heartbeat_timeouts_total", "Clients closed for not answering a ping (1008).")
@@ -74,7 +76,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{mConnections, mAccepted, mClosed, mRefused, mRecvMessages, mRecvFrames,
 			mRecvBytes, mDeliveries, mSentFrames, mSentBytes, mEncoded, mWrites, mRounds, mBatch, mFlush, mWriteDelay,
-			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics, mRateClosed} {
+			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics, mRateClosed, mPendingIn, mInputPaused} {
 			ch <- d
 		}
 	}
@@ -162,6 +164,8 @@ func collectEngine(ch chan<- prometheus.Metric, st engine.Stats) {
 	histogram(ch, mWriteDelay, st.WriteDelayBuckets[:], seconds, st.WriteDelaySeconds)
 	histogram(ch, mDispatch, st.DispatchBuckets[:], seconds, st.DispatchSeconds)
 	gauge(ch, mQueued, float64(st.QueuedBytes))
+	gauge(ch, mPendingIn, float64(st.PendingInput))
+	counter(ch, mInputPaused, st.InputPaused)
 	counter(ch, mSkipped, st.SkippedSlow)
 	counter(ch, mSlowClosed, st.ClosedSlow)
 	counter(ch, mHeartbeat, st.HeartbeatTimeouts)

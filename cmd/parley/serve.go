@@ -127,6 +127,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.DurationVar(&e.SlowConsumerTimeout, "slow-consumer-timeout", engine.DefaultSlowConsumerTimeout, "time a client may stay above the soft queue limit before it is closed with 1008")
 	e.FlushWindow = engine.DefaultFlushWindow
 	fs.Var((*durationOrOff)(&e.FlushWindow), "flush-window", "shortest time between two write rounds of a writer: messages within it share one write per client; off: write as soon as possible")
+	fs.IntVar(&e.SocketReadBuffer, "socket-read-buffer", engine.DefaultSocketReadBuffer, "kernel receive buffer per client socket, in `bytes` (-1: kernel autotuning): what a client can push while the server is not reading it")
+	fs.IntVar(&e.MaxPendingInput, "max-pending-input", engine.DefaultMaxPendingInput, "`bytes` of a client's messages waiting for their handler above which its socket is not read (TCP backpressure)")
+	fs.IntVar(&e.MaxPendingInputTotal, "max-pending-input-total", engine.DefaultMaxPendingInputTotal, "the same over all clients, in `bytes` (-1: no total bound)")
 	fs.IntVar(&e.SocketWriteBuffer, "socket-write-buffer", 0, "kernel send buffer per client socket, in `bytes` (0: kernel autotuning, up to 4 MiB for a client that stops reading)")
 	fs.IntVar(&e.Pollers, "pollers", 0, "epoll goroutines (0: one per CPU)")
 	fs.IntVar(&e.Writers, "writers", 0, "writer shards (0: one per CPU)")
