@@ -136,3 +136,33 @@ func TestSetReadingReachesThePoller(t *testing.T) {
 		t.Fatalf("%+v", e)
 	}
 }
+
+// TestCloseDropsBacklog: once the application closes a client, the
+// messages it had in flight are not handed on: a flooder closed by a rate
+// limit used to have thousands of requests decoded and refused until its
+// close handshake ended, slowing everyone else.
+func TestCloseDropsBacklog(t *testing.T) {
+	app := newRecorder()
+	var handled atomic.Int64
+	app.onMessage = func(ep *engine.Endpoint, id engine.ClientID, _ engine.MessageType, _ []byte) {
+		if handled.Add(1) == 1 {
+			_ = ep.Close(id, engine.StatusPolicyViolation, "enough")
+		}
+	}
+	_, url := start(t, engine.Config{}, app)
+	c := dial(t, url, nil)
+	app.next(t, "open")
+	var burst []byte
+	for range 2000 {
+		burst = wsproto.AppendMaskedFrame(burst, wsproto.OpText, true, []byte("spam"), [4]byte{1, 2, 3, 4})
+	}
+	if err := c.WriteRaw(burst); err != nil {
+		t.Fatal(err)
+	}
+	if e := app.next(t, "close"); e.code != engine.StatusPolicyViolation {
+		t.Fatalf("close %+v", e)
+	}
+	if n := handled.Load(); n != 1 {
+		t.Fatalf("%d messages handled after the close, want 1", n)
+	}
+}

@@ -61,6 +61,7 @@ type conn struct {
 
 	opened       atomic.Bool // OnOpen ran, so OnClose must
 	closing      atomic.Bool // a close frame is queued: no data may follow
+	appClosed    atomic.Bool // the application closed the client (Endpoint.Close)
 	closeOnDrain atomic.Bool // drop the socket once sent == written
 	gone         atomic.Bool // the socket is closed
 
@@ -132,6 +133,14 @@ func (c *conn) Parse(data []byte) error {
 
 // parse reads frames from the carried bytes and data. Callers hold readMu.
 func (c *conn) parse(data []byte, now int64) {
+	if !c.failed && c.closing.Load() {
+		// The server is closing c (the application asked, or shutdown):
+		// what c sends now is not handed on, only scanned for its close
+		// reply. A flooder closed by the rate limit used to have every
+		// request it had in flight decoded and refused until CloseTimeout.
+		c.failed = true
+		c.dropMessage()
+	}
 	cfg := &c.ep.srv.cfg
 	if cfg.MaxBytesPerSecond > 0 && !c.failed && !c.byteRate.take(float64(len(data)), cfg.MaxBytesPerSecond, now) {
 		c.ep.srv.stats.rateLimited.Add(1)
@@ -317,7 +326,9 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		d := time.Duration(max(time.Now().UnixNano()-arrived, 0))
 		c.ep.srv.stats.dispatch[durationBucket(d)].Add(1)
 		c.ep.srv.stats.dispatchNanos.Add(uint64(d))
-		c.ep.callMessage(c, typ, *b)
+		if !c.appClosed.Load() { // the application closed it meanwhile: its backlog is dropped
+			c.ep.callMessage(c, typ, *b)
+		}
 		c.handled(size)
 	}) {
 		c.pendingIn.Add(-size)

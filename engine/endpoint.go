@@ -228,7 +228,9 @@ func (ep *Endpoint) postToWriters(j job, want func(int) bool) {
 // Close starts the close handshake with client id: a close frame with code
 // and reason (cut to 123 bytes) follows whatever is already queued to it.
 // The client's OnClose follows once it answers, or after
-// Config.CloseTimeout.
+// Config.CloseTimeout. Messages from it that OnMessage has not been given
+// yet are dropped, and what it sends from now on is only scanned for its
+// close reply: a client closed for flooding costs no more work.
 func (ep *Endpoint) Close(id ClientID, code StatusCode, reason string) error {
 	if code < 1000 || code > 4999 || !wsproto.ValidCloseCode(uint16(code)) {
 		return fmt.Errorf("close client %d with %d: %w", id, int(code), ErrInvalidCloseCode)
@@ -240,6 +242,7 @@ func (ep *Endpoint) Close(id ClientID, code StatusCode, reason string) error {
 	if !c.startClose(code, reason) {
 		return fmt.Errorf("close client %d: %w", id, ErrClientClosing)
 	}
+	c.appClosed.Store(true)
 	return nil
 }
 
