@@ -139,7 +139,7 @@ func (h *Hub) OnOpen(id engine.ClientID, _ any) {
 	c := &client{id: id, tokens: float64(h.cfg.RateBurst), last: time.Now().UnixNano()}
 	h.nickMu.Lock()
 	c.nick = h.guestNick(id)
-	h.nicks[strings.ToLower(c.nick)] = id
+	h.nicks[keyOf(c.nick)] = id
 	h.nickMu.Unlock()
 	s := &h.clients[id%clientShards]
 	s.Lock()
@@ -162,7 +162,7 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 	for len(c.rooms) > 0 {
 		h.leaveRoom(c, c.rooms[len(c.rooms)-1])
 	}
-	key := strings.ToLower(c.nick)
+	key := keyOf(c.nick)
 	h.nickMu.Lock()
 	if h.nicks[key] == id {
 		delete(h.nicks, key)
@@ -311,6 +311,8 @@ func (h *Hub) text(c *client, req *Request) bool {
 		h.fail(c, req, ErrEmpty, "the message is empty")
 	case len(req.Text) > h.cfg.MaxTextLength:
 		h.fail(c, req, ErrTooLong, fmt.Sprintf("messages are at most %d bytes", h.cfg.MaxTextLength))
+	case strings.ContainsFunc(req.Text, badTextRune):
+		h.fail(c, req, ErrBadText, "text may not hold control characters (but tab and newline) or bidi embeddings, overrides or isolates")
 	default:
 		return true
 	}
@@ -855,11 +857,12 @@ func (h *Hub) removeRoom(r *room) {
 }
 
 func (h *Hub) nick(c *client, req *Request) {
-	if err := validNick(req.Nick); err != nil {
+	shown, err := normalizeNick(req.Nick)
+	if err != nil {
 		h.fail(c, req, ErrBadNick, "nick "+err.Error())
 		return
 	}
-	key, oldKey := strings.ToLower(req.Nick), strings.ToLower(c.nick)
+	key, oldKey := keyOf(shown), keyOf(c.nick)
 	if isGuest(key) && key != oldKey {
 		h.fail(c, req, ErrBadNick, `nicks starting with "guest-" are given by the server`)
 		return
@@ -868,7 +871,7 @@ func (h *Hub) nick(c *client, req *Request) {
 	holder, taken := h.nicks[key]
 	h.nickMu.Unlock()
 	if taken && holder != c.id {
-		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", req.Nick))
+		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", shown))
 		return
 	}
 	// The cluster-wide claim (the broker's); a change of case only
@@ -879,14 +882,14 @@ func (h *Hub) nick(c *client, req *Request) {
 		if caseOnly {
 			_ = h.broker.ReleaseNick(key, h.owner(c.id, c.nick))
 		}
-		if err := h.broker.ClaimNick(key, h.owner(c.id, req.Nick)); err != nil {
+		if err := h.broker.ClaimNick(key, h.owner(c.id, shown)); err != nil {
 			if caseOnly {
 				_ = h.broker.ClaimNick(key, h.owner(c.id, c.nick))
 			}
 			if errors.Is(err, ErrNickClaimed) {
-				h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", req.Nick))
+				h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", shown))
 			} else {
-				h.log.Warn("claiming a nick", "nick", req.Nick, "err", err)
+				h.log.Warn("claiming a nick", "nick", shown, "err", err)
 				h.fail(c, req, ErrUnavailable, "nicks cannot be changed right now: "+err.Error())
 			}
 			return
@@ -895,13 +898,13 @@ func (h *Hub) nick(c *client, req *Request) {
 	h.nickMu.Lock()
 	if holder, taken := h.nicks[key]; taken && holder != c.id {
 		h.nickMu.Unlock() // another client here got it meanwhile (and the claim is theirs)
-		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", req.Nick))
+		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", shown))
 		return
 	}
 	old := c.nick
 	delete(h.nicks, oldKey)
 	h.nicks[key] = c.id
-	c.nick = req.Nick
+	c.nick = shown
 	h.nickMu.Unlock()
 	if key != oldKey && !isGuest(oldKey) {
 		if err := h.broker.ReleaseNick(oldKey, h.owner(c.id, old)); err != nil {
@@ -927,7 +930,8 @@ func (h *Hub) guestNick(id engine.ClientID) string {
 	return "guest-" + h.node + "-" + strconv.FormatUint(uint64(id), 10)
 }
 
-// isGuest reports whether the lower-cased nick key is reserved for guests.
+// isGuest reports whether the nick key is reserved for guests: a nick that
+// only looks like "guest-..." (a Cyrillic e) has such a key too.
 func isGuest(key string) bool { return strings.HasPrefix(key, "guest-") }
 
 // owner is what the broker records for a nick: "node/id/nick".
@@ -946,11 +950,12 @@ func parseOwner(o string) (node string, id engine.ClientID, nick string, ok bool
 // locate finds the client holding the nick key anywhere in the cluster.
 func (h *Hub) locate(key, asked string) (node string, id engine.ClientID, nick string, err error) {
 	if isGuest(key) {
-		// guest-<node>-<id>: no lookup needed.
-		rest := strings.TrimPrefix(key, "guest-")
+		// guest-<node>-<id>: no lookup needed. Read from the nick as
+		// asked (ASCII; the key is its skeleton, where 1 reads as l).
+		rest, found := strings.CutPrefix(strings.ToLower(asked), "guest-")
 		i := strings.LastIndexByte(rest, '-')
 		n, perr := strconv.ParseUint(rest[i+1:], 10, 64)
-		if i <= 0 || perr != nil {
+		if !found || i <= 0 || perr != nil {
 			return "", 0, "", ErrNickNotFound
 		}
 		return rest[:i], engine.ClientID(n), asked, nil
@@ -969,7 +974,7 @@ func (h *Hub) locate(key, asked string) (node string, id engine.ClientID, nick s
 // direct is a DM on its way to the recipient's node.
 type direct struct {
 	To   engine.ClientID `json:"to"`
-	Key  string          `json:"key"` // the recipient's nick, lower-cased, when sent
+	Key  string          `json:"key"` // the recipient's nick key (nickKey) when sent
 	From string          `json:"from"`
 	Text string          `json:"text"`
 	TS   int64           `json:"ts"`
@@ -979,7 +984,10 @@ func (h *Hub) dm(c *client, req *Request) {
 	if !h.text(c, req) {
 		return
 	}
-	key := strings.ToLower(req.To)
+	key, err := nickKey(req.To)
+	if err != nil {
+		key = "" // no such nick: answered below as unknown
+	}
 	var toNick string
 	h.nickMu.Lock() // nicks change under nickMu: the recipient's stays put while read
 	to, ok := h.nicks[key]
@@ -1046,7 +1054,7 @@ func (h *Hub) HandleDirect(data []byte) {
 	h.nickMu.Lock()
 	nick := c.nick
 	h.nickMu.Unlock()
-	if strings.ToLower(nick) != d.Key {
+	if keyOf(nick) != d.Key {
 		return
 	}
 	h.send(c, DM{Type: "dm", From: d.From, To: nick, Text: d.Text, TS: d.TS})

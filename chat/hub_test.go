@@ -252,6 +252,46 @@ func TestLargeHistoryReplay(t *testing.T) {
 	}
 }
 
+// Nicks that look alike are one nick (PRECIS, then the TR 39 confusable
+// skeleton), and invisible, filler, control and direction characters are
+// refused. Each of these was accepted beside "alice" or a guest before.
+func TestLookAlikeNicks(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	a.Send(chat.Request{Type: "nick", Nick: "alice"})
+	a.Expect("nick")
+	for _, tc := range []struct{ nick, code string }{
+		{"\u0430lice", chat.ErrNickTaken},                     // Cyrillic a
+		{"\uff41\uff4c\uff49\uff43\uff45", chat.ErrNickTaken}, // full width
+		{"ALICE", chat.ErrNickTaken},
+		{"a1ice", chat.ErrNickTaken},        // 1 reads as l
+		{"alice\u3164", chat.ErrBadNick},    // Hangul filler
+		{"\u3164\u3164", chat.ErrBadNick},   // fillers only
+		{"alice\u200b", chat.ErrBadNick},    // zero-width space
+		{"bob\u200d", chat.ErrBadNick},      // zero-width joiner
+		{"a\u202eexe.txt", chat.ErrBadNick}, // right-to-left override
+		{"x\u00ad", chat.ErrBadNick},        // soft hyphen
+		{"gu\u0435st-1", chat.ErrBadNick},   // a guest look-alike (Cyrillic e)
+		{"GUEST-7", chat.ErrBadNick},
+	} {
+		b.Send(chat.Request{Type: "nick", Nick: tc.nick})
+		if e := b.ExpectError(tc.code); e.Code != tc.code {
+			t.Errorf("%+q: %s", tc.nick, e.Code)
+		}
+	}
+	// A full-width nick is shown folded; a DM by any look-alike of a nick
+	// reaches its holder.
+	b.Send(chat.Request{Type: "nick", Nick: "\uff42\uff4f\uff42"})
+	if n := b.Expect("nick"); n.Nick != "bob" {
+		t.Fatalf("nick %+v, want bob", n)
+	}
+	b.Send(chat.Request{Type: "dm", To: "\u0430lice", Text: "hi"})
+	if d := a.Expect("dm"); d.From != "bob" || d.To != "alice" || d.Text != "hi" {
+		t.Fatalf("dm %+v", d)
+	}
+}
+
 func TestNicks(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
@@ -358,6 +398,26 @@ func TestStrictRequests(t *testing.T) {
 	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "only this"})
 	if m := bystander.Expect("message"); m.Text != "only this" {
 		t.Fatalf("bystander got %+v", m)
+	}
+}
+
+// Text with controls or bidi reordering characters is refused, not relayed
+// (a right-to-left override disguised txt.exe as exe.txt); tabs, newlines
+// and the plain direction marks pass.
+func TestBadText(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	for _, text := range []string{"photo\u202egpj.exe", "a\u2066b\u2069", "bell\a", "esc\x1b[31mred", "nul\x00", "c1\u0085"} {
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: text})
+		a.ExpectError(chat.ErrBadText)
+		a.Send(chat.Request{Type: "dm", To: b.Nick, Text: text})
+		a.ExpectError(chat.ErrBadText)
+	}
+	ok := "line one\n\tline two \u200fשלום\u200e ok"
+	a.Send(chat.Request{Type: "say", Room: "lobby", Text: ok})
+	if m := b.Expect("message"); m.Text != ok {
+		t.Fatalf("got %q", m.Text)
 	}
 }
 

@@ -239,6 +239,7 @@ const (
 	ErrUnknownNick  = "unknown_nick" // dm to a nick nobody has
 	ErrEmpty        = "empty"        // blank text
 	ErrTooLong      = "too_long"
+	ErrBadText      = "bad_text" // text with control characters or bidi embeddings, overrides or isolates
 	ErrRateLimited  = "rate_limited"
 	ErrNotDelivered = "not_delivered" // the broker could not take a message (a cluster's NATS is down)
 	ErrUnavailable  = "unavailable"   // the cluster's shared state cannot be reached now
@@ -246,7 +247,25 @@ const (
 
 // errorCodes lists every error code, so that counters exist from the start.
 var errorCodes = []string{ErrBadRequest, ErrUnknownType, ErrBinary, ErrBadRoom, ErrNotInRoom, ErrTooManyRooms,
-	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrRateLimited, ErrNotDelivered, ErrUnavailable}
+	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrBadText, ErrRateLimited, ErrNotDelivered, ErrUnavailable}
+
+// badTextRune reports the characters a message's text may not hold:
+// control characters other than tab and newline, and the bidi
+// embeddings, overrides and isolates that reorder what follows them
+// (U+202A-U+202E, U+2066-U+2069: "Trojan Source", a right-to-left
+// override showing "txt.exe" as "exe.txt"). The marks (LRM, RLM, ALM)
+// stay: they reorder nothing, and mixed text needs them.
+func badTextRune(r rune) bool {
+	switch {
+	case r == '\t' || r == '\n':
+		return false
+	case r < 0x20 || (r >= 0x7f && r <= 0x9f):
+		return true
+	case r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069:
+		return true
+	}
+	return false
+}
 
 // MaxNickLength and MaxRoomLength cap names, in characters.
 const (
