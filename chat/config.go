@@ -15,6 +15,8 @@ const (
 	DefaultHistoryTTL       = 10 * time.Minute
 	DefaultMaxTextLength    = 2000
 	DefaultMaxRooms         = 10
+	DefaultMaxRoomsTotal    = 10000
+	DefaultRoomCreateRate   = 10 // rooms per minute per client
 	DefaultRateLimit        = 10 // requests per second
 	DefaultRateBurst        = 20
 	DefaultPresenceInterval = 250 * time.Millisecond
@@ -56,6 +58,18 @@ type Config struct {
 
 	// MaxRooms caps the rooms one client is in at once. Default 10.
 	MaxRooms int
+
+	// MaxRoomsTotal caps the rooms the hub holds, empty ones (kept for
+	// HistoryTTL) included. At the cap, the room empty longest is removed
+	// to make a new one; with none empty, a join that would make a room
+	// gets room_limit. Default 10,000.
+	MaxRoomsTotal int
+
+	// RoomCreateRate is how many rooms one client may make a minute, in
+	// bursts of as many; beyond it a join that would make a room gets
+	// rate_limited. Joining existing rooms is not limited by it. Default
+	// 10; -1: no limit.
+	RoomCreateRate float64
 
 	// RateLimit is the sustained number of requests per second a client may
 	// make, of every type (messages, joins, nick changes, typing notices,
@@ -124,6 +138,12 @@ func (c *Config) withDefaults() Config {
 	if d.MaxRooms == 0 {
 		d.MaxRooms = DefaultMaxRooms
 	}
+	if d.MaxRoomsTotal == 0 {
+		d.MaxRoomsTotal = DefaultMaxRoomsTotal
+	}
+	if d.RoomCreateRate == 0 {
+		d.RoomCreateRate = DefaultRoomCreateRate
+	}
 	if d.RateLimit == 0 {
 		d.RateLimit = DefaultRateLimit
 	}
@@ -161,13 +181,16 @@ func (c *Config) Validate() error {
 		name string
 		v    int
 	}{
-		{"HistorySize", d.HistorySize}, {"HistoryBytes", d.HistoryBytes}, {"MaxTextLength", d.MaxTextLength}, {"MaxRooms", d.MaxRooms},
+		{"HistorySize", d.HistorySize}, {"HistoryBytes", d.HistoryBytes}, {"MaxTextLength", d.MaxTextLength}, {"MaxRooms", d.MaxRooms}, {"MaxRoomsTotal", d.MaxRoomsTotal},
 		{"RateBurst", d.RateBurst}, {"RateHardLimit", d.RateHardLimit},
 		{"PresenceListMax", d.PresenceListMax}, {"LargeRoom", d.LargeRoom},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("chat: %s (%d) must be positive", f.name, f.v)
 		}
+	}
+	if d.RoomCreateRate != -1 && d.RoomCreateRate < 1 {
+		return fmt.Errorf("chat: RoomCreateRate (%v) must be at least 1, or -1 to turn it off", d.RoomCreateRate)
 	}
 	if d.RateLimit < 0 && d.RateLimit != -1 {
 		return fmt.Errorf("chat: RateLimit (%v) must be positive, or -1 to turn it off", d.RateLimit)

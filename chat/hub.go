@@ -43,10 +43,11 @@ type Hub struct {
 	nickMu sync.Mutex
 	nicks  map[string]engine.ClientID // by lower-cased nick
 
-	rooms   sync.Map   // name -> *room; lock-free reads
-	subMu   sync.Mutex // orders making and removing rooms with the broker's Subscribe and Unsubscribe
-	dirtyMu sync.Mutex
-	dirty   []*room // rooms with presence changes to send
+	rooms     sync.Map     // name -> *room; lock-free reads
+	roomCount atomic.Int64 // rooms in the map (MaxRoomsTotal)
+	subMu     sync.Mutex   // orders making and removing rooms with the broker's Subscribe and Unsubscribe
+	dirtyMu   sync.Mutex
+	dirty     []*room // rooms with presence changes to send
 
 	epoch int64 // when the hub was made, Unix ms
 
@@ -70,8 +71,30 @@ type client struct {
 	rooms []*room // at most MaxRooms: a slice costs far less per client than a map
 
 	tokens, strikes float64 // rate limiting
+	creates         float64 // room-creation tokens (RoomCreateRate)
+	createdAt       int64   // unix ns of the last refill
 	last            int64   // unix ns of the last request
 	lastTyping      int64
+}
+
+// mayCreate takes a room-creation token: c may make rate rooms a minute,
+// in bursts of as many.
+func (c *client) mayCreate(rate float64, now time.Time) bool {
+	if rate < 0 {
+		return true
+	}
+	t := now.UnixNano()
+	if c.createdAt == 0 {
+		c.creates = rate
+	} else {
+		c.creates = min(rate, c.creates+float64(t-c.createdAt)/float64(time.Minute)*rate)
+	}
+	c.createdAt = t
+	if c.creates < 1 {
+		return false
+	}
+	c.creates--
+	return true
 }
 
 // room returns the joined room called name, or nil.
@@ -448,13 +471,29 @@ func (h *Hub) load(r *room, st RoomState) {
 	}
 }
 
-// roomFor returns the live room called name, making it if needed, with its
-// lock held.
-func (h *Hub) roomFor(name string) (*room, error) {
+// Errors of making a room.
+var (
+	errRoomLimit   = errors.New("chat: the server has as many rooms as it holds")
+	errCreateLimit = errors.New("chat: the client made too many rooms lately")
+)
+
+// roomFor returns the live room called name, making it if needed (on c's
+// account: c nil for the server's own rooms), with its lock held.
+func (h *Hub) roomFor(name string, c *client) (*room, error) {
 	for {
 		v, ok := h.rooms.Load(name)
 		if !ok {
-			if r, made, err := h.makeRoom(name); made || err != nil {
+			if c != nil && !c.mayCreate(h.cfg.RoomCreateRate, time.Now()) {
+				return nil, errCreateLimit
+			}
+			if h.roomCount.Load() >= int64(h.cfg.MaxRoomsTotal) {
+				h.evictEmptyRoom() // the oldest empty room goes before any new one is refused
+			}
+			r, made, err := h.makeRoom(name)
+			if !made && c != nil {
+				c.creates++ // nothing made on its account
+			}
+			if made || err != nil {
 				return r, err
 			}
 			continue
@@ -473,6 +512,9 @@ func (h *Hub) roomFor(name string) (*room, error) {
 func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
 	h.subMu.Lock()
 	defer h.subMu.Unlock()
+	if h.roomCount.Load() >= int64(h.cfg.MaxRoomsTotal) {
+		return nil, false, errRoomLimit
+	}
 	nr := newRoom(name, h.ep.NewGroup(), h.historyLimits())
 	nr.mu.Lock()
 	if _, loaded := h.rooms.LoadOrStore(name, nr); loaded {
@@ -486,6 +528,7 @@ func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
 		nr.mu.Unlock()
 		return nil, false, err
 	}
+	h.roomCount.Add(1)
 	h.load(nr, st)
 	if h.node != "" {
 		// Ask the other nodes who of theirs is here.
@@ -506,8 +549,15 @@ func (h *Hub) join(c *client, req *Request) {
 		h.fail(c, req, ErrTooManyRooms, fmt.Sprintf("a client is in at most %d rooms", h.cfg.MaxRooms))
 		return
 	}
-	r, err := h.roomFor(req.Room)
-	if err != nil {
+	r, err := h.roomFor(req.Room, c)
+	switch {
+	case errors.Is(err, errCreateLimit):
+		h.fail(c, req, ErrRateLimited, fmt.Sprintf("a client may make at most %g new rooms a minute", h.cfg.RoomCreateRate))
+		return
+	case errors.Is(err, errRoomLimit):
+		h.fail(c, req, ErrRoomLimit, fmt.Sprintf("the server holds at most %d rooms, none of them empty", h.cfg.MaxRoomsTotal))
+		return
+	case err != nil:
 		if h.brokerLog.allow(time.Now()) {
 			h.log.Warn("subscribing to a room", "room", req.Room, "err", err)
 		}
@@ -824,6 +874,24 @@ func concat[T any](a, b []T) []T {
 	return append(a[:len(a):len(a)], b...)
 }
 
+// evictEmptyRoom removes the room that has been empty longest, if any.
+func (h *Hub) evictEmptyRoom() {
+	var oldest *room
+	var since time.Time
+	h.rooms.Range(func(_, v any) bool {
+		r := v.(*room)
+		r.mu.Lock()
+		if len(r.members) == 0 && !r.emptySince.IsZero() && (oldest == nil || r.emptySince.Before(since)) {
+			oldest, since = r, r.emptySince
+		}
+		r.mu.Unlock()
+		return true
+	})
+	if oldest != nil {
+		h.removeRoom(oldest)
+	}
+}
+
 // sweep removes rooms that have been empty for HistoryTTL.
 func (h *Hub) sweep(now time.Time) {
 	h.rooms.Range(func(k, v any) bool {
@@ -850,7 +918,9 @@ func (h *Hub) removeRoom(r *room) {
 		return
 	}
 	r.removed = true
-	h.rooms.CompareAndDelete(r.name, r)
+	if h.rooms.CompareAndDelete(r.name, r) {
+		h.roomCount.Add(-1)
+	}
 	if err := h.broker.Unsubscribe(r.name); err != nil {
 		h.log.Warn("unsubscribing from a room", "room", r.name, "err", err)
 	}

@@ -124,6 +124,40 @@ func TestRooms(t *testing.T) {
 	a.Expect("history")
 }
 
+// The hub holds at most MaxRoomsTotal rooms, making room by removing the
+// one empty longest, and a client makes at most RoomCreateRate rooms a
+// minute. (One client process made 51,463 empty rooms in 30 s before.)
+func TestRoomCaps(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{MaxRoomsTotal: 3, RoomCreateRate: 3, RateLimit: -1}, engine.Config{})
+	a := connect(t, url) // made the lobby: 1 room, 2 creations left
+	b := connect(t, url)
+	for _, name := range []string{"r1", "r2"} {
+		b.Send(chat.Request{Type: "join", Room: name})
+		b.Expect("join")
+		b.Expect("history")
+	}
+	b.Send(chat.Request{Type: "join", Room: "r3"}) // 3 rooms, none empty
+	b.ExpectError(chat.ErrRoomLimit)
+	b.Send(chat.Request{Type: "leave", Room: "r1"})
+	b.Expect("leave")
+	a.Send(chat.Request{Type: "join", Room: "r3"}) // r1 is empty: it goes
+	a.Expect("join")
+	a.Expect("history")
+	b.Send(chat.Request{Type: "leave", Room: "r2"})
+	b.Expect("leave")
+	b.Send(chat.Request{Type: "join", Room: "r4"}) // b has made 2 rooms of its 3...
+	b.Expect("join")
+	b.Expect("history")
+	b.Send(chat.Request{Type: "leave", Room: "r4"})
+	b.Expect("leave")
+	b.Send(chat.Request{Type: "join", Room: "r5"}) // ...and this is a fourth within the minute
+	b.ExpectError(chat.ErrRateLimited)
+	b.Send(chat.Request{Type: "join", Room: "r3"}) // joining an existing room is free
+	b.Expect("join")
+	b.Expect("history")
+}
+
 func TestHistoryAndResume(t *testing.T) {
 	t.Parallel()
 	// ResumeWindow off: the history is the last HistorySize messages.

@@ -234,6 +234,7 @@ const (
 	ErrBadRoom      = "bad_room"     // invalid room name
 	ErrNotInRoom    = "not_in_room"  // say, typing or leave in a room not joined
 	ErrTooManyRooms = "too_many_rooms"
+	ErrRoomLimit    = "room_limit" // the server holds MaxRoomsTotal rooms and none is empty
 	ErrBadNick      = "bad_nick"
 	ErrNickTaken    = "nick_taken"
 	ErrUnknownNick  = "unknown_nick" // dm to a nick nobody has
@@ -246,7 +247,7 @@ const (
 )
 
 // errorCodes lists every error code, so that counters exist from the start.
-var errorCodes = []string{ErrBadRequest, ErrUnknownType, ErrBinary, ErrBadRoom, ErrNotInRoom, ErrTooManyRooms,
+var errorCodes = []string{ErrBadRequest, ErrUnknownType, ErrBinary, ErrBadRoom, ErrNotInRoom, ErrTooManyRooms, ErrRoomLimit,
 	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrBadText, ErrRateLimited, ErrNotDelivered, ErrUnavailable}
 
 // badTextRune reports the characters a message's text may not hold:

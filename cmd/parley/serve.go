@@ -142,6 +142,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.DurationVar(&ch.HistoryTTL, "history-ttl", chat.DefaultHistoryTTL, "how long an empty room keeps its history")
 	fs.IntVar(&ch.MaxTextLength, "max-text-length", chat.DefaultMaxTextLength, "longest chat message, in `bytes`")
 	fs.IntVar(&ch.MaxRooms, "max-rooms", chat.DefaultMaxRooms, "rooms one client may be in at once")
+	fs.IntVar(&ch.MaxRoomsTotal, "max-rooms-total", chat.DefaultMaxRoomsTotal, "rooms the server holds, empty ones included (at the cap the room empty longest goes)")
+	ch.RoomCreateRate = chat.DefaultRoomCreateRate
+	fs.Var((*rateOrOff)(&ch.RoomCreateRate), "room-create-rate", "rooms one client may make a minute; off: no limit")
 	ch.RateLimit = chat.DefaultRateLimit
 	fs.Var((*rateOrOff)(&ch.RateLimit), "rate-limit", "requests per second a client may make, sustained; off: no limit")
 	fs.IntVar(&ch.RateBurst, "rate-burst", chat.DefaultRateBurst, "requests a client may make at once above the rate")
