@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -169,10 +170,13 @@ type Config struct {
 	TLSCertFile string
 	TLSKeyFile  string
 
-	// AllowedOrigins lists the origins (scheme://host[:port], compared
-	// case-insensitively) whose browsers may open WebSockets. Empty means
-	// the server's own origin only: the Origin header's host must equal the
-	// Host header. "*" allows every origin, which lets any web page act as
+	// AllowedOrigins lists the origins (scheme://host[:port]) whose
+	// browsers may open WebSockets; scheme, host and port must all match
+	// (case-insensitively, a missing port being the scheme's default).
+	// Empty means the server's own origin only: the Origin's scheme must be
+	// the server's (https with TLS, http without) and its host and port the
+	// Host header's. Behind a proxy that terminates TLS, list the public
+	// origin here. "*" allows every origin, which lets any web page act as
 	// its visitors (cross-site WebSocket hijacking): avoid it. Requests
 	// without an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string
@@ -331,19 +335,53 @@ func (c *Config) Validate() error {
 			d.SendQueueSoftLimit, d.SendQueueHardLimit)
 	}
 	for _, o := range d.AllowedOrigins {
-		if o == "*" {
-			continue
-		}
-		u, err := url.Parse(o)
-		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") ||
-			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+		if _, ok := canonicalOrigin(o); !ok && o != "*" {
 			return fmt.Errorf("engine: AllowedOrigins entry %q is not an origin like https://host[:port]", o)
 		}
 	}
 	return nil
 }
 
-// normalizeOrigin lower-cases an origin and drops a trailing slash.
-func normalizeOrigin(o string) string {
-	return strings.TrimSuffix(strings.ToLower(o), "/")
+// canonicalOrigin returns origin o (scheme://host[:port]) as
+// "scheme://host:port", lower-cased, with the scheme's default port made
+// explicit, so that https://Example.com/ and https://example.com:443 are
+// the same origin and http://example.com is not. It reports false for
+// anything else: another scheme, a path, a query, user info, "null".
+func canonicalOrigin(o string) (string, bool) {
+	u, err := url.Parse(o)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return "", false
+	}
+	scheme := strings.ToLower(u.Scheme)
+	hostPort, ok := canonicalHost(u.Host, scheme)
+	return scheme + "://" + hostPort, ok
+}
+
+// canonicalHost returns host[:port] as "host:port", lower-cased, with
+// scheme's default port when none is given; false for a scheme other than
+// http and https, or a bad port.
+func canonicalHost(host, scheme string) (string, bool) {
+	var port string
+	switch scheme {
+	case "http":
+		port = "80"
+	case "https":
+		port = "443"
+	default:
+		return "", false
+	}
+	u := url.URL{Host: host}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return "", false
+		}
+		port = p
+	} else if strings.HasSuffix(host, ":") {
+		return "", false
+	}
+	name := strings.ToLower(u.Hostname())
+	if name == "" {
+		return "", false
+	}
+	return net.JoinHostPort(name, port), true
 }

@@ -248,12 +248,19 @@ func TestOrigin(t *testing.T) {
 	}{
 		{"", true},               // not a browser
 		{"http://" + host, true}, // same origin
-		{"HTTP://" + strings.ToUpper(host), true}, // case-insensitive
-		{"https://chat.example.com", true},        // allow-listed
-		{"https://CHAT.example.com/", true},       // normalized
-		{"https://evil.example.com", false},       // foreign
-		{"http://localhost:1337", false},          // another port
-		{"null", false},                           // sandboxed page
+		{"HTTP://" + strings.ToUpper(host), true},   // case-insensitive
+		{"https://chat.example.com", true},          // allow-listed
+		{"https://CHAT.example.com/", true},         // normalized
+		{"https://chat.example.com:443", true},      // the default port, spelled out
+		{"https://evil.example.com", false},         // foreign
+		{"http://localhost:1337", false},            // another port
+		{"null", false},                             // sandboxed page
+		{"https://" + host, false},                  // own host and port, another scheme
+		{"http://chat.example.com", false},          // allow-listed host, another scheme
+		{"https://chat.example.com:8443", false},    // allow-listed host, another port
+		{"ws://" + host, false},                     // not a page's origin
+		{"http://" + host + "/path", false},         // not an origin
+		{"http://" + host + ".evil.example", false}, // a host that starts like ours
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		c, resp, err := wstest.Dial(ctx, url, http.Header{"Origin": {tc.origin}})
@@ -276,8 +283,8 @@ func TestOrigin(t *testing.T) {
 			t.Errorf("origin %q: body %q", tc.origin, buf.String())
 		}
 	}
-	if got := srv.Stats().RefusedOrigin; got != 3 {
-		t.Errorf("Stats.RefusedOrigin = %d, want 3", got)
+	if got := srv.Stats().RefusedOrigin; got != 9 {
+		t.Errorf("Stats.RefusedOrigin = %d, want 9", got)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -76,11 +75,23 @@ func (s *Server) originAllowed(r *http.Request) bool {
 	if origin == "" {
 		return true // not a browser: no ambient credentials to abuse
 	}
-	if s.anyOrigin || s.origins[normalizeOrigin(origin)] {
+	if s.anyOrigin {
 		return true
 	}
-	u, err := url.Parse(origin)
-	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+	co, ok := canonicalOrigin(origin)
+	if !ok {
+		return false // "null", or not an http(s) origin
+	}
+	if s.origins[co] {
+		return true
+	}
+	// The server's own origin: scheme, host and port all as it is reached.
+	scheme := "http"
+	if s.tls != nil {
+		scheme = "https"
+	}
+	own, ok := canonicalHost(r.Host, scheme)
+	return ok && co == scheme+"://"+own
 }
 
 // reserve takes a client slot under MaxConnections.

@@ -94,8 +94,10 @@ func New(cfg Config) (*Server, error) {
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
 			s.anyOrigin = true
+			continue
 		}
-		s.origins[normalizeOrigin(o)] = true
+		co, _ := canonicalOrigin(o) // Validate checked it
+		s.origins[co] = true
 	}
 	if c.Root != nil {
 		root, err := newStaticRoot(c.Root)
