@@ -14,20 +14,22 @@ import (
 
 // Defaults applied to zero Config fields.
 const (
-	DefaultAddr                 = "localhost:1337"
-	DefaultMaxConnections       = 19000 // fits under a 20,000 open-file limit
-	DefaultMaxMessageSize       = 64 << 10
-	DefaultHandshakeTimeout     = 10 * time.Second
-	DefaultHeartbeatInterval    = 30 * time.Second
-	DefaultHeartbeatTimeout     = 10 * time.Second
-	DefaultCloseTimeout         = 3 * time.Second
-	DefaultSocketReadBuffer     = 256 << 10
-	DefaultMaxPendingInput      = 256 << 10
-	DefaultMaxPendingInputTotal = 64 << 20
-	DefaultSendQueueSoftLimit   = 256 << 10
-	DefaultSendQueueHardLimit   = 1 << 20
-	DefaultSlowConsumerTimeout  = 10 * time.Second
-	DefaultFlushWindow          = time.Millisecond
+	DefaultAddr                  = "localhost:1337"
+	DefaultMaxConnections        = 19000 // fits under a 20,000 open-file limit
+	DefaultMaxMessageSize        = 64 << 10
+	DefaultHandshakeTimeout      = 10 * time.Second
+	DefaultHeartbeatInterval     = 30 * time.Second
+	DefaultHeartbeatTimeout      = 10 * time.Second
+	DefaultCloseTimeout          = 3 * time.Second
+	DefaultSocketReadBuffer      = 256 << 10
+	DefaultMaxConnectionsPerAddr = 256
+	DefaultConnectRatePerAddr    = 20
+	DefaultMaxPendingInput       = 256 << 10
+	DefaultMaxPendingInputTotal  = 64 << 20
+	DefaultSendQueueSoftLimit    = 256 << 10
+	DefaultSendQueueHardLimit    = 1 << 20
+	DefaultSlowConsumerTimeout   = 10 * time.Second
+	DefaultFlushWindow           = time.Millisecond
 )
 
 // Config configures a Server. The zero value is valid: every zero field
@@ -134,15 +136,18 @@ type Config struct {
 	// more).
 	SocketReadBuffer int
 
-	// MaxConnectionsPerAddr caps the open clients from one address (an
-	// IPv4 address, or an IPv6 /56); an upgrade beyond it is refused with
-	// 429 and Retry-After. Default -1: no limit, since clients behind one
-	// NAT share an address; set it on the open internet.
+	// MaxConnectionsPerAddr caps the open TCP connections from one address
+	// (an IPv4 address, or an IPv6 /56), counted from accept: WebSocket
+	// clients and connections that have not upgraded alike. One beyond it
+	// gets 429 with Retry-After and is closed. Default 256 (room for a
+	// small office behind one NAT); raise it for load tests from a few
+	// addresses; -1: no limit.
 	MaxConnectionsPerAddr int
 
-	// ConnectRatePerAddr caps the new WebSocket connections per second from
-	// one address (bursts of up to a second's worth); beyond it, 429.
-	// Default -1: no limit.
+	// ConnectRatePerAddr caps the new TCP connections per second from one
+	// address (bursts of up to a second's worth); beyond it, 429. A client
+	// that reconnects to get a fresh chat rate bucket meets this one.
+	// Default 20; -1: no limit.
 	ConnectRatePerAddr float64
 
 	// MaxPendingInput bounds the bytes of a client's messages that were
@@ -240,13 +245,16 @@ func (c *Config) withDefaults() Config {
 	if d.FlushWindow == 0 {
 		d.FlushWindow = DefaultFlushWindow
 	}
-	for _, f := range []*float64{&d.ConnectRatePerAddr, &d.MaxMessagesPerSecond, &d.MaxBytesPerSecond} {
+	for _, f := range []*float64{&d.MaxMessagesPerSecond, &d.MaxBytesPerSecond} {
 		if *f == 0 {
 			*f = -1
 		}
 	}
+	if d.ConnectRatePerAddr == 0 {
+		d.ConnectRatePerAddr = DefaultConnectRatePerAddr
+	}
 	if d.MaxConnectionsPerAddr == 0 {
-		d.MaxConnectionsPerAddr = -1
+		d.MaxConnectionsPerAddr = DefaultMaxConnectionsPerAddr
 	}
 	return d
 }

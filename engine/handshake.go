@@ -139,22 +139,10 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("503 service unavailable: the server holds its maximum of %d clients", s.cfg.MaxConnections))
 		return
 	}
-	if ok, why := s.limits.admit(r.RemoteAddr, time.Now()); !ok {
-		s.release()
-		s.stats.refusedAddr.Add(1)
-		w.Header().Set("Retry-After", "1")
-		msg := "429 too many requests: too many connections from your address"
-		if why == "rate" {
-			msg = "429 too many requests: connecting too fast from your address"
-		}
-		refuse(w, http.StatusTooManyRequests, msg)
-		return
-	}
 	reserved := true
 	defer func() {
 		if reserved {
 			s.release()
-			s.limits.release(r.RemoteAddr)
 		}
 	}()
 
@@ -224,6 +212,7 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	reserved = false // ep.remove releases it from now on
 	hc.Parser = nil
 	nbc.SetSession(c) // from now on the poller hands bytes to c.Parse
+	s.limits.upgraded(r.RemoteAddr)
 
 	_ = nbc.SetReadDeadline(time.Time{}) // heartbeats decide when an idle client is dead
 	if n := s.cfg.SocketWriteBuffer; n > 0 {

@@ -1,21 +1,29 @@
 package engine
 
 import (
+	"net"
 	"net/netip"
 	"sync"
 	"time"
 )
 
 // addrLimits enforces Config.MaxConnectionsPerAddr and
-// Config.ConnectRatePerAddr. An address is an IPv4 address, or an IPv6 /56
-// (what one customer usually gets). Entries live while the address has
-// clients or an unspent rate debt; the ticker sweeps the rest.
+// Config.ConnectRatePerAddr on every TCP connection, from accept on: one
+// that has not upgraded (an idle socket, a page load) counts against its
+// address as much as a WebSocket client. An address is an IPv4 address, or
+// an IPv6 /56 (what one customer usually gets). Entries live while the
+// address has connections or an unspent rate debt; the ticker sweeps the
+// rest.
+//
+// It also keeps the connections that have not upgraded yet, so that at the
+// process's file limit the oldest of them can be dropped to make room.
 type addrLimits struct {
 	maxConns int     // <= 0: no limit
 	rate     float64 // new connections per second; <= 0: no limit
 
-	mu    sync.Mutex
-	addrs map[netip.Addr]*addrState
+	mu      sync.Mutex
+	addrs   map[netip.Addr]*addrState
+	pending map[string]pendingConn // by remote address: accepted, not upgraded
 }
 
 type addrState struct {
@@ -24,8 +32,16 @@ type addrState struct {
 	last   time.Time
 }
 
+// pendingConn is a connection that has not upgraded: nc is nil until
+// nbhttp has made its connection (opened).
+type pendingConn struct {
+	nc net.Conn
+	at time.Time
+}
+
 func newAddrLimits(maxConns int, rate float64) *addrLimits {
-	return &addrLimits{maxConns: maxConns, rate: rate, addrs: make(map[netip.Addr]*addrState)}
+	return &addrLimits{maxConns: maxConns, rate: rate, addrs: make(map[netip.Addr]*addrState),
+		pending: make(map[string]pendingConn)}
 }
 
 func (l *addrLimits) enabled() bool { return l.maxConns > 0 || l.rate > 0 }
@@ -44,53 +60,90 @@ func addrKey(remote string) (netip.Addr, bool) {
 	return a, true
 }
 
-// admit takes a connection slot for remote, or reports why not: "count"
-// (too many open) or "rate" (too many new ones per second).
+// admit takes a slot for a connection just accepted from remote, or
+// reports why not: "count" (too many open) or "rate" (too many new ones
+// per second).
 func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
-	if !l.enabled() {
-		return true, ""
-	}
-	a, valid := addrKey(remote)
-	if !valid {
-		return true, ""
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := l.addrs[a]
-	if st == nil {
-		st = &addrState{tokens: l.rate, last: now}
-		l.addrs[a] = st
-	}
-	if l.maxConns > 0 && st.conns >= l.maxConns {
-		return false, "count"
-	}
-	if l.rate > 0 {
-		st.tokens = min(l.rate, st.tokens+now.Sub(st.last).Seconds()*l.rate)
-		st.last = now
-		if st.tokens < 1 {
-			return false, "rate"
+	if l.enabled() {
+		if a, valid := addrKey(remote); valid {
+			st := l.addrs[a]
+			if st == nil {
+				st = &addrState{tokens: l.rate, last: now}
+				l.addrs[a] = st
+			}
+			if l.maxConns > 0 && st.conns >= l.maxConns {
+				return false, "count"
+			}
+			if l.rate > 0 {
+				st.tokens = min(l.rate, st.tokens+now.Sub(st.last).Seconds()*l.rate)
+				st.last = now
+				if st.tokens < 1 {
+					return false, "rate"
+				}
+				st.tokens--
+			}
+			st.conns++
 		}
-		st.tokens--
 	}
-	st.conns++
+	l.pending[remote] = pendingConn{at: now}
 	return true, ""
 }
 
-// release gives back remote's slot.
+// opened records nbhttp's connection for remote, so that it can be
+// dropped while it has not upgraded.
+func (l *addrLimits) opened(remote string, nc net.Conn) {
+	l.mu.Lock()
+	if p, ok := l.pending[remote]; ok {
+		p.nc = nc
+		l.pending[remote] = p
+	}
+	l.mu.Unlock()
+}
+
+// upgraded marks remote's connection a WebSocket client: it keeps its
+// slot, and is no longer among the first dropped.
+func (l *addrLimits) upgraded(remote string) {
+	l.mu.Lock()
+	delete(l.pending, remote)
+	l.mu.Unlock()
+}
+
+// release gives back remote's slot; call it once per admitted connection.
 func (l *addrLimits) release(remote string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.pending, remote)
 	if !l.enabled() {
 		return
 	}
 	if a, ok := addrKey(remote); ok {
-		l.mu.Lock()
 		if st := l.addrs[a]; st != nil && st.conns > 0 {
 			st.conns--
 		}
-		l.mu.Unlock()
 	}
 }
 
-// sweep drops addresses with no client and a full rate bucket.
+// dropOldestPending closes the connection that has waited longest without
+// upgrading, and reports whether there was one.
+func (l *addrLimits) dropOldestPending() bool {
+	l.mu.Lock()
+	var oldest pendingConn
+	for _, p := range l.pending {
+		if p.nc != nil && (oldest.nc == nil || p.at.Before(oldest.at)) {
+			oldest = p
+		}
+	}
+	l.mu.Unlock()
+	if oldest.nc == nil {
+		return false
+	}
+	_ = oldest.nc.Close() // its close hook releases the slot
+	return true
+}
+
+// sweep drops addresses with no connection and a full rate bucket.
 func (l *addrLimits) sweep(now time.Time) {
 	if !l.enabled() {
 		return

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -120,4 +121,34 @@ func TestInboundRateLimits(t *testing.T) {
 			t.Fatalf("pong: %v %v", h.Op, err)
 		}
 	}
+}
+
+// TestIdleConnectionsCountAgainstTheirAddress: connections that never
+// upgrade take their address's slots like clients (from accept on), so
+// one address cannot hold the server's descriptors with idle sockets; a
+// slot frees when such a connection closes.
+func TestIdleConnectionsCountAgainstTheirAddress(t *testing.T) {
+	t.Parallel()
+	srv, url := start(t, engine.Config{MaxConnectionsPerAddr: 3, HandshakeTimeout: time.Minute}, newRecorder())
+	var idle []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		idle = append(idle, c)
+	}
+	_, resp, err := tryDial(t, url)
+	if !errors.Is(err, wstest.ErrBadHandshake) || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a client beside 3 idle connections: %v", err)
+	}
+	idle[0].Close()
+	waitFor(t, "the idle connection's slot", 10*time.Second, func() bool {
+		c, _, err := tryDial(t, url)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
 }

@@ -187,7 +187,7 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = newListener(l)
+	s.ln = newListener(l, s)
 	for _, ep := range s.endpoints {
 		if err := ep.app.OnStart(ep); err != nil {
 			_ = l.Close()
@@ -219,7 +219,20 @@ func (s *Server) Start() error {
 		SupportServerOnly:  true,
 		Handler:            s,
 	})
-	s.eng.OnOpen(publishConn)
+	s.eng.OnOpen(func(c net.Conn) {
+		publishConn(c)
+		s.limits.opened(c.RemoteAddr().String(), c)
+	})
+	s.eng.OnClose(func(c net.Conn, _ error) {
+		// A WebSocket client gave its slot back in CloseAndClean; any
+		// other connection (a page load, one that never upgraded) here.
+		if nbc, ok := c.(*nbio.Conn); ok {
+			if _, ws := nbc.Session().(*conn); ws {
+				return
+			}
+		}
+		s.limits.release(c.RemoteAddr().String())
+	})
 	s.eng.OnWrittenSize(func(c *nbio.Conn, _ []byte, n int) {
 		if wc, ok := c.Session().(*conn); ok {
 			wc.onWritten(n)

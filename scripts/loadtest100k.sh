@@ -33,7 +33,7 @@ trap '[ -n "$cluster" ] && kill "$cluster" 2>/dev/null; wait 2>/dev/null || true
 # Every process, NATS (in the cluster process) included, on one P: NATS_GOMAXPROCS=2
 # gave NATS both cores, with no clear change (p50 438 ms vs 249 ms, noise).
 GOMAXPROCS=${NATS_GOMAXPROCS:-$GOMAXPROCS} ./bin/parley cluster --node-gomaxprocs "$GOMAXPROCS" --nodes "$nodes" --addr 127.0.0.1:18101 --nats-addr 127.0.0.1:14222 --metrics-port 19101 \
-  --pid-file "$out/nodes.txt" --log-level warn -- ${SERVE_FLAGS:-} >"$out/cluster.log" 2>&1 &
+  --pid-file "$out/nodes.txt" --log-level warn -- --max-connections-per-addr -1 --connect-rate-per-addr -1 ${SERVE_FLAGS:-} >"$out/cluster.log" 2>&1 &
 cluster=$!
 for _ in $(seq 100); do [ -s "$out/nodes.txt" ] && break; sleep 0.1; done
 [ -s "$out/nodes.txt" ] || { echo "the cluster did not start:" >&2; cat "$out/cluster.log" >&2; exit 1; }

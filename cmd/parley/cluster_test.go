@@ -182,7 +182,7 @@ func TestClusterCommand(t *testing.T) {
 func TestClusterSharedPort(t *testing.T) {
 	base := freePorts(t, 3) // the shared port, then two metrics ports
 	cmd := exec.Command(os.Args[0], "cluster", "--nodes", "2", "--shared-port", "--addr", fmt.Sprintf("127.0.0.1:%d", base),
-		"--nats-addr", "127.0.0.1:0", "--metrics-port", fmt.Sprint(base+1), "--", "--log-level", "warn")
+		"--nats-addr", "127.0.0.1:0", "--metrics-port", fmt.Sprint(base+1), "--", "--log-level", "warn", "--connect-rate-per-addr", "-1") // 40 clients at once from one address
 	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

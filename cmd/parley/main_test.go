@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -98,6 +100,10 @@ func TestParseServeErrors(t *testing.T) {
 		t.Errorf("exit code for an unknown command: %d, want 2", code)
 	}
 }
+
+// loadTestFlags lift the per-address limits, as the README says to for a
+// load test: its clients come from 16 loopback addresses.
+var loadTestFlags = []string{"--max-connections-per-addr", "-1", "--connect-rate-per-addr", "-1"}
 
 // startParley runs `parley serve` in a child process and returns it with its
 // address, read from its log.
@@ -278,4 +284,77 @@ func readSkippingPresence(c *wstest.Conn) (string, error) {
 			return got, err
 		}
 	}
+}
+
+// TestOutOfFilesDropsIdleConnections: a server at its file limit (64 here)
+// held by TCP connections that never upgrade drops the oldest of them to
+// let a real client in, and logs the failing accepts at most once a
+// second. Before, such connections held the server at its limit (6 of 12
+// healthy clients could not connect) and every failed accept was logged
+// (23,084 ERROR lines in 30 s).
+func TestOutOfFilesDropsIdleConnections(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `ulimit -n 64 && exec "$0" "$@"`, os.Args[0], "serve", "--addr", "127.0.0.1:0",
+		"--max-connections-per-addr", "-1", "--connect-rate-per-addr", "-1", "--handshake-timeout", "1m")
+	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addrs := make(chan string, 1)
+	var fullLogs atomic.Int64
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		re := regexp.MustCompile(`msg=listening addr=(\S+)`)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				addrs <- m[1]
+			}
+			if strings.Contains(sc.Text(), "out of file descriptors") {
+				fullLogs.Add(1)
+			}
+		}
+	}()
+	var addr string
+	select {
+	case addr = <-addrs:
+	case <-time.After(20 * time.Second):
+		t.Fatal("parley serve did not start")
+	}
+	// More idle connections than the server has descriptors.
+	var idle []net.Conn
+	for range 80 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+		defer c.Close()
+	}
+	start := time.Now()
+	deadline := start.Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		c, _, err := wstest.Dial(ctx, "ws://"+addr+"/ws", nil)
+		cancel()
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a real client could not connect past idle connections: %v", err)
+		}
+	}
+	// The oldest idle connections were the ones dropped.
+	_ = idle[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle[0].Read(make([]byte, 1)); err == nil {
+		t.Fatal("the oldest idle connection is still open")
+	}
+	if n, secs := fullLogs.Load(), time.Since(start).Seconds(); n > int64(secs)+2 {
+		t.Fatalf("%d log lines about the file limit in %.1f s, want at most one a second", n, secs)
+	}
+	t.Logf("connected %v after 80 idle connections; %d log lines about the limit", time.Since(start).Round(time.Millisecond), fullLogs.Load())
 }

@@ -47,7 +47,7 @@ func TestLoadtestWorkers(t *testing.T) {
 // real server for 3 s, through the command line; any lost, duplicated or
 // misrouted message fails it (the command's exit code).
 func TestLoadtestSmoke(t *testing.T) {
-	_, addr := startParley(t)
+	_, addr := startParley(t, loadTestFlags...)
 	out := t.TempDir()
 	var stdout, stderr strings.Builder
 	code := run([]string{"loadtest", "--scenario", "chat", "--target", "ws://" + addr + "/ws", "--clients", "300",

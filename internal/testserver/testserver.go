@@ -34,7 +34,9 @@ func Logger() *slog.Logger {
 
 // Start runs a server for cfg (Addr and Logger are set here unless given)
 // with app mounted on /ws, after running setup on it, and returns it with
-// its ws:// URL. The server is shut down when the test ends.
+// its ws:// URL. The server is shut down when the test ends. Unless cfg
+// sets them, the per-address connection limits are off: a test's
+// thousands of clients all come from 127.0.0.1.
 func Start(t testing.TB, cfg engine.Config, app engine.Application, setup ...func(*engine.Server)) (*engine.Server, string) {
 	t.Helper()
 	if cfg.Addr == "" {
@@ -42,6 +44,12 @@ func Start(t testing.TB, cfg engine.Config, app engine.Application, setup ...fun
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = Logger()
+	}
+	if cfg.MaxConnectionsPerAddr == 0 {
+		cfg.MaxConnectionsPerAddr = -1
+	}
+	if cfg.ConnectRatePerAddr == 0 {
+		cfg.ConnectRatePerAddr = -1
 	}
 	srv, err := engine.New(cfg)
 	if err != nil {
