@@ -57,7 +57,9 @@ type conn struct {
 	lastRead, lastWrite          atomic.Int64 // unix ns
 
 	// Queue accounting: bytes handed to the socket minus bytes it took.
+	// With TLS both are ciphertext: the writer adds tlsOverhead per record.
 	sent, written atomic.Int64
+	tlsOverhead   int
 
 	opened       atomic.Bool // OnOpen ran, so OnClose must
 	closing      atomic.Bool // a close frame is queued: no data may follow

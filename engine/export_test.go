@@ -15,3 +15,12 @@ func SetReadingOf(ep *Endpoint, id ClientID, on bool) bool {
 	c := ep.lookup(id)
 	return c != nil && setReading(c.nbc, on)
 }
+
+// QueuedOf returns client id's send-queue count, unclamped (Info shows it
+// at least 0).
+func QueuedOf(ep *Endpoint, id ClientID) int64 {
+	if c := ep.lookup(id); c != nil {
+		return c.queued()
+	}
+	return -1
+}

@@ -208,8 +208,13 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		tail:        -1,
 		memberIdx:   -1,
 	}
-	ep.add(c)
-	reserved = false // ep.remove releases it from now on
+	if tc, ok := out.(*ltls.Conn); ok {
+		// The queue counts what nbio holds, which with TLS is ciphertext:
+		// the writer adds each record's overhead to what it hands over
+		// (the queue used to drift below zero by that much per write,
+		// until the slow-consumer limits no longer worked).
+		c.tlsOverhead = tlsRecordOverhead(tc.ConnectionState())
+	}
 	hc.Parser = nil
 	nbc.SetSession(c) // from now on the poller hands bytes to c.Parse
 	s.limits.upgraded(r.RemoteAddr)
@@ -223,8 +228,41 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	}
 	s.stats.accepted.Add(1)
 	c.w.post(job{kind: jobOpen, c: c, f: newUpgradeResponse(r.Header.Get("Sec-WebSocket-Key"))})
+	// Found by sends only now, after its 101 is queued: whatever they post
+	// to its writer comes after the 101.
+	ep.add(c)
+	reserved = false // ep.remove releases it from now on
+	if s.draining.Load() {
+		// Shutdown began while this client upgraded: its writer may have
+		// closed every client before this one was among them.
+		c.startClose(StatusGoingAway, shutdownReason)
+	}
 	c.opened.Store(true)
 	ep.callOpen(c, data)
+}
+
+// tlsRecordOverhead is what a TLS record adds to its plaintext with the
+// connection's version and cipher suite (the server offers AEAD suites
+// only): header and tag, plus the content type in TLS 1.3 or the explicit
+// nonce of AES-GCM in TLS 1.2.
+func tlsRecordOverhead(st ltls.ConnectionState) int {
+	switch {
+	case st.Version >= ltls.VersionTLS13:
+		return 5 + 1 + 16
+	case st.CipherSuite == ltls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 ||
+		st.CipherSuite == ltls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256:
+		return 5 + 16
+	default:
+		return 5 + 8 + 16
+	}
+}
+
+// tlsWireSize is the ciphertext of n bytes of plaintext written at once:
+// records of at most 16 KiB (the server turns dynamic record sizing off),
+// each with overhead bytes more.
+func tlsWireSize(n, overhead int) int {
+	const maxPlaintext = 16 << 10
+	return n + (n+maxPlaintext-1)/maxPlaintext*overhead
 }
 
 func (s *Server) callHandshake(ep *Endpoint, r *http.Request) (data any, err error) {

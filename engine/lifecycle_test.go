@@ -3,8 +3,10 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -345,5 +347,115 @@ func TestShutdownDeliversAcceptedMessages(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// TestNoFrameBeforeThe101: an application that keeps multicasting to
+// every registered client while others connect never gets a frame to a
+// client ahead of its 101 (the client was registered, and so reachable,
+// before the 101 was queued: 60 of 224 handshakes failed).
+func TestNoFrameBeforeThe101(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	app.events = make(chan event, 1<<16)
+	_, url := start(t, engine.Config{}, app)
+	app.next(t, "start")
+	ep := app.endpoint()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, _ = ep.Multicast(ep.Clients(), engine.Text, []byte("tick"))
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for i := range 100 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, _, err := wstest.Dial(ctx, url, nil)
+		cancel()
+		if err != nil {
+			t.Fatalf("handshake %d: %v", i, err)
+		}
+		defer c.Close()
+	}
+}
+
+// TestShutdownDuringUpgrade: a client whose upgrade is under way when
+// Shutdown begins (its handshake passed the shutdown check, then waited in
+// OnHandshake) gets its 1001 like the others, and Shutdown returns well
+// before its deadline. Such a client used to be registered after the
+// writers had closed everyone: it never got the close, and Shutdown waited
+// out its whole deadline.
+func TestShutdownDuringUpgrade(t *testing.T) {
+	t.Parallel()
+	app := newRecorder()
+	var srv *engine.Server
+	app.handshake = func(r *http.Request) (any, error) {
+		deadline := time.Now().Add(10 * time.Second)
+		for !srv.Draining() && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		return nil, nil
+	}
+	srv, url := start(t, engine.Config{}, app)
+	dialed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, _, err := wstest.Dial(ctx, url, nil)
+		if err != nil {
+			dialed <- err
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		ce, err := c.ExpectClose()
+		if err == nil && ce.Code != 1001 {
+			err = fmt.Errorf("closed with %d", ce.Code)
+		}
+		dialed <- err
+	}()
+	app.next(t, "handshake")
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	begin := time.Now()
+	if err := srv.Shutdown(ctx); err != nil || time.Since(begin) > 5*time.Second {
+		t.Fatalf("Shutdown took %v: %v", time.Since(begin), err)
+	}
+	if err := <-dialed; err != nil {
+		t.Fatalf("the client upgraded during shutdown: %v, want a 1001", err)
+	}
+}
+
+// TestStartAfterShutdown: a shut-down server is not reusable, and says so
+// with ErrServerClosed, as its doc promises.
+func TestStartAfterShutdown(t *testing.T) {
+	t.Parallel()
+	srv, err := engine.New(engine.Config{Addr: "127.0.0.1:0", Logger: testLoggerFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); !errors.Is(err, engine.ErrServerClosed) {
+		t.Fatalf("Start after Shutdown: %v, want ErrServerClosed", err)
+	}
+	never, err := engine.New(engine.Config{Addr: "127.0.0.1:0", Logger: testLoggerFor(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = never.Close()
+	if err := never.Start(); !errors.Is(err, engine.ErrServerClosed) {
+		t.Fatalf("Start after Close: %v, want ErrServerClosed", err)
 	}
 }

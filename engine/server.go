@@ -57,6 +57,7 @@ type Server struct {
 	pendingIn    atomic.Int64  // bytes of those messages (Config.MaxPendingInputTotal)
 
 	started   atomic.Bool
+	closed    atomic.Bool // Shutdown or Close was called: Start returns ErrServerClosed
 	draining  atomic.Bool
 	drained   chan struct{} // closed when live reaches 0 while draining
 	drainOnce sync.Once
@@ -89,7 +90,15 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("engine: TLSCertFile %q, TLSKeyFile %q: %w", c.TLSCertFile, c.TLSKeyFile, err)
 		}
-		s.tls = &ltls.Config{Certificates: []ltls.Certificate{cert}, MinVersion: ltls.VersionTLS12}
+		s.tls = &ltls.Config{Certificates: []ltls.Certificate{cert}, MinVersion: ltls.VersionTLS12,
+			// Full-size records and AEAD suites only, so that the send
+			// queue can count ciphertext exactly (tlsRecordOverhead).
+			DynamicRecordSizingDisabled: true,
+			CipherSuites: []uint16{
+				ltls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, ltls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+				ltls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, ltls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+				ltls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, ltls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+			}}
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {
@@ -176,6 +185,9 @@ func (s *Server) checkPath(path string) error {
 // serving in the background. It returns once the server accepts
 // connections, or with the error that prevented it.
 func (s *Server) Start() error {
+	if s.closed.Load() {
+		return ErrServerClosed
+	}
 	if !s.started.CompareAndSwap(false, true) {
 		return ErrStarted
 	}
@@ -350,6 +362,7 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) shutdown(ctx context.Context, graceful bool) error {
+	s.closed.Store(true)
 	if !s.started.Load() || s.eng == nil {
 		return ErrServerClosed
 	}

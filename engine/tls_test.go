@@ -92,3 +92,42 @@ func TestTLSConfigErrors(t *testing.T) {
 		t.Errorf("missing files: %v", err)
 	}
 }
+
+// TestTLSQueueAccounting: with TLS the send queue counts ciphertext on both
+// sides, so once a client has read everything its queue is exactly empty.
+// It used to count plaintext sent against ciphertext written: 22-29 bytes
+// of drift per write, the queue going ever more negative (-440 KB after
+// 20,000 messages) and the slow-consumer limits no longer biting.
+func TestTLSQueueAccounting(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, _, pool := testserver.SelfSigned(t)
+	app := newRecorder()
+	srv, url := start(t, engine.Config{TLSCertFile: certFile, TLSKeyFile: keyFile}, app)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := wstest.DialTLS(ctx, &tls.Config{RootCAs: pool}, strings.Replace(url, "ws://", "wss://", 1), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	id := app.next(t, "open").id
+	ep := app.endpoint()
+	small, big := []byte("hello, tls"), []byte(strings.Repeat("x", 40000)) // one record; three
+	for i := range 2000 {
+		msg := small
+		if i%100 == 0 {
+			msg = big
+		}
+		if err := ep.Send(id, engine.Text, msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ReadText(); err != nil { // one write each
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the queue to drain", 10*time.Second, func() bool { return engine.QueuedOf(ep, id) == 0 })
+	if q := srv.Stats().QueuedBytes; q != 0 {
+		t.Fatalf("server queue %d bytes after every message was read", q)
+	}
+}

@@ -378,7 +378,11 @@ func (w *writer) flush(start time.Time) {
 		}
 		n := len(buf)
 		c.head, c.tail, c.pendingBytes = -1, -1, 0
-		c.sent.Add(int64(n))
+		if c.tlsOverhead > 0 {
+			c.sent.Add(int64(tlsWireSize(n, c.tlsOverhead)))
+		} else {
+			c.sent.Add(int64(n))
+		}
 		if _, err := c.out.Write(buf); err != nil {
 			continue // closed: CloseAndClean reports it
 		}
