@@ -24,8 +24,13 @@ const registryShards = 64
 // callbacks.
 //
 // Sends are asynchronous: a send encodes its frame once, queues it to the
-// writer shards of its recipients and returns. Frames to one client leave in
-// the order the sends were called, whatever their kind. A recipient whose
+// writer shards of its recipients and returns. Sends that are ordered with
+// each other (made by one goroutine, or under one lock) reach every
+// recipient in that order, whatever their kind. Sends made concurrently
+// have no order between them, and recipients on different writer shards
+// may see them interleaved differently: an application that needs every
+// recipient to see one order (a chat room) makes those sends under one
+// lock, as OnMessage callbacks of different clients run concurrently. A recipient whose
 // socket is backed up past Config.SendQueueSoftLimit skips messages sent
 // to many (Multicast, Broadcast, Group sends; counted in
 // Stats.SkippedSlow), but not those sent to it alone (Send): a reply is

@@ -57,12 +57,16 @@ func (c *seedChat) OnMessage(id engine.ClientID, typ engine.MessageType, data []
 			}
 		}
 	}
-	c.mu.Unlock()
 	if m != nil {
+		c.mu.Unlock()
 		_, _ = c.ep.Multicast(to, engine.Text, fmt.Appendf(nil, "%s (private): %s", from, m[2]))
 		return
 	}
+	// Broadcast under the lock: OnMessage runs concurrently for different
+	// clients, and only sends ordered with each other reach everyone in
+	// one order. Broadcast only queues, so the lock is held briefly.
 	_, _ = c.ep.Broadcast(engine.Text, fmt.Appendf(nil, "%s: %s", from, data))
+	c.mu.Unlock()
 }
 
 func (c *seedChat) OnClose(id engine.ClientID, code engine.StatusCode, reason string) {

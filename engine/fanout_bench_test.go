@@ -33,7 +33,7 @@ type fanoutBench struct {
 	mark  func() // posted as a barrier; made once so sync allocates nothing
 }
 
-func newFanoutBench(tb testing.TB, n int) *fanoutBench {
+func newFanoutBench(tb testing.TB, n int, setup ...func(*Server)) *fanoutBench {
 	// No flush window: these benchmarks measure the CPU cost of the fan-out
 	// path, and their barrier would otherwise wait out a window each op.
 	// BenchmarkTrickle measures what the window trades.
@@ -44,6 +44,9 @@ func newFanoutBench(tb testing.TB, n int) *fanoutBench {
 	ep, err := srv.Mount("/ws", BaseApplication{})
 	if err != nil {
 		tb.Fatal(err)
+	}
+	for _, f := range setup {
+		f(srv)
 	}
 	for _, w := range srv.writers {
 		srv.wg.Add(1)
