@@ -24,6 +24,7 @@ const (
 	DefaultSocketReadBuffer      = 256 << 10
 	DefaultMaxConnectionsPerAddr = 256
 	DefaultConnectRatePerAddr    = 20
+	DefaultMaxPingsPerSecond     = 10
 	DefaultMaxPendingInput       = 256 << 10
 	DefaultMaxPendingInputTotal  = 64 << 20
 	DefaultSendQueueSoftLimit    = 256 << 10
@@ -162,6 +163,12 @@ type Config struct {
 	// own backlog is handled. Default 64 MiB; -1: no total bound.
 	MaxPendingInputTotal int
 
+	// MaxPingsPerSecond caps the pings a client may send per second (bursts
+	// of a second's worth): each costs a pong, and a client needs one every
+	// few seconds at most. Beyond it the client is closed with 1008.
+	// Default 10; -1: no limit.
+	MaxPingsPerSecond float64
+
 	// MaxMessagesPerSecond caps the frames a client may send per second,
 	// control frames included (a ping flood counts); beyond it the client
 	// is closed with 1008. MaxBytesPerSecond does the same for bytes.
@@ -250,6 +257,9 @@ func (c *Config) withDefaults() Config {
 			*f = -1
 		}
 	}
+	if d.MaxPingsPerSecond == 0 {
+		d.MaxPingsPerSecond = DefaultMaxPingsPerSecond
+	}
 	if d.ConnectRatePerAddr == 0 {
 		d.ConnectRatePerAddr = DefaultConnectRatePerAddr
 	}
@@ -318,7 +328,8 @@ func (c *Config) Validate() error {
 	for _, f := range []struct {
 		name string
 		v    float64
-	}{{"ConnectRatePerAddr", d.ConnectRatePerAddr}, {"MaxMessagesPerSecond", d.MaxMessagesPerSecond}, {"MaxBytesPerSecond", d.MaxBytesPerSecond}} {
+	}{{"ConnectRatePerAddr", d.ConnectRatePerAddr}, {"MaxPingsPerSecond", d.MaxPingsPerSecond},
+		{"MaxMessagesPerSecond", d.MaxMessagesPerSecond}, {"MaxBytesPerSecond", d.MaxBytesPerSecond}} {
 		if f.v < 0 && f.v != -1 {
 			return fmt.Errorf("engine: %s (%v) must be positive, or -1 for no limit", f.name, f.v)
 		}

@@ -43,9 +43,11 @@ type conn struct {
 	msgOp    wsproto.Opcode // that message's opcode
 	failed   bool           // we failed the client: only its close reply matters now
 	msgRate  bucket         // MaxMessagesPerSecond (frames)
+	pingRate bucket         // MaxPingsPerSecond
 	byteRate bucket         // MaxBytesPerSecond
 	done     bool           // input is ignored: the peer closed, or the stream is beyond parsing
 	skip     int64          // payload bytes still to discard (while failed)
+	scanned  int64          // bytes read since the server began closing c
 
 	// Bytes of messages handed to the application and not yet handled
 	// (Config.MaxPendingInput).
@@ -175,18 +177,51 @@ func (c *conn) parse(data []byte, now int64) {
 			c.fail(StatusPolicyViolation, "message rate limit exceeded")
 			break
 		}
+		if h.Op == wsproto.OpPing && cfg.MaxPingsPerSecond > 0 && !c.pingRate.take(1, cfg.MaxPingsPerSecond, now) {
+			// Each ping costs a pong: eight clients pinging as fast as
+			// they could took a healthy client's p99 to 128 ms.
+			c.ep.srv.stats.rateLimited.Add(1)
+			c.fail(StatusPolicyViolation, "ping rate limit exceeded")
+			break
+		}
 		c.handleFrame(&h, payload)
 		if c.paused {
 			break // the rest waits until the application catches up
 		}
 	}
 	if c.failed && !c.done {
-		buf = c.awaitClose(buf)
+		if c.stopScanning(len(buf)) {
+			buf = nil
+		} else {
+			buf = c.awaitClose(buf)
+		}
 	}
 	if c.done {
 		buf = nil
 	}
 	c.carry.Keep(buf)
+}
+
+// stopScanning decides, as n more bytes arrive after the server began
+// closing c, whether to stop reading c altogether: the socket stays open
+// (for the close frame to go out) until CloseTimeout, but nothing more is
+// read. A client closed for a policy (a rate limit, a flood, a slow
+// reader) stops being read at once; any other once it has sent more than a
+// message and a backlog's worth since. Before, the server scanned whatever
+// a closed flooder kept sending for the whole CloseTimeout: gigabytes a
+// second on loopback. Callers hold readMu.
+func (c *conn) stopScanning(n int) bool {
+	c.scanned += int64(n)
+	c.mu.Lock()
+	policy := c.closeCode == StatusPolicyViolation
+	c.mu.Unlock()
+	if !policy && c.scanned <= int64(c.ep.maxMessage+c.ep.pendingBudget) {
+		return false
+	}
+	c.done = true
+	c.paused = true
+	c.stopReading()
+	return true
 }
 
 // awaitClose scans input after the server failed the client: frames are

@@ -83,6 +83,14 @@ func TestInboundRateLimits(t *testing.T) {
 			}
 			return nil
 		}, "message rate limit exceeded"},
+		{"ping flood, default limits", engine.Config{}, func(c *wstest.Conn) error {
+			for range 50 {
+				if err := c.WriteFrame(wsproto.OpPing, true, []byte("p")); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, "ping rate limit exceeded"},
 		{"bytes", engine.Config{MaxMessageSize: 64 << 10, MaxBytesPerSecond: 100 << 10}, func(c *wstest.Conn) error {
 			big := make([]byte, 60<<10)
 			for range 3 {

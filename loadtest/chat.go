@@ -14,7 +14,14 @@ import (
 const (
 	ScenarioChat  = "chat"  // rooms of RoomSize members, each client says Rate messages per second
 	ScenarioChurn = "churn" // chat, while ChurnFraction of the clients keep leaving and coming back
+	ScenarioFlood = "flood" // chat, while Flooders hostile clients send as fast as they can
 )
+
+// isChat reports the scenarios built on the chat: rooms, senders and
+// per-sender sequence checks.
+func isChat(scenario string) bool {
+	return scenario == ScenarioChat || scenario == ScenarioChurn || scenario == ScenarioFlood
+}
 
 // chatState is the chat scenario's bookkeeping for this process's clients.
 // Rooms are contiguous blocks of RoomSize global client indexes, so a

@@ -114,3 +114,35 @@ func TestChatOverTLS(t *testing.T) {
 		t.Fatalf("an untrusted certificate was accepted: %+v", res.Failures)
 	}
 }
+
+// TestFloodScenario: two flooders sending everything a client can send, as
+// fast as they can, against a chat server on its default limits: the
+// server closes them (and again when they come back) while the healthy
+// clients' chat loses nothing.
+func TestFloodScenario(t *testing.T) {
+	hub, err := chat.New(chat.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A short CloseTimeout: a closed flooder is no longer read, and is
+	// dropped when it runs out, so it comes back within the run.
+	srv, url := testserver.Start(t, engine.Config{MaxConnectionsPerAddr: engine.DefaultMaxConnectionsPerAddr,
+		ConnectRatePerAddr: engine.DefaultConnectRatePerAddr, CloseTimeout: 200 * time.Millisecond}, hub)
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioFlood, Targets: []string{url}, Clients: 60, RoomSize: 10, Rate: 1,
+		Duration: 3 * time.Second, Flooders: 2, FloodKind: loadtest.FloodMixed, FloodSize: 20000,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := res.Flood
+	t.Logf("healthy: delivered %d of %d, p99 %.1fms; flood: %+v; server closed for rate %d", res.Delivered, res.Expected,
+		res.EndToEnd.P99, *f, srv.Stats().RateLimited)
+	if f == nil || f.Frames == 0 || f.Connects < 4 || f.ClosedByServer < 2 {
+		t.Fatalf("flood %+v", f)
+	}
+	if res.Delivered != res.Expected || res.Missing != 0 || res.Duplicated != 0 || res.OpenAtEnd != 60 || !res.Passed {
+		t.Fatalf("the healthy clients: %+v", res)
+	}
+}

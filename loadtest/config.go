@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 )
@@ -34,8 +35,8 @@ const (
 // take the defaults named beside them. Every run is bounded: it ends after
 // TimeLimit whatever happens.
 type Config struct {
-	// Scenario is ScenarioHold (default), ScenarioBurst, ScenarioChat or
-	// ScenarioChurn.
+	// Scenario is ScenarioHold (default), ScenarioBurst, ScenarioChat,
+	// ScenarioChurn or ScenarioFlood.
 	Scenario string
 
 	// RoomSize is the members per room in the chat scenarios: clients
@@ -151,6 +152,19 @@ type Config struct {
 	// connection. Optional.
 	ServerPIDs []int
 
+	// Flooders is the number of hostile clients of the flood scenario: each
+	// sends FloodKind requests as fast as its socket takes them, and comes
+	// back when the server closes it. Default 2.
+	Flooders int
+
+	// FloodKind is what flooders send: say, typing, history, ping or mixed
+	// (each of those in turn). Default mixed.
+	FloodKind string
+
+	// FloodSize is the text of a flooder's say or typing request, in bytes.
+	// Default 30,000.
+	FloodSize int
+
 	// Progress receives a progress line every second; nil for none.
 	Progress io.Writer `json:"-"`
 
@@ -216,12 +230,21 @@ func (c *Config) withDefaults() Config {
 		switch d.Scenario {
 		case ScenarioBurst:
 			d.TimeLimit += time.Duration(d.Rounds) * d.RoundTimeout
-		case ScenarioChat, ScenarioChurn:
+		case ScenarioChat, ScenarioChurn, ScenarioFlood:
 			d.TimeLimit += d.Duration + time.Minute
 		}
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
+	}
+	if d.Flooders == 0 {
+		d.Flooders = DefaultFlooders
+	}
+	if d.FloodKind == "" {
+		d.FloodKind = FloodMixed
+	}
+	if d.FloodSize == 0 {
+		d.FloodSize = DefaultFloodSize
 	}
 	return d
 }
@@ -244,8 +267,16 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch {
-	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst && d.Scenario != ScenarioChat && d.Scenario != ScenarioChurn:
-		return fmt.Errorf("loadtest: Scenario %q: want hold, burst, chat or churn", d.Scenario)
+	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst && !isChat(d.Scenario):
+		return fmt.Errorf("loadtest: Scenario %q: want hold, burst, chat, churn or flood", d.Scenario)
+	case d.Scenario == ScenarioFlood && d.Clients > d.PerWorker:
+		return fmt.Errorf("loadtest: the flood scenario runs in one process: Clients (%d) must be at most PerWorker (%d)", d.Clients, d.PerWorker)
+	case d.Flooders < 0 || d.Flooders > maxFlooders:
+		return fmt.Errorf("loadtest: Flooders (%d) must be between 1 and %d", d.Flooders, maxFlooders)
+	case d.FloodSize < 0 || d.FloodSize > 16<<20:
+		return fmt.Errorf("loadtest: FloodSize (%d) must be between 1 and 16 MiB", d.FloodSize)
+	case !slices.Contains(floodKinds, d.FloodKind):
+		return fmt.Errorf("loadtest: FloodKind %q: want one of %s", d.FloodKind, strings.Join(floodKinds, ", "))
 	case d.RoomSize < 1:
 		return fmt.Errorf("loadtest: RoomSize (%d) must be positive", d.RoomSize)
 	case d.Rate < 0:

@@ -27,6 +27,22 @@ type Round struct {
 }
 
 // Result is what a run measured.
+// FloodResult is what the flood scenario's hostile clients did, and the
+// server's peak memory meanwhile; the healthy clients' figures are the
+// Result's (EndToEnd is their round trip).
+type FloodResult struct {
+	Flooders           int              `json:"flooders"`
+	Kind               string           `json:"kind"`
+	Size               int              `json:"size"`
+	Frames             int64            `json:"frames"` // frames the flooders' sockets took
+	Bytes              int64            `json:"bytes"`
+	Connects           int64            `json:"connects"`                        // upgrades that succeeded
+	ClosedByServer     int64            `json:"closed_by_server"`                // flooder connections the server ended
+	Refused            map[string]int64 `json:"refused,omitempty"`               // failed connects, by cause
+	ServerPeakRSSBytes int64            `json:"server_peak_rss_bytes,omitempty"` // sampled every 100 ms (ServerPIDs)
+}
+
+// Result is a run's outcome.
 type Result struct {
 	Scenario         string         `json:"scenario"`
 	Targets          []string       `json:"targets"`
@@ -40,6 +56,7 @@ type Result struct {
 	OpenAtEnd        int            `json:"open_at_end"`
 	ClosedByServer   map[string]int `json:"closed_by_server"`
 	MessagesReceived int64          `json:"messages_received"`
+	Flood            *FloodResult   `json:"flood,omitempty"` // the flood scenario's hostile clients
 	MessagesSent     int64          `json:"messages_sent,omitempty"`
 	Rounds           []Round        `json:"rounds,omitempty"`
 	Expected         int64          `json:"deliveries_expected,omitempty"`
@@ -131,7 +148,7 @@ func (r *Result) WriteText(w io.Writer) {
 	for _, k := range sortedKeys(r.ClosedByServer) {
 		fmt.Fprintf(w, "  lost: %-42s %d\n", k, r.ClosedByServer[k])
 	}
-	if r.Scenario == ScenarioChat || r.Scenario == ScenarioChurn {
+	if isChat(r.Scenario) {
 		fmt.Fprintf(w, "chat        %d joined rooms of %d; sent %d messages in %.1fs\n", r.Joined, r.RoomSize, r.MessagesSent, r.SendSeconds)
 		fmt.Fprintf(w, "delivered   %d of %d (missing %d, duplicated %d, out of order %d, from another room %d)\n",
 			r.Delivered, r.Expected, r.Missing, r.Duplicated, r.OutOfOrder, r.Stray)
@@ -145,6 +162,16 @@ func (r *Result) WriteText(w io.Writer) {
 			fmt.Fprintf(w, "reconnect   %d clients closed by the server came back, %d resumed their room, %d messages resent; close to rejoin p50 %.1fms p99 %.1fms max %.1fms (of which reconnecting p50 %.1fms p99 %.1fms)\n",
 				r.Reconnects, r.Resumed, r.Resent, r.ReconnectLatency.P50, r.ReconnectLatency.P99, r.ReconnectLatency.Max,
 				r.RedialLatency.P50, r.RedialLatency.P99)
+		}
+		if f := r.Flood; f != nil {
+			fmt.Fprintf(w, "flood       %d flooders sending %s (%d B): %d frames, %.1f MB taken by their sockets; %d connects, %d closed by the server\n",
+				f.Flooders, f.Kind, f.Size, f.Frames, float64(f.Bytes)/1e6, f.Connects, f.ClosedByServer)
+			for _, k := range sortedKeys(f.Refused) {
+				fmt.Fprintf(w, "  flooder refused: %-33s %d\n", k, f.Refused[k])
+			}
+			if f.ServerPeakRSSBytes > 0 {
+				fmt.Fprintf(w, "server peak RSS %.1f MB during the flood (sampled every 100 ms)\n", float64(f.ServerPeakRSSBytes)/1e6)
+			}
 		}
 		if r.Scenario == ScenarioChurn {
 			fmt.Fprintf(w, "churn       %d reconnections, %d failed; connect p50 %.1fms p99 %.1fms\n",
@@ -176,7 +203,7 @@ func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "verdict     %s\n", r.Verdict)
 }
 
-func sortedKeys(m map[string]int) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	ks := make([]string, 0, len(m))
 	for k := range m {
 		ks = append(ks, k)

@@ -190,7 +190,7 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 		for i := range r.round {
 			r.round[i] = -1
 		}
-	case ScenarioChat, ScenarioChurn:
+	case ScenarioChat, ScenarioChurn, ScenarioFlood:
 		r.chat = newChatState(cfg)
 	}
 	pool, err := NewPool(cfg, r)
@@ -230,7 +230,7 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 		}
 	case ScenarioBurst:
 		r.bursts(ctx, res)
-	case ScenarioChat, ScenarioChurn:
+	case ScenarioChat, ScenarioChurn, ScenarioFlood:
 		r.chatPhase(ctx, res)
 	}
 
@@ -281,6 +281,14 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 	sendStart := time.Now()
 	go func() { defer wg.Done(); cs.send(sendCtx, r.pool) }()
 	go func() { defer wg.Done(); cs.churn(sendCtx, ctx, r.pool, churnLatency) }()
+	var fl *floodStats
+	if r.cfg.Scenario == ScenarioFlood {
+		target, _ := parseTarget(r.cfg.Targets[0]) // Validate checked it
+		fl = &floodStats{cfg: r.cfg, target: target}
+		wg.Add(2)
+		go func() { defer wg.Done(); fl.flood(sendCtx) }()
+		go func() { defer wg.Done(); fl.samplePeak(sendCtx) }()
+	}
 	resumeCtx, stopResuming := context.WithCancel(ctx)
 	resumed := make(chan struct{})
 	if cs.reconnect != nil {
@@ -311,6 +319,9 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if fl != nil {
+		res.Flood = fl.result()
 	}
 	res.MessagesSent = sent
 	res.Expected = expected

@@ -40,7 +40,7 @@ func workers(cfg Config) int {
 // every share but the last is a whole number of rooms.
 func shares(cfg Config, n int) (offsets, sizes []int) {
 	per := (cfg.Clients + n - 1) / n
-	if cfg.Scenario == ScenarioChat || cfg.Scenario == ScenarioChurn {
+	if isChat(cfg.Scenario) {
 		per = (per + cfg.RoomSize - 1) / cfg.RoomSize * cfg.RoomSize
 	}
 	for off := 0; off < cfg.Clients; off += per {

@@ -113,6 +113,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.Var(&origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is always allowed; \"*\" allows any (unsafe)")
 	fs.IntVar(&e.MaxConnections, "max-connections", engine.DefaultMaxConnections, "most open WebSocket clients; more are refused with 503 (-1: no limit)")
 	fs.IntVar(&e.MaxConnectionsPerAddr, "max-connections-per-addr", engine.DefaultMaxConnectionsPerAddr, "most open TCP connections from one address (IPv4, or IPv6 /56), upgraded or not; more get 429 (-1: no limit, for load tests)")
+	fs.Float64Var(&e.MaxPingsPerSecond, "max-pings-per-second", engine.DefaultMaxPingsPerSecond, "pings a client may send per second; more close it with 1008 (-1: no limit)")
 	fs.Float64Var(&e.ConnectRatePerAddr, "connect-rate-per-addr", engine.DefaultConnectRatePerAddr, "new TCP connections per second from one address; more get 429 (-1: no limit, for load tests)")
 	fs.Float64Var(&e.MaxMessagesPerSecond, "max-messages-per-second", -1, "frames a client may send per second, pings included; more close it with 1008 (-1: no limit)")
 	fs.Float64Var(&e.MaxBytesPerSecond, "max-bytes-per-second", -1, "bytes a client may send per second; more close it with 1008 (-1: no limit)")
