@@ -125,13 +125,19 @@ func (l *addrLimits) release(remote string) {
 	}
 }
 
+// pendingGrace is how long a new connection has to upgrade before it may
+// be dropped to make room: one accepted just now is most likely a client
+// in the middle of its handshake.
+const pendingGrace = time.Second
+
 // dropOldestPending closes the connection that has waited longest without
-// upgrading, and reports whether there was one.
-func (l *addrLimits) dropOldestPending() bool {
+// upgrading, if it has waited at least pendingGrace, and reports whether
+// there was one.
+func (l *addrLimits) dropOldestPending(now time.Time) bool {
 	l.mu.Lock()
 	var oldest pendingConn
 	for _, p := range l.pending {
-		if p.nc != nil && (oldest.nc == nil || p.at.Before(oldest.at)) {
+		if p.nc != nil && now.Sub(p.at) >= pendingGrace && (oldest.nc == nil || p.at.Before(oldest.at)) {
 			oldest = p
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -33,20 +34,41 @@ type listener struct {
 	closeOnce sync.Once
 	full      atomic.Uint64 // accepts that failed for want of descriptors
 	fullLog   atomic.Int64  // unix ns of the last log of those
+
+	// spare is a descriptor held in reserve (on /dev/null), -1 when
+	// released: nbio dups every accepted socket, which at the file limit
+	// would fail and reset the client just accepted. Accept gives it back
+	// just before it returns a connection and takes it again on the next
+	// call. Used by the accept goroutine only.
+	spare int
 }
 
 func newListener(l net.Listener, srv *Server) *listener {
-	return &listener{Listener: l, srv: srv, parked: make(chan struct{})}
+	return &listener{Listener: l, srv: srv, parked: make(chan struct{}), spare: -1}
 }
 
 // tooManyFromAddr is the answer to a connection over its address's limits.
 const tooManyFromAddr = "429 too many requests: too many connections, or too many new ones, from your address"
 
 func (l *listener) Accept() (net.Conn, error) {
+	for l.spare < 0 && !l.stopping.Load() {
+		fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err == nil {
+			l.spare = fd
+		} else if outOfFiles(err) {
+			l.outOfFiles(err)
+		} else {
+			break // no spare: accepting still works, short of the limit
+		}
+	}
 	for {
 		c, err := l.Listener.Accept()
 		switch {
 		case err != nil && l.stopping.Load():
+			if l.spare >= 0 {
+				_ = syscall.Close(l.spare)
+				l.spare = -1
+			}
 			<-l.parked
 			return nil, net.ErrClosed
 		case err != nil && outOfFiles(err):
@@ -56,6 +78,10 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if ok, _ := l.srv.limits.admit(c.RemoteAddr().String(), time.Now()); ok {
+			if l.spare >= 0 {
+				_ = syscall.Close(l.spare) // room for nbio's dup of c
+				l.spare = -1
+			}
 			return c, nil
 		}
 		l.srv.stats.refusedAddr.Add(1)
@@ -73,7 +99,8 @@ func outOfFiles(err error) bool {
 }
 
 // outOfFiles makes room after a failed accept: the oldest connection that
-// has not upgraded goes; with none, the loop waits for clients to leave.
+// has not upgraded (and has had a second to) goes; with none, the loop
+// waits for clients to leave.
 func (l *listener) outOfFiles(err error) {
 	n := l.full.Add(1)
 	now := time.Now().UnixNano()
@@ -81,7 +108,7 @@ func (l *listener) outOfFiles(err error) {
 		l.srv.log.Error("accepting connections: out of file descriptors; dropping the oldest connections that have not upgraded",
 			"err", err, "failed_accepts", n)
 	}
-	if l.srv.limits.dropOldestPending() {
+	if l.srv.limits.dropOldestPending(time.Now()) {
 		time.Sleep(time.Millisecond) // the dropped socket's descriptor frees as nbio closes it
 		return
 	}
@@ -99,6 +126,8 @@ func (l *listener) Close() error {
 	wasStopping := l.stopping.Swap(true)
 	err := l.Listener.Close()
 	l.closeOnce.Do(func() { close(l.parked) })
+	// The spare belongs to the accept goroutine: it releases it as its
+	// Accept fails on the closed socket.
 	if wasStopping {
 		return nil // the socket was closed by stopAccepting
 	}

@@ -335,9 +335,11 @@ func TestOutOfFilesDropsIdleConnections(t *testing.T) {
 		defer c.Close()
 	}
 	start := time.Now()
-	deadline := start.Add(20 * time.Second)
+	deadline := start.Add(30 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		// A patient client, as a browser is: the server makes room by
+		// dropping idle connections that have had a second to upgrade.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		c, _, err := wstest.Dial(ctx, "ws://"+addr+"/ws", nil)
 		cancel()
 		if err == nil {
