@@ -537,9 +537,9 @@ func (c *conn) drop() { _ = c.nbc.Close() }
 // onWritten is nbio's OnWrittenSize for this client: it runs with the nbio
 // connection locked, so it only counts, and hands a close off.
 //
-// With TLS the kernel takes ciphertext, a little more than the bytes handed
-// over (record headers and tags: under 0.2% for full records), so queued
-// bytes are slightly underestimated and drained means written >= sent.
+// With TLS both counts are ciphertext (the writer adds each record's
+// overhead to sent); a record the TLS layer writes by itself (an alert, a
+// key update) is counted in written only, so drained means written >= sent.
 func (c *conn) onWritten(n int) {
 	if c.written.Add(int64(n)) >= c.sent.Load() && c.closeOnDrain.Load() {
 		c.closeOnDrain.Store(false)

@@ -117,6 +117,16 @@ func startParley(t *testing.T, args ...string) (*exec.Cmd, string) {
 func startParleyLog(t *testing.T, args ...string) (*exec.Cmd, string, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"serve", "--addr", "127.0.0.1:0"}, args...)...)
+	addr, metrics := runParley(t, cmd, nil)
+	return cmd, addr, metrics
+}
+
+// runParley starts cmd, a `parley serve` (perhaps through a shell), and
+// returns its address and its metrics address ("" if none), read from its
+// log; watch, if set, sees every log line. The process is killed when the
+// test ends.
+func runParley(t *testing.T, cmd *exec.Cmd, watch func(line string)) (addr, metrics string) {
+	t.Helper()
 	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -139,20 +149,23 @@ func startParleyLog(t *testing.T, args ...string) (*exec.Cmd, string, string) {
 			if m := metricsRe.FindStringSubmatch(sc.Text()); m != nil {
 				metricsAddr <- m[1]
 			}
+			if watch != nil {
+				watch(sc.Text())
+			}
 		}
 	}()
 	select {
 	case addr := <-found:
 		select {
 		case m := <-metricsAddr:
-			return cmd, addr, m
+			return addr, m
 		default:
-			return cmd, addr, ""
+			return addr, ""
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("parley serve did not log its address within 20s")
 	}
-	return nil, "", ""
+	return "", ""
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -295,35 +308,12 @@ func readSkippingPresence(c *wstest.Conn) (string, error) {
 func TestOutOfFilesDropsIdleConnections(t *testing.T) {
 	cmd := exec.Command("sh", "-c", `ulimit -n 64 && exec "$0" "$@"`, os.Args[0], "serve", "--addr", "127.0.0.1:0",
 		"--max-connections-per-addr", "-1", "--connect-rate-per-addr", "-1", "--handshake-timeout", "1m")
-	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addrs := make(chan string, 1)
 	var fullLogs atomic.Int64
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		re := regexp.MustCompile(`msg=listening addr=(\S+)`)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				addrs <- m[1]
-			}
-			if strings.Contains(sc.Text(), "out of file descriptors") {
-				fullLogs.Add(1)
-			}
+	addr, _ := runParley(t, cmd, func(line string) {
+		if strings.Contains(line, "out of file descriptors") {
+			fullLogs.Add(1)
 		}
-	}()
-	var addr string
-	select {
-	case addr = <-addrs:
-	case <-time.After(20 * time.Second):
-		t.Fatal("parley serve did not start")
-	}
+	})
 	// More idle connections than the server has descriptors.
 	var idle []net.Conn
 	for range 80 {
