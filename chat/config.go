@@ -11,7 +11,7 @@ const (
 	DefaultRoom             = "lobby"
 	DefaultHistorySize      = 100
 	DefaultHistoryBytes     = 64 << 10
-	DefaultResumeWindow     = 30 * time.Second
+	DefaultResumeWindow     = 10 * time.Second
 	DefaultHistoryTTL       = 10 * time.Minute
 	DefaultMaxTextLength    = 2000
 	DefaultMaxRooms         = 10
@@ -39,7 +39,7 @@ type Config struct {
 	// ResumeWindow: a room also keeps every message younger than this,
 	// however many, so that a client that reconnects within it and joins
 	// with `since` gets everything it missed even in a busy room (within
-	// HistoryBytes). Default 30 s; -1 keeps HistorySize messages only.
+	// HistoryBytes). Default 10 s; -1 keeps HistorySize messages only.
 	ResumeWindow time.Duration
 
 	// HistoryBytes caps the encoded size of a room's history, which is
