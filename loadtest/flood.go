@@ -38,7 +38,7 @@ var floodKinds = []string{FloodSay, FloodTyping, FloodHistory, FloodPing, FloodM
 type floodStats struct {
 	frames, bytes    atomic.Int64
 	connects, closed atomic.Int64
-	refused, peakRSS atomic.Int64
+	peakRSS          atomic.Int64
 	refusedWhy       sync.Map // cause -> *atomic.Int64
 	cfg              Config
 	target           *url.URL
