@@ -41,7 +41,7 @@ type Hub struct {
 		m map[engine.ClientID]*client
 	}
 	nickMu sync.Mutex
-	nicks  map[string]engine.ClientID // by lower-cased nick
+	nicks  map[string]engine.ClientID // by nick key (nickKey: two look-alikes share one)
 
 	rooms     sync.Map     // name -> *room; lock-free reads
 	roomCount atomic.Int64 // rooms in the map (MaxRoomsTotal)
@@ -944,9 +944,9 @@ func (h *Hub) nick(c *client, req *Request) {
 		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", shown))
 		return
 	}
-	// The cluster-wide claim (the broker's); a change of case only
-	// re-claims the key with the new spelling, and takes the old one back
-	// if that fails.
+	// The cluster-wide claim (the broker's); a new spelling of the same
+	// key (another case, a look-alike of one's own nick) only re-claims
+	// the key with it, and takes the old one back if that fails.
 	if !isGuest(key) {
 		caseOnly := key == oldKey
 		if caseOnly {
@@ -1068,7 +1068,7 @@ func (h *Hub) dm(c *client, req *Request) {
 	}
 	h.nickMu.Unlock()
 	if ok {
-		b, err := json.Marshal(DM{Type: "dm", From: c.nick, To: toNick, Text: req.Text, TS: now()})
+		b, err := marshal(DM{Type: "dm", From: c.nick, To: toNick, Text: req.Text, TS: now()})
 		if err != nil {
 			h.log.Error("encoding a dm", "err", err)
 			return
@@ -1097,7 +1097,7 @@ func (h *Hub) remoteDM(c *client, req *Request, key string) {
 		return
 	}
 	d := direct{To: to, Key: key, From: c.nick, Text: req.Text, TS: now()}
-	b, err := json.Marshal(d)
+	b, err := marshal(d)
 	if err == nil {
 		err = h.broker.SendDirect(node, b)
 	}

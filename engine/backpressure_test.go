@@ -166,3 +166,35 @@ func TestCloseDropsBacklog(t *testing.T) {
 		t.Fatalf("%d messages handled after the close, want 1", n)
 	}
 }
+
+// TestClosedFlooderIsNotRead: a client the application closes for a policy
+// (1008) is not read any more while its close frame goes out: what it keeps
+// sending stays in TCP. It used to be read and skipped for the whole
+// CloseTimeout, gigabytes a second of a flooder's junk on loopback.
+func TestClosedFlooderIsNotRead(t *testing.T) {
+	app := newRecorder()
+	app.onMessage = func(ep *engine.Endpoint, id engine.ClientID, _ engine.MessageType, _ []byte) {
+		_ = ep.Close(id, engine.StatusPolicyViolation, "rate limit exceeded")
+	}
+	srv, url := start(t, engine.Config{CloseTimeout: time.Minute}, app)
+	c := dial(t, url, nil)
+	app.next(t, "open")
+	if err := c.WriteText("first"); err != nil {
+		t.Fatal(err)
+	}
+	app.next(t, "message")
+	_ = c.NetConn().SetWriteDeadline(time.Now().Add(3 * time.Second))
+	junk := wsproto.AppendMaskedFrame(nil, wsproto.OpBinary, true, make([]byte, 64<<10), [4]byte{1, 2, 3, 4})
+	sent := 0
+	for sent < 256<<20 { // 256 MiB at most; the server's window closes long before
+		if err := c.WriteRaw(junk); err != nil {
+			break
+		}
+		sent += len(junk)
+	}
+	read := srv.Stats().BytesRead
+	if sent >= 256<<20 || read > 16<<20 {
+		t.Fatalf("the closed client wrote %d bytes, the server read %d: it kept reading", sent, read)
+	}
+	t.Logf("the closed client got %d bytes out before TCP stopped it; the server read %d", sent, read)
+}

@@ -30,10 +30,11 @@ const registryShards = 64
 // have no order between them, and recipients on different writer shards
 // may see them interleaved differently: an application that needs every
 // recipient to see one order (a chat room) makes those sends under one
-// lock, as OnMessage callbacks of different clients run concurrently. A recipient whose
-// socket is backed up past Config.SendQueueSoftLimit skips messages sent
-// to many (Multicast, Broadcast, Group sends; counted in
-// Stats.SkippedSlow), but not those sent to it alone (Send): a reply is
+// lock, as OnMessage callbacks of different clients run concurrently.
+//
+// A recipient whose socket is backed up past Config.SendQueueSoftLimit
+// skips messages sent to many (Multicast, Broadcast, Group sends; counted
+// in Stats.SkippedSlow), but not those sent to it alone (Send): a reply is
 // never lost while its client stays. Past the hard limit it is closed.
 type Endpoint struct {
 	srv        *Server
@@ -235,7 +236,8 @@ func (ep *Endpoint) postToWriters(j job, want func(int) bool) {
 // The client's OnClose follows once it answers, or after
 // Config.CloseTimeout. Messages from it that OnMessage has not been given
 // yet are dropped, and what it sends from now on is only scanned for its
-// close reply: a client closed for flooding costs no more work.
+// close reply, or with StatusPolicyViolation not read at all: a client
+// closed for flooding costs no more work.
 func (ep *Endpoint) Close(id ClientID, code StatusCode, reason string) error {
 	if code < 1000 || code > 4999 || !wsproto.ValidCloseCode(uint16(code)) {
 		return fmt.Errorf("close client %d with %d: %w", id, int(code), ErrInvalidCloseCode)
