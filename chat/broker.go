@@ -63,6 +63,24 @@ type Broker interface {
 	// LookupNick returns key's owner, or ErrNickNotFound.
 	LookupNick(key string) (owner string, err error)
 
+	// PutRule puts an access rule in force in the whole cluster: every
+	// hub's HandleRule receives it, this one's included, and hubs that
+	// start later receive the rules in force when they Run. A rule with
+	// the key of another replaces it.
+	PutRule(r Rule) error
+
+	// DeleteRule ends the rule with r's key everywhere (HandleRule with
+	// deleted set).
+	DeleteRule(r Rule) error
+
+	// Broadcast sends data to every hub of the cluster, this one included
+	// (HandleControl).
+	Broadcast(data []byte) error
+
+	// Nodes describes the cluster's live nodes, this one first, as they
+	// last told (NodeLoad).
+	Nodes() []NodeInfo
+
 	// Close stops deliveries and releases the broker's resources.
 	Close() error
 }
@@ -72,6 +90,14 @@ type Broker interface {
 // of each room, natsbroker the ids of the last two minutes (JetStream's
 // duplicate window).
 const DedupeWindow = 256
+
+// NodeInfo is a node's load as it tells the cluster.
+type NodeInfo struct {
+	Node    string `json:"node"`
+	Clients int    `json:"clients"`
+	Users   int    `json:"users"`
+	Rooms   int    `json:"rooms"`
+}
 
 // RoomState is a room's log as a hub finds it on Subscribe.
 type RoomState struct {
@@ -104,6 +130,12 @@ type BrokerHandler interface {
 	// HandleNodeGone tells that node left the cluster or stopped
 	// answering: whatever it held (members, nicks) is gone.
 	HandleNodeGone(node string)
+	// HandleRule delivers an access rule put in force (or, deleted, ended).
+	HandleRule(r Rule, deleted bool)
+	// HandleControl delivers data sent with Broadcast.
+	HandleControl(data []byte)
+	// NodeLoad reports this hub's load, for the other nodes.
+	NodeLoad() NodeInfo
 }
 
 // Broker errors.

@@ -146,6 +146,53 @@ func (b *MemoryBroker) LookupNick(key string) (string, error) {
 	return "", ErrNickNotFound
 }
 
+// PutRule implements Broker: the rule is handed to the hub at once.
+func (b *MemoryBroker) PutRule(r Rule) error {
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	if h == nil {
+		return ErrBrokerNotRunning
+	}
+	h.HandleRule(r, false)
+	return nil
+}
+
+// DeleteRule implements Broker.
+func (b *MemoryBroker) DeleteRule(r Rule) error {
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	if h == nil {
+		return ErrBrokerNotRunning
+	}
+	h.HandleRule(r, true)
+	return nil
+}
+
+// Broadcast implements Broker: data goes to the hub at once.
+func (b *MemoryBroker) Broadcast(data []byte) error {
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	if h == nil {
+		return ErrBrokerNotRunning
+	}
+	h.HandleControl(data)
+	return nil
+}
+
+// Nodes implements Broker: the hub alone.
+func (b *MemoryBroker) Nodes() []NodeInfo {
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	if h == nil {
+		return nil
+	}
+	return []NodeInfo{h.NodeLoad()}
+}
+
 // Close implements Broker.
 func (b *MemoryBroker) Close() error {
 	b.mu.Lock()

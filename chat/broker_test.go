@@ -47,3 +47,6 @@ func (nopHandler) HandleReset(string, chat.RoomState)    {}
 func (nopHandler) HandlePresence(string, string, []byte) {}
 func (nopHandler) HandleDirect([]byte)                   {}
 func (nopHandler) HandleNodeGone(string)                 {}
+func (nopHandler) HandleRule(chat.Rule, bool)            {}
+func (nopHandler) HandleControl([]byte)                  {}
+func (nopHandler) NodeLoad() chat.NodeInfo               { return chat.NodeInfo{} }

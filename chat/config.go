@@ -3,7 +3,10 @@ package chat
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+
+	"github.com/parleyhq/parley/auth"
 )
 
 // Defaults applied to zero Config fields.
@@ -23,6 +26,7 @@ const (
 	DefaultPresenceListMax  = 100
 	DefaultLargeRoom        = 200
 	DefaultLargeRoomCounts  = 5 * time.Second
+	DefaultMaxRules         = 100000
 )
 
 // Config configures a Hub. The zero value is valid: zero fields take the
@@ -108,6 +112,29 @@ type Config struct {
 	// that is longer.
 	LargeRoomCounts time.Duration
 
+	// Verifier checks the tokens clients connect with (docs/AUTH.md); nil:
+	// no tokens, and a client that sends one is refused.
+	Verifier *auth.Verifier
+
+	// Guests says whether clients without a token are admitted. Default
+	// GuestsAuto: only when there is no Verifier. Guests cannot change
+	// their nick when there is a Verifier (a user's nick is not claimed).
+	Guests GuestPolicy
+
+	// PrivateRooms are the rooms only users whose token's "rooms" claim
+	// names them, or who were invited (the server API), may join: names,
+	// or prefixes ending in '*'. Default none.
+	PrivateRooms []string
+
+	// ReadOnlyRooms are the rooms only users whose token's "say" claim
+	// names them (and the server API) may say in, as PrivateRooms.
+	// Default none.
+	ReadOnlyRooms []string
+
+	// MaxRules caps the bans, mutes and invitations the hub holds; past
+	// it new ones are dropped (and counted). Default 100,000.
+	MaxRules int
+
 	// Broker carries room messages; nil uses a MemoryBroker (one process).
 	Broker Broker
 
@@ -165,6 +192,9 @@ func (c *Config) withDefaults() Config {
 	if d.LargeRoomCounts == 0 {
 		d.LargeRoomCounts = max(DefaultLargeRoomCounts, d.PresenceInterval)
 	}
+	if d.MaxRules == 0 {
+		d.MaxRules = DefaultMaxRules
+	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
@@ -183,11 +213,30 @@ func (c *Config) Validate() error {
 	}{
 		{"HistorySize", d.HistorySize}, {"HistoryBytes", d.HistoryBytes}, {"MaxTextLength", d.MaxTextLength}, {"MaxRooms", d.MaxRooms}, {"MaxRoomsTotal", d.MaxRoomsTotal},
 		{"RateBurst", d.RateBurst}, {"RateHardLimit", d.RateHardLimit},
-		{"PresenceListMax", d.PresenceListMax}, {"LargeRoom", d.LargeRoom},
+		{"PresenceListMax", d.PresenceListMax}, {"LargeRoom", d.LargeRoom}, {"MaxRules", d.MaxRules},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("chat: %s (%d) must be positive", f.name, f.v)
 		}
+	}
+	if d.Guests < GuestsAuto || d.Guests > GuestsRefused {
+		return fmt.Errorf("chat: Guests (%d) is not a GuestPolicy", d.Guests)
+	}
+	if d.Guests == GuestsRefused && d.Verifier == nil {
+		return fmt.Errorf("chat: Guests refused with no Verifier: nobody could connect")
+	}
+	for _, f := range []struct {
+		name string
+		v    []string
+	}{{"PrivateRooms", d.PrivateRooms}, {"ReadOnlyRooms", d.ReadOnlyRooms}} {
+		for _, p := range f.v {
+			if name, _ := strings.CutSuffix(p, "*"); p != "*" && validRoom(name) != nil && !(strings.HasSuffix(p, "*") && validRoomPrefix(name)) {
+				return fmt.Errorf("chat: %s: %q is not a room name or a prefix ending in *", f.name, p)
+			}
+		}
+	}
+	if d.PrivateRooms != nil && auth.Matches(d.PrivateRooms, d.DefaultRoom) {
+		return fmt.Errorf("chat: PrivateRooms: the default room %q cannot be private (every client joins it)", d.DefaultRoom)
 	}
 	if d.RoomCreateRate != -1 && d.RoomCreateRate < 1 {
 		return fmt.Errorf("chat: RoomCreateRate (%v) must be at least 1, or -1 to turn it off", d.RoomCreateRate)

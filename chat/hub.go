@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,6 +50,11 @@ type Hub struct {
 
 	epoch int64 // when the hub was made, Unix ms
 
+	users    users  // signed-in users' clients, by user id
+	rules    rules  // bans, mutes, invitations
+	expMu    sync.Mutex
+	expiries expiry // users' token expiries
+
 	brokerLog rateLog // broker failures: an outage fails thousands of calls, logged once a second
 	stats     hubStats
 	stop      chan struct{}
@@ -68,6 +72,8 @@ var (
 type client struct {
 	id    engine.ClientID
 	nick  string
+	user  string  // the token's sub; "" for a guest
+	grant *grants // a user's claims (changed under Hub.nickMu by a refresh)
 	rooms []*room // at most MaxRooms: a slice costs far less per client than a map
 
 	tokens, strikes float64 // rate limiting
@@ -121,6 +127,8 @@ func New(cfg Config) (*Hub, error) {
 	for i := range h.clients {
 		h.clients[i].m = make(map[engine.ClientID]*client)
 	}
+	h.users.m = make(map[string][]engine.ClientID)
+	h.rules.m = make(map[string]Rule)
 	return h, nil
 }
 
@@ -145,10 +153,6 @@ func (h *Hub) OnStop() {
 	}
 }
 
-// OnHandshake implements engine.Application: the engine has checked the
-// origin; every client is welcome.
-func (h *Hub) OnHandshake(*http.Request) (any, error) { return nil, nil }
-
 func (h *Hub) client(id engine.ClientID) *client {
 	s := &h.clients[id%clientShards]
 	s.RLock()
@@ -156,23 +160,41 @@ func (h *Hub) client(id engine.ClientID) *client {
 	return s.m[id]
 }
 
-// OnOpen implements engine.Application: the client gets a default nick, a
-// welcome, and the default room.
-func (h *Hub) OnOpen(id engine.ClientID, _ any) {
+// OnOpen implements engine.Application: a guest gets a guest nick, a user
+// its token's; then a welcome, and the room of the handshake.
+func (h *Hub) OnOpen(id engine.ClientID, data any) {
+	sess, _ := data.(*session)
+	if sess == nil {
+		sess = &session{room: h.cfg.DefaultRoom}
+	}
 	c := &client{id: id, tokens: float64(h.cfg.RateBurst), last: time.Now().UnixNano()}
-	h.nickMu.Lock()
-	c.nick = h.guestNick(id)
-	h.nicks[keyOf(c.nick)] = id
-	h.nickMu.Unlock()
+	w := Welcome{Type: "welcome", ID: uint64(id), Room: sess.room, Epoch: h.epoch, Limits: Limits{
+		MaxTextLength: h.cfg.MaxTextLength, MaxRooms: h.cfg.MaxRooms, MaxNickLength: MaxNickLength,
+		RatePerSecond: h.cfg.RateLimit, RateBurst: h.cfg.RateBurst, HistorySize: h.cfg.HistorySize,
+	}}
+	if u := sess.id; u != nil {
+		// A user's nick is its token's, on every connection and node: it
+		// is not claimed (guests cannot pick nicks beside users).
+		c.user, c.nick = u.User, u.Nick
+		c.grant = &grants{rooms: u.Rooms, say: u.Say, expires: u.Expires.UnixNano()}
+		w.User, w.Expires = u.User, u.Expires.UnixMilli()
+	} else {
+		h.nickMu.Lock()
+		c.nick = h.guestNick(id)
+		h.nicks[keyOf(c.nick)] = id
+		h.nickMu.Unlock()
+	}
+	w.Nick = c.nick
 	s := &h.clients[id%clientShards]
 	s.Lock()
 	s.m[id] = c
 	s.Unlock()
-	h.send(c, Welcome{Type: "welcome", ID: uint64(id), Nick: c.nick, Room: h.cfg.DefaultRoom, Epoch: h.epoch, Limits: Limits{
-		MaxTextLength: h.cfg.MaxTextLength, MaxRooms: h.cfg.MaxRooms, MaxNickLength: MaxNickLength,
-		RatePerSecond: h.cfg.RateLimit, RateBurst: h.cfg.RateBurst, HistorySize: h.cfg.HistorySize,
-	}})
-	h.join(c, &Request{Type: TypeJoin, Room: h.cfg.DefaultRoom})
+	if c.user != "" {
+		h.addUser(c.user, id)
+		h.watchExpiry(id, c.grant.expires)
+	}
+	h.send(c, w)
+	h.join(c, &Request{Type: TypeJoin, Room: sess.room})
 }
 
 // OnClose implements engine.Application: the client leaves its rooms and
@@ -184,6 +206,14 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 	}
 	for len(c.rooms) > 0 {
 		h.leaveRoom(c, c.rooms[len(c.rooms)-1])
+	}
+	if c.user != "" {
+		h.removeUser(c.user, id)
+		s := &h.clients[id%clientShards]
+		s.Lock()
+		delete(s.m, id)
+		s.Unlock()
+		return
 	}
 	key := keyOf(c.nick)
 	h.nickMu.Lock()
@@ -242,6 +272,8 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		h.history(c, &req)
 	case TypeTyping:
 		h.typing(c, &req)
+	case TypeAuth:
+		h.refresh(c, &req)
 	case "":
 		h.fail(c, &req, ErrBadRequest, "a request needs a type")
 	default:
@@ -355,9 +387,13 @@ func (h *Hub) say(c *client, req *Request) {
 		h.fail(c, req, ErrBadRequest, "a message's id is 1-64 letters, digits, '.', '_', ':' or '-'")
 		return
 	}
+	if code, msg := h.maySay(c, r.name); code != "" {
+		h.fail(c, req, code, msg)
+		return
+	}
 	// The broker numbers the message and hands it to every node with
 	// members in the room, this one included (HandleMessage).
-	b, err := marshal(published{From: c.nick, Text: req.Text, TS: now(), ID: req.ID})
+	b, err := marshal(published{From: c.nick, User: c.user, Text: req.Text, TS: now(), ID: req.ID})
 	if err != nil {
 		h.log.Error("encoding a chat message", "err", err)
 		return
@@ -380,10 +416,57 @@ func (h *Hub) say(c *client, req *Request) {
 // published is a room message as the broker carries it: the Message
 // without the fields each node adds (type, room, seq).
 type published struct {
-	From string `json:"from"`
-	Text string `json:"text"`
-	TS   int64  `json:"ts"`
-	ID   string `json:"id,omitempty"`
+	From   string `json:"from"`
+	User   string `json:"user,omitempty"`
+	System bool   `json:"system,omitempty"`
+	Text   string `json:"text"`
+	TS     int64  `json:"ts"`
+	ID     string `json:"id,omitempty"`
+}
+
+// check refuses what no client of this server could have published: a
+// message from the bus is held to the rules its sender was.
+func (p *published) check(h *Hub) error {
+	if err := h.checkBusText(p.Text); err != nil {
+		return err
+	}
+	switch {
+	case p.TS <= 0:
+		return errors.New("no time")
+	case !validID(p.ID):
+		return fmt.Errorf("bad id %q", p.ID)
+	case p.User != "" && validUser(p.User) != nil:
+		return fmt.Errorf("bad user: %w", validUser(p.User))
+	case p.System && p.From == systemNick:
+		return nil
+	}
+	if shown, err := normalizeNick(p.From); err != nil || shown != p.From {
+		return fmt.Errorf("bad sender %q", p.From)
+	}
+	return nil
+}
+
+// systemNick is the sender of the server API's messages (System set).
+const systemNick = "system"
+
+// sanitize re-encodes a room message from the broker after decoding it
+// strictly: only the fields a node sets reach clients, so a message
+// injected on the bus cannot carry a type, room or seq of its own. What
+// does not pass is dropped and counted.
+func (h *Hub) sanitize(room string, msg []byte) ([]byte, bool) {
+	var p published
+	err := decodeStrict(msg, &p)
+	if err == nil {
+		err = p.check(h)
+	}
+	if err == nil {
+		msg, err = marshal(p)
+	}
+	if err != nil {
+		h.dropped("message", fmt.Errorf("room %q: %w", room, err))
+		return nil, false
+	}
+	return msg, true
 }
 
 // validID checks a say's id, which the broker uses to drop a message
@@ -414,12 +497,12 @@ func (h *Hub) HandleMessage(roomName string, seq int64, msg []byte) {
 	if seq <= r.seq {
 		return // a message the room's state had already
 	}
-	b, ok := r.encode(seq, msg)
+	r.seq = seq // numbered, even if dropped: the next one follows it
+	msg, ok := h.sanitize(roomName, msg)
 	if !ok {
-		h.log.Warn("dropping a room message that is not a JSON object", "room", roomName, "seq", seq)
 		return
 	}
-	r.seq = seq
+	b, _ := r.encode(seq, msg)
 	r.appendHistory(seq, b, time.Now().UnixNano())
 	_, _ = r.group.Send(engine.Text, b)
 }
@@ -465,7 +548,8 @@ func (h *Hub) load(r *room, st RoomState) {
 	r.resetHistory()
 	now := time.Now().UnixNano()
 	for _, m := range st.Messages {
-		if b, ok := r.encode(m.Seq, m.Data); ok {
+		if msg, ok := h.sanitize(r.name, m.Data); ok {
+			b, _ := r.encode(m.Seq, msg)
 			r.appendHistory(m.Seq, b, now)
 		}
 	}
@@ -549,6 +633,10 @@ func (h *Hub) join(c *client, req *Request) {
 		h.fail(c, req, ErrTooManyRooms, fmt.Sprintf("a client is in at most %d rooms", h.cfg.MaxRooms))
 		return
 	}
+	if err := h.mayJoinNow(c, req.Room); err != nil {
+		h.fail(c, req, ErrForbidden, err.Error())
+		return
+	}
 	r, err := h.roomFor(req.Room, c)
 	switch {
 	case errors.Is(err, errCreateLimit):
@@ -567,6 +655,7 @@ func (h *Hub) join(c *client, req *Request) {
 	defer r.mu.Unlock()
 	_, already := r.members[c.id]
 	r.members[c.id] = c.nick
+	news := !already && r.addMember(c.user) // a user's second connection is not news
 	r.emptySince = time.Time{}
 	if count := r.count(); count > h.cfg.LargeRoom {
 		// A sample of a huge room, the same for every joiner for a while.
@@ -598,8 +687,10 @@ func (h *Hub) join(c *client, req *Request) {
 	// later message follows the history, none is missed or repeated.
 	_ = r.group.Add(c.id)
 	c.rooms = append(c.rooms, r)
-	r.joined = append(r.joined, c.nick)
-	h.markDirty(r)
+	if news {
+		r.joined = append(r.joined, c.nick)
+		h.markDirty(r)
+	}
 }
 
 func nonNil(m []json.RawMessage) []json.RawMessage {
@@ -623,11 +714,13 @@ func (h *Hub) leaveRoom(c *client, r *room) {
 	r.mu.Lock()
 	delete(r.members, c.id)
 	_ = r.group.Remove(c.id)
-	r.left = append(r.left, c.nick)
+	if r.removeMember(c.user) {
+		r.left = append(r.left, c.nick)
+		h.markDirty(r)
+	}
 	if len(r.members) == 0 {
 		r.emptySince = time.Now()
 	}
-	h.markDirty(r)
 	r.mu.Unlock()
 	c.rooms = slices.DeleteFunc(c.rooms, func(x *room) bool { return x == r })
 }
@@ -653,6 +746,7 @@ func (h *Hub) presenceLoop() {
 	t := time.NewTicker(h.cfg.PresenceInterval)
 	defer t.Stop()
 	var batch []*room
+	var lastSweep time.Time
 	for {
 		select {
 		case <-h.stop:
@@ -667,7 +761,12 @@ func (h *Hub) presenceLoop() {
 				}
 				batch[i] = nil
 			}
-			h.sweep(now)
+			h.expire(now)
+			if now.Sub(lastSweep) >= time.Second {
+				lastSweep = now
+				h.sweep(now)
+				h.sweepRules(now)
+			}
 		}
 	}
 }
@@ -694,7 +793,7 @@ const presenceMaxBackoff = 8
 func (h *Hub) flushPresence(r *room, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	total, local := r.count(), len(r.members)
+	total, local := r.count(), r.local()
 	large := total > h.cfg.LargeRoom
 	if large && now.Sub(r.lastSent) < h.cfg.LargeRoomCounts || !large && now.Before(r.nextPresence) {
 		return false
@@ -743,6 +842,36 @@ type nodePresence struct {
 	Renamed   []Renamed `json:"renamed,omitempty"`
 }
 
+// maxPresenceNames bounds the names of one node's presence news (a full
+// list is at most LargeRoom names; anything longer is hostile).
+const maxPresenceNames = 10000
+
+// check refuses presence news no node could have sent.
+func (np *nodePresence) check() error {
+	if np.Count < 0 || len(np.Joined)+len(np.Left)+len(np.Renamed) > maxPresenceNames {
+		return fmt.Errorf("count %d with %d names", np.Count, len(np.Joined)+len(np.Left)+len(np.Renamed))
+	}
+	for _, l := range [][]string{np.Joined, np.Left} {
+		for _, n := range l {
+			if !isNick(n) {
+				return fmt.Errorf("bad nick %q", n)
+			}
+		}
+	}
+	for _, rn := range np.Renamed {
+		if !isNick(rn.From) || !isNick(rn.To) {
+			return fmt.Errorf("bad rename %q -> %q", rn.From, rn.To)
+		}
+	}
+	return nil
+}
+
+// isNick reports whether s is a nick as this server shows one.
+func isNick(s string) bool {
+	shown, err := normalizeNick(s)
+	return err == nil && shown == s
+}
+
 // publishPresence tells the other nodes what changed here in r, if
 // anything did. Callers hold r.mu.
 func (h *Hub) publishPresence(r *room, local int, large bool) {
@@ -761,10 +890,7 @@ func (h *Hub) publishPresence(r *room, local int, large bool) {
 		np.CountOnly = true
 	case r.sendFull:
 		np.Full = true
-		np.Joined = make([]string, 0, local)
-		for _, nick := range r.members {
-			np.Joined = append(np.Joined, nick)
-		}
+		np.Joined = r.localNames()
 	default:
 		np.Joined, np.Left, np.Renamed = r.joined, r.left, r.renamed
 	}
@@ -785,8 +911,12 @@ func (h *Hub) publishPresence(r *room, local int, large bool) {
 // for a room joins this node's next presence message.
 func (h *Hub) HandlePresence(roomName, node string, data []byte) {
 	var np nodePresence
-	if err := decodeStrict(data, &np); err != nil {
-		h.log.Warn("dropping presence that does not decode", "room", roomName, "node", node, "err", err)
+	err := decodeStrict(data, &np)
+	if err == nil {
+		err = np.check()
+	}
+	if err != nil {
+		h.dropped("presence", fmt.Errorf("room %q, node %q: %w", roomName, node, err))
 		return
 	}
 	r := h.lockRoom(roomName)
@@ -927,6 +1057,14 @@ func (h *Hub) removeRoom(r *room) {
 }
 
 func (h *Hub) nick(c *client, req *Request) {
+	switch {
+	case c.user != "":
+		h.fail(c, req, ErrForbidden, "a signed-in user's nick is its token's")
+		return
+	case h.cfg.Verifier != nil:
+		h.fail(c, req, ErrForbidden, "guests keep their guest nick on a server with signed-in users")
+		return
+	}
 	shown, err := normalizeNick(req.Nick)
 	if err != nil {
 		h.fail(c, req, ErrBadNick, "nick "+err.Error())
@@ -1054,6 +1192,14 @@ func (h *Hub) dm(c *client, req *Request) {
 	if !h.text(c, req) {
 		return
 	}
+	switch {
+	case req.User != "" && req.To != "":
+		h.fail(c, req, ErrBadRequest, "a dm goes to a nick (to) or a user (user), not both")
+		return
+	case req.User != "":
+		h.dmUser(c, req)
+		return
+	}
 	key, err := nickKey(req.To)
 	if err != nil {
 		key = "" // no such nick: answered below as unknown
@@ -1113,8 +1259,15 @@ func (h *Hub) remoteDM(c *client, req *Request, key string) {
 // recipient if the recipient still has that nick.
 func (h *Hub) HandleDirect(data []byte) {
 	var d direct
-	if err := decodeStrict(data, &d); err != nil {
-		h.log.Warn("dropping a direct message that does not decode", "err", err)
+	err := decodeStrict(data, &d)
+	if err == nil {
+		err = h.checkBusText(d.Text)
+	}
+	if err == nil && (!isNick(d.From) || d.TS <= 0) {
+		err = fmt.Errorf("bad sender %q or time", d.From)
+	}
+	if err != nil {
+		h.dropped("direct", err)
 		return
 	}
 	c := h.client(d.To)
@@ -1150,6 +1303,10 @@ func (h *Hub) typing(c *client, req *Request) {
 	r := c.room(req.Room)
 	if r == nil {
 		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
+		return
+	}
+	if code, msg := h.maySay(c, r.name); code != "" {
+		h.fail(c, req, code, msg)
 		return
 	}
 	now := time.Now().UnixNano()

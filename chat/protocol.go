@@ -21,7 +21,9 @@ type Request struct {
 	Room   string `json:"room,omitempty"`
 	Text   string `json:"text,omitempty"`
 	Nick   string `json:"nick,omitempty"`
-	To     string `json:"to,omitempty"`
+	To     string `json:"to,omitempty"`    // dm: the recipient's nick (a guest's)
+	User   string `json:"user,omitempty"`  // dm: the recipient's user id (every connection of a signed-in user)
+	Token  string `json:"token,omitempty"` // auth: a fresh token for the same user
 	Since  *int64 `json:"since,omitempty"`  // join: replay messages after this sequence number
 	Epoch  int64  `json:"epoch,omitempty"`  // join: the epoch Since counts in (0: the room's current one)
 	Before int64  `json:"before,omitempty"` // history: messages before this sequence number (0: the latest)
@@ -88,6 +90,7 @@ const (
 	TypeDM      = "dm"
 	TypeHistory = "history"
 	TypeTyping  = "typing"
+	TypeAuth    = "auth"
 )
 
 // Message is a room message as members receive it and history keeps it.
@@ -96,9 +99,13 @@ type Message struct {
 	Room string `json:"room"`
 	Seq  int64  `json:"seq"`
 	From string `json:"from"`
-	Text string `json:"text"`
-	TS   int64  `json:"ts"`           // server time, Unix milliseconds
-	ID   string `json:"id,omitempty"` // the say's id, if it had one
+	// User is the sender's user id when it signed in with a token:
+	// unlike From, it cannot be borrowed.
+	User   string `json:"user,omitempty"`
+	System bool   `json:"system,omitempty"` // sent by the server's backend (the server API), not a client
+	Text   string `json:"text"`
+	TS     int64  `json:"ts"`           // server time, Unix milliseconds
+	ID     string `json:"id,omitempty"` // the say's id, if it had one
 }
 
 // Welcome is the first message a client receives.
@@ -106,7 +113,12 @@ type Welcome struct {
 	Type string `json:"type"` // "welcome"
 	ID   uint64 `json:"id"`
 	Nick string `json:"nick"`
-	Room string `json:"room"` // the default room, joined already
+	// User is the client's user id if it signed in with a token; Expires
+	// when that token expires (Unix ms): before then the client sends a
+	// fresh one ({"type":"auth"}), or is closed with 4001.
+	User    string `json:"user,omitempty"`
+	Expires int64  `json:"expires,omitempty"`
+	Room    string `json:"room"` // the room joined on connect (?room=, or the default room)
 	// Epoch identifies this server's life (its start, Unix ms). Rooms
 	// have epochs of their own (Joined.Epoch).
 	Epoch  int64  `json:"epoch"`
@@ -188,13 +200,23 @@ type History struct {
 	Gap bool `json:"gap,omitempty"`
 }
 
-// DM is a direct message; its sender gets a copy.
+// DM is a direct message; its sender gets a copy. A DM to a user reaches
+// all its connections, and the sender's other connections get the copy.
 type DM struct {
-	Type string `json:"type"` // "dm"
-	From string `json:"from"`
-	To   string `json:"to"`
-	Text string `json:"text"`
-	TS   int64  `json:"ts"`
+	Type     string `json:"type"` // "dm"
+	From     string `json:"from"`
+	FromUser string `json:"from_user,omitempty"` // the sender's user id, if signed in
+	To       string `json:"to"`
+	ToUser   string `json:"to_user,omitempty"` // the recipient's user id, for a DM to a user
+	Text     string `json:"text"`
+	TS       int64  `json:"ts"`
+}
+
+// Authed answers an auth request: the fresh token is in force.
+type Authed struct {
+	Type    string `json:"type"` // "auth"
+	User    string `json:"user"`
+	Expires int64  `json:"expires"` // Unix ms
 }
 
 // Typing tells a room someone is typing.
@@ -244,11 +266,16 @@ const (
 	ErrRateLimited  = "rate_limited"
 	ErrNotDelivered = "not_delivered" // the broker could not take a message (a cluster's NATS is down)
 	ErrUnavailable  = "unavailable"   // the cluster's shared state cannot be reached now
+	ErrForbidden    = "forbidden"     // a private room without a claim or invitation, or a request the client may not make
+	ErrReadOnly     = "read_only"     // a say in a read-only room without a say claim
+	ErrMuted        = "muted"         // a say in a room where the user is muted
+	ErrBadToken     = "bad_token"     // an auth request whose token is not valid
 )
 
 // errorCodes lists every error code, so that counters exist from the start.
 var errorCodes = []string{ErrBadRequest, ErrUnknownType, ErrBinary, ErrBadRoom, ErrNotInRoom, ErrTooManyRooms, ErrRoomLimit,
-	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrBadText, ErrRateLimited, ErrNotDelivered, ErrUnavailable}
+	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrBadText, ErrRateLimited, ErrNotDelivered, ErrUnavailable,
+	ErrForbidden, ErrReadOnly, ErrMuted, ErrBadToken}
 
 // badTextRune reports the characters a message's text may not hold:
 // control characters other than tab and newline, and the bidi
@@ -301,4 +328,10 @@ func validName(s string, maxLen int, punct string) error {
 		}
 	}
 	return nil
+}
+
+// validRoomPrefix checks the part before '*' of a room pattern: what a
+// room name may start with.
+func validRoomPrefix(s string) bool {
+	return s != "" && validRoom(s) == nil || s != "" && validRoom(s+"x") == nil
 }

@@ -22,6 +22,8 @@ type room struct {
 	mu        sync.Mutex
 	removed   bool                       // expired; joiners must make a new room
 	members   map[engine.ClientID]string // id -> nick
+	users     map[string]int             // signed-in members' connections here, by user id (nil until one joins)
+	dupes     int                        // members that are another connection of a user already here
 	epoch     int64                      // the room log's epoch (RoomState.Epoch)
 	seq       int64                      // the latest message's sequence number
 	hist      []stored                   // encoded messages, oldest at hist[histHead]
@@ -192,13 +194,91 @@ func (r *room) search(seq int64) int {
 	return lo
 }
 
-// count is the room's members across the cluster. Callers hold r.mu.
+// addMember counts a connection of user ("" a guest) joining, and
+// reports whether it is a new member: a guest, or a user's first
+// connection here. Callers hold r.mu.
+func (r *room) addMember(user string) bool {
+	if user == "" {
+		return true
+	}
+	if r.users == nil {
+		r.users = make(map[string]int)
+	}
+	n := r.users[user]
+	r.users[user] = n + 1
+	if n > 0 {
+		r.dupes++
+	}
+	return n == 0
+}
+
+// removeMember counts a connection of user leaving, and reports whether
+// the member left: a guest, or a user's last connection here. Callers
+// hold r.mu.
+func (r *room) removeMember(user string) bool {
+	if user == "" {
+		return true
+	}
+	n := r.users[user]
+	switch {
+	case n <= 1:
+		delete(r.users, user)
+		return true
+	default:
+		r.users[user] = n - 1
+		r.dupes--
+		return false
+	}
+}
+
+// local is the room's members on this node: users once, however many
+// connections they have. Callers hold r.mu.
+func (r *room) local() int { return len(r.members) - r.dupes }
+
+// count is the room's members across the cluster. While every node's
+// names are known (a small room), a name on several nodes (a user
+// connected to two) counts once; otherwise the nodes' counts add up.
+// Callers hold r.mu.
 func (r *room) count() int {
-	n := len(r.members)
+	n := r.local()
+	known := true
 	for _, rm := range r.remote {
 		n += rm.count
+		known = known && rm.nicks != nil
 	}
-	return n
+	if !known || len(r.remote) == 0 {
+		return n
+	}
+	names := make(map[string]struct{}, n)
+	for _, nick := range r.members {
+		names[nick] = struct{}{}
+	}
+	for _, rm := range r.remote {
+		for nick := range rm.nicks {
+			names[nick] = struct{}{}
+		}
+	}
+	return len(names)
+}
+
+// localNames returns this node's members' nicks, each once. Callers hold
+// r.mu.
+func (r *room) localNames() []string {
+	out := make([]string, 0, r.local())
+	if r.dupes == 0 {
+		for _, nick := range r.members {
+			out = append(out, nick)
+		}
+		return out
+	}
+	seen := make(map[string]struct{}, r.local())
+	for _, nick := range r.members {
+		if _, ok := seen[nick]; !ok {
+			seen[nick] = struct{}{}
+			out = append(out, nick)
+		}
+	}
+	return out
 }
 
 // largeSample returns the cached, encoded member sample of a large room,
@@ -217,18 +297,25 @@ func (r *room) largeSample(n int, every time.Duration, now time.Time) json.RawMe
 func (r *room) memberSample(n int) ([]string, bool) {
 	total := r.count()
 	out := make([]string, 0, min(n, total))
+	seen := make(map[string]struct{}, min(n, total))
+	add := func(nick string) {
+		if _, dup := seen[nick]; !dup && len(out) < n {
+			seen[nick] = struct{}{}
+			out = append(out, nick)
+		}
+	}
 	for _, nick := range r.members {
 		if len(out) == n {
 			break
 		}
-		out = append(out, nick)
+		add(nick)
 	}
 	for _, rm := range r.remote {
 		for nick := range rm.nicks {
 			if len(out) == n {
 				break
 			}
-			out = append(out, nick)
+			add(nick)
 		}
 	}
 	slices.Sort(out)

@@ -18,6 +18,26 @@ type hubStats struct {
 	presenceSent    atomic.Uint64
 	errMu           sync.Mutex
 	errors          map[string]uint64
+	refused         map[string]uint64 // handshakes, by reason
+	dropped         map[string]uint64 // messages from the broker, by kind
+}
+
+func (s *hubStats) countRefused(reason string) {
+	s.errMu.Lock()
+	if s.refused == nil {
+		s.refused = make(map[string]uint64)
+	}
+	s.refused[reason]++
+	s.errMu.Unlock()
+}
+
+func (s *hubStats) countDropped(kind string) {
+	s.errMu.Lock()
+	if s.dropped == nil {
+		s.dropped = make(map[string]uint64)
+	}
+	s.dropped[kind]++
+	s.errMu.Unlock()
 }
 
 func (s *hubStats) countError(code string) {
@@ -43,7 +63,16 @@ type Stats struct {
 	PresenceChanges uint64            // joins, leaves and renames
 	PresenceSent    uint64            // presence messages sent (each to a whole room)
 	Errors          map[string]uint64 // errors sent, by code (every code, 0 if none)
+	Users           int               // signed-in users connected here (each counted once)
+	Refused         map[string]uint64 // handshakes refused, by reason (every Refused* reason, 0 if none)
+	// Dropped counts messages from the broker that were refused (they did
+	// not decode strictly, or held what a client could not have sent), by
+	// kind: message, presence, direct, control, rule.
+	Dropped map[string]uint64
 }
+
+// droppedKinds are the kinds of Stats.Dropped.
+var droppedKinds = []string{"message", "presence", "direct", "control", "rule"}
 
 // Stats returns a snapshot of the hub's counters.
 func (h *Hub) Stats() Stats {
@@ -58,7 +87,12 @@ func (h *Hub) Stats() Stats {
 		PresenceChanges: h.stats.presenceChanges.Load(),
 		PresenceSent:    h.stats.presenceSent.Load(),
 		Errors:          make(map[string]uint64),
+		Refused:         make(map[string]uint64),
+		Dropped:         make(map[string]uint64),
 	}
+	h.users.mu.Lock()
+	st.Users = len(h.users.m)
+	h.users.mu.Unlock()
 	h.rooms.Range(func(_, v any) bool {
 		r := v.(*room)
 		r.mu.Lock()
@@ -70,9 +104,21 @@ func (h *Hub) Stats() Stats {
 	for _, code := range errorCodes {
 		st.Errors[code] = 0
 	}
+	for _, r := range refusedReasons {
+		st.Refused[r] = 0
+	}
+	for _, k := range droppedKinds {
+		st.Dropped[k] = 0
+	}
 	h.stats.errMu.Lock()
 	for k, v := range h.stats.errors {
 		st.Errors[k] = v
+	}
+	for k, v := range h.stats.refused {
+		st.Refused[k] = v
+	}
+	for k, v := range h.stats.dropped {
+		st.Dropped[k] = v
 	}
 	h.stats.errMu.Unlock()
 	return st

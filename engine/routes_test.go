@@ -23,6 +23,11 @@ func TestRoutesAndStaticRoot(t *testing.T) {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			fmt.Fprint(w, "<h1>It works!</h1>")
 		}))
+		for _, p := range []string{"/api/", "/api/v2/"} {
+			_ = s.Handle(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprint(w, p+" "+r.URL.Path)
+			}))
+		}
 	})
 	addr := srv.Addr().String()
 	get := func(method, path string, hdr ...string) (*http.Response, string) {
@@ -33,6 +38,17 @@ func TestRoutesAndStaticRoot(t *testing.T) {
 	if resp, body := get("GET", "/test"); resp.StatusCode != 200 || body != "<h1>It works!</h1>" ||
 		!strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
 		t.Fatalf("/test: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+
+	// A route ending in / takes its subtree; the longest one wins.
+	for path, want := range map[string]string{"/api/": "/api/ /api/", "/api/v1/stats": "/api/ /api/v1/stats",
+		"/api/v2/x": "/api/v2/ /api/v2/x"} {
+		if resp, body := get("GET", path); resp.StatusCode != 200 || body != want {
+			t.Errorf("GET %s: %d %q, want %q", path, resp.StatusCode, body, want)
+		}
+	}
+	if resp, _ := get("GET", "/api"); resp.StatusCode != 404 {
+		t.Errorf("GET /api: %d, want 404 (the subtree is /api/...)", resp.StatusCode)
 	}
 
 	for _, tc := range []struct{ path, ctype, body string }{

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,7 @@ type Server struct {
 	endpoints []*Endpoint
 	mounts    map[string]*Endpoint
 	routes    map[string]http.Handler
+	subtrees  []string // routes ending in /, longest first
 	root      http.Handler
 	origins   map[string]bool
 	limits    *addrLimits
@@ -123,13 +125,19 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handle routes requests for exactly path to h. It must be called before
-// Start.
+// Handle routes requests for exactly path to h; a path ending in '/'
+// routes its whole subtree ("/api/" takes "/api/v1/stats"), unless a
+// longer route or a mount names the request's path. It must be called
+// before Start.
 func (s *Server) Handle(path string, h http.Handler) error {
 	if err := s.checkPath(path); err != nil {
 		return err
 	}
 	s.routes[path] = h
+	if strings.HasSuffix(path, "/") {
+		s.subtrees = append(s.subtrees, path)
+		slices.SortFunc(s.subtrees, func(a, b string) int { return len(b) - len(a) }) // longest first
+	}
 	return nil
 }
 
@@ -329,6 +337,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h := s.routes[r.URL.Path]; h != nil {
 		h.ServeHTTP(w, r)
 		return
+	}
+	for _, p := range s.subtrees {
+		if strings.HasPrefix(r.URL.Path, p) {
+			s.routes[p].ServeHTTP(w, r)
+			return
+		}
 	}
 	if s.root != nil {
 		s.root.ServeHTTP(w, r)

@@ -19,7 +19,7 @@ import (
 // in order.
 func TestReconnectResumes(t *testing.T) {
 	quiet := slog.New(slog.DiscardHandler)
-	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: quiet})
+	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Token: testToken, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestReconnectResumes(t *testing.T) {
 	var srvs []*engine.Server
 	var urls []string
 	for _, name := range []string{"n1", "n2"} {
-		b, err := natsbroker.New(natsbroker.Config{URL: ns.URL(), Node: name, Logger: quiet})
+		b, err := natsbroker.New(natsbroker.Config{URL: ns.URL(), Node: name, Token: testToken, Logger: quiet})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -64,3 +64,6 @@ func TestReconnectResumes(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 }
+
+// testToken is the embedded NATS server's secret in these tests.
+const testToken = "parley-test-token-0123456789"

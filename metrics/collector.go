@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"sort"
+	"strconv"
+
 	"github.com/parleyhq/parley/engine"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -14,7 +17,7 @@ var (
 	mConnections    = newDesc("parley_connections", "Open WebSocket clients.")
 	mAccepted       = newDesc("parley_connections_accepted_total", "WebSocket upgrades completed.")
 	mClosed         = newDesc("parley_connections_closed_total", "Clients gone, by close-code class (normal, going_away, protocol_error, invalid_data, policy, too_big, internal_error, abnormal, other).", "code")
-	mRefused        = newDesc("parley_handshakes_refused_total", "Upgrade requests refused, by reason (origin, limit, address, malformed, application).", "reason")
+	mRefused        = newDesc("parley_handshakes_refused_total", "Upgrade requests refused, by reason (origin, limit, address, malformed; the chat's: token_missing, token_invalid, token_expired, token_not_yet_valid, token_audience, forbidden_room, banned, bad_request; application for another application's).", "reason")
 	mRateClosed     = newDesc("parley_rate_limit_closes_total", "Clients closed for sending too many frames or bytes per second (1008).")
 	mRecvMessages   = newDesc("parley_messages_received_total", "Data messages received from clients.")
 	mRecvFrames     = newDesc("parley_received_frames_total", "WebSocket frames received, control frames included.")
@@ -47,6 +50,9 @@ var (
 	mPresenceSent   = newDesc("parley_presence_messages_total", "Presence messages sent, each to a whole room: changes coalesced into them.")
 	mChatErrors     = newDesc("parley_chat_errors_total", "Errors sent to chat clients, by code.", "code")
 	mPublishFailed  = newDesc("parley_broker_publish_failed_total", "Room messages the broker could not take: their senders got not_delivered.")
+	mUsers          = newDesc("parley_users", "Signed-in users connected to this node, each counted once however many connections it has.")
+	mBusDropped     = newDesc("parley_bus_dropped_total", "Messages from the cluster bus refused (they did not decode strictly, or held what no client could send), by kind (message, presence, direct, control, rule, heartbeat).", "kind")
+	mAPIRequests    = newDesc("parley_api_requests_total", "Server API calls, by route and status.", "route", "status")
 
 	// A cluster's NATS broker.
 	mNATSConnected  = newDesc("parley_nats_connected", "1 while the node is connected to NATS.")
@@ -65,6 +71,8 @@ var (
 	mNATSReconnects = newDesc("parley_nats_reconnects_total", "Reconnections to NATS.")
 	mNATSDisconnect = newDesc("parley_nats_disconnects_total", "Losses of the NATS connection.")
 	mNATSLag        = newDesc("parley_nats_lag_seconds", "From a room message's storing in its stream to its arrival at this node.")
+	mNATSControl    = newDesc("parley_nats_control_received_total", "Broadcasts received (DMs to users, disconnections).")
+	mNATSRecreated  = newDesc("parley_nats_streams_recreated_total", "Room streams made again after they were deleted under this node.")
 )
 
 // collector reads a snapshot of the sources at each scrape.
@@ -82,28 +90,48 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Chat != nil {
 		for _, d := range []*prometheus.Desc{mRooms, mMembers, mPublished, mReceived, mDMs, mRateLimited,
-			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed} {
+			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed, mUsers, mBusDropped} {
 			ch <- d
 		}
 	}
 	if c.src.Broker != nil {
 		for _, d := range []*prometheus.Desc{mNATSConnected, mClusterNodes, mNATSPublished, mNATSPubErrors, mNATSReceived,
 			mNATSRepaired, mNATSLost, mNATSDuplicates, mNATSPresence, mNATSDirect, mNATSResets, mNATSNodesGone, mNATSSlow,
-			mNATSReconnects, mNATSDisconnect, mNATSLag} {
+			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated} {
 			ch <- d
 		}
+	}
+	if c.src.API != nil {
+		ch <- mAPIRequests
 	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if c.src.Engine != nil {
-		collectEngine(ch, c.src.Engine())
+		// The chat tells its refusals by reason: the engine's total of
+		// the application's would count them twice.
+		collectEngine(ch, c.src.Engine(), c.src.Chat == nil)
 	}
+	var chat ChatStats
 	if c.src.Chat != nil {
-		collectChat(ch, c.src.Chat())
+		chat = c.src.Chat()
+		collectChat(ch, chat)
 	}
 	if c.src.Broker != nil {
-		collectBroker(ch, c.src.Broker())
+		collectBroker(ch, c.src.Broker(), chat.Dropped)
+	} else if c.src.Chat != nil {
+		for _, k := range sortedKeys(chat.Dropped) {
+			counter(ch, mBusDropped, chat.Dropped[k], k)
+		}
+	}
+	if c.src.API != nil {
+		hits := c.src.API()
+		sort.Slice(hits, func(i, j int) bool {
+			return hits[i].Route < hits[j].Route || hits[i].Route == hits[j].Route && hits[i].Status < hits[j].Status
+		})
+		for _, h := range hits {
+			counter(ch, mAPIRequests, h.Count, h.Route, strconv.Itoa(h.Status))
+		}
 	}
 }
 
@@ -139,7 +167,7 @@ func seconds(i int) float64 {
 
 func frames(i int) float64 { return float64(engine.BatchBucketUpperBound(i)) }
 
-func collectEngine(ch chan<- prometheus.Metric, st engine.Stats) {
+func collectEngine(ch chan<- prometheus.Metric, st engine.Stats, appRefusals bool) {
 	gauge(ch, mConnections, float64(st.Clients))
 	counter(ch, mAccepted, st.Accepted)
 	for i, class := range engine.CloseClasses() {
@@ -149,7 +177,9 @@ func collectEngine(ch chan<- prometheus.Metric, st engine.Stats) {
 	counter(ch, mRefused, st.RefusedLimit, "limit")
 	counter(ch, mRefused, st.RefusedAddr, "address")
 	counter(ch, mRefused, st.RefusedMalformed, "malformed")
-	counter(ch, mRefused, st.RefusedByApp, "application")
+	if appRefusals {
+		counter(ch, mRefused, st.RefusedByApp, "application")
+	}
 	counter(ch, mRecvMessages, st.MessagesRead)
 	counter(ch, mRecvFrames, st.FramesRead)
 	counter(ch, mRecvBytes, st.BytesRead)
@@ -187,9 +217,23 @@ func collectChat(ch chan<- prometheus.Metric, st ChatStats) {
 	for _, code := range sortedKeys(st.Errors) {
 		counter(ch, mChatErrors, st.Errors[code], code)
 	}
+	gauge(ch, mUsers, float64(st.Users))
+	for _, r := range sortedKeys(st.Refused) {
+		counter(ch, mRefused, st.Refused[r], r)
+	}
 }
 
-func collectBroker(ch chan<- prometheus.Metric, st BrokerStats) {
+func collectBroker(ch chan<- prometheus.Metric, st BrokerStats, dropped map[string]uint64) {
+	all := map[string]uint64{"heartbeat": st.DroppedBeats}
+	for k, v := range dropped {
+		all[k] = v
+	}
+	all["rule"] += st.DroppedRules
+	for _, k := range sortedKeys(all) {
+		counter(ch, mBusDropped, all[k], k)
+	}
+	counter(ch, mNATSControl, st.ControlReceived)
+	counter(ch, mNATSRecreated, st.Recreated)
 	connected := 0.0
 	if st.Connected {
 		connected = 1

@@ -25,6 +25,9 @@ type ChatStats struct {
 	PresenceSent    uint64
 	PublishFailed   uint64
 	Errors          map[string]uint64 // by code
+	Users           int
+	Refused         map[string]uint64 // handshakes, by reason
+	Dropped         map[string]uint64 // bus messages refused, by kind
 }
 
 // BrokerStats is a cluster broker's part of a scrape (cmd maps
@@ -48,6 +51,17 @@ type BrokerStats struct {
 	LagBounds        []float64 // seconds: the upper bounds of LagCounts but the last
 	LagCounts        []uint64  // per bucket (not cumulative); the last is above every bound
 	LagSum           float64   // seconds
+	ControlReceived  uint64
+	Recreated        uint64
+	DroppedBeats     uint64
+	DroppedRules     uint64
+}
+
+// APIHit is how many server API calls a route answered with a status.
+type APIHit struct {
+	Route  string
+	Status int
+	Count  uint64
 }
 
 // Sources are the snapshots a scrape reads; a nil source is left out.
@@ -55,6 +69,7 @@ type Sources struct {
 	Engine func() engine.Stats
 	Chat   func() ChatStats
 	Broker func() BrokerStats // a cluster's broker; nil alone
+	API    func() []APIHit    // the server API; nil when off
 }
 
 // Build describes the binary for parley_build_info. Zero fields are filled

@@ -25,6 +25,9 @@ type Handler struct {
 	presence []string // "room node data"
 	direct   []string
 	gone     []string
+	rules    []string // "+key until" or "-key"
+	control  []string
+	load     chat.NodeInfo
 }
 
 // NewHandler returns an empty Handler.
@@ -77,6 +80,40 @@ func (h *Handler) HandleNodeGone(node string) {
 	h.gone = append(h.gone, node)
 	h.mu.Unlock()
 	h.note()
+}
+
+// HandleRule implements chat.BrokerHandler.
+func (h *Handler) HandleRule(r chat.Rule, deleted bool) {
+	h.mu.Lock()
+	if deleted {
+		h.rules = append(h.rules, "-"+r.Kind+"/"+r.Room+"/"+r.Subject)
+	} else {
+		h.rules = append(h.rules, fmt.Sprintf("+%s/%s/%s %d", r.Kind, r.Room, r.Subject, r.Until))
+	}
+	h.mu.Unlock()
+	h.note()
+}
+
+// HandleControl implements chat.BrokerHandler.
+func (h *Handler) HandleControl(data []byte) {
+	h.mu.Lock()
+	h.control = append(h.control, string(data))
+	h.mu.Unlock()
+	h.note()
+}
+
+// SetLoad sets what NodeLoad reports.
+func (h *Handler) SetLoad(n chat.NodeInfo) {
+	h.mu.Lock()
+	h.load = n
+	h.mu.Unlock()
+}
+
+// NodeLoad implements chat.BrokerHandler.
+func (h *Handler) NodeLoad() chat.NodeInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.load
 }
 
 // Messages returns room's messages so far, as "seq:msg".
@@ -214,6 +251,25 @@ func Single(t *testing.T, b chat.Broker) {
 	if _, err := b.LookupNick("alice"); !errors.Is(err, chat.ErrNickNotFound) {
 		t.Fatalf("LookupNick after release: %v", err)
 	}
+
+	// Rules and broadcasts come back to their own hub.
+	ban := chat.Rule{Kind: chat.RuleBanUser, Subject: "u1", Until: 4102444800000}
+	if err := b.PutRule(ban); err != nil {
+		t.Fatal(err)
+	}
+	h.Wait(t, "the rule", func(h *Handler) bool { return slices.Contains(h.rules, "+ban_user//u1 4102444800000") })
+	if err := b.DeleteRule(ban); err != nil {
+		t.Fatal(err)
+	}
+	h.Wait(t, "the rule's end", func(h *Handler) bool { return slices.Contains(h.rules, "-ban_user//u1") })
+	if err := b.Broadcast([]byte(`{"kind":"x"}`)); err != nil {
+		t.Fatal(err)
+	}
+	h.Wait(t, "the broadcast", func(h *Handler) bool { return slices.Contains(h.control, `{"kind":"x"}`) })
+	h.SetLoad(chat.NodeInfo{Node: b.Node(), Clients: 3})
+	if n := b.Nodes(); len(n) == 0 || n[0].Clients != 3 {
+		t.Fatalf("Nodes: %+v, want this node first with its load", n)
+	}
 }
 
 // Cluster tests brokers of three nodes of one cluster: fresh, not
@@ -290,6 +346,22 @@ func Cluster(t *testing.T, nodes [3]chat.Broker) {
 	}
 	if o, err := nodes[2].LookupNick("bob"); err != nil || o != nodes[0].Node()+"/1/bob" {
 		t.Fatalf("LookupNick on another node: %q, %v", o, err)
+	}
+
+	// Rules reach every node, and a node that starts later gets those in
+	// force; broadcasts reach every node.
+	mute := chat.Rule{Kind: chat.RuleMute, Subject: "u2", Room: "room", Until: 4102444800000}
+	if err := nodes[1].PutRule(mute); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hs {
+		h.Wait(t, fmt.Sprintf("the rule on node %d", i), func(h *Handler) bool { return slices.Contains(h.rules, "+mute/room/u2 4102444800000") })
+	}
+	if err := nodes[2].Broadcast([]byte("all")); err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hs {
+		h.Wait(t, fmt.Sprintf("the broadcast on node %d", i), func(h *Handler) bool { return slices.Contains(h.control, "all") })
 	}
 
 	// A node that leaves is gone for the others, and its nicks are free.

@@ -14,8 +14,16 @@
 // it again and tell their members the room was reset.
 //
 // Presence news travels on <prefix>.presence.<room>, direct messages on
-// <prefix>.node.<node>.direct, heartbeats on <prefix>.nodes; nicks are
-// claimed in the key-value bucket <prefix>_nicks. A node subscribes per
+// <prefix>.node.<node>.direct, broadcasts on <prefix>.control, heartbeats
+// (with each node's load) on <prefix>.nodes; nicks are claimed in the
+// key-value bucket <prefix>_nicks, access rules kept in <prefix>_rules,
+// which every node watches.
+//
+// Nothing on the bus is trusted for its shape: heartbeats and rules are
+// decoded strictly here, and the hub decodes and checks every message
+// before a client sees it. Who may publish is NATS's to say: use its
+// authentication (Config's credentials), which the embedded server
+// (StartServer) always requires. A node subscribes per
 // room it has members in, all into one channel drained by one goroutine:
 // no goroutine per room.
 package natsbroker
@@ -27,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -56,6 +65,7 @@ type Broker struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	nicks jetstream.KeyValue
+	rules jetstream.KeyValue
 
 	inbox chan *nats.Msg
 	jobs  chan func()
@@ -69,11 +79,14 @@ type Broker struct {
 	routes map[string]route     // by subject
 	claims map[string]string    // nicks this node holds: key -> owner
 	seen   map[string]time.Time // live nodes: when last heard from
+	loads  map[string]chat.NodeInfo
 	left   map[string]bool      // nodes gone (until heard from again)
+	known  map[string]chat.Rule // rules by KV key, to tell which one a delete ends
 	closed bool
 
 	started time.Time
 	stats   stats
+	dropLog logLimit
 }
 
 var _ chat.Broker = (*Broker)(nil)
@@ -100,6 +113,8 @@ const (
 	routePresence
 	routeDirect
 	routeNodes
+	routeControl
+	routeStreamGone
 )
 
 type route struct {
@@ -124,8 +139,12 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{cfg: c, log: c.Logger.With("node", c.Node), inbox: make(chan *nats.Msg, inboxSize),
 		jobs: make(chan func(), 1024), acks: make(chan pending, maxPending), stop: make(chan struct{}), rooms: make(map[string]*roomSub),
 		routes: make(map[string]route), claims: make(map[string]string), seen: make(map[string]time.Time),
-		left: make(map[string]bool), started: time.Now()}
-	nc, err := nats.Connect(c.URL,
+		left: make(map[string]bool), started: time.Now(), loads: make(map[string]chat.NodeInfo), known: make(map[string]chat.Rule)}
+	opts, err := c.natsOptions()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(c.URL, append(opts,
 		nats.Name("parley-"+c.Node),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -147,7 +166,7 @@ func New(cfg Config) (*Broker, error) {
 			}
 			b.log.Warn("NATS error", "err", err)
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: connect to %q: %w", c.URL, err)
 	}
@@ -156,6 +175,9 @@ func New(cfg Config) (*Broker, error) {
 		jetstream.WithPublishAsyncTimeout(c.PublishTimeout), jetstream.WithDefaultTimeout(c.RequestTimeout))
 	if err == nil {
 		err = b.openNicks()
+	}
+	if err == nil {
+		err = b.openRules()
 	}
 	if err != nil {
 		nc.Close()
@@ -182,7 +204,37 @@ func (b *Broker) openNicks() error {
 	return nil
 }
 
-// Run implements chat.Broker: it starts the dispatcher and the heartbeats.
+// natsOptions are the credentials and TLS options of c.
+func (c *Config) natsOptions() ([]nats.Option, error) {
+	var o []nats.Option
+	switch {
+	case c.Token != "":
+		o = append(o, nats.Token(c.Token))
+	case c.User != "":
+		o = append(o, nats.UserInfo(c.User, c.Password))
+	case c.NKeySeedFile != "":
+		opt, err := nats.NkeyOptionFromSeed(c.NKeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("natsbroker: NKeySeedFile: %w", err)
+		}
+		o = append(o, opt)
+	case c.CredsFile != "":
+		if _, err := os.Stat(c.CredsFile); err != nil {
+			return nil, fmt.Errorf("natsbroker: CredsFile: %w", err)
+		}
+		o = append(o, nats.UserCredentials(c.CredsFile))
+	}
+	if c.CAFile != "" {
+		o = append(o, nats.RootCAs(c.CAFile))
+	}
+	if c.CertFile != "" {
+		o = append(o, nats.ClientCert(c.CertFile, c.KeyFile))
+	}
+	return o, nil
+}
+
+// Run implements chat.Broker: it starts the dispatcher and the heartbeats,
+// and hands h the access rules in force before it returns.
 func (b *Broker) Run(h chat.BrokerHandler) error {
 	b.mu.Lock()
 	b.h = h
@@ -190,10 +242,14 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 	for _, s := range []struct {
 		subj string
 		kind routeKind
-	}{{b.cfg.Prefix + ".node." + b.cfg.Node + ".direct", routeDirect}, {b.cfg.Prefix + ".nodes", routeNodes}} {
+	}{{b.cfg.Prefix + ".node." + b.cfg.Node + ".direct", routeDirect}, {b.cfg.Prefix + ".nodes", routeNodes},
+		{b.cfg.Prefix + ".control", routeControl}, {streamDeleted + b.cfg.Prefix + "_room_*", routeStreamGone}} {
 		if err := b.subscribe(s.subj, route{kind: s.kind}); err != nil {
 			return err
 		}
+	}
+	if err := b.watchRules(h); err != nil {
+		return err
 	}
 	b.wg.Add(3)
 	go b.dispatch()
@@ -201,6 +257,9 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 	go b.acknowledge()
 	return nil
 }
+
+// streamDeleted prefixes JetStream's advisory that a stream was deleted.
+const streamDeleted = "$JS.EVENT.ADVISORY.STREAM.DELETED."
 
 // subscribe routes subj into the inbox.
 func (b *Broker) subscribe(subj string, r route) error {
@@ -376,9 +435,11 @@ func (b *Broker) unsubscribe(rs *roomSub) {
 
 // pending is a publication awaiting its acknowledgement.
 type pending struct {
-	f    jetstream.PubAckFuture
-	room string
-	done func(error)
+	f     jetstream.PubAckFuture
+	room  string
+	msg   *nats.Msg
+	retry bool // published again after its room's stream was re-created
+	done  func(error)
 }
 
 // Publish implements chat.Broker: an asynchronous JetStream publish; done
@@ -413,7 +474,7 @@ func (b *Broker) Publish(room string, msg []byte, id string, done func(error)) {
 	b.stats.published.Add(1)
 	if done != nil {
 		select {
-		case b.acks <- pending{f: f, room: room, done: done}:
+		case b.acks <- pending{f: f, room: room, msg: m, done: done}:
 		case <-b.stop: // closed meanwhile: nobody will wait for the ack
 			done(chat.ErrBrokerNotRunning)
 		}
@@ -433,11 +494,73 @@ func (b *Broker) acknowledge() {
 			case <-p.f.Ok():
 				p.done(nil)
 			case err := <-p.f.Err():
+				if !p.retry && noStream(err) {
+					// The room's stream is gone (deleted under us): make it
+					// again now, not at the next reconnect, and publish
+					// once more.
+					b.later(func() { b.recreate(p) })
+					continue
+				}
 				b.stats.publishErrors.Add(1)
 				p.done(fmt.Errorf("natsbroker: publish to %q: %w", p.room, err))
 			}
 		}
 	}
+}
+
+// noStream reports whether a publication failed for want of a stream.
+func noStream(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// recreate makes p's room stream again, then publishes p once more. It
+// runs on the dispatcher.
+func (b *Broker) recreate(p pending) {
+	b.mu.RLock()
+	rs := b.rooms[p.room]
+	b.mu.RUnlock()
+	if rs != nil {
+		b.resyncRoom(rs)
+	} else if _, _, err := b.openStream(token(p.room)); err != nil {
+		b.log.Warn("re-creating a room's stream", "room", p.room, "err", err)
+	}
+	b.stats.recreated.Add(1)
+	f, err := b.js.PublishMsgAsync(p.msg)
+	if err != nil {
+		b.stats.publishErrors.Add(1)
+		p.done(fmt.Errorf("natsbroker: publish to %q: %w", p.room, err))
+		return
+	}
+	p.f, p.retry = f, true
+	select {
+	case b.acks <- p:
+	case <-b.stop:
+		p.done(chat.ErrBrokerNotRunning)
+	}
+}
+
+// streamGone re-creates a subscribed room's stream deleted under this
+// node (JetStream's advisory names it), so that its members are told of
+// the reset and later messages are stored.
+func (b *Broker) streamGone(stream string) {
+	tok, ok := strings.CutPrefix(stream, b.cfg.Prefix+"_room_")
+	if !ok {
+		return
+	}
+	b.mu.RLock()
+	var rs *roomSub
+	for _, r := range b.rooms {
+		if r.token == tok {
+			rs = r
+		}
+	}
+	b.mu.RUnlock()
+	if rs == nil {
+		return
+	}
+	b.stats.recreated.Add(1)
+	b.log.Warn("a room's stream was deleted: making it again", "room", rs.name)
+	b.resyncRoom(rs)
 }
 
 // PublishPresence implements chat.Broker.
@@ -604,6 +727,9 @@ func (b *Broker) dispatch() {
 			b.mu.RLock()
 			r, ok := b.routes[m.Subject]
 			b.mu.RUnlock()
+			if !ok && strings.HasPrefix(m.Subject, streamDeleted) {
+				r, ok = route{kind: routeStreamGone}, true
+			}
 			if !ok {
 				continue // unsubscribed meanwhile
 			}
@@ -620,6 +746,11 @@ func (b *Broker) dispatch() {
 				h.HandleDirect(m.Data)
 			case routeNodes:
 				b.nodeBeat(h, m)
+			case routeControl:
+				b.stats.controlReceived.Add(1)
+				h.HandleControl(m.Data)
+			case routeStreamGone:
+				b.streamGone(strings.TrimPrefix(m.Subject, streamDeleted))
 			}
 		}
 	}
@@ -783,12 +914,23 @@ func (b *Broker) resyncRoom(rs *roomSub) {
 
 // beatMsg is a heartbeat.
 type beatMsg struct {
-	Node string `json:"node"`
-	Bye  bool   `json:"bye,omitempty"`
+	Node    string `json:"node"`
+	Bye     bool   `json:"bye,omitempty"`
+	Clients int    `json:"clients"`
+	Users   int    `json:"users"`
+	Rooms   int    `json:"rooms"`
 }
 
 func (b *Broker) beat(bye bool) {
-	data, _ := json.Marshal(beatMsg{Node: b.cfg.Node, Bye: bye})
+	bm := beatMsg{Node: b.cfg.Node, Bye: bye}
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	if h != nil {
+		l := h.NodeLoad()
+		bm.Clients, bm.Users, bm.Rooms = l.Clients, l.Users, l.Rooms
+	}
+	data, _ := json.Marshal(bm)
 	_ = b.nc.Publish(b.cfg.Prefix+".nodes", data) // fails only while disconnected
 }
 
@@ -813,6 +955,7 @@ func (b *Broker) heartbeat() {
 			for n, at := range b.seen {
 				if now.Sub(at) > 3*b.cfg.Heartbeat {
 					delete(b.seen, n)
+					delete(b.loads, n)
 					b.left[n] = true
 					gone = append(gone, n)
 				}
@@ -827,16 +970,25 @@ func (b *Broker) heartbeat() {
 
 func (b *Broker) nodeBeat(h chat.BrokerHandler, m *nats.Msg) {
 	var bm beatMsg
-	if json.Unmarshal(m.Data, &bm) != nil || bm.Node == b.cfg.Node || bm.Node == "" {
+	if err := strict(m.Data, &bm); err != nil || !validName(bm.Node, 16) || bm.Clients < 0 || bm.Users < 0 || bm.Rooms < 0 {
+		b.stats.droppedBeats.Add(1)
+		if b.dropLog.allow() {
+			b.log.Warn("dropping a heartbeat that does not decode", "err", err, "data", string(m.Data[:min(len(m.Data), 200)]))
+		}
+		return
+	}
+	if bm.Node == b.cfg.Node {
 		return
 	}
 	b.mu.Lock()
 	_, known := b.seen[bm.Node]
 	if bm.Bye {
 		delete(b.seen, bm.Node)
+		delete(b.loads, bm.Node)
 		b.left[bm.Node] = true
 	} else {
 		b.seen[bm.Node] = time.Now()
+		b.loads[bm.Node] = chat.NodeInfo{Node: bm.Node, Clients: bm.Clients, Users: bm.Users, Rooms: bm.Rooms}
 		delete(b.left, bm.Node)
 	}
 	b.mu.Unlock()
@@ -867,7 +1019,8 @@ func (b *Broker) liveNodes() int {
 type stats struct {
 	published, publishErrors, received, repaired, lost, duplicates atomic.Uint64
 	presenceReceived, directReceived, resets, nodesGone, slow      atomic.Uint64
-	reconnects, disconnects                                        atomic.Uint64
+	reconnects, disconnects, controlReceived, recreated            atomic.Uint64
+	droppedBeats, droppedRules                                     atomic.Uint64
 	lag                                                            histogram
 }
 
@@ -887,6 +1040,10 @@ type Stats struct {
 	SlowConsumer     uint64 // times NATS dropped messages for this node
 	Reconnects       uint64 // reconnections to NATS
 	Disconnects      uint64 // losses of the NATS connection
+	ControlReceived  uint64 // broadcasts received (DMs to users, disconnections)
+	Recreated        uint64 // room streams made again after they were deleted under this node
+	DroppedBeats     uint64 // heartbeats that did not decode strictly (dropped)
+	DroppedRules     uint64 // rule records that did not decode strictly (dropped)
 	Nodes            int    // other live nodes
 	// Lag is the time from a room message's storing in its stream to its
 	// arrival here: counts per LagBuckets() bound, the last one above them
@@ -925,7 +1082,9 @@ func (b *Broker) Stats() Stats {
 		Received: s.received.Load(), Repaired: s.repaired.Load(), Lost: s.lost.Load(), Duplicates: s.duplicates.Load(),
 		PresenceReceived: s.presenceReceived.Load(), DirectReceived: s.directReceived.Load(), Resets: s.resets.Load(),
 		NodesGone: s.nodesGone.Load(), SlowConsumer: s.slow.Load(), Reconnects: s.reconnects.Load(),
-		Disconnects: s.disconnects.Load(), Nodes: b.liveNodes(), LagSum: time.Duration(s.lag.sum.Load())}
+		Disconnects: s.disconnects.Load(), Nodes: b.liveNodes(), LagSum: time.Duration(s.lag.sum.Load()),
+		ControlReceived: s.controlReceived.Load(), Recreated: s.recreated.Load(), DroppedBeats: s.droppedBeats.Load(),
+		DroppedRules: s.droppedRules.Load()}
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {
 		st.LagCounts[i] = s.lag.counts[i].Load()

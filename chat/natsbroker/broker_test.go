@@ -18,7 +18,7 @@ import (
 // startNATS starts an embedded NATS server on a free port for the test.
 func startNATS(t testing.TB) *natsbroker.Server {
 	t.Helper()
-	s, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Logger: quiet()})
+	s, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Token: testToken, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func newBroker(t testing.TB, url, node string) *natsbroker.Broker {
 	t.Helper()
-	b, err := natsbroker.New(natsbroker.Config{URL: url, Node: node, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
+	b, err := natsbroker.New(natsbroker.Config{URL: url, Node: node, Token: testToken, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +148,11 @@ func TestStartServerAddressTaken(t *testing.T) {
 	}
 	defer l.Close()
 	began := time.Now()
-	_, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: l.Addr().String(), StoreDir: t.TempDir(), Logger: quiet()})
+	_, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: l.Addr().String(), StoreDir: t.TempDir(), Token: testToken, Logger: quiet()})
 	if err == nil || !strings.Contains(err.Error(), "address already in use") || time.Since(began) > 5*time.Second {
 		t.Fatalf("StartServer on a taken address: %v after %v", err, time.Since(began))
 	}
 }
+
+// testToken is the embedded NATS servers' secret in these tests.
+const testToken = "parley-test-token-0123456789"

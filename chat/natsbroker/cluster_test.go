@@ -47,7 +47,7 @@ func startNodes(t *testing.T, url string, n int) []*node {
 	var nodes []*node
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("n%d", i)
-		b, err := natsbroker.New(natsbroker.Config{URL: url, Node: name, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
+		b, err := natsbroker.New(natsbroker.Config{URL: url, Node: name, Token: testToken, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,7 +261,7 @@ func TestNATSRestart(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Logger: quiet()})
+	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Token: testToken, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +285,7 @@ func TestNATSRestart(t *testing.T) {
 		t.Fatalf("the error does not name the message: %+v", e)
 	}
 
-	ns, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Logger: quiet()})
+	ns, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Token: testToken, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}

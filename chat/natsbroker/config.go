@@ -54,6 +54,22 @@ type Config struct {
 	// lookups. Default 5 s.
 	RequestTimeout time.Duration
 
+	// Credentials for NATS, at most one kind: a token, a user and
+	// password, an NKey seed file, or a creds file (JWT and seed, as nsc
+	// writes them). Default none.
+	Token        string
+	User         string
+	Password     string
+	NKeySeedFile string
+	CredsFile    string
+
+	// TLS: CAFile is the PEM CA bundle the server's certificate is checked
+	// against (it implies TLS); CertFile and KeyFile a client certificate,
+	// for servers that ask for one.
+	CAFile   string
+	CertFile string
+	KeyFile  string
+
 	// Logger receives the broker's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -95,6 +111,20 @@ func (c *Config) Validate() error {
 	}
 	if !validName(d.Prefix, 32) {
 		return fmt.Errorf("natsbroker: Prefix %q: 1 to 32 lower-case letters, digits or '_'", d.Prefix)
+	}
+	kinds := 0
+	for _, set := range []bool{d.Token != "", d.User != "" || d.Password != "", d.NKeySeedFile != "", d.CredsFile != ""} {
+		if set {
+			kinds++
+		}
+	}
+	switch {
+	case kinds > 1:
+		return fmt.Errorf("natsbroker: give one kind of credentials: Token, User and Password, NKeySeedFile or CredsFile")
+	case (d.User == "") != (d.Password == ""):
+		return fmt.Errorf("natsbroker: User and Password go together")
+	case (d.CertFile == "") != (d.KeyFile == ""):
+		return fmt.Errorf("natsbroker: CertFile and KeyFile go together")
 	}
 	if d.HistorySize < 1 {
 		return fmt.Errorf("natsbroker: HistorySize (%d) must be at least 1", d.HistorySize)

@@ -1,6 +1,8 @@
 package natsbroker
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,9 +16,13 @@ import (
 // Server is an embedded NATS server with JetStream
 // (github.com/nats-io/nats-server/v2), for one-machine clusters and tests:
 // no install needed. Production clusters run their own NATS.
+//
+// It always requires authentication: a client must present its token, so
+// nothing but Parley's nodes can read or write the cluster's bus.
 type Server struct {
-	ns  *server.Server
-	dir string // a temporary store to remove, or ""
+	ns    *server.Server
+	dir   string // a temporary store to remove, or ""
+	token string
 }
 
 // ServerConfig configures an embedded NATS server.
@@ -28,9 +34,20 @@ type ServerConfig struct {
 	// but JetStream needs one). Default: a temporary directory, removed by
 	// Shutdown.
 	StoreDir string
+	// Token is the secret clients must present (at least 16 bytes).
+	// Default: 32 random bytes, hex-encoded (Server.Token).
+	Token string
 	// Logger receives the server's warnings and errors. Default
 	// slog.Default().
 	Logger *slog.Logger
+}
+
+// NewToken returns a random secret for an embedded server: 32 bytes,
+// hex-encoded.
+func NewToken() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return hex.EncodeToString(b)
 }
 
 // StartServer starts an embedded NATS server and waits until it accepts
@@ -41,6 +58,12 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Token == "" {
+		cfg.Token = NewToken()
+	}
+	if len(cfg.Token) < 16 {
+		return nil, fmt.Errorf("natsbroker: embedded NATS token: %d bytes, want at least 16", len(cfg.Token))
 	}
 	host, port, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
@@ -58,7 +81,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	} else {
 		_ = l.Close()
 	}
-	s := &Server{}
+	s := &Server{token: cfg.Token}
 	store := cfg.StoreDir
 	if store == "" {
 		if store, err = os.MkdirTemp("", "parley-nats-"); err != nil {
@@ -79,6 +102,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		StoreDir:   store,
 		NoSigs:     true,
 		MaxPayload: 1 << 20,
+		// Authentication is required (a token); NATS compares it in
+		// constant time.
+		Authorization: cfg.Token,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded NATS: %w", err)
@@ -95,6 +121,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 
 // URL is the server's client URL.
 func (s *Server) URL() string { return s.ns.ClientURL() }
+
+// Token is the secret a client presents (Config.Token).
+func (s *Server) Token() string { return s.token }
 
 // Shutdown stops the server and removes a temporary store.
 func (s *Server) Shutdown() {

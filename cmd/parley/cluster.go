@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -72,13 +73,15 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 		return cfg, fmt.Errorf("--metrics-port %d: out of range", cfg.MetricsPort)
 	}
 	for _, a := range cfg.Serve {
-		for _, own := range []string{"--addr", "--nats", "--nats-embedded", "--node", "--reuse-port", "--metrics-listen"} {
+		for _, own := range []string{"--addr", "--nats", "--nats-embedded", "--node", "--reuse-port", "--metrics-listen",
+			"--nats-token-file", "--nats-user", "--nats-password-file", "--nats-nkey-seed", "--nats-creds"} {
 			if a == own || strings.HasPrefix(a, own+"=") {
 				return cfg, fmt.Errorf("%s: set by parley cluster for each node", own)
 			}
 		}
 	}
-	_, _, _, check := cfg.args(1, "nats://"+cfg.NATSAddr) // node 1's command line, checked as serve would
+	_, _, _, check := cfg.args(1, "nats://"+cfg.NATSAddr, os.DevNull) // node 1's command line, checked as serve would
+	check = slices.DeleteFunc(check, func(a string) bool { return a == "--nats-token-file" || a == os.DevNull })
 	if _, err := parseServe(check[1:], io.Discard); err != nil {
 		return cfg, fmt.Errorf("serve flags %q: %w", cfg.Serve, err)
 	}
@@ -93,8 +96,9 @@ type node struct {
 	err                 error         // how, once exited
 }
 
-// args returns the command line of node i (from 1).
-func (c *clusterConfig) args(i int, natsURL string) (name, addr, metrics string, args []string) {
+// args returns the command line of node i (from 1), which authenticates
+// to NATS with the token in tokenFile.
+func (c *clusterConfig) args(i int, natsURL, tokenFile string) (name, addr, metrics string, args []string) {
 	host, port, _ := net.SplitHostPort(c.Addr)
 	p, _ := strconv.Atoi(port)
 	if !c.SharedPort {
@@ -102,7 +106,7 @@ func (c *clusterConfig) args(i int, natsURL string) (name, addr, metrics string,
 	}
 	name = "n" + strconv.Itoa(i)
 	addr = net.JoinHostPort(host, strconv.Itoa(p))
-	args = []string{"serve", "--nats", natsURL, "--node", name, "--addr", addr, "--log-level", c.LogLevel.String()}
+	args = []string{"serve", "--nats", natsURL, "--nats-token-file", tokenFile, "--node", name, "--addr", addr, "--log-level", c.LogLevel.String()}
 	if c.SharedPort {
 		args = append(args, "--reuse-port")
 	}
@@ -126,12 +130,20 @@ func runCluster(args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("finding the parley binary: %w", err)
 	}
+	// The embedded NATS requires a token, made here and handed to the
+	// nodes in a file only this user can read (not on their command line,
+	// which any user can see).
 	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer ns.Shutdown()
-	log.Info("embedded NATS server", "url", ns.URL())
+	tokenFile, err := writeTokenFile(ns.Token())
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tokenFile)
+	log.Info("embedded NATS server", "url", ns.URL(), "token_file", tokenFile)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -142,7 +154,7 @@ func runCluster(args []string, stderr io.Writer) error {
 	for i := 1; i <= cfg.Nodes; i++ {
 		n := &node{exited: make(chan struct{})}
 		var a []string
-		n.name, n.addr, n.metrics, a = cfg.args(i, ns.URL())
+		n.name, n.addr, n.metrics, a = cfg.args(i, ns.URL(), tokenFile)
 		n.cmd = exec.Command(exe, a...)
 		n.cmd.Stdout, n.cmd.Stderr = stderr, stderr
 		if cfg.NodeProcs > 0 {

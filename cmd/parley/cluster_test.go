@@ -102,8 +102,12 @@ func waitHTTP(t *testing.T, url string) string {
 // joins through it, and a room spans the two.
 func TestServeEmbeddedNATS(t *testing.T) {
 	natsAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1))
-	_, a := startParley(t, "--nats-embedded", natsAddr, "--node", "a", "--log-level", "info")
-	_, b := startParley(t, "--nats", "nats://"+natsAddr, "--node", "b", "--log-level", "info")
+	token := filepath.Join(t.TempDir(), "nats.token")
+	if err := os.WriteFile(token, []byte("a-token-for-this-test-only\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, a := startParley(t, "--nats-embedded", natsAddr, "--nats-token-file", token, "--node", "a", "--log-level", "info")
+	_, b := startParley(t, "--nats", "nats://"+natsAddr, "--nats-token-file", token, "--node", "b", "--log-level", "info")
 	ca, cb := chattest.Connect(t, "ws://"+a+"/ws"), chattest.Connect(t, "ws://"+b+"/ws")
 	if !strings.HasPrefix(ca.Nick, "guest-a-") || !strings.HasPrefix(cb.Nick, "guest-b-") {
 		t.Fatalf("guest nicks %q and %q do not name their nodes", ca.Nick, cb.Nick)

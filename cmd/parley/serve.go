@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/lesismal/nbio/logging"
+	"github.com/parleyhq/parley/api"
+	"github.com/parleyhq/parley/auth"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/engine"
@@ -40,6 +42,17 @@ type serveConfig struct {
 	// an embedded NATS server's address (empty: none).
 	NATS         natsbroker.Config
 	NATSEmbedded string
+	// Files the NATS secrets are read from (Config holds the secrets).
+	NATSTokenFile, NATSPasswordFile string
+
+	// Tokens: the keys (none: no tokens) and the guest policy.
+	Auth   auth.Config
+	Guests string // auto, on or off
+
+	// The server API: its key's file (empty: no API) and its own
+	// listener (empty: under /api/v1/ on the main one).
+	APIKeyFile string
+	APIListen  string
 }
 
 // durationOrOff is a duration flag that also takes "off" (stored as -1,
@@ -155,6 +168,27 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
 	fs.DurationVar(&ch.LargeRoomCounts, "large-room-counts", chat.DefaultLargeRoomCounts, "how often, at most, a large room is told its member count")
 	fs.BoolVar(&e.ReusePort, "reuse-port", false, "set SO_REUSEPORT: several nodes may listen on one --addr, and the kernel spreads clients over them")
+	var secrets, pubKeys, private, readOnly stringList
+	fs.Var(&secrets, "jwt-secret", "`[ALG:]file` holding an HMAC secret (>= 32 bytes) that signs connect tokens; ALG HS256 (default), HS384 or HS512; repeatable")
+	fs.Var(&pubKeys, "jwt-public-key", "`[ALG:]file`: a PEM public key (RSA, ECDSA, Ed25519) that verifies connect tokens; ALG defaults by key type (RS256, ES256/384/512, EdDSA); repeatable")
+	fs.StringVar(&cfg.Auth.JWKSFile, "jwks", "", "a JWKS `file` whose public keys verify connect tokens, each pinned to its alg")
+	fs.StringVar(&cfg.Auth.Audience, "jwt-audience", "", "a token's aud must hold this `audience` (empty: not checked)")
+	fs.StringVar(&cfg.Auth.Issuer, "jwt-issuer", "", "a token's iss must be this `issuer` (empty: not checked)")
+	fs.DurationVar(&cfg.Auth.Leeway, "jwt-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp, nbf and iat")
+	fs.StringVar(&cfg.Guests, "guests", "auto", "admit clients without a token: on, off, or auto (on only when no key is configured)")
+	fs.Var(&private, "private-room", "a `room` (or prefix*) only users whose token's rooms claim names it, or who were invited, may join; repeatable")
+	fs.Var(&readOnly, "read-only-room", "a `room` (or prefix*) only users whose token's say claim names it may say in; repeatable")
+	fs.IntVar(&ch.MaxRules, "max-rules", chat.DefaultMaxRules, "most bans, mutes and invitations held")
+	fs.StringVar(&cfg.APIKeyFile, "api-key-file", "", "`file` holding the server API's key (>= 16 bytes); enables the API (docs/API.md) under /api/v1/")
+	fs.StringVar(&cfg.APIListen, "api-listen", "", "serve the server API on this `host:port` only, instead of on the main listener")
+	fs.StringVar(&cfg.NATSTokenFile, "nats-token-file", "", "`file` holding the NATS token; with --nats-embedded, the token the embedded server requires (default: a new one, written to a file named in the log)")
+	fs.StringVar(&cfg.NATS.User, "nats-user", "", "NATS `user` name (with --nats-password-file)")
+	fs.StringVar(&cfg.NATSPasswordFile, "nats-password-file", "", "`file` holding the NATS user's password")
+	fs.StringVar(&cfg.NATS.NKeySeedFile, "nats-nkey-seed", "", "NKey seed `file` to authenticate to NATS with")
+	fs.StringVar(&cfg.NATS.CredsFile, "nats-creds", "", "NATS credentials `file` (user JWT and NKey seed, as nsc writes)")
+	fs.StringVar(&cfg.NATS.CAFile, "nats-ca", "", "PEM CA `file` NATS's certificate is checked against (TLS to NATS)")
+	fs.StringVar(&cfg.NATS.CertFile, "nats-cert", "", "PEM client certificate `file` for NATS servers that ask for one (with --nats-key)")
+	fs.StringVar(&cfg.NATS.KeyFile, "nats-key", "", "PEM private key `file` of --nats-cert")
 	fs.StringVar(&cfg.NATS.URL, "nats", "", "join a cluster: share rooms with the other nodes through the NATS server at this `url` (nats://host:port)")
 	fs.StringVar(&cfg.NATSEmbedded, "nats-embedded", "", "start an embedded NATS server (with JetStream) on this `host:port` and use it, for one-machine clusters")
 	fs.StringVar(&cfg.NATS.Node, "node", "", "this node's `name` in the cluster: 1-16 of a-z, 0-9, _ (default: random)")
@@ -178,6 +212,62 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		return cfg, errUsage
 	}
 	e.AllowedOrigins = origins
+	ch.PrivateRooms, ch.ReadOnlyRooms = private, readOnly
+	for _, v := range secrets {
+		kf, err := auth.ParseKeyFile(v)
+		if err != nil {
+			return cfg, fmt.Errorf("--jwt-secret: %w", err)
+		}
+		cfg.Auth.HMACSecrets = append(cfg.Auth.HMACSecrets, kf)
+	}
+	for _, v := range pubKeys {
+		kf, err := auth.ParseKeyFile(v)
+		if err != nil {
+			return cfg, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+		cfg.Auth.PublicKeys = append(cfg.Auth.PublicKeys, kf)
+	}
+	switch cfg.Guests {
+	case "auto":
+		ch.Guests = chat.GuestsAuto
+	case "on":
+		ch.Guests = chat.GuestsAllowed
+	case "off":
+		ch.Guests = chat.GuestsRefused
+	default:
+		return cfg, fmt.Errorf("--guests %q: must be on, off or auto", cfg.Guests)
+	}
+	if cfg.keyed() {
+		v, err := auth.New(cfg.Auth)
+		if err != nil {
+			return cfg, fmt.Errorf("connect tokens (--jwt-secret, --jwt-public-key, --jwks): %w", err)
+		}
+		ch.Verifier = v
+	} else if cfg.Auth.Audience != "" || cfg.Auth.Issuer != "" {
+		return cfg, fmt.Errorf("--jwt-audience and --jwt-issuer need a key (--jwt-secret, --jwt-public-key or --jwks)")
+	}
+	if cfg.APIListen != "" {
+		if cfg.APIKeyFile == "" {
+			return cfg, fmt.Errorf("--api-listen needs --api-key-file")
+		}
+		if _, _, err := net.SplitHostPort(cfg.APIListen); err != nil {
+			return cfg, fmt.Errorf("--api-listen %q: %w", cfg.APIListen, err)
+		}
+	}
+	if cfg.NATSTokenFile != "" {
+		b, err := readSecret(cfg.NATSTokenFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--nats-token-file: %w", err)
+		}
+		cfg.NATS.Token = b
+	}
+	if cfg.NATSPasswordFile != "" {
+		b, err := readSecret(cfg.NATSPasswordFile)
+		if err != nil {
+			return cfg, fmt.Errorf("--nats-password-file: %w", err)
+		}
+		cfg.NATS.Password = b
+	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return cfg, fmt.Errorf("--log-format %q: must be text or json", cfg.LogFormat)
 	}
@@ -221,6 +311,25 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	return cfg, nil
 }
 
+// keyed reports whether a key to check tokens with is configured.
+func (c *serveConfig) keyed() bool {
+	return len(c.Auth.HMACSecrets)+len(c.Auth.PublicKeys) > 0 || c.Auth.JWKSFile != ""
+}
+
+// readSecret reads a secret from a file: its content without the trailing
+// newline, refused when empty.
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
+}
+
 // clustered reports whether the node shares rooms through NATS.
 func (c *serveConfig) clustered() bool { return c.NATS.URL != "" || c.NATSEmbedded != "" }
 
@@ -254,13 +363,23 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	var broker *natsbroker.Broker
 	if cfg.clustered() {
 		if cfg.NATSEmbedded != "" {
-			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSEmbedded, Logger: log})
+			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSEmbedded, Token: cfg.NATS.Token, Logger: log})
 			if err != nil {
 				return err
 			}
 			defer ns.Shutdown()
-			cfg.NATS.URL = ns.URL()
-			log.Info("embedded NATS server", "url", ns.URL())
+			cfg.NATS.URL, cfg.NATS.Token = ns.URL(), ns.Token()
+			tokenFile := cfg.NATSTokenFile
+			if tokenFile == "" {
+				f, err := writeTokenFile(ns.Token())
+				if err != nil {
+					return err
+				}
+				defer os.Remove(f)
+				tokenFile = f
+			}
+			log.Info("embedded NATS server: it requires its token; other nodes join with --nats and --nats-token-file",
+				"url", ns.URL(), "token_file", tokenFile)
 		}
 		cfg.NATS.HistorySize = cfg.Chat.HistorySize
 		cfg.NATS.Logger = log
@@ -279,13 +398,18 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if _, err := srv.Mount("/ws", hub); err != nil {
 		return err
 	}
+	apiSrv, stopAPI, err := startAPI(cfg, hub, srv, log)
+	if err != nil {
+		return err
+	}
+	defer stopAPI()
 	if cfg.EchoPath != "" {
 		if _, err := srv.MountWith(cfg.EchoPath, &engine.Echo{}, &engine.MountOptions{MaxMessageSize: 16 << 20}); err != nil {
 			return err
 		}
 	}
 	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: buildVersion, Revision: buildRevision}},
-		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub), Broker: brokerStats(broker)})
+		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub), Broker: brokerStats(broker), API: apiStats(apiSrv)})
 	if err != nil {
 		return err
 	}
@@ -346,7 +470,7 @@ func chatStats(hub *chat.Hub) func() metrics.ChatStats {
 		return metrics.ChatStats{
 			Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received, DMs: st.DMs,
 			RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,
-			PublishFailed: st.PublishFailed, Errors: st.Errors,
+			PublishFailed: st.PublishFailed, Errors: st.Errors, Users: st.Users, Refused: st.Refused, Dropped: st.Dropped,
 		}
 	}
 }
@@ -369,7 +493,73 @@ func brokerStats(b *natsbroker.Broker) func() metrics.BrokerStats {
 			PresenceReceived: st.PresenceReceived, DirectReceived: st.DirectReceived, Resets: st.Resets,
 			NodesGone: st.NodesGone, SlowConsumer: st.SlowConsumer, Reconnects: st.Reconnects,
 			Disconnects: st.Disconnects, LagBounds: bounds, LagCounts: st.LagCounts, LagSum: st.LagSum.Seconds(),
+			ControlReceived: st.ControlReceived, Recreated: st.Recreated, DroppedBeats: st.DroppedBeats, DroppedRules: st.DroppedRules,
 		}
+	}
+}
+
+// writeTokenFile writes an embedded NATS server's token to a new file
+// only this user can read, and returns its name.
+func writeTokenFile(token string) (string, error) {
+	f, err := os.CreateTemp("", "parley-nats-*.token")
+	if err != nil {
+		return "", fmt.Errorf("writing the NATS token: %w", err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(token + "\n"); err != nil {
+		return "", fmt.Errorf("writing the NATS token: %w", err)
+	}
+	return f.Name(), nil // CreateTemp makes it 0600
+}
+
+// startAPI starts the server API if a key is configured: under /api/v1/
+// on srv, or on --api-listen. It returns the API (nil when off) and what
+// stops its listener.
+func startAPI(cfg serveConfig, hub *chat.Hub, srv *engine.Server, log *slog.Logger) (*api.Server, func(), error) {
+	if cfg.APIKeyFile == "" {
+		return nil, func() {}, nil
+	}
+	key, err := readSecret(cfg.APIKeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--api-key-file: %w", err)
+	}
+	a, err := api.New(api.Config{Key: key, Logger: log, NodeStats: func() any { return srv.Stats() }}, hub)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--api-key-file: %w", err)
+	}
+	if cfg.APIListen == "" {
+		if err := srv.Handle("/api/", a.Handler()); err != nil {
+			return nil, nil, err
+		}
+		log.Info("server API", "path", api.Prefix)
+		return a, func() {}, nil
+	}
+	ln, err := net.Listen("tcp", cfg.APIListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--api-listen: %w", err)
+	}
+	hs := &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && err != http.ErrServerClosed {
+			log.Error("API listener failed", "err", err)
+		}
+	}()
+	log.Info("server API", "addr", ln.Addr().String(), "path", api.Prefix)
+	return a, func() { _ = hs.Close() }, nil
+}
+
+// apiStats maps the API's counters onto the metrics package's view; nil
+// when the API is off.
+func apiStats(a *api.Server) func() []metrics.APIHit {
+	if a == nil {
+		return nil
+	}
+	return func() []metrics.APIHit {
+		var out []metrics.APIHit
+		for h, n := range a.Stats() {
+			out = append(out, metrics.APIHit{Route: h.Route, Status: h.Status, Count: n})
+		}
+		return out
 	}
 }
 

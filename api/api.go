@@ -1,0 +1,434 @@
+// Package api is Parley's server API for backends: JSON over HTTP,
+// authenticated by an API key, acting on the chat of the whole cluster
+// (publish to a room, DM a user, disconnect, ban, mute, invite, read a
+// room's presence and history, read node and cluster stats). docs/API.md
+// lists every call.
+//
+// The key is compared in constant time (as SHA-256 digests, so its length
+// is not told either). Request bodies are small JSON objects decoded
+// strictly: an unknown field, a duplicate key or a wrong type is a 400
+// naming it.
+package api
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+)
+
+// Prefix is where the API's routes live.
+const Prefix = "/api/v1/"
+
+// MinKeyLength is the shortest API key accepted, in bytes.
+const MinKeyLength = 16
+
+// maxBody bounds a request's body.
+const maxBody = 64 << 10
+
+// maxDuration bounds a ban's, mute's or invitation's duration.
+const maxDuration = 10 * 365 * 24 * time.Hour
+
+// Config configures the API.
+type Config struct {
+	// Key is the secret callers send as "Authorization: Bearer <key>":
+	// at least MinKeyLength bytes. Required.
+	Key string
+	// NodeStats, if set, adds the node's own figures (the engine's, say)
+	// to GET /api/v1/stats.
+	NodeStats func() any
+	// Logger receives the API's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server serves the API. Create it with New.
+type Server struct {
+	cfg  Config
+	hub  *chat.Hub
+	key  [sha256.Size]byte
+	mux  *http.ServeMux
+	log  *slog.Logger
+	mu   sync.Mutex
+	hits map[Hit]uint64
+}
+
+// Hit is a route and a status, as counted by Stats.
+type Hit struct {
+	Route  string // the route's pattern, e.g. "POST /api/v1/rooms/{room}/messages"
+	Status int
+}
+
+// New returns the API of hub.
+func New(cfg Config, hub *chat.Hub) (*Server, error) {
+	if len(cfg.Key) < MinKeyLength {
+		return nil, fmt.Errorf("api: Key: %d bytes, want at least %d", len(cfg.Key), MinKeyLength)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, hub: hub, key: sha256.Sum256([]byte(cfg.Key)), mux: http.NewServeMux(),
+		log: cfg.Logger, hits: make(map[Hit]uint64)}
+	for _, rt := range s.routes() {
+		s.mux.Handle(rt.pattern, s.call(rt.pattern, rt.f))
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			s.unauthorized(w, "/")
+			return
+		}
+		s.count("/", http.StatusNotFound)
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no such call: " + r.Method + " " + r.URL.Path, Code: "not_found"})
+	})
+	return s, nil
+}
+
+// route is a call: its pattern and its function.
+type route struct {
+	pattern string
+	f       func(*http.Request) (any, error)
+}
+
+func (s *Server) routes() []route {
+	return []route{
+		{"POST /api/v1/rooms/{room}/messages", s.publish},
+		{"GET /api/v1/rooms/{room}/history", s.history},
+		{"GET /api/v1/rooms/{room}/presence", s.presence},
+		{"POST /api/v1/users/{user}/messages", s.dm},
+		{"POST /api/v1/users/{user}/disconnect", s.disconnect},
+		{"PUT /api/v1/bans/users/{user}", s.putRule(chat.RuleBanUser)},
+		{"DELETE /api/v1/bans/users/{user}", s.deleteRule(chat.RuleBanUser)},
+		{"PUT /api/v1/bans/addrs/{addr...}", s.putRule(chat.RuleBanAddr)},
+		{"DELETE /api/v1/bans/addrs/{addr...}", s.deleteRule(chat.RuleBanAddr)},
+		{"PUT /api/v1/rooms/{room}/mutes/{user}", s.putRule(chat.RuleMute)},
+		{"DELETE /api/v1/rooms/{room}/mutes/{user}", s.deleteRule(chat.RuleMute)},
+		{"PUT /api/v1/rooms/{room}/invitations/{user}", s.putRule(chat.RuleInvite)},
+		{"DELETE /api/v1/rooms/{room}/invitations/{user}", s.deleteRule(chat.RuleInvite)},
+		{"GET /api/v1/rules", s.rules},
+		{"GET /api/v1/stats", s.stats},
+	}
+}
+
+// Routes lists the API's route patterns ("METHOD /path/{param}").
+func (s *Server) Routes() []string {
+	var out []string
+	for _, rt := range s.routes() {
+		out = append(out, rt.pattern)
+	}
+	return out
+}
+
+// Handler returns the API's handler, for requests under Prefix.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Stats returns how many calls each route answered with each status
+// (route "/" for paths that name no call, and refusals before routing).
+func (s *Server) Stats() map[Hit]uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[Hit]uint64, len(s.hits))
+	for k, v := range s.hits {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Server) count(route string, status int) {
+	s.mu.Lock()
+	s.hits[Hit{route, status}]++
+	s.mu.Unlock()
+}
+
+// authorized checks the request's key in constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	sum := sha256.Sum256([]byte(got))
+	return subtle.ConstantTimeCompare(sum[:], s.key[:]) == 1 && ok
+}
+
+func (s *Server) unauthorized(w http.ResponseWriter, route string) {
+	s.count(route, http.StatusUnauthorized)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="parley-api"`)
+	writeJSON(w, http.StatusUnauthorized, errorBody{Error: "an API key is required: Authorization: Bearer <key>", Code: "unauthorized"})
+}
+
+// errorBody is every error's answer.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// apiError is an error with its status.
+type apiError struct {
+	status int
+	code   string
+	err    error
+}
+
+func (e *apiError) Error() string { return e.err.Error() }
+
+func badRequest(format string, a ...any) error {
+	return &apiError{http.StatusBadRequest, "bad_request", fmt.Errorf(format, a...)}
+}
+
+// call wraps a route's function: key check, body limit, answer and
+// counting.
+func (s *Server) call(route string, f func(*http.Request) (any, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			s.unauthorized(w, route)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		out, err := f(r)
+		status := http.StatusOK
+		if err != nil {
+			var ae *apiError
+			var mbe *http.MaxBytesError
+			switch {
+			case errors.As(err, &ae):
+			case errors.As(err, &mbe):
+				ae = &apiError{http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("the body is over %d bytes", maxBody)}
+			case errors.Is(err, chat.ErrInvalid):
+				ae = &apiError{http.StatusBadRequest, "bad_request", err}
+			case errors.Is(err, chat.ErrBrokerNotRunning):
+				ae = &apiError{http.StatusServiceUnavailable, "unavailable", err}
+			default:
+				ae = &apiError{http.StatusServiceUnavailable, "unavailable", err}
+				s.log.Warn("an API call failed", "route", route, "err", err)
+			}
+			status = ae.status
+			out = errorBody{Error: ae.err.Error(), Code: ae.code}
+		}
+		s.count(route, status)
+		writeJSON(w, status, out)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed","code":"internal"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// decode reads the request's JSON body into v strictly; an empty body is
+// an empty object.
+func decode(r *http.Request, v any) error {
+	var buf strings.Builder
+	if _, err := io.Copy(&buf, r.Body); err != nil {
+		return err
+	}
+	body := strings.TrimSpace(buf.String())
+	if body == "" {
+		body = "{}"
+	}
+	if err := jsonv2.Unmarshal([]byte(body), v, jsonv2.RejectUnknownMembers(true)); err != nil {
+		return badRequest("body: %v", err)
+	}
+	return nil
+}
+
+// ok is the answer of a call that returns nothing else.
+type ok struct {
+	OK bool `json:"ok"`
+}
+
+// sender is who a message is from: the system, or a user.
+type sender struct {
+	User string `json:"user,omitempty"`
+	Nick string `json:"nick,omitempty"`
+}
+
+func (s *Server) publish(r *http.Request) (any, error) {
+	var body struct {
+		Text string  `json:"text"`
+		From *sender `json:"from,omitempty"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	var from chat.Sender
+	if body.From != nil {
+		from = chat.Sender{ID: body.From.User, Nick: body.From.Nick}
+		if from.ID == "" {
+			return nil, badRequest("from: a user id is required (leave from out for the system)")
+		}
+	}
+	if err := s.hub.Publish(r.PathValue("room"), body.Text, from); err != nil {
+		return nil, err
+	}
+	return ok{true}, nil
+}
+
+func (s *Server) dm(r *http.Request) (any, error) {
+	var body struct {
+		Text string  `json:"text"`
+		From *sender `json:"from,omitempty"`
+	}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	var from chat.Sender
+	if body.From != nil {
+		from = chat.Sender{ID: body.From.User, Nick: body.From.Nick}
+		if from.ID == "" {
+			return nil, badRequest("from: a user id is required (leave from out for the system)")
+		}
+	}
+	if err := s.hub.SendDM(r.PathValue("user"), body.Text, from); err != nil {
+		return nil, err
+	}
+	return ok{true}, nil
+}
+
+func (s *Server) disconnect(r *http.Request) (any, error) {
+	body := struct {
+		Code   int    `json:"code"`
+		Reason string `json:"reason"`
+	}{}
+	if err := decode(r, &body); err != nil {
+		return nil, err
+	}
+	code := engine.StatusCode(body.Code)
+	if code == 0 {
+		code = chat.CloseDisconnected
+	}
+	if body.Reason == "" {
+		body.Reason = "disconnected by the server"
+	}
+	if err := s.hub.Disconnect(r.PathValue("user"), code, body.Reason); err != nil {
+		return nil, err
+	}
+	return ok{true}, nil
+}
+
+// ruleBody is the body of a PUT of a ban, mute or invitation.
+type ruleBody struct {
+	Duration string `json:"duration"` // a Go duration: "90s", "1h", "720h"
+	Reason   string `json:"reason,omitempty"`
+}
+
+// RuleAnswer answers a rule's PUT: the rule as put in force.
+type RuleAnswer struct {
+	Rule  chat.Rule `json:"rule"`
+	Until string    `json:"until"` // RFC 3339
+}
+
+// ruleOf reads the rule a route names.
+func ruleOf(kind string, r *http.Request) chat.Rule {
+	rule := chat.Rule{Kind: kind, Room: r.PathValue("room"), Subject: r.PathValue("user")}
+	if kind == chat.RuleBanAddr {
+		rule.Subject = r.PathValue("addr")
+	}
+	return rule
+}
+
+func (s *Server) putRule(kind string) func(*http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		var body ruleBody
+		if err := decode(r, &body); err != nil {
+			return nil, err
+		}
+		d, err := time.ParseDuration(body.Duration)
+		if err != nil || d <= 0 || d > maxDuration {
+			return nil, badRequest("duration %q: want a positive Go duration (\"90s\", \"1h\") of at most %v", body.Duration, maxDuration)
+		}
+		rule := ruleOf(kind, r)
+		rule.Until, rule.Reason = time.Now().Add(d).UnixMilli(), body.Reason
+		if err := s.hub.PutRule(rule); err != nil {
+			return nil, err
+		}
+		return RuleAnswer{Rule: rule, Until: time.UnixMilli(rule.Until).UTC().Format(time.RFC3339)}, nil
+	}
+}
+
+func (s *Server) deleteRule(kind string) func(*http.Request) (any, error) {
+	return func(r *http.Request) (any, error) {
+		if err := s.hub.DeleteRule(ruleOf(kind, r)); err != nil {
+			return nil, err
+		}
+		return ok{true}, nil
+	}
+}
+
+func (s *Server) rules(r *http.Request) (any, error) {
+	kind := r.URL.Query().Get("kind")
+	switch kind {
+	case "", chat.RuleBanUser, chat.RuleBanAddr, chat.RuleMute, chat.RuleInvite:
+	default:
+		return nil, badRequest("kind %q: want ban_user, ban_addr, mute or invite", kind)
+	}
+	rules := s.hub.Rules(kind)
+	slices.SortFunc(rules, func(a, b chat.Rule) int { return strings.Compare(a.Key(), b.Key()) })
+	return struct {
+		Rules []chat.Rule `json:"rules"`
+	}{rules}, nil
+}
+
+func (s *Server) presence(r *http.Request) (any, error) {
+	return s.hub.Presence(r.PathValue("room"))
+}
+
+func (s *Server) history(r *http.Request) (any, error) {
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, badRequest("limit %q: want a positive number", v)
+		}
+		limit = n
+	}
+	msgs, err := s.hub.History(r.PathValue("room"), limit)
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		Room     string            `json:"room"`
+		Messages []json.RawMessage `json:"messages"`
+	}{r.PathValue("room"), msgs}, nil
+}
+
+// StatsAnswer answers GET /api/v1/stats.
+type StatsAnswer struct {
+	Node    string          `json:"node"`
+	Chat    chat.Stats      `json:"chat"`
+	Engine  any             `json:"engine,omitempty"`
+	Cluster []chat.NodeInfo `json:"cluster"`
+	// Totals over the cluster's live nodes.
+	Clients int `json:"clients"`
+	Users   int `json:"users"`
+}
+
+func (s *Server) stats(*http.Request) (any, error) {
+	nodes := s.hub.Nodes()
+	a := StatsAnswer{Chat: s.hub.Stats(), Cluster: nodes}
+	if len(nodes) > 0 {
+		a.Node = nodes[0].Node
+	}
+	if s.cfg.NodeStats != nil {
+		a.Engine = s.cfg.NodeStats()
+	}
+	for _, n := range nodes {
+		a.Clients += n.Clients
+		a.Users += n.Users
+	}
+	return a, nil
+}

@@ -1,0 +1,274 @@
+package chat
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/parleyhq/parley/engine"
+)
+
+// What a backend can do to the chat (the server API, api package, calls
+// these). Each acts on the whole cluster through the broker.
+
+// Errors of the backend methods, for callers to map onto statuses.
+var (
+	// ErrInvalid wraps an argument that is not valid.
+	ErrInvalid = errors.New("chat: invalid argument")
+	// ErrNoRoom is returned for a room that does not exist on any node
+	// this one can see.
+	ErrNoRoom = errors.New("chat: no such room")
+)
+
+// Sender is who a backend's message comes from: a user (ID and Nick), or
+// the system when ID is "".
+type Sender struct {
+	ID   string
+	Nick string
+}
+
+// sender checks s and returns the nick and user id to publish with.
+func (h *Hub) sender(s Sender) (nick, user string, err error) {
+	if s.ID == "" {
+		if s.Nick != "" {
+			return "", "", fmt.Errorf("%w: a nick needs a user id", ErrInvalid)
+		}
+		return systemNick, "", nil
+	}
+	if err := validUser(s.ID); err != nil {
+		return "", "", fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	nick = s.Nick
+	if nick == "" {
+		nick = s.ID
+	}
+	shown, err := normalizeNick(nick)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: nick %q %v", ErrInvalid, nick, err)
+	}
+	if isGuest(keyOf(shown)) {
+		return "", "", fmt.Errorf("%w: guest- nicks are the server's", ErrInvalid)
+	}
+	return shown, s.ID, nil
+}
+
+// Publish says text in room as from, past read-only rules and mutes (the
+// backend decides), and returns the message's sequence number once the
+// broker has it. The room is opened here if no client of this node is in
+// it, and kept for HistoryTTL like any empty room.
+func (h *Hub) Publish(room, text string, from Sender) error {
+	if err := validRoom(room); err != nil {
+		return fmt.Errorf("%w: room %q %v", ErrInvalid, room, err)
+	}
+	if err := h.checkBusText(text); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	nick, user, err := h.sender(from)
+	if err != nil {
+		return err
+	}
+	r, err := h.roomFor(room, nil)
+	if err != nil {
+		return fmt.Errorf("chat: open room %q: %w", room, err)
+	}
+	r.mu.Unlock()
+	b, err := marshal(published{From: nick, User: user, System: user == "", Text: text, TS: now()})
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	h.broker.Publish(room, b, "", func(err error) { done <- err })
+	if err := <-done; err != nil {
+		h.stats.publishFailed.Add(1)
+		return fmt.Errorf("chat: publish to %q: %w", room, err)
+	}
+	h.stats.published.Add(1)
+	return nil
+}
+
+// SendDM sends text to every connection of user, on every node, as from.
+func (h *Hub) SendDM(user, text string, from Sender) error {
+	if err := validUser(user); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := h.checkBusText(text); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	nick, fromID, err := h.sender(from)
+	if err != nil {
+		return err
+	}
+	return h.broadcast(control{Kind: "dm", User: user, From: nick, FromID: fromID, Text: text, TS: now()})
+}
+
+// dmUser sends a client's DM to every connection of a user.
+func (h *Hub) dmUser(c *client, req *Request) {
+	if err := validUser(req.User); err != nil {
+		h.fail(c, req, ErrBadRequest, "user: "+err.Error())
+		return
+	}
+	err := h.broadcast(control{Kind: "dm", User: req.User, From: c.nick, FromID: c.user, Text: req.Text, TS: now()})
+	if err != nil {
+		h.fail(c, req, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+		return
+	}
+	h.stats.dms.Add(1)
+	if c.user == "" {
+		// A guest's copy (a signed-in sender's came with the broadcast,
+		// to all its connections).
+		h.send(c, DM{Type: "dm", From: c.nick, To: req.User, ToUser: req.User, Text: req.Text, TS: now()})
+	}
+}
+
+func (h *Hub) broadcast(m control) error {
+	b, err := marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := h.broker.Broadcast(b); err != nil {
+		return fmt.Errorf("chat: broadcast: %w", err)
+	}
+	return nil
+}
+
+// Disconnect closes every connection of user, on every node, with code
+// (4000-4999) and reason.
+func (h *Hub) Disconnect(user string, code engine.StatusCode, reason string) error {
+	if err := validUser(user); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if code < 4000 || code > 4999 {
+		return fmt.Errorf("%w: code %d: want 4000-4999", ErrInvalid, code)
+	}
+	if len(reason) > MaxReasonLength || !printableText(reason) {
+		return fmt.Errorf("%w: reason: at most %d bytes of text", ErrInvalid, MaxReasonLength)
+	}
+	return h.broadcast(control{Kind: "disconnect", User: user, Code: code, Reason: reason})
+}
+
+func printableText(s string) bool {
+	for _, r := range s {
+		if badTextRune(r) || r == '\n' || r == '\t' {
+			return false
+		}
+	}
+	return true
+}
+
+// PutRule puts r (a ban, mute or invitation) in force on every node.
+func (h *Hub) PutRule(r Rule) error {
+	if err := r.Check(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if r.Kind == RuleBanAddr {
+		p, _ := parseAddrRule(r.Subject)
+		r.Subject = p.String()
+	}
+	if err := h.broker.PutRule(r); err != nil {
+		return fmt.Errorf("chat: put rule: %w", err)
+	}
+	return nil
+}
+
+// DeleteRule ends the rule of r's kind, room and subject on every node.
+func (h *Hub) DeleteRule(r Rule) error {
+	r.Until = 1 // checked as any rule, but for its time
+	if err := r.Check(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if r.Kind == RuleBanAddr {
+		p, _ := parseAddrRule(r.Subject)
+		r.Subject = p.String()
+	}
+	if err := h.broker.DeleteRule(r); err != nil {
+		return fmt.Errorf("chat: delete rule: %w", err)
+	}
+	return nil
+}
+
+// Rules returns the rules in force, of kind ("" all).
+func (h *Hub) Rules(kind string) []Rule {
+	now := time.Now().UnixMilli()
+	h.rules.mu.RLock()
+	defer h.rules.mu.RUnlock()
+	out := []Rule{}
+	for _, r := range h.rules.m {
+		if r.Until > now && (kind == "" || r.Kind == kind) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// RoomPresence is a room's members as a backend reads them.
+type RoomPresence struct {
+	Room      string   `json:"room"`
+	Count     int      `json:"count"`
+	Members   []string `json:"members"`
+	Truncated bool     `json:"truncated,omitempty"`
+}
+
+// presenceSettle is how long a node that opens a room for a backend waits
+// for the other nodes to tell their members.
+const presenceSettle = 300 * time.Millisecond
+
+// Presence returns room's members across the cluster (at most
+// PresenceListMax names; the count is exact).
+func (h *Hub) Presence(room string) (RoomPresence, error) {
+	r, err := h.openForBackend(room)
+	if err != nil {
+		return RoomPresence{}, err
+	}
+	defer r.mu.Unlock()
+	members, truncated := r.memberSample(h.cfg.PresenceListMax)
+	return RoomPresence{Room: room, Count: r.count(), Members: members, Truncated: truncated}, nil
+}
+
+// History returns up to limit (at most HistorySize) of room's latest
+// messages, oldest first.
+func (h *Hub) History(room string, limit int) ([]json.RawMessage, error) {
+	r, err := h.openForBackend(room)
+	if err != nil {
+		return nil, err
+	}
+	defer r.mu.Unlock()
+	if limit <= 0 || limit > h.cfg.HistorySize {
+		limit = h.cfg.HistorySize
+	}
+	msgs, _ := r.history(-1, 0, limit)
+	return nonNil(msgs), nil
+}
+
+// openForBackend returns room, locked, opening it if needed; in a
+// cluster a room opened here waits presenceSettle for the others' news.
+func (h *Hub) openForBackend(room string) (*room, error) {
+	if err := validRoom(room); err != nil {
+		return nil, fmt.Errorf("%w: room %q %v", ErrInvalid, room, err)
+	}
+	_, open := h.rooms.Load(room)
+	r, err := h.roomFor(room, nil)
+	if err != nil {
+		return nil, fmt.Errorf("chat: open room %q: %w", room, err)
+	}
+	if !open && h.node != "" {
+		r.mu.Unlock()
+		time.Sleep(presenceSettle) // the other nodes answer the want sent on opening
+		if r = h.lockRoom(room); r == nil {
+			return nil, fmt.Errorf("chat: room %q: %w", room, ErrNoRoom)
+		}
+	}
+	return r, nil
+}
+
+// NodeLoad implements BrokerHandler.
+func (h *Hub) NodeLoad() NodeInfo {
+	n := NodeInfo{Node: h.node, Clients: h.ep.Count(), Rooms: int(h.roomCount.Load())}
+	h.users.mu.Lock()
+	n.Users = len(h.users.m)
+	h.users.mu.Unlock()
+	return n
+}
+
+// Nodes returns the cluster's live nodes and their loads, this one first.
+func (h *Hub) Nodes() []NodeInfo { return h.broker.Nodes() }
