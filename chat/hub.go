@@ -50,8 +50,8 @@ type Hub struct {
 
 	epoch int64 // when the hub was made, Unix ms
 
-	users    users  // signed-in users' clients, by user id
-	rules    rules  // bans, mutes, invitations
+	users    users // signed-in users' clients, by user id
+	rules    rules // bans, mutes, invitations
 	expMu    sync.Mutex
 	expiries expiry // users' token expiries
 

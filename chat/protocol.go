@@ -21,9 +21,9 @@ type Request struct {
 	Room   string `json:"room,omitempty"`
 	Text   string `json:"text,omitempty"`
 	Nick   string `json:"nick,omitempty"`
-	To     string `json:"to,omitempty"`    // dm: the recipient's nick (a guest's)
-	User   string `json:"user,omitempty"`  // dm: the recipient's user id (every connection of a signed-in user)
-	Token  string `json:"token,omitempty"` // auth: a fresh token for the same user
+	To     string `json:"to,omitempty"`     // dm: the recipient's nick (a guest's)
+	User   string `json:"user,omitempty"`   // dm: the recipient's user id (every connection of a signed-in user)
+	Token  string `json:"token,omitempty"`  // auth: a fresh token for the same user
 	Since  *int64 `json:"since,omitempty"`  // join: replay messages after this sequence number
 	Epoch  int64  `json:"epoch,omitempty"`  // join: the epoch Since counts in (0: the room's current one)
 	Before int64  `json:"before,omitempty"` // history: messages before this sequence number (0: the latest)
