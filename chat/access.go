@@ -254,8 +254,8 @@ func (h *Hub) checkIdentity(id *auth.Identity) error {
 	if err != nil {
 		return fmt.Errorf("%w: nick %q %v", auth.ErrInvalid, nick, err)
 	}
-	if isGuest(keyOf(shown)) {
-		return fmt.Errorf("%w: nick %q: guest- nicks are the server's", auth.ErrInvalid, shown)
+	if k := keyOf(shown); isGuest(k) || k == systemKey {
+		return fmt.Errorf("%w: nick %q: guest- nicks and system are the server's", auth.ErrInvalid, shown)
 	}
 	id.Nick = shown
 	return nil

@@ -47,8 +47,8 @@ func (h *Hub) sender(s Sender) (nick, user string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("%w: nick %q %v", ErrInvalid, nick, err)
 	}
-	if isGuest(keyOf(shown)) {
-		return "", "", fmt.Errorf("%w: guest- nicks are the server's", ErrInvalid)
+	if k := keyOf(shown); isGuest(k) || k == systemKey {
+		return "", "", fmt.Errorf("%w: guest- nicks and system are the server's", ErrInvalid)
 	}
 	return shown, s.ID, nil
 }
@@ -261,9 +261,9 @@ func (h *Hub) openForBackend(room string) (*room, error) {
 	return r, nil
 }
 
-// NodeLoad implements BrokerHandler.
+// NodeLoad implements BrokerHandler; the broker fills in the node's name.
 func (h *Hub) NodeLoad() NodeInfo {
-	n := NodeInfo{Node: h.node, Clients: h.ep.Count(), Rooms: int(h.roomCount.Load())}
+	n := NodeInfo{Clients: h.ep.Count(), Rooms: int(h.roomCount.Load())}
 	h.users.mu.Lock()
 	n.Users = len(h.users.m)
 	h.users.mu.Unlock()

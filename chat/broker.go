@@ -134,7 +134,8 @@ type BrokerHandler interface {
 	HandleRule(r Rule, deleted bool)
 	// HandleControl delivers data sent with Broadcast.
 	HandleControl(data []byte)
-	// NodeLoad reports this hub's load, for the other nodes.
+	// NodeLoad reports this hub's load, for the other nodes (Node is the
+	// broker's to fill in). It may be called from any goroutine.
 	NodeLoad() NodeInfo
 }
 

@@ -437,7 +437,9 @@ func (p *published) check(h *Hub) error {
 		return fmt.Errorf("bad id %q", p.ID)
 	case p.User != "" && validUser(p.User) != nil:
 		return fmt.Errorf("bad user: %w", validUser(p.User))
-	case p.System && p.From == systemNick:
+	case p.System != (p.From == systemNick):
+		return fmt.Errorf("%q with system %v", p.From, p.System)
+	case p.System:
 		return nil
 	}
 	if shown, err := normalizeNick(p.From); err != nil || shown != p.From {
@@ -446,8 +448,13 @@ func (p *published) check(h *Hub) error {
 	return nil
 }
 
-// systemNick is the sender of the server API's messages (System set).
+// systemNick is the sender of the server API's messages (System set):
+// no client may take it.
 const systemNick = "system"
+
+// systemKey is keyOf(systemNick) (its TR 39 skeleton reads m as rn):
+// look-alikes of "system" are refused too.
+const systemKey = "systern"
 
 // sanitize re-encodes a room message from the broker after decoding it
 // strictly: only the fields a node sets reach clients, so a message
@@ -1073,6 +1080,10 @@ func (h *Hub) nick(c *client, req *Request) {
 	key, oldKey := keyOf(shown), keyOf(c.nick)
 	if isGuest(key) && key != oldKey {
 		h.fail(c, req, ErrBadNick, `nicks starting with "guest-" are given by the server`)
+		return
+	}
+	if key == systemKey {
+		h.fail(c, req, ErrBadNick, `"system" signs the server's own messages`)
 		return
 	}
 	h.nickMu.Lock()

@@ -243,7 +243,7 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 		subj string
 		kind routeKind
 	}{{b.cfg.Prefix + ".node." + b.cfg.Node + ".direct", routeDirect}, {b.cfg.Prefix + ".nodes", routeNodes},
-		{b.cfg.Prefix + ".control", routeControl}, {streamDeleted + b.cfg.Prefix + "_room_*", routeStreamGone}} {
+		{b.cfg.Prefix + ".control", routeControl}, {streamDeleted + "*", routeStreamGone}} {
 		if err := b.subscribe(s.subj, route{kind: s.kind}); err != nil {
 			return err
 		}

@@ -24,6 +24,7 @@ type node struct {
 	srv    *engine.Server
 	url    string
 	broker *natsbroker.Broker
+	hub    *chat.Hub
 }
 
 // stop shuts the node down as SIGTERM would.
@@ -44,19 +45,28 @@ func startCluster(t *testing.T, n int) []*node {
 // startNodes starts n nodes sharing rooms through the NATS at url.
 func startNodes(t *testing.T, url string, n int) []*node {
 	t.Helper()
+	return startNodesWith(t, url, n, 1, chat.Config{})
+}
+
+// startNodesWith starts n nodes with hub configuration cfg, named from
+// n<first>.
+func startNodesWith(t *testing.T, url string, n, first int, cfg chat.Config) []*node {
+	t.Helper()
 	var nodes []*node
-	for i := 1; i <= n; i++ {
+	for i := first; i < first+n; i++ {
 		name := fmt.Sprintf("n%d", i)
 		b, err := natsbroker.New(natsbroker.Config{URL: url, Node: name, Token: testToken, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
 		if err != nil {
 			t.Fatal(err)
 		}
-		hub, err := chat.New(chat.Config{Broker: b, PresenceInterval: 20 * time.Millisecond, Logger: quiet()})
+		c := cfg
+		c.Broker, c.PresenceInterval, c.Logger = b, 20*time.Millisecond, quiet()
+		hub, err := chat.New(c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		srv, wsURL := testserver.Start(t, engine.Config{}, hub)
-		nodes = append(nodes, &node{name: name, srv: srv, url: wsURL, broker: b})
+		nodes = append(nodes, &node{name: name, srv: srv, url: wsURL, broker: b, hub: hub})
 	}
 	return nodes
 }

@@ -39,6 +39,11 @@ type Event struct {
 	Request   *chat.ReqInfo     `json:"request"`
 	Limits    chat.Limits       `json:"limits"`
 	Epoch     int64             `json:"epoch"`
+	User      string            `json:"user"`
+	Expires   int64             `json:"expires"`
+	System    bool              `json:"system"`
+	FromUser  string            `json:"from_user"`
+	ToUser    string            `json:"to_user"`
 }
 
 // Texts returns the texts of a history event's messages.

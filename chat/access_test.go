@@ -1,0 +1,394 @@
+package chat_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/parleyhq/parley/auth"
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/authtest"
+	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/internal/wstest"
+)
+
+// issuer signs the tokens of these tests.
+func issuer(t testing.TB) *authtest.Issuer { return authtest.New(t) }
+
+// withToken adds an access_token (and more query parameters) to a ws URL.
+func withToken(u, token string, kv ...string) string {
+	q := url.Values{}
+	if token != "" {
+		q.Set("access_token", token)
+	}
+	for i := 0; i+1 < len(kv); i += 2 {
+		q.Add(kv[i], kv[i+1])
+	}
+	return u + "?" + q.Encode()
+}
+
+// refused dials u and returns the refusal's status and body.
+func refused(t testing.TB, u string, hdr http.Header) (int, string, http.Header) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := wstest.Dial(ctx, u, hdr)
+	if err == nil {
+		c.Close()
+		t.Fatalf("dial %s: upgraded, want a refusal", u)
+	}
+	if resp == nil {
+		t.Fatalf("dial %s: %v", u, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), resp.Header
+}
+
+// signedIn connects with token and reads the welcome, join and history.
+func signedIn(t testing.TB, u, token string, kv ...string) (*client, chattest.Event) {
+	t.Helper()
+	c := chattest.Dial(t, withToken(u, token, kv...))
+	w := c.Expect("welcome")
+	c.Nick, c.ID = w.Nick, w.ID
+	c.Expect("join")
+	c.Expect("history")
+	return c, w
+}
+
+// TestHandshakeRefusals: each bad token, and each other refusal, gets its
+// status and a body that says why, and is counted under its reason.
+func TestHandshakeRefusals(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	hub, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), PrivateRooms: []string{"staff"}}, engine.Config{})
+	now := time.Now()
+	with := func(f func(c *auth.Claims)) string { c := authtest.Claims("u1"); f(c); return is.Sign(c) }
+	good := is.Sign(authtest.Claims("u1"))
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	es256, _ := jwt.NewWithClaims(jwt.SigningMethodES256, authtest.Claims("u1")).SignedString(ec)
+	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT"}`)) + "." +
+		strings.Split(good, ".")[1] + "."
+	for _, tc := range []struct {
+		name   string
+		url    string
+		hdr    http.Header
+		status int
+		body   string
+		reason string
+	}{
+		{"no token, guests off", u, nil, 401, "token missing", chat.RefusedTokenMissing},
+		{"forged signature", withToken(u, good[:len(good)-3]+"AAA"), nil, 401, "signature is invalid", chat.RefusedTokenInvalid},
+		{"alg none", withToken(u, none), nil, 401, "token invalid", chat.RefusedTokenInvalid},
+		{"wrong key type (ES256 where only an HMAC key is)", withToken(u, es256), nil, 401, "signing method ES256 is invalid", chat.RefusedTokenInvalid},
+		{"expired", withToken(u, with(func(c *auth.Claims) { c.ExpiresAt = jwt.NewNumericDate(now.Add(-time.Minute)) })), nil, 401, "token expired", chat.RefusedTokenExpired},
+		{"not yet valid", withToken(u, with(func(c *auth.Claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Minute)) })), nil, 401, "token not yet valid", chat.RefusedTokenNotYet},
+		{"wrong audience", withToken(u, with(func(c *auth.Claims) { c.Audience = jwt.ClaimStrings{"other"} })), nil, 401, "another audience", chat.RefusedTokenAudience},
+		{"a nick that is no nick", withToken(u, with(func(c *auth.Claims) { c.Nick = "a b" })), nil, 401, "nick", chat.RefusedTokenInvalid},
+		{"a guest- nick", withToken(u, with(func(c *auth.Claims) { c.Nick = "guest-1" })), nil, 401, "guest-", chat.RefusedTokenInvalid},
+		{"token twice", withToken(u, good, "access_token", good), nil, 400, "more than once", chat.RefusedBadRequest},
+		{"token in query and header", withToken(u, good), http.Header{"Authorization": {"Bearer " + good}}, 400, "both", chat.RefusedBadRequest},
+		{"a bad room", withToken(u, good, "room", "no such/room"), nil, 400, "room name", chat.RefusedBadRequest},
+		{"a private room without the claim", withToken(u, good, "room", "staff"), nil, 403, `"staff" is private`, chat.RefusedForbiddenRoom},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := hub.Stats().Refused[tc.reason]
+			status, body, hdr := refused(t, tc.url, tc.hdr)
+			if status != tc.status || !strings.Contains(body, tc.body) {
+				t.Fatalf("%d %q, want %d with %q", status, body, tc.status, tc.body)
+			}
+			if strings.Contains(body, good) {
+				t.Fatalf("the body repeats the token: %q", body)
+			}
+			if status == 401 && !strings.HasPrefix(hdr.Get("WWW-Authenticate"), "Bearer") {
+				t.Fatalf("401 without WWW-Authenticate: Bearer: %v", hdr)
+			}
+			if after := hub.Stats().Refused[tc.reason]; after != before+1 {
+				t.Fatalf("refusals for %s: %d -> %d", tc.reason, before, after)
+			}
+		})
+	}
+	// The same token is fine in a header, as non-browser clients send it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := wstest.Dial(ctx, u, http.Header{"Authorization": {"Bearer " + good}})
+	if err != nil {
+		t.Fatalf("a token in Authorization: %v", err)
+	}
+	c.Close()
+}
+
+// TestGuests: with a key, guests are refused unless admitted; admitted
+// beside users, they keep the server's nick. Without a key, a token is
+// refused rather than ignored.
+func TestGuests(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	_, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed}, engine.Config{})
+	g := connect(t, u)
+	if !strings.HasPrefix(g.Nick, "guest-") {
+		t.Fatalf("guest nick %q", g.Nick)
+	}
+	g.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
+	g.ExpectError(chat.ErrForbidden)
+
+	_, _, open := startChat(t, chat.Config{}, engine.Config{})
+	if status, body, _ := refused(t, withToken(open, is.Sign(authtest.Claims("u1"))), nil); status != 401 || !strings.Contains(body, "no key") {
+		t.Fatalf("a token on a server without keys: %d %q", status, body)
+	}
+	if _, err := chat.New(chat.Config{Guests: chat.GuestsRefused}); err == nil {
+		t.Fatal("guests refused with no key: nobody could connect, want an error")
+	}
+}
+
+// TestOneUserManyConnections: a user keeps its token's nick on every
+// connection, counts once in presence, and a DM to it reaches all its
+// connections (and the sender's other ones).
+func TestOneUserManyConnections(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	hub, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	ca := authtest.Claims("u-alice")
+	ca.Nick = "Alice"
+	a1, w := signedIn(t, u, is.Sign(ca))
+	a2, _ := signedIn(t, u, is.Sign(ca))
+	if a1.Nick != "Alice" || a2.Nick != "Alice" {
+		t.Fatalf("nicks %q and %q, want Alice on both", a1.Nick, a2.Nick)
+	}
+	if w.User != "u-alice" || w.Expires != ca.ExpiresAt.UnixMilli() {
+		t.Fatalf("welcome %+v, want user u-alice and the token's expiry", w)
+	}
+	bob, _ := signedIn(t, u, is.Sign(authtest.Claims("u-bob")))
+	// bob's join answer counts alice once.
+	for {
+		p := bob.Expect("presence")
+		if p.Count == 2 {
+			break
+		}
+		if p.Count > 2 {
+			t.Fatalf("presence counts connections: %+v", p)
+		}
+	}
+	if st := hub.Stats(); st.Users != 2 {
+		t.Fatalf("users %d, want 2", st.Users)
+	}
+	a2.Send(chat.Request{Type: chat.TypeNick, Nick: "Alicia"})
+	a2.ExpectError(chat.ErrForbidden)
+
+	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-alice", Text: "to every tab"})
+	for _, c := range []*client{a1, a2, bob} {
+		if d := c.Expect("dm"); d.Text != "to every tab" || d.From != "u-bob" || d.FromUser != "u-bob" || d.ToUser != "u-alice" {
+			t.Fatalf("%s got %+v", c.Nick, d)
+		}
+	}
+	// One tab leaving is not news; the last one is.
+	a2.Close()
+	a1.Close()
+	for {
+		p := bob.Expect("presence")
+		if len(p.Left) > 0 {
+			if len(p.Left) != 1 || p.Left[0] != "Alice" || p.Count != 1 {
+				t.Fatalf("leave %+v, want Alice once, count 1", p)
+			}
+			break
+		}
+	}
+	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-bob", To: "x", Text: "both"})
+	bob.ExpectError(chat.ErrBadRequest)
+}
+
+// TestRoomAccess: private rooms need a claim or an invitation; read-only
+// rooms take says from users with a say claim (and the server API) only;
+// a mute holds until lifted.
+func TestRoomAccess(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	hub, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed,
+		PrivateRooms: []string{"team-*"}, ReadOnlyRooms: []string{"news"}}, engine.Config{})
+	cs := authtest.Claims("u-staff")
+	cs.Rooms, cs.Say = []string{"team-*"}, []string{"news"}
+	staff, _ := signedIn(t, u, is.Sign(cs))
+	user, _ := signedIn(t, u, is.Sign(authtest.Claims("u-plain")))
+	guest := connect(t, u)
+
+	for _, c := range []*client{user, guest} {
+		c.Send(chat.Request{Type: chat.TypeJoin, Room: "team-a"})
+		if e := c.ExpectError(chat.ErrForbidden); !strings.Contains(e.Message, "private") {
+			t.Fatalf("%+v", e)
+		}
+	}
+	staff.Send(chat.Request{Type: chat.TypeJoin, Room: "team-a"})
+	staff.Expect("join")
+	staff.Expect("history")
+	// ?room= at the handshake: with the claim, the client starts there.
+	_, w := signedIn(t, u, is.Sign(cs), "room", "team-b")
+	if w.Room != "team-b" {
+		t.Fatalf("welcome room %q, want team-b", w.Room)
+	}
+
+	// An invitation lets a user in, and only that user.
+	if err := hub.PutRule(chat.Rule{Kind: chat.RuleInvite, Room: "team-a", Subject: "u-plain", Until: time.Now().Add(time.Hour).UnixMilli()}); err != nil {
+		t.Fatal(err)
+	}
+	user.Send(chat.Request{Type: chat.TypeJoin, Room: "team-a"})
+	user.Expect("join")
+	user.Expect("history")
+
+	// Read-only: everyone may join and read, only the say claim speaks.
+	for _, c := range []*client{staff, user, guest} {
+		c.Send(chat.Request{Type: chat.TypeJoin, Room: "news"})
+		c.Expect("join")
+		c.Expect("history")
+	}
+	for _, c := range []*client{user, guest} {
+		c.Send(chat.Request{Type: chat.TypeSay, Room: "news", Text: "me too"})
+		c.ExpectError(chat.ErrReadOnly)
+		c.Send(chat.Request{Type: chat.TypeTyping, Room: "news"})
+		c.ExpectError(chat.ErrReadOnly)
+	}
+	staff.Send(chat.Request{Type: chat.TypeSay, Room: "news", Text: "announcement"})
+	for _, c := range []*client{staff, user, guest} {
+		if m := c.Expect("message"); m.Text != "announcement" || m.From != "u-staff" {
+			t.Fatalf("%+v", m)
+		}
+	}
+	if err := hub.Publish("news", "from the backend", chat.Sender{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*client{staff, user, guest} {
+		_, raw, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m chat.Message
+		if err := json.Unmarshal(raw, &m); err != nil || !m.System || m.From != "system" || m.Text != "from the backend" {
+			t.Fatalf("a system message: %s", raw)
+		}
+	}
+
+	// A mute, then its end.
+	mute := chat.Rule{Kind: chat.RuleMute, Room: "lobby", Subject: "u-plain", Until: time.Now().Add(time.Hour).UnixMilli(), Reason: "spam"}
+	if err := hub.PutRule(mute); err != nil {
+		t.Fatal(err)
+	}
+	user.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "hello?"})
+	user.ExpectError(chat.ErrMuted)
+	if err := hub.DeleteRule(mute); err != nil {
+		t.Fatal(err)
+	}
+	user.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "back"})
+	if m := user.Expect("message"); m.Text != "back" {
+		t.Fatalf("%+v", m)
+	}
+}
+
+// TestBans: a ban closes the user's clients with 4003 and refuses it at
+// the handshake with 403 until lifted; an address ban does the same for
+// an address.
+func TestBans(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	hub, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed}, engine.Config{})
+	token := is.Sign(authtest.Claims("u-bad"))
+	c, _ := signedIn(t, u, token)
+	other, _ := signedIn(t, u, is.Sign(authtest.Claims("u-good")))
+	ban := chat.Rule{Kind: chat.RuleBanUser, Subject: "u-bad", Until: time.Now().Add(time.Hour).UnixMilli(), Reason: "abuse"}
+	if err := hub.PutRule(ban); err != nil {
+		t.Fatal(err)
+	}
+	if ce, err := c.ExpectClose(); err != nil || ce.Code != int(chat.CloseBanned) {
+		t.Fatalf("banned client: %+v, %v; want close %d", ce, err, chat.CloseBanned)
+	}
+	status, body, _ := refused(t, withToken(u, token), nil)
+	if status != 403 || !strings.Contains(body, "banned until") || !strings.Contains(body, "abuse") {
+		t.Fatalf("a banned user's handshake: %d %q", status, body)
+	}
+	if err := hub.DeleteRule(ban); err != nil {
+		t.Fatal(err)
+	}
+	signedIn(t, u, token)
+	other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "still here"})
+	other.Expect("message")
+
+	addr := chat.Rule{Kind: chat.RuleBanAddr, Subject: "127.0.0.0/8", Until: time.Now().Add(time.Hour).UnixMilli()}
+	if err := hub.PutRule(addr); err != nil {
+		t.Fatal(err)
+	}
+	if ce, err := other.ExpectClose(); err != nil || ce.Code != int(chat.CloseBanned) {
+		t.Fatalf("client of a banned address: %+v, %v", ce, err)
+	}
+	if status, body, _ := refused(t, u, nil); status != 403 || !strings.Contains(body, "banned") {
+		t.Fatalf("a banned address's handshake: %d %q", status, body)
+	}
+	if got := hub.Rules(chat.RuleBanAddr); len(got) != 1 || got[0].Subject != "127.0.0.0/8" {
+		t.Fatalf("rules: %+v", got)
+	}
+	if err := hub.DeleteRule(chat.Rule{Kind: chat.RuleBanAddr, Subject: "127.0.0.0/8"}); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, u)
+	for _, bad := range []chat.Rule{
+		{Kind: chat.RuleBanAddr, Subject: "127.0.0.1/8", Until: 1},
+		{Kind: chat.RuleBanAddr, Subject: "localhost", Until: 1},
+		{Kind: chat.RuleMute, Subject: "u", Until: 1},
+		{Kind: "exile", Subject: "u", Until: 1},
+		{Kind: chat.RuleBanUser, Subject: "u", Until: 0},
+		{Kind: chat.RuleBanUser, Subject: "a\nb", Until: 1},
+	} {
+		if err := hub.PutRule(bad); !errors.Is(err, chat.ErrInvalid) {
+			t.Errorf("PutRule(%+v): %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+// TestTokenExpiry: a client whose token expires is closed with 4001; one
+// that sent a fresh token for the same user in time stays.
+func TestTokenExpiry(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	_, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	short := func(user string) string {
+		c := authtest.Claims(user)
+		c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(2 * time.Second))
+		return is.Sign(c)
+	}
+	stays, _ := signedIn(t, u, short("u1"))
+	goes, _ := signedIn(t, u, short("u2"))
+
+	stays.Send(chat.Request{Type: chat.TypeAuth, Token: is.Sign(authtest.Claims("u2"))})
+	if e := stays.ExpectError(chat.ErrBadToken); !strings.Contains(e.Message, "another user") {
+		t.Fatalf("%+v", e)
+	}
+	stays.Send(chat.Request{Type: chat.TypeAuth, Token: "garbage"})
+	stays.ExpectError(chat.ErrBadToken)
+	fresh := authtest.Claims("u1")
+	stays.Send(chat.Request{Type: chat.TypeAuth, Token: is.Sign(fresh)})
+	_, raw, err := stays.ReadMessage()
+	for err == nil && strings.Contains(string(raw), `"presence"`) {
+		_, raw, err = stays.ReadMessage()
+	}
+	var a chat.Authed
+	if err != nil || json.Unmarshal(raw, &a) != nil || a.Type != "auth" || a.Expires != fresh.ExpiresAt.UnixMilli() {
+		t.Fatalf("answer to a refresh: %s, %v", raw, err)
+	}
+
+	if ce, err := goes.ExpectClose(); err != nil || ce.Code != int(chat.CloseTokenExpired) {
+		t.Fatalf("expired client: %+v, %v; want close %d", ce, err, chat.CloseTokenExpired)
+	}
+	stays.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "refreshed"})
+	if m := stays.Expect("message"); m.Text != "refreshed" {
+		t.Fatalf("%+v", m)
+	}
+}
