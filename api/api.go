@@ -37,8 +37,10 @@ const Prefix = "/api/v1/"
 // MinKeyLength is the shortest API key accepted, in bytes.
 const MinKeyLength = 16
 
-// maxBody bounds a request's body.
-const maxBody = 64 << 10
+// maxBody bounds a request's body: far above any valid call's (a text is
+// at most chat's MaxTextLength), and under the engine's 64 KiB request
+// limit, so that the API says 413 on either listener.
+const maxBody = 32 << 10
 
 // maxDuration bounds a ban's, mute's or invitation's duration.
 const maxDuration = 10 * 365 * 24 * time.Hour

@@ -41,10 +41,19 @@ const (
 	MaxUserLength = 128
 	// MaxRoomClaims caps the entries of the "rooms" and "say" claims.
 	MaxRoomClaims = 256
-	// minHMACSecret is the shortest HMAC secret accepted (RFC 7518 3.2:
-	// at least the hash's size; 32 bytes for HS256).
-	minHMACSecret = 32
 )
+
+// minSecret is the shortest HMAC secret accepted for alg (RFC 7518 3.2: at
+// least the hash's size).
+func minSecret(alg string) int {
+	switch alg {
+	case "HS384":
+		return 48
+	case "HS512":
+		return 64
+	}
+	return 32
+}
 
 // KeyFile is a key to load, with the algorithm it is pinned to.
 type KeyFile struct {
@@ -302,8 +311,8 @@ func loadSecret(kf KeyFile) (key, error) {
 	if algs[alg] != "hmac" {
 		return key{}, fmt.Errorf("auth: HMAC secret %s: algorithm %q is not HS256, HS384 or HS512", kf.Path, alg)
 	}
-	if len(b) < minHMACSecret {
-		return key{}, fmt.Errorf("auth: HMAC secret %s: %d bytes, want at least %d", kf.Path, len(b), minHMACSecret)
+	if len(b) < minSecret(alg) {
+		return key{}, fmt.Errorf("auth: HMAC secret %s: %d bytes, want at least %d for %s", kf.Path, len(b), minSecret(alg), alg)
 	}
 	return key{id: kf.ID, alg: alg, k: b}, nil
 }

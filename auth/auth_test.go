@@ -51,7 +51,7 @@ func writePEM(t testing.TB, dir, name string, pub any) (string, []byte) {
 func newKeys(t testing.TB) *keys {
 	t.Helper()
 	dir := t.TempDir()
-	k := &keys{secret: []byte(strings.Repeat("s3cret-", 6)), otherSecret: []byte(strings.Repeat("other-", 8))}
+	k := &keys{secret: []byte(strings.Repeat("s3cret-", 6)), otherSecret: []byte(strings.Repeat("other-", 11))}
 	var err error
 	if k.rsa, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
 		t.Fatal(err)
@@ -234,6 +234,7 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"no key", Config{}, "no key"},
 		{"short secret", Config{HMACSecrets: []KeyFile{{Path: write("short", "tooshort")}}}, "at least 32"},
+		{"short for HS512", Config{HMACSecrets: []KeyFile{{Path: k.secretF, Alg: "HS512"}}}, "at least 64 for HS512"},
 		{"missing file", Config{HMACSecrets: []KeyFile{{Path: filepath.Join(dir, "nope")}}}, "no such file"},
 		{"secret with RS256", Config{HMACSecrets: []KeyFile{{Path: k.secretF, Alg: "RS256"}}}, "not HS256"},
 		{"private key", Config{PublicKeys: []KeyFile{{Path: private}}}, "private key must not"},

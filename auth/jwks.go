@@ -84,8 +84,8 @@ func (j *jwk) key() (key, error) {
 		if algs[alg] != "hmac" {
 			return key{}, fmt.Errorf("algorithm %q does not fit an oct key", alg)
 		}
-		if len(k) < minHMACSecret {
-			return key{}, fmt.Errorf("secret of %d bytes, want at least %d", len(k), minHMACSecret)
+		if len(k) < minSecret(alg) {
+			return key{}, fmt.Errorf("secret of %d bytes, want at least %d for %s", len(k), minSecret(alg), alg)
 		}
 		return key{id: j.Kid, alg: alg, k: k}, nil
 	case "RSA":

@@ -14,6 +14,7 @@ import (
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
 	"github.com/parleyhq/parley/metrics"
@@ -48,9 +49,12 @@ func startNode(t *testing.T, ccfg chat.Config, ecfg engine.Config) *node {
 				st := hub.Stats()
 				return metrics.ChatStats{Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received,
 					DMs: st.DMs, RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges,
-					PresenceSent: st.PresenceSent, Errors: st.Errors}
+					PresenceSent: st.PresenceSent, Errors: st.Errors, Users: st.Users, Refused: st.Refused, Dropped: st.Dropped}
 			},
 			Broker: fakeBroker, // a cluster's, so lint and the dashboard check see those metrics too
+			API: func() []metrics.APIHit {
+				return []metrics.APIHit{{Route: "GET /api/v1/stats", Status: 200, Count: 3}, {Route: "GET /api/v1/stats", Status: 401, Count: 2}}
+			},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -171,25 +175,25 @@ func TestScrapeAfterKnownTraffic(t *testing.T) {
 	got := n.scrape(t)
 	msgs := float64(clients * each)
 	want := map[string]float64{
-		"parley_connections":                                    clients,
-		"parley_connections_accepted_total":                     clients,
-		`parley_handshakes_refused_total{reason="origin"}`:      2,
-		`parley_handshakes_refused_total{reason="malformed"}`:   1,
-		`parley_handshakes_refused_total{reason="limit"}`:       0,
-		`parley_handshakes_refused_total{reason="application"}`: 0,
-		"parley_messages_received_total":                        msgs,
-		"parley_received_frames_total":                          msgs,
-		"parley_received_bytes_total":                           msgs * (2 + 4 + 5), // header, mask, payload
-		"parley_deliveries_total":                               clients*3 + msgs*clients,
-		"parley_frames_encoded_total":                           clients*3 + msgs,
-		"parley_rooms":                                          1,
-		"parley_room_members":                                   clients,
-		"parley_broker_published_total":                         msgs,
-		"parley_broker_received_total":                          msgs,
-		"parley_presence_changes_total":                         clients,
-		"parley_presence_messages_total":                        0,
-		"parley_slow_consumers_closed_total":                    0,
-		"parley_dispatch_delay_seconds_count":                   msgs,
+		"parley_connections":                                      clients,
+		"parley_connections_accepted_total":                       clients,
+		`parley_handshakes_refused_total{reason="origin"}`:        2,
+		`parley_handshakes_refused_total{reason="malformed"}`:     1,
+		`parley_handshakes_refused_total{reason="limit"}`:         0,
+		`parley_handshakes_refused_total{reason="token_missing"}`: 0,
+		"parley_messages_received_total":                          msgs,
+		"parley_received_frames_total":                            msgs,
+		"parley_received_bytes_total":                             msgs * (2 + 4 + 5), // header, mask, payload
+		"parley_deliveries_total":                                 clients*3 + msgs*clients,
+		"parley_frames_encoded_total":                             clients*3 + msgs,
+		"parley_rooms":                                            1,
+		"parley_room_members":                                     clients,
+		"parley_broker_published_total":                           msgs,
+		"parley_broker_received_total":                            msgs,
+		"parley_presence_changes_total":                           clients,
+		"parley_presence_messages_total":                          0,
+		"parley_slow_consumers_closed_total":                      0,
+		"parley_dispatch_delay_seconds_count":                     msgs,
 		`parley_build_info{goversion="` + goVersion(got) + `",revision="abc123",version="v9.9.9"}`: 1,
 	}
 	for k, v := range want {
@@ -285,7 +289,8 @@ func TestSlowConsumerInMetrics(t *testing.T) {
 func fakeBroker() metrics.BrokerStats {
 	return metrics.BrokerStats{Connected: true, Nodes: 6, Published: 1, PublishErrors: 2, Received: 3, Repaired: 4,
 		Lost: 5, Duplicates: 6, PresenceReceived: 7, DirectReceived: 8, Resets: 9, NodesGone: 10, SlowConsumer: 11,
-		Reconnects: 12, Disconnects: 13, LagBounds: []float64{0.001, 0.01}, LagCounts: []uint64{5, 3, 2}, LagSum: 0.5}
+		Reconnects: 12, Disconnects: 13, LagBounds: []float64{0.001, 0.01}, LagCounts: []uint64{5, 3, 2}, LagSum: 0.5,
+		ControlReceived: 14, Recreated: 15, DroppedBeats: 16, DroppedRules: 17}
 }
 
 // TestBrokerMetrics: a cluster broker's counters, each under its name.
@@ -299,6 +304,11 @@ func TestBrokerMetrics(t *testing.T) {
 		"parley_nats_direct_received_total": 8, "parley_nats_room_resets_total": 9, "parley_nats_nodes_gone_total": 10,
 		"parley_nats_slow_consumer_total": 11, "parley_nats_reconnects_total": 12, "parley_nats_disconnects_total": 13,
 		"parley_nats_lag_seconds_count": 10, "parley_broker_publish_failed_total": 0,
+		"parley_nats_control_received_total": 14, "parley_nats_streams_recreated_total": 15,
+		`parley_bus_dropped_total{kind="heartbeat"}`: 16, `parley_bus_dropped_total{kind="rule"}`: 17,
+		`parley_bus_dropped_total{kind="message"}`:                          0,
+		`parley_api_requests_total{route="GET /api/v1/stats",status="200"}`: 3,
+		`parley_api_requests_total{route="GET /api/v1/stats",status="401"}`: 2,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
@@ -364,5 +374,37 @@ func TestDashboardQueriesExist(t *testing.T) {
 	}
 	if checked < 30 {
 		t.Fatalf("only %d metric references found in the dashboard", checked)
+	}
+}
+
+// TestRefusalsByReason: the chat's handshake refusals appear under their
+// reasons, and the engine's total of the application's is not told
+// beside them (it would count each twice).
+func TestRefusalsByReason(t *testing.T) {
+	is := authtest.New(t)
+	n := startNode(t, chat.Config{Verifier: is.Verifier()}, engine.Config{})
+	for _, q := range []string{"", "?access_token=x.y.z", "?access_token=" + is.Token("u1") + "&room=bad%20room"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if c, _, err := wstest.Dial(ctx, n.url+q, nil); err == nil {
+			c.Close()
+			t.Fatalf("dial %q: upgraded", q)
+		}
+		cancel()
+	}
+	got := n.scrape(t)
+	for series, want := range map[string]float64{
+		`parley_handshakes_refused_total{reason="token_missing"}`:  1,
+		`parley_handshakes_refused_total{reason="token_invalid"}`:  1,
+		`parley_handshakes_refused_total{reason="bad_request"}`:    1,
+		`parley_handshakes_refused_total{reason="banned"}`:         0,
+		`parley_handshakes_refused_total{reason="forbidden_room"}`: 0,
+		`parley_users`: 0,
+	} {
+		if v, ok := got[series]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
+		}
+	}
+	if _, ok := got[`parley_handshakes_refused_total{reason="application"}`]; ok {
+		t.Error(`reason="application" beside the chat's reasons`)
 	}
 }
