@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,6 +127,17 @@ func TestVerify(t *testing.T) {
 		b, _ := json.Marshal(good())
 		return h + "." + base64.RawURLEncoding.EncodeToString(b) + "."
 	}()
+	// Tokens signed by hand: a claim given twice, a crit header.
+	raw := func(hdr, claims string) string {
+		enc := base64.RawURLEncoding.EncodeToString
+		s := enc([]byte(hdr)) + "." + enc([]byte(claims))
+		sig, _ := jwt.SigningMethodHS256.Sign(s, k.secret)
+		return s + "." + enc(sig)
+	}
+	exp := time.Now().Add(time.Minute).Unix()
+	twice := raw(`{"alg":"HS256"}`, fmt.Sprintf(`{"sub":"u1","sub":"admin","aud":"parley","iss":"https://id.example","exp":%d,"nick":"Alice"}`, exp))
+	crit := raw(`{"alg":"HS256","crit":["b64"],"b64":false}`, fmt.Sprintf(`{"sub":"u1","aud":"parley","iss":"https://id.example","exp":%d}`, exp))
+	wrongType := raw(`{"alg":"HS256"}`, fmt.Sprintf(`{"sub":"u1","aud":"parley","iss":"https://id.example","exp":%d,"rooms":"all"}`, exp))
 	forged := sign(t, jwt.SigningMethodHS256, k.secret, good(), nil)
 	forged = forged[:len(forged)-4] + "AAAA"
 	for _, tc := range []struct {
@@ -157,6 +169,10 @@ func TestVerify(t *testing.T) {
 		{"wrong issuer", sign(t, jwt.SigningMethodHS256, k.secret, with(func(c *Claims) { c.Issuer = "evil" }), nil), ErrAudience},
 		{"no sub", sign(t, jwt.SigningMethodHS256, k.secret, with(func(c *Claims) { c.Subject = "" }), nil), ErrInvalid},
 		{"control in sub", sign(t, jwt.SigningMethodHS256, k.secret, with(func(c *Claims) { c.Subject = "a\nb" }), nil), ErrInvalid},
+		{"a claim given twice", twice, ErrInvalid},
+		{"a crit header", crit, ErrInvalid},
+		{"rooms not a list", wrongType, ErrInvalid},
+		{"four segments", sign(t, jwt.SigningMethodHS256, k.secret, good(), nil) + ".x", ErrInvalid},
 		{"unknown kid", sign(t, jwt.SigningMethodHS256, k.secret, good(), map[string]any{"kid": "nope"}), ErrInvalid},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -165,6 +165,17 @@ type Config struct {
 	// Default 30,000.
 	FloodSize int
 
+	// TokenSecretFile, if set, holds an HMAC secret (HS256): each client
+	// connects with a token signed before the dialing starts (as a client
+	// gets one from its backend), for user "lt-<n>" (n its index in the
+	// run), valid for TokenTTL, with audience TokenAudience if set, as
+	// "Authorization: Bearer". Servers started with --jwt-secret on the
+	// same file admit them as users.
+	TokenSecretFile string
+	TokenAudience   string
+	// TokenTTL is how long the tokens are valid. Default: TimeLimit.
+	TokenTTL time.Duration
+
 	// Progress receives a progress line every second; nil for none.
 	Progress io.Writer `json:"-"`
 

@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/loadtest"
 )
@@ -186,5 +188,35 @@ func TestRamp(t *testing.T) {
 	// 100 clients at 200 per second take half a second, not milliseconds.
 	if res.Connected != 100 || res.ConnectSeconds < 0.45 || res.ConnectSeconds > 5 {
 		t.Fatalf("connected %d in %.2fs at a ramp of 200/s", res.Connected, res.ConnectSeconds)
+	}
+}
+
+// TestTokens: with TokenSecretFile each client connects as its own user,
+// to a server that admits users only.
+func TestTokens(t *testing.T) {
+	is := authtest.New(t)
+	hub, err := chat.New(chat.Config{Verifier: is.Verifier(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url := testserver.Start(t, engine.Config{}, hub)
+	cfg := loadtest.Config{Targets: []string{url}, Clients: 50, Hold: 100 * time.Millisecond,
+		Sources: "127.0.0.2", Logger: slog.New(slog.DiscardHandler)}
+	res, err := loadtest.Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 0 || res.Failures["handshake status 401"] != 50 {
+		t.Fatalf("without tokens: %+v", res)
+	}
+	cfg.TokenSecretFile, cfg.TokenAudience = is.SecretFile, authtest.Audience
+	if res, err = loadtest.Run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if res.Connected != 50 || res.Failed != 0 {
+		t.Fatalf("with tokens: %+v", res)
+	}
+	if st := hub.Stats(); st.Refused[chat.RefusedTokenMissing] != 50 {
+		t.Fatalf("refusals %v", st.Refused)
 	}
 }

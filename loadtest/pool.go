@@ -16,11 +16,13 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	ltls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
@@ -51,6 +53,7 @@ type Pool struct {
 	shift   []uint8 // by client index: how many targets on its reconnections have moved it
 	latency Histogram
 	tls     *ltls.Config // for wss:// targets
+	tokens  []string     // by client index: its connect token (TokenSecretFile); nil: none
 
 	mu       sync.Mutex
 	failures map[string]int // dial failures by cause; mu also guards conns
@@ -88,6 +91,24 @@ func NewPool(cfg Config, h Handler) (*Pool, error) {
 		return nil, err
 	}
 	p.tls = tlsCfg
+	if cfg.TokenSecretFile != "" {
+		b, err := os.ReadFile(cfg.TokenSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: TokenSecretFile: %w", err)
+		}
+		secret := []byte(strings.TrimRight(string(b), "\r\n"))
+		if len(secret) < 32 {
+			return nil, fmt.Errorf("loadtest: TokenSecretFile %s: %d bytes, want at least 32", cfg.TokenSecretFile, len(secret))
+		}
+		// Signed before dialing, as a client gets its token from its
+		// backend before it connects: the run measures the server.
+		p.tokens = make([]string, cfg.Clients)
+		for i := range p.tokens {
+			if p.tokens[i], err = p.token(secret, i); err != nil {
+				return nil, fmt.Errorf("loadtest: signing a token: %w", err)
+			}
+		}
+	}
 	p.eng = nbhttp.NewEngine(nbhttp.Config{
 		Name:      "parley-loadtest",
 		NPoller:   runtime.GOMAXPROCS(0),
@@ -325,6 +346,22 @@ func (p *Pool) target(i int) int {
 	return (i%n + 1 + (i/n+a-1)%(n-1)) % n
 }
 
+// token signs client i's connect token: user "lt-<n>", n its index in the
+// run.
+func (p *Pool) token(secret []byte, i int) (string, error) {
+	now := time.Now()
+	ttl := p.cfg.TokenTTL
+	if ttl <= 0 {
+		ttl = p.cfg.TimeLimit
+	}
+	c := jwt.RegisteredClaims{Subject: "lt-" + strconv.Itoa(p.cfg.Offset+i), IssuedAt: jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl))}
+	if p.cfg.TokenAudience != "" {
+		c.Audience = jwt.ClaimStrings{p.cfg.TokenAudience}
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}
+
 // dialOnce opens client i and returns "" or why it could not.
 func (p *Pool) dialOnce(ctx context.Context, i int) string {
 	target := p.targets[p.target(i)]
@@ -357,6 +394,9 @@ func (p *Pool) dialOnce(ctx context.Context, i int) string {
 	}
 	if p.cfg.Origin != "" {
 		req.Header.Set("Origin", p.cfg.Origin)
+	}
+	if p.tokens != nil {
+		req.Header.Set("Authorization", "Bearer "+p.tokens[i])
 	}
 	result := make(chan string, 1) // "" on success, else the failure's cause
 	cc.Do(req, func(resp *http.Response, nc net.Conn, err error) {
