@@ -84,18 +84,44 @@ func New(cfg Config, hub *chat.Hub) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, hub: hub, key: sha256.Sum256([]byte(cfg.Key)), mux: http.NewServeMux(),
 		log: cfg.Logger, hits: make(map[Hit]uint64)}
+	// Each path is registered without its methods, so that a known path
+	// asked with another method gets a JSON 405 (after the key check)
+	// rather than ServeMux's text one.
+	byPath := map[string]map[string]http.Handler{}
+	var paths []string
 	for _, rt := range s.routes() {
-		s.mux.Handle(rt.pattern, s.call(rt.pattern, rt.f))
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		if byPath[path] == nil {
+			byPath[path] = map[string]http.Handler{}
+			paths = append(paths, path)
+		}
+		byPath[path][method] = s.call(rt.pattern, rt.f)
+	}
+	for _, path := range paths {
+		methods := byPath[path]
+		s.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if h := methods[r.Method]; h != nil {
+				h.ServeHTTP(w, r)
+				return
+			}
+			s.refuse(w, r, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not a call on "+path)
+		})
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
-			s.unauthorized(w, "/")
-			return
-		}
-		s.count("/", http.StatusNotFound)
-		writeJSON(w, http.StatusNotFound, errorBody{Error: "no such call: " + r.Method + " " + r.URL.Path, Code: "not_found"})
+		s.refuse(w, r, http.StatusNotFound, "not_found", "no such call: "+r.Method+" "+r.URL.Path)
 	})
 	return s, nil
+}
+
+// refuse answers a request that names no call, after the key check;
+// they are counted under route "/".
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if !s.authorized(r) {
+		s.unauthorized(w, "/")
+		return
+	}
+	s.count("/", status)
+	writeJSON(w, status, errorBody{Error: msg, Code: code})
 }
 
 // route is a call: its pattern and its function.

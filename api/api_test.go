@@ -122,6 +122,8 @@ func TestRefusals(t *testing.T) {
 		{"not Bearer", "GET", "/api/v1/stats", "", "Basic " + key, 401, "API key"},
 		{"no key on an unknown path", "GET", "/api/v1/nope", "", "none", 401, "API key"},
 		{"unknown call", "GET", "/api/v1/nope", "", "", 404, "no such call"},
+		{"another method", "GET", "/api/v1/rooms/lobby/messages", "", "", 405, "not a call"},
+		{"another method without a key", "DELETE", "/api/v1/stats", "", "none", 401, "API key"},
 		{"unknown field", "POST", "/api/v1/rooms/lobby/messages", `{"text":"hi","room":"x"}`, "", 400, `unknown`},
 		{"duplicate key", "POST", "/api/v1/rooms/lobby/messages", `{"text":"hi","text":"ho"}`, "", 400, `duplicate`},
 		{"wrong type", "POST", "/api/v1/rooms/lobby/messages", `{"text":5}`, "", 400, `text`},
@@ -157,7 +159,7 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 	hits := e.api.Stats()
-	if hits[api.Hit{Route: "GET /api/v1/stats", Status: 401}] != 4 || hits[api.Hit{Route: "/", Status: 404}] != 1 ||
+	if hits[api.Hit{Route: "GET /api/v1/stats", Status: 401}] != 4 || hits[api.Hit{Route: "/", Status: 404}] != 1 || hits[api.Hit{Route: "/", Status: 405}] != 1 ||
 		hits[api.Hit{Route: "PUT /api/v1/bans/users/{user}", Status: 400}] != 3 {
 		t.Fatalf("counted: %v", hits)
 	}

@@ -208,8 +208,23 @@ function request(obj) {
   if (online()) state.ws.send(JSON.stringify(obj));
 }
 
+// A sign-in token may come in the URL's fragment (#token=..., or
+// #room=name&token=...), which browsers never send to a server, so it
+// stays out of every log. It is kept for this tab only and taken out of
+// the address bar (and of bookmarks and shared links) at once.
+function takeToken() {
+  const h = location.hash.slice(1);
+  if (!/(^|&)token=/.test(h)) return;
+  const p = new URLSearchParams(h);
+  if (p.get("token")) sessionStorage.setItem("parley.token", p.get("token"));
+  const room = p.get("room") || "";
+  history.replaceState(null, "", location.pathname + location.search + (room ? "#" + encodeURIComponent(room) : ""));
+}
+
 function connect() {
-  const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+  const token = sessionStorage.getItem("parley.token");
+  if (token) url += "?access_token=" + encodeURIComponent(token);
   const ws = new WebSocket(url);
   state.ws = ws;
   setStatus("connecting…", "connecting");
@@ -223,6 +238,13 @@ function connect() {
   };
   ws.onclose = (e) => {
     if (state.ws !== ws) return;
+    if (e.code === 4001 || e.code === 4003) {
+      // Token expired, or banned: retrying with the same token is futile.
+      sessionStorage.removeItem("parley.token");
+      setStatus(e.code === 4001 ? "signed out: the token expired; open the page with a new one" : "banned", "closed");
+      system(state.current, "disconnected (" + e.code + ": " + e.reason + ")", "error");
+      return;
+    }
     const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
     setStatus("offline, retrying in " + Math.ceil(delay / 1000) + " s", "closed");
     // Say so once per outage, not once per failed retry.
@@ -238,8 +260,12 @@ const handlers = {
     state.me = ev.nick;
     state.defaultRoom = ev.room;
     els.input.maxLength = ev.limits.max_text_length;
-    setStatus("connected as " + ev.nick, "open");
-    if (state.wantNick && state.wantNick !== ev.nick) request({ type: "nick", nick: state.wantNick });
+    setStatus("connected as " + ev.nick + (ev.user ? " (signed in)" : ""), "open");
+    // A signed-in user's nick is its token's; guests pick theirs.
+    els.nick.disabled = !!ev.user;
+    $("nick-form").querySelector("button").disabled = !!ev.user;
+    if (ev.user) els.nick.value = ev.nick;
+    else if (state.wantNick && state.wantNick !== ev.nick) request({ type: "nick", nick: state.wantNick });
     else els.nick.value = ev.nick;
     // Rejoin the rooms we were in, asking only for what we missed (the
     // default room is joined already); once their history is in, say again
@@ -427,4 +453,5 @@ document.addEventListener("keydown", (e) => {
   e.preventDefault();
 });
 
+takeToken();
 connect();

@@ -18,14 +18,22 @@ import (
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/static"
 )
 
 // chatServer runs the chat with the embedded page on addr.
 func chatServer(t *testing.T, addr string) *engine.Server {
 	t.Helper()
+	return chatServerWith(t, addr, chat.Config{})
+}
+
+// chatServerWith is chatServer with the hub's configuration.
+func chatServerWith(t *testing.T, addr string, cfg chat.Config) *engine.Server {
+	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
-	hub, err := chat.New(chat.Config{Logger: quiet, PresenceInterval: 50 * time.Millisecond})
+	cfg.Logger, cfg.PresenceInterval = quiet, 50*time.Millisecond
+	hub, err := chat.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,4 +241,44 @@ func TestBrowserChat(t *testing.T) {
 	if !strings.HasPrefix(string(png), "\x89PNG") || len(png) < 1000 {
 		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
 	}
+}
+
+// TestBrowserToken: the page takes a token from its URL's fragment,
+// connects as the token's user (its nick field locked), keeps the token
+// out of the address bar, and starts in the room the fragment names.
+func TestBrowserToken(t *testing.T) {
+	logging.SetLevel(logging.LevelNone)
+	exe := chromium(t)
+	is := authtest.New(t)
+	srv := chatServerWith(t, "127.0.0.1:0", chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed})
+	defer stop(srv)
+	c := authtest.Claims("u-42")
+	c.Nick = "Ada"
+	url := "http://" + srv.Addr().String() + "/#room=signed&token=" + is.Sign(c)
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	tctx, cancelT := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelT()
+	poll := func(what, cond string) {
+		t.Helper()
+		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
+			chromedp.WithPollingTimeout(25*time.Second))); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	if err := chromedp.Do(tctx, chromedp.Navigate(url)); err != nil {
+		t.Fatal(err)
+	}
+	poll("signed in", `document.querySelector("#status").textContent === "connected as Ada (signed in)"`)
+	poll("the nick is the token's", `document.querySelector("#nick").disabled && document.querySelector("#nick").value === "Ada"`)
+	poll("the token left the address bar", `!location.href.includes("token") && sessionStorage.getItem("parley.token") !== null`)
+	poll("in the fragment's room", `document.querySelector("#title").textContent === "#signed"`)
 }
