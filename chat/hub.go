@@ -456,24 +456,23 @@ const systemNick = "system"
 // look-alikes of "system" are refused too.
 const systemKey = "systern"
 
-// sanitize re-encodes a room message from the broker after decoding it
-// strictly: only the fields a node sets reach clients, so a message
-// injected on the bus cannot carry a type, room or seq of its own. What
-// does not pass is dropped and counted.
+// sanitize checks a room message from the broker: decoded strictly (no
+// key but published's, none twice, valid UTF-8, one object and nothing
+// after it), it holds only fields a node sets, so a message injected on
+// the bus cannot carry a type, room or seq of its own, and the fields hold
+// what a client's say could. What passes is spliced as it came (room.encode
+// puts the server's fields first); what does not is dropped and counted.
 func (h *Hub) sanitize(room string, msg []byte) ([]byte, bool) {
 	var p published
 	err := decodeStrict(msg, &p)
 	if err == nil {
 		err = p.check(h)
 	}
-	if err == nil {
-		msg, err = marshal(p)
-	}
 	if err != nil {
 		h.dropped("message", fmt.Errorf("room %q: %w", room, err))
 		return nil, false
 	}
-	return msg, true
+	return bytes.TrimSpace(msg), true // one object: '{' ... '}' once trimmed
 }
 
 // validID checks a say's id, which the broker uses to drop a message

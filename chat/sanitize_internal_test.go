@@ -1,0 +1,56 @@
+package chat
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+// TestSanitize: what a room message from the bus may hold, and that what
+// passes makes a valid message once the server's fields are put first.
+func TestSanitize(t *testing.T) {
+	h, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRoom("lobby", nil, historyLimits{})
+	for _, tc := range []struct {
+		msg string
+		ok  bool
+	}{
+		{`{"from":"alice","text":"hi","ts":1}`, true},
+		{" \n{\"from\":\"alice\",\"text\":\"padded\",\"ts\":1}\t ", true},
+		{`{"from":"system","system":true,"text":"hi","ts":1}`, true},
+		{`{"from":"Ada","user":"42","text":"hi","ts":1,"id":"a.b:c-1"}`, true},
+		{`{"from":"alice","text":"hi","ts":1,"type":"welcome"}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"room":"other"}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"seq":5}`, false},
+		{`{"from":"alice","from":"bob","text":"hi","ts":1}`, false},
+		{`{"from":"alice","text":"hi","ts":0}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"id":"has space"}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"user":"a\nb"}`, false},
+		{`{"from":"system","text":"hi","ts":1}`, false},
+		{`{"from":"alice","system":true,"text":"hi","ts":1}`, false},
+		{`{"from":"ａｌｉｃｅ","text":"hi","ts":1}`, false}, // not as a node shows it
+		{`{"from":"alice","text":"\u0007","ts":1}`, false},
+		{`{"from":"alice","text":"hi","ts":1} {}`, false},
+		{`{"from":"alice","text":"hi","ts":"1"}`, false},
+		{"{\"from\":\"alice\",\"text\":\"\xff\",\"ts\":1}", false},
+	} {
+		got, ok := h.sanitize("lobby", []byte(tc.msg))
+		if ok != tc.ok {
+			t.Errorf("sanitize(%q) = %v, want %v", tc.msg, ok, tc.ok)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		b, enc := r.encode(7, got)
+		var m map[string]any
+		if !enc || json.Unmarshal(b, &m) != nil || m["type"] != "message" || m["seq"] != 7.0 || m["room"] != "lobby" {
+			t.Errorf("sanitize(%q) then encode: %s", tc.msg, b)
+		}
+	}
+	if st := h.Stats(); st.Dropped["message"] != 14 {
+		t.Errorf("dropped %d, want 14", st.Dropped["message"])
+	}
+}
