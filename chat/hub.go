@@ -73,8 +73,11 @@ type client struct {
 	id    engine.ClientID
 	nick  string
 	user  string  // the token's sub; "" for a guest
-	grant *grants // a user's claims (changed under Hub.nickMu by a refresh)
-	rooms []*room // at most MaxRooms: a slice costs far less per client than a map
+	grant *grants // a user's room claims, nil if none (changed by a refresh)
+	// expires is a user's token's expiry, Unix ns (changed under
+	// Hub.nickMu by a refresh).
+	expires int64
+	rooms   []*room // at most MaxRooms: a slice costs far less per client than a map
 
 	tokens, strikes float64 // rate limiting
 	creates         float64 // room-creation tokens (RoomCreateRate)
@@ -176,7 +179,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 		// A user's nick is its token's, on every connection and node: it
 		// is not claimed (guests cannot pick nicks beside users).
 		c.user, c.nick = u.User, u.Nick
-		c.grant = &grants{rooms: u.Rooms, say: u.Say, expires: u.Expires.UnixNano()}
+		c.grant, c.expires = grantsOf(u), u.Expires.UnixNano()
 		w.User, w.Expires = u.User, u.Expires.UnixMilli()
 	} else {
 		h.nickMu.Lock()
@@ -191,7 +194,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	s.Unlock()
 	if c.user != "" {
 		h.addUser(c.user, id)
-		h.watchExpiry(id, c.grant.expires)
+		h.watchExpiry(id, c.expires)
 	}
 	h.send(c, w)
 	h.join(c, &Request{Type: TypeJoin, Room: sess.room})
