@@ -175,6 +175,13 @@ func TestClusterAccess(t *testing.T) {
 	bob.Expect("welcome")
 	bob.Expect("join")
 	bob.Expect("history")
+	// alice, on three nodes, is one member: the lobby has two.
+	untilCount(t, bob, "lobby", 2)
+	p := nodes[0].hub
+	waitUntil(t, "node 1 counts alice once", func() bool {
+		rp, err := p.Presence("lobby")
+		return err == nil && rp.Count == 2 && len(rp.Members) == 2
+	})
 	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-alice", Text: "everywhere"})
 	for i, c := range tabs {
 		if d := c.Expect("dm"); d.Text != "everywhere" || d.FromUser != "u-bob" {
