@@ -24,15 +24,15 @@ import (
 
 // keys are one key of each kind, with their files.
 type keys struct {
-	secret               []byte
-	rsa                  *rsa.PrivateKey
-	ec                   *ecdsa.PrivateKey
-	ed                   ed25519.PrivateKey
-	secretF, rsaF, ecF   string
-	edF, rsaPEM, jwksF   string
-	otherRSA             *rsa.PrivateKey
-	otherSecret          []byte
-	ecPub, rsaPubPEMData []byte
+	secret             []byte
+	rsa                *rsa.PrivateKey
+	ec                 *ecdsa.PrivateKey
+	ed                 ed25519.PrivateKey
+	secretF, rsaF, ecF string
+	edF, jwksF         string
+	otherRSA           *rsa.PrivateKey
+	otherSecret        []byte
+	rsaPubPEMData      []byte
 }
 
 func writePEM(t testing.TB, dir, name string, pub any) (string, []byte) {

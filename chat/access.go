@@ -254,7 +254,7 @@ func bearer(r *http.Request, q map[string][]string) (string, error) {
 	case len(hdr) == 1:
 		t, ok := strings.CutPrefix(hdr[0], "Bearer ")
 		if !ok {
-			return "", errors.New("Authorization must be Bearer")
+			return "", errors.New("the Authorization header must be Bearer <token>")
 		}
 		return strings.TrimSpace(t), nil
 	case len(qs) == 1:
