@@ -598,7 +598,7 @@ func (h *Hub) HandleControl(data []byte) {
 	}
 	switch m.Kind {
 	case "dm":
-		if err := h.checkBusText(m.Text); err != nil || m.From == "" || m.TS <= 0 {
+		if err := h.checkBusText(m.Text); err != nil || !isNick(m.From) || m.TS <= 0 || m.FromID != "" && validUser(m.FromID) != nil {
 			h.dropped("control", fmt.Errorf("a dm with a bad text, sender or time: %v", err))
 			return
 		}

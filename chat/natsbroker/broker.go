@@ -534,8 +534,16 @@ func (b *Broker) recreate(p pending) {
 	p.f, p.retry = f, true
 	select {
 	case b.acks <- p:
-	case <-b.stop:
-		p.done(chat.ErrBrokerNotRunning)
+	default:
+		// Full: wait elsewhere, so that the dispatcher never waits on the
+		// acknowledger while it waits on the dispatcher (later).
+		go func() {
+			select {
+			case b.acks <- p:
+			case <-b.stop:
+				p.done(chat.ErrBrokerNotRunning)
+			}
+		}()
 	}
 }
 
