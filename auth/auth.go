@@ -298,7 +298,7 @@ func (v *Verifier) verify(token string) (*Claims, error) {
 		return nil, errors.New(`token is unverifiable: "crit" extensions are not supported`) // RFC 7515 4.1.11
 	}
 	if !slices.Contains(v.methods, hdr.Alg) {
-		return nil, fmt.Errorf("token signature is invalid: signing method %s is invalid", hdr.Alg)
+		return nil, fmt.Errorf("signing method %q is not allowed: the keys are pinned to %s", hdr.Alg, strings.Join(v.methods, ", "))
 	}
 	m := jwt.GetSigningMethod(hdr.Alg)
 	sb, err := v.parser.DecodeSegment(sig)

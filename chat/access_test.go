@@ -92,7 +92,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"no token, guests off", u, nil, 401, "token missing", chat.RefusedTokenMissing},
 		{"forged signature", withToken(u, good[:len(good)-3]+"AAA"), nil, 401, "signature is invalid", chat.RefusedTokenInvalid},
 		{"alg none", withToken(u, none), nil, 401, "token invalid", chat.RefusedTokenInvalid},
-		{"wrong key type (ES256 where only an HMAC key is)", withToken(u, es256), nil, 401, "signing method ES256 is invalid", chat.RefusedTokenInvalid},
+		{"wrong key type (ES256 where only an HMAC key is)", withToken(u, es256), nil, 401, `signing method "ES256" is not allowed`, chat.RefusedTokenInvalid},
 		{"expired", withToken(u, with(func(c *auth.Claims) { c.ExpiresAt = jwt.NewNumericDate(now.Add(-time.Minute)) })), nil, 401, "token expired", chat.RefusedTokenExpired},
 		{"not yet valid", withToken(u, with(func(c *auth.Claims) { c.NotBefore = jwt.NewNumericDate(now.Add(time.Minute)) })), nil, 401, "token not yet valid", chat.RefusedTokenNotYet},
 		{"wrong audience", withToken(u, with(func(c *auth.Claims) { c.Audience = jwt.ClaimStrings{"other"} })), nil, 401, "another audience", chat.RefusedTokenAudience},
