@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/lesismal/nbio"
 	"github.com/lesismal/nbio/nbhttp"
@@ -41,6 +40,8 @@ type conn struct {
 	carry    bufpool.Carry  // bytes of an incomplete frame (or, while paused, unparsed input)
 	msg      *[]byte        // a fragmented message so far, nil when none
 	msgOp    wsproto.Opcode // that message's opcode
+	text     wsproto.UTF8   // the text message's validation so far
+	fed      int64          // payload bytes of the incomplete frame already validated
 	failed   bool           // we failed the client: only its close reply matters now
 	msgRate  bucket         // MaxMessagesPerSecond (frames)
 	pingRate bucket         // MaxPingsPerSecond
@@ -161,10 +162,15 @@ func (c *conn) parse(data []byte, now int64) {
 			break
 		}
 		if code, reason := c.checkHeader(&h); code != 0 {
-			c.fail(code, reason)
+			if h.Op == wsproto.OpClose {
+				c.failClose(code, reason)
+			} else {
+				c.fail(code, reason)
+			}
 			break
 		}
 		if int64(len(buf)-hn) < h.Len {
+			c.validatePartial(&h, buf[hn:])
 			break
 		}
 		end := hn + int(h.Len)
@@ -289,7 +295,57 @@ func (c *conn) checkHeader(h *wsproto.Header) (StatusCode, string) {
 	return 0, ""
 }
 
+// isText reports whether the frame h carries text: a text frame starting a
+// message, or a continuation of a text message. Callers hold readMu.
+func (c *conn) isText(h *wsproto.Header) bool {
+	return h.Op == wsproto.OpText && c.msgOp == 0 || h.Op == wsproto.OpContinuation && c.msgOp == wsproto.OpText
+}
+
+// validatePartial validates the text that has arrived of an incomplete
+// frame (its masked payload so far), so that invalid UTF-8 is refused as
+// its bytes come, not once the frame is whole. Callers hold readMu.
+func (c *conn) validatePartial(h *wsproto.Header, masked []byte) {
+	if !c.isText(h) || int64(len(masked)) <= c.fed {
+		return
+	}
+	if h.Op == wsproto.OpText && c.fed == 0 {
+		c.text = wsproto.UTF8{} // a new message
+	}
+	var chunk [512]byte
+	for c.fed < int64(len(masked)) {
+		n := copy(chunk[:], masked[c.fed:])
+		wsproto.Mask(chunk[:n], h.Key, int(c.fed))
+		c.fed += int64(n)
+		if !c.text.Feed(chunk[:n]) {
+			c.fail(StatusInvalidPayload, "text message is not valid UTF-8")
+			return
+		}
+	}
+}
+
+// validateText validates a whole text frame's payload (its part that
+// validatePartial has not seen) and, at the message's end, that it ends on
+// a whole character. Callers hold readMu.
+func (c *conn) validateText(h *wsproto.Header, payload []byte) bool {
+	fed := c.fed
+	c.fed = 0
+	if !c.isText(h) {
+		return true
+	}
+	if h.Op == wsproto.OpText && fed == 0 {
+		c.text = wsproto.UTF8{}
+	}
+	if !c.text.Feed(payload[fed:]) || h.Fin && !c.text.Complete() {
+		c.fail(StatusInvalidPayload, "text message is not valid UTF-8")
+		return false
+	}
+	return true
+}
+
 func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
+	if !c.validateText(h, payload) {
+		return
+	}
 	switch h.Op {
 	case wsproto.OpText, wsproto.OpBinary:
 		if c.msgOp != 0 {
@@ -323,9 +379,9 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 		code, reason, err := wsproto.ParseClosePayload(payload)
 		switch {
 		case errors.Is(err, wsproto.ErrCloseUTF8):
-			c.fail(StatusInvalidPayload, "close reason is not valid UTF-8")
+			c.failClose(StatusInvalidPayload, "close reason is not valid UTF-8")
 		case err != nil:
-			c.fail(StatusProtocolError, "invalid close frame")
+			c.failClose(StatusProtocolError, "invalid close frame")
 		default:
 			c.done = true // nothing may follow a close frame
 			c.dropMessage()
@@ -337,11 +393,7 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 // deliver hands a complete message to the application on the executor. It
 // takes ownership of b.
 func (c *conn) deliver(typ MessageType, b *[]byte) {
-	if typ == Text && !utf8.Valid(*b) {
-		bufpool.Put(b)
-		c.fail(StatusInvalidPayload, "text message is not valid UTF-8")
-		return
-	}
+	// Text was validated as it came (validateText).
 	c.msgsIn.Add(1)
 	srv := c.ep.srv
 	// In flight first, then the shutdown check: Shutdown sets draining,
@@ -456,12 +508,30 @@ func (c *conn) dropMessage() {
 }
 
 // fail stops reading and closes the client with code: the peer broke the
-// protocol or a limit.
+// protocol or a limit. Messages it sent before, still waiting for their
+// handler, are handled first, and what the handler sends goes out before
+// the close frame (Autobahn 3.2, 4.1.3, 5.15: the echo, then the 1002).
+// Callers hold readMu.
 func (c *conn) fail(code StatusCode, reason string) {
 	c.failed = true
 	c.dropMessage()
 	c.ep.srv.log.Debug("closing client", "id", c.id, "code", int(code), "reason", reason)
+	if c.pendingIn.Load() > 0 && c.nbc.Execute(func() { c.startClose(code, reason) }) {
+		return // after the client's message jobs: nbio runs a connection's jobs in order
+	}
 	c.startClose(code, reason)
+}
+
+// failClose fails the client for a close frame it sent that is not valid:
+// it is the peer's close all the same (it will send nothing more, nor
+// answer ours), so the socket is dropped once our close is written, not
+// held for CloseTimeout. Callers hold readMu.
+func (c *conn) failClose(code StatusCode, reason string) {
+	c.done = true
+	c.mu.Lock()
+	c.peerClosed = true
+	c.mu.Unlock()
+	c.fail(code, reason)
 }
 
 // startClose queues a close frame with code and reason, after whatever is
