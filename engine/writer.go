@@ -75,6 +75,7 @@ type writer struct {
 	last   []*frame // the frames now in scratch, in order
 	now    int64    // unix ns at the start of the current round
 	wrote  bool     // the last round wrote to a client
+	busy   bool     // the last round wrote more than one socket write
 
 	// The most each round buffer held since trimmedAt (trim).
 	peakArena, peakDirty, peakWork int
@@ -111,10 +112,12 @@ func (w *writer) post(j job) {
 // run is the writer's goroutine. It returns when stop is closed and every
 // job posted before is done.
 //
-// With Config.FlushWindow set, a round follows a round that wrote by at
-// least a window: work posted within a window of the last write waits for
-// the window's end, so it joins one batch; work posted later goes out at
-// once.
+// With Config.FlushWindow set, a round follows a busy round (one that made
+// more than one write) by at least a window: work posted within a window
+// of it waits for the window's end, so it joins one batch; work posted
+// later goes out at once. A round that wrote once (a reply to one client,
+// a request/response exchange) starts no window: the next exchange goes
+// out at once, where a fixed window taxed each by about 1.3 ms.
 func (w *writer) run(stop <-chan struct{}) {
 	window := w.srv.cfg.FlushWindow
 	var timer *time.Timer
@@ -143,9 +146,10 @@ func (w *writer) run(stop <-chan struct{}) {
 			}
 			start := time.Now()
 			worked := w.round()
-			if w.wrote {
-				// Only a round that wrote starts a window: housekeeping
-				// (ticks, joins) must not delay the next message.
+			if w.busy {
+				// Only a round that wrote more than once starts a window:
+				// housekeeping (ticks, joins) and lone replies must not
+				// delay the next message.
 				lastWrite = start
 			}
 			if !worked || (window > 0 && !w.pending()) {
@@ -377,7 +381,7 @@ func (w *writer) push(c *conn, f *frame) {
 func (w *writer) flush(start time.Time) {
 	var writes, frames, deliveries, bytes, delaySum uint64
 	now := time.Now().UnixNano()
-	defer func() { w.wrote = writes > 0 }()
+	defer func() { w.wrote, w.busy = writes > 0, writes > 1 }()
 	w.last = w.last[:0]
 	for _, c := range w.dirty {
 		var nf, nd, raw uint64
