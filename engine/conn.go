@@ -32,7 +32,8 @@ type conn struct {
 	out         io.Writer    // where the writer sends c's bytes: nbc, its TLS conn, or a sink in benchmarks
 	w           *writer
 	remoteAddr  string
-	connectedAt int64 // unix ns
+	connectedAt int64          // unix ns
+	deflate     *deflateParams // permessage-deflate as negotiated; nil: none
 
 	// Read state, under readMu.
 	readMu   sync.Mutex
@@ -41,6 +42,7 @@ type conn struct {
 	msg      *[]byte        // a fragmented message so far, nil when none
 	msgOp    wsproto.Opcode // that message's opcode
 	text     wsproto.UTF8   // the text message's validation so far
+	msgZ     bool           // the message is compressed (RSV1 on its first frame)
 	fed      int64          // payload bytes of the incomplete frame already validated
 	failed   bool           // we failed the client: only its close reply matters now
 	msgRate  bucket         // MaxMessagesPerSecond (frames)
@@ -272,6 +274,12 @@ func (c *conn) awaitClose(buf []byte) []byte {
 // message size limit, before the payload has arrived.
 func (c *conn) checkHeader(h *wsproto.Header) (StatusCode, string) {
 	switch {
+	case h.RSV&rsv1 != 0 && c.deflate != nil && (h.Op == wsproto.OpText || h.Op == wsproto.OpBinary):
+		// permessage-deflate: RSV1 marks a compressed message, on its
+		// first frame only.
+		if h.RSV != rsv1 {
+			return StatusProtocolError, "reserved bits set without an extension"
+		}
 	case h.RSV != 0:
 		return StatusProtocolError, "reserved bits set without an extension"
 	case h.Op.IsReserved():
@@ -298,7 +306,9 @@ func (c *conn) checkHeader(h *wsproto.Header) (StatusCode, string) {
 // isText reports whether the frame h carries text: a text frame starting a
 // message, or a continuation of a text message. Callers hold readMu.
 func (c *conn) isText(h *wsproto.Header) bool {
-	return h.Op == wsproto.OpText && c.msgOp == 0 || h.Op == wsproto.OpContinuation && c.msgOp == wsproto.OpText
+	// A compressed message is validated once inflated.
+	return h.Op == wsproto.OpText && c.msgOp == 0 && h.RSV&rsv1 == 0 ||
+		h.Op == wsproto.OpContinuation && c.msgOp == wsproto.OpText && !c.msgZ
 }
 
 // validatePartial validates the text that has arrived of an incomplete
@@ -355,10 +365,14 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 		b := bufpool.Get(len(payload))
 		*b = append(*b, payload...)
 		if h.Fin {
+			if h.RSV&rsv1 != 0 {
+				c.deliverCompressed(MessageType(h.Op), b)
+				return
+			}
 			c.deliver(MessageType(h.Op), b)
 			return
 		}
-		c.msgOp, c.msg = h.Op, b
+		c.msgOp, c.msg, c.msgZ = h.Op, b, h.RSV&rsv1 != 0
 	case wsproto.OpContinuation:
 		if c.msgOp == 0 {
 			c.fail(StatusProtocolError, "continuation frame without a message")
@@ -367,8 +381,12 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 		c.msg = bufpool.Grow(c.msg, len(payload))
 		*c.msg = append(*c.msg, payload...)
 		if h.Fin {
-			b, op := c.msg, c.msgOp
-			c.msg, c.msgOp = nil, 0
+			b, op, z := c.msg, c.msgOp, c.msgZ
+			c.msg, c.msgOp, c.msgZ = nil, 0, false
+			if z {
+				c.deliverCompressed(MessageType(op), b)
+				return
+			}
 			c.deliver(MessageType(op), b)
 		}
 	case wsproto.OpPing:
@@ -388,6 +406,32 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 			c.peerClose(StatusCode(code), reason)
 		}
 	}
+}
+
+// deliverCompressed inflates a compressed message (at most the message
+// limit's worth: a bomb gets 1009 after that much work), validates its
+// text, and delivers it. It takes ownership of b. Callers hold readMu.
+func (c *conn) deliverCompressed(typ MessageType, b *[]byte) {
+	out, err := inflate(c.deflate, *b, c.ep.maxMessage)
+	bufpool.Put(b)
+	switch {
+	case errors.Is(err, errTooBig):
+		c.fail(StatusMessageTooBig, "inflated message exceeds the size limit")
+		return
+	case err != nil:
+		c.fail(StatusInvalidPayload, "compressed message does not inflate")
+		return
+	}
+	c.ep.srv.stats.inflated.Add(1)
+	if typ == Text {
+		var u wsproto.UTF8
+		if !u.Feed(*out) || !u.Complete() {
+			bufpool.Put(out)
+			c.fail(StatusInvalidPayload, "text message is not valid UTF-8")
+			return
+		}
+	}
+	c.deliver(typ, out)
 }
 
 // deliver hands a complete message to the application on the executor. It
@@ -503,7 +547,7 @@ func (c *conn) resume() {
 func (c *conn) dropMessage() {
 	if c.msg != nil {
 		bufpool.Put(c.msg)
-		c.msg, c.msgOp = nil, 0
+		c.msg, c.msgOp, c.msgZ = nil, 0, false
 	}
 }
 

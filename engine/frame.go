@@ -17,7 +17,14 @@ type frame struct {
 	data bool  // a data message (counted in MessagesOut), not a control frame
 	raw  bool  // not a WebSocket frame: the 101 response, not counted per client
 	born int64 // unix ns of the send call, for the write-delay histogram
+	hdr  int   // the header's length: the payload follows
 	refs atomic.Int32
+
+	// The compressed twin for clients with permessage-deflate, made by
+	// the first writer that needs it (compressed); f itself when f is not
+	// worth compressing.
+	zmu sync.Mutex
+	z   atomic.Pointer[frame]
 
 	// Recipients of a multicast, resolved once by the caller; each shard
 	// picks its own. Capacity is kept across reuse, so steady-state
@@ -43,18 +50,23 @@ func getFrame(size int) *frame {
 func newDataFrame(typ MessageType, payload []byte, refs int32) *frame {
 	f := getFrame(wsproto.HeaderLen(len(payload), false) + len(payload))
 	f.buf = wsproto.AppendFrame(f.buf, wsproto.Opcode(typ), payload)
-	f.data, f.raw = true, false
+	f.data, f.raw, f.hdr = true, false, wsproto.HeaderLen(len(payload), false)
 	f.born = time.Now().UnixNano()
 	f.refs.Store(refs)
 	return f
 }
 
 // newUpgradeResponse holds the 101 response for a client, written by its
-// writer ahead of anything sent to it.
-func newUpgradeResponse(key string) *frame {
-	f := getFrame(160)
+// writer ahead of anything sent to it; ext, if not empty, is the
+// Sec-WebSocket-Extensions agreed.
+func newUpgradeResponse(key, ext string) *frame {
+	f := getFrame(160 + len(ext))
 	f.buf = append(f.buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	f.buf = append(f.buf, wsproto.AcceptKey(key)...)
+	if ext != "" {
+		f.buf = append(f.buf, "\r\nSec-WebSocket-Extensions: "...)
+		f.buf = append(f.buf, ext...)
+	}
 	f.buf = append(f.buf, "\r\n\r\n"...)
 	f.data, f.raw = false, true
 	f.refs.Store(1)
@@ -87,6 +99,11 @@ func (f *frame) release() {
 	}
 	clear(f.conns)
 	f.conns = f.conns[:0]
+	if z := f.z.Load(); z != nil && z != f {
+		z.release()
+	}
+	f.z.Store(nil)
+	f.hdr = 0
 	if cap(f.buf) > maxPooledFrame {
 		f.buf = nil
 	}

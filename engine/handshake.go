@@ -227,7 +227,13 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		_ = nbc.SetReadBuffer(n)
 	}
 	s.stats.accepted.Add(1)
-	c.w.post(job{kind: jobOpen, c: c, f: newUpgradeResponse(r.Header.Get("Sec-WebSocket-Key"))})
+	var ext string
+	if s.cfg.Compression {
+		if c.deflate, ext = negotiateDeflate(&s.cfg, r.Header.Values("Sec-WebSocket-Extensions")); c.deflate != nil {
+			s.stats.deflateConns.Add(1)
+		}
+	}
+	c.w.post(job{kind: jobOpen, c: c, f: newUpgradeResponse(r.Header.Get("Sec-WebSocket-Key"), ext)})
 	// Found by sends only now, after its 101 is queued: whatever they post
 	// to its writer comes after the 101.
 	ep.add(c)

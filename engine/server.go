@@ -48,9 +48,10 @@ type Server struct {
 	anyOrigin bool
 	tickEvery time.Duration
 
-	stats  serverStats
-	nextID atomic.Uint64
-	live   atomic.Int64 // open clients over all endpoints, plus upgrades in progress
+	stats     serverStats
+	deflaters deflaters // pooled flate writers, by level
+	nextID    atomic.Uint64
+	live      atomic.Int64 // open clients over all endpoints, plus upgrades in progress
 
 	// Received messages not yet handled; Shutdown waits for them so that
 	// what they send precedes the close frames.
@@ -446,6 +447,11 @@ func (s *Server) Stats() Stats {
 		InputPaused:      s.stats.inputPaused.Load(),
 		PendingInput:     s.pendingIn.Load(),
 		RefusedByApp:     s.stats.refusedApp.Load(),
+		DeflateClients:   s.stats.deflateConns.Load(),
+		Compressed:       s.stats.compressed.Load(),
+		CompressedIn:     s.stats.compressedIn.Load(),
+		CompressedOut:    s.stats.compressedOut.Load(),
+		Inflated:         s.stats.inflated.Load(),
 		AppPanics:        s.stats.appPanics.Load(),
 		FramesEncoded:    s.stats.framesEncoded.Load(),
 	}

@@ -85,6 +85,11 @@ type serverStats struct {
 	inputPaused   atomic.Uint64
 	refusedApp    atomic.Uint64
 	appPanics     atomic.Uint64
+	compressed    atomic.Uint64 // frames compressed (once each, whatever the recipients)
+	compressedIn  atomic.Uint64 // their payload bytes
+	compressedOut atomic.Uint64 // compressed
+	inflated      atomic.Uint64 // compressed messages received
+	deflateConns  atomic.Uint64 // clients that negotiated permessage-deflate
 	dispatch      [latencyBuckets]atomic.Uint64
 	dispatchNanos atomic.Uint64
 	closed        [len(closeClasses)]atomic.Uint64
@@ -101,32 +106,36 @@ type readTotals struct {
 // Stats is a snapshot of a Server's counters since it started. Counters
 // only grow; gauges (Clients, QueuedBytes) are current values.
 type Stats struct {
-	Clients           int    // open WebSocket clients
-	Accepted          uint64 // WebSocket upgrades completed
-	RefusedOrigin     uint64 // handshakes refused for their Origin (403)
-	RefusedLimit      uint64 // handshakes refused by MaxConnections or shutdown (503)
-	RefusedMalformed  uint64 // malformed upgrade requests (400, 405, 426)
-	RefusedAddr       uint64 // upgrades refused by the per-address limits (429)
-	RateLimited       uint64 // clients closed for sending too fast (1008)
-	InputPaused       uint64 // times a client's socket stopped being read (MaxPendingInput, MaxPendingInputTotal)
-	PendingInput      int64  // bytes of received messages the application has not handled yet
-	RefusedByApp      uint64 // handshakes refused by Application.OnHandshake
-	AppPanics         uint64 // panics recovered in application callbacks
-	BytesRead         uint64 // bytes read from clients since start, frame headers included
-	FramesRead        uint64
-	MessagesRead      uint64 // data messages received (whole, after reassembly)
-	FramesEncoded     uint64 // frames built by the send API: one per send, not per recipient
-	Writes            uint64 // Write calls on client sockets
-	FramesWritten     uint64 // frames in those writes, control frames included
-	Deliveries        uint64 // data messages written to clients: one per message per recipient
-	BytesWritten      uint64
-	Rounds            uint64  // writer rounds that wrote anything
-	FlushSeconds      float64 // time spent in those rounds
-	SkippedSlow       uint64  // deliveries skipped: the recipient was over SendQueueSoftLimit
-	ClosedSlow        uint64  // clients closed as slow consumers
-	HeartbeatTimeouts uint64  // clients closed for not answering a ping
-	PingsSent         uint64
-	QueuedBytes       int64 // bytes handed to sockets that the kernel has not taken
+	Clients          int    // open WebSocket clients
+	Accepted         uint64 // WebSocket upgrades completed
+	RefusedOrigin    uint64 // handshakes refused for their Origin (403)
+	RefusedLimit     uint64 // handshakes refused by MaxConnections or shutdown (503)
+	RefusedMalformed uint64 // malformed upgrade requests (400, 405, 426)
+	RefusedAddr      uint64 // upgrades refused by the per-address limits (429)
+	RateLimited      uint64 // clients closed for sending too fast (1008)
+	InputPaused      uint64 // times a client's socket stopped being read (MaxPendingInput, MaxPendingInputTotal)
+	PendingInput     int64  // bytes of received messages the application has not handled yet
+	RefusedByApp     uint64 // handshakes refused by Application.OnHandshake
+	AppPanics        uint64 // panics recovered in application callbacks
+	// Compression (permessage-deflate): clients that negotiated it,
+	// frames compressed (once each, however many recipients), their
+	// payload bytes before and after, and compressed messages received.
+	DeflateClients, Compressed, CompressedIn, CompressedOut, Inflated uint64
+	BytesRead                                                         uint64 // bytes read from clients since start, frame headers included
+	FramesRead                                                        uint64
+	MessagesRead                                                      uint64 // data messages received (whole, after reassembly)
+	FramesEncoded                                                     uint64 // frames built by the send API: one per send, not per recipient
+	Writes                                                            uint64 // Write calls on client sockets
+	FramesWritten                                                     uint64 // frames in those writes, control frames included
+	Deliveries                                                        uint64 // data messages written to clients: one per message per recipient
+	BytesWritten                                                      uint64
+	Rounds                                                            uint64  // writer rounds that wrote anything
+	FlushSeconds                                                      float64 // time spent in those rounds
+	SkippedSlow                                                       uint64  // deliveries skipped: the recipient was over SendQueueSoftLimit
+	ClosedSlow                                                        uint64  // clients closed as slow consumers
+	HeartbeatTimeouts                                                 uint64  // clients closed for not answering a ping
+	PingsSent                                                         uint64
+	QueuedBytes                                                       int64 // bytes handed to sockets that the kernel has not taken
 	// BatchSizeBuckets counts writes by frames per write; bucket i holds
 	// batches of at most BatchBucketUpperBound(i) frames.
 	BatchSizeBuckets [batchBuckets]uint64

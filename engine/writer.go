@@ -159,6 +159,15 @@ func (w *writer) run(stop <-chan struct{}) {
 	}
 }
 
+// variant returns the frame c gets for f: its compressed twin when c
+// negotiated permessage-deflate (made once, shared by every such client).
+func (w *writer) variant(c *conn, f *frame) *frame {
+	if c.deflate == nil {
+		return f
+	}
+	return f.compressed(w.srv, c.deflate)
+}
+
 // pending reports whether jobs wait for the next round.
 func (w *writer) pending() bool {
 	w.mu.Lock()
@@ -386,15 +395,16 @@ func (w *writer) flush(start time.Time) {
 	for _, c := range w.dirty {
 		var nf, nd, raw uint64
 		first := w.arena[c.head]
-		buf := first.f.buf
+		f0 := w.variant(c, first.f)
+		buf := f0.buf
 		born := first.f.born // frames are in send order: the first is the oldest
 		if first.next < 0 {
-			nf, nd, raw = first.f.counts()
+			nf, nd, raw = f0.counts()
 		} else {
 			same := true
 			k := 0
 			for i := c.head; i >= 0; i = w.arena[i].next {
-				f := w.arena[i].f
+				f := w.variant(c, w.arena[i].f)
 				if same && (k >= len(w.last) || w.last[k] != f) {
 					same = false
 				}
@@ -406,7 +416,7 @@ func (w *writer) flush(start time.Time) {
 				w.scratch = w.scratch[:0]
 				w.last = w.last[:0]
 				for i := c.head; i >= 0; i = w.arena[i].next {
-					f := w.arena[i].f
+					f := w.variant(c, w.arena[i].f)
 					w.scratch = append(w.scratch, f.buf...)
 					w.last = append(w.last, f)
 				}
