@@ -40,6 +40,11 @@ var (
 	mHeartbeat      = newDesc("parley_heartbeat_timeouts_total", "Clients closed for not answering a ping (1008).")
 	mPings          = newDesc("parley_pings_sent_total", "Heartbeat pings sent.")
 	mPanics         = newDesc("parley_app_panics_total", "Panics recovered in application callbacks.")
+	mDeflateClients = newDesc("parley_deflate_clients_total", "Clients that negotiated permessage-deflate.")
+	mCompressed     = newDesc("parley_compressed_frames_total", "Frames compressed: once each, however many recipients share them.")
+	mCompressedIn   = newDesc("parley_compression_input_bytes_total", "Payload bytes of the frames compressed.")
+	mCompressedOut  = newDesc("parley_compression_output_bytes_total", "Their compressed bytes.")
+	mInflated       = newDesc("parley_inflated_messages_total", "Compressed messages received and inflated.")
 	mRooms          = newDesc("parley_rooms", "Chat rooms open.")
 	mMembers        = newDesc("parley_room_members", "Room memberships (a client in two rooms counts twice).")
 	mPublished      = newDesc("parley_broker_published_total", "Room messages this node published to the broker.")
@@ -84,7 +89,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{mConnections, mAccepted, mClosed, mRefused, mRecvMessages, mRecvFrames,
 			mRecvBytes, mDeliveries, mSentFrames, mSentBytes, mEncoded, mWrites, mRounds, mBatch, mFlush, mWriteDelay,
-			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics, mRateClosed, mPendingIn, mInputPaused} {
+			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics, mRateClosed, mPendingIn, mInputPaused,
+			mDeflateClients, mCompressed, mCompressedIn, mCompressedOut, mInflated} {
 			ch <- d
 		}
 	}
@@ -201,6 +207,11 @@ func collectEngine(ch chan<- prometheus.Metric, st engine.Stats, appRefusals boo
 	counter(ch, mHeartbeat, st.HeartbeatTimeouts)
 	counter(ch, mPings, st.PingsSent)
 	counter(ch, mPanics, st.AppPanics)
+	counter(ch, mDeflateClients, st.DeflateClients)
+	counter(ch, mCompressed, st.Compressed)
+	counter(ch, mCompressedIn, st.CompressedIn)
+	counter(ch, mCompressedOut, st.CompressedOut)
+	counter(ch, mInflated, st.Inflated)
 	counter(ch, mRateClosed, st.RateLimited)
 }
 

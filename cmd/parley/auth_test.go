@@ -111,3 +111,20 @@ func TestParseAuthFlags(t *testing.T) {
 		t.Fatalf("%+v", cfg.Chat)
 	}
 }
+
+// TestParseCompressionFlags: the compression flags reach engine.Config and
+// bad values are refused naming the field.
+func TestParseCompressionFlags(t *testing.T) {
+	cfg, err := parseServe([]string{"--compression", "--compression-level", "6", "--compression-threshold", "-1", "--compression-context-takeover"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := cfg.Engine; !e.Compression || e.CompressionLevel != 6 || e.CompressionThreshold != -1 || !e.CompressionContextTakeover {
+		t.Fatalf("%+v", e)
+	}
+	for _, args := range [][]string{{"--compression-level", "10"}, {"--compression-threshold", "-2"}} {
+		if _, err := parseServe(args, io.Discard); err == nil || !strings.Contains(err.Error(), "Compression") {
+			t.Errorf("%q: %v, want an error naming the field", args, err)
+		}
+	}
+}

@@ -145,6 +145,10 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&e.MaxPendingInput, "max-pending-input", engine.DefaultMaxPendingInput, "`bytes` of a client's messages waiting for their handler above which its socket is not read (TCP backpressure)")
 	fs.IntVar(&e.MaxPendingInputTotal, "max-pending-input-total", engine.DefaultMaxPendingInputTotal, "the same over all clients, in `bytes` (-1: no total bound)")
 	fs.IntVar(&e.SocketWriteBuffer, "socket-write-buffer", 0, "kernel send buffer per client socket, in `bytes` (0: kernel autotuning, up to 4 MiB for a client that stops reading)")
+	fs.BoolVar(&e.Compression, "compression", false, "offer permessage-deflate (RFC 7692): each message compressed once for every client that negotiated it")
+	fs.IntVar(&e.CompressionLevel, "compression-level", engine.DefaultCompressionLevel, "deflate level, 1 (fastest) to 9")
+	fs.IntVar(&e.CompressionThreshold, "compression-threshold", engine.DefaultCompressionThreshold, "messages shorter than this many `bytes` go uncompressed (-1: compress all)")
+	fs.BoolVar(&e.CompressionContextTakeover, "compression-context-takeover", false, "let clients compress with context takeover (better ratios, 32 KiB of server memory per such client)")
 	fs.IntVar(&e.Pollers, "pollers", 0, "epoll goroutines (0: one per CPU)")
 	fs.IntVar(&e.Writers, "writers", 0, "writer shards (0: one per CPU)")
 	ch := &cfg.Chat
