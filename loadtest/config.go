@@ -165,6 +165,13 @@ type Config struct {
 	// Default 30,000.
 	FloodSize int
 
+	// Compression offers permessage-deflate (RFC 7692, asking for no
+	// context takeover): where the server agrees, its compressed messages
+	// are inflated here; the clients' own messages go uncompressed (the
+	// extension allows it per message). Result.WireBytesIn tells the
+	// bytes on the wire.
+	Compression bool
+
 	// TokenSecretFile, if set, holds an HMAC secret (HS256): each client
 	// connects with a token signed before the dialing starts (as a client
 	// gets one from its backend), for user "lt-<n>" (n its index in the

@@ -26,6 +26,9 @@ type conn struct {
 	msg   *[]byte        // a fragmented message so far; poller only
 	msgOp wsproto.Opcode // its opcode
 	done  bool           // the server's close frame arrived, or the stream broke
+	msgZ  bool           // the message is compressed (RSV1 on its first frame)
+
+	deflate bool // permessage-deflate was agreed
 
 	closeCode atomic.Int32 // the server's close code, 0 until one arrives
 }
@@ -45,6 +48,7 @@ func (c *conn) Parse(data []byte) error {
 	if c.done {
 		return nil
 	}
+	c.p.wireIn.Add(int64(len(data)))
 	buf := c.carry.Join(data)
 	for len(buf) > 0 && !c.done {
 		h, hn, err := wsproto.ParseHeader(buf)
@@ -77,11 +81,12 @@ func (c *conn) Parse(data []byte) error {
 func (c *conn) frame(h *wsproto.Header, payload []byte) {
 	switch h.Op {
 	case wsproto.OpText, wsproto.OpBinary:
+		z := c.deflate && h.RSV&4 != 0
 		if h.Fin {
-			c.p.h.OnMessage(c.idx, payload)
+			c.message(payload, z)
 			return
 		}
-		c.msgOp = h.Op
+		c.msgOp, c.msgZ = h.Op, z
 		c.msg = bufpool.Get(len(payload))
 		*c.msg = append(*c.msg, payload...)
 	case wsproto.OpContinuation:
@@ -91,7 +96,7 @@ func (c *conn) frame(h *wsproto.Header, payload []byte) {
 		c.msg = bufpool.Grow(c.msg, len(payload))
 		*c.msg = append(*c.msg, payload...)
 		if h.Fin {
-			c.p.h.OnMessage(c.idx, *c.msg)
+			c.message(*c.msg, c.msgZ)
 			bufpool.Put(c.msg)
 			c.msg = nil
 		}
@@ -103,6 +108,22 @@ func (c *conn) frame(h *wsproto.Header, payload []byte) {
 		c.done = true
 		c.write(wsproto.OpClose, payload) // echo, as RFC 6455 asks; the server then drops the socket
 	}
+}
+
+// message hands a whole message to the handler, inflated if compressed.
+func (c *conn) message(payload []byte, compressed bool) {
+	if !compressed {
+		c.p.h.OnMessage(c.idx, payload)
+		return
+	}
+	out, err := inflate(payload)
+	if err != nil {
+		c.p.protoErrs.Add(1)
+		return
+	}
+	c.p.compressedIn.Add(1)
+	c.p.h.OnMessage(c.idx, *out)
+	bufpool.Put(out)
 }
 
 // write sends one masked frame. nbio's Write never blocks.

@@ -63,6 +63,10 @@ type Pool struct {
 	failed    atomic.Int64
 	open      atomic.Int64
 	protoErrs atomic.Int64
+
+	wireIn       atomic.Int64 // bytes read after the upgrades
+	deflateConns atomic.Int64 // clients that negotiated permessage-deflate
+	compressedIn atomic.Int64 // compressed messages received
 }
 
 // NewPool validates cfg and starts a client engine for cfg.Clients clients.
@@ -398,6 +402,9 @@ func (p *Pool) dialOnce(ctx context.Context, i int) string {
 	if p.tokens != nil {
 		req.Header.Set("Authorization", "Bearer "+p.tokens[i])
 	}
+	if p.cfg.Compression {
+		req.Header.Set("Sec-WebSocket-Extensions", "permessage-deflate; client_no_context_takeover")
+	}
 	result := make(chan string, 1) // "" on success, else the failure's cause
 	cc.Do(req, func(resp *http.Response, nc net.Conn, err error) {
 		// On the poller: no blocking here.
@@ -435,6 +442,10 @@ func (p *Pool) dialOnce(ctx context.Context, i int) string {
 			return
 		}
 		c := &conn{idx: i, p: p, nbc: nbc, hc: hc, w: w}
+		if ext := resp.Header.Get("Sec-WebSocket-Extensions"); p.cfg.Compression && strings.HasPrefix(ext, "permessage-deflate") {
+			c.deflate = true
+			p.deflateConns.Add(1)
+		}
 		parser.ParserCloser = c // bytes after the 101 in this read go to c
 		nbc.SetSession(c)
 		p.open.Add(1)

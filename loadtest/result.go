@@ -67,6 +67,10 @@ type Result struct {
 	DeliveriesPerSec float64        `json:"deliveries_per_second,omitempty"`
 	EndToEnd         Latency        `json:"end_to_end_latency"`
 	ProtocolErrors   int64          `json:"protocol_errors"`
+	WireBytesIn      int64          `json:"wire_bytes_in"`                 // bytes read from the servers after the upgrades
+	WireBytesPerMsg  float64        `json:"wire_bytes_per_message"`        // of them per message received
+	DeflateClients   int64          `json:"deflate_clients,omitempty"`     // clients the servers agreed permessage-deflate with
+	CompressedIn     int64          `json:"compressed_messages,omitempty"` // messages received compressed
 	RoomSize         int            `json:"room_size,omitempty"`
 	Joined           int            `json:"joined,omitempty"`
 	SendSeconds      float64        `json:"send_seconds,omitempty"`
@@ -145,6 +149,13 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  failed: %-40s %d\n", k, r.Failures[k])
 	}
 	fmt.Fprintf(w, "held        %d open at the end\n", r.OpenAtEnd)
+	if r.MessagesReceived > 0 {
+		fmt.Fprintf(w, "wire in     %.1f MB, %.0f B per message received", float64(r.WireBytesIn)/1e6, r.WireBytesPerMsg)
+		if r.DeflateClients > 0 {
+			fmt.Fprintf(w, "; permessage-deflate with %d clients, %d messages compressed", r.DeflateClients, r.CompressedIn)
+		}
+		fmt.Fprintln(w)
+	}
 	for _, k := range sortedKeys(r.ClosedByServer) {
 		fmt.Fprintf(w, "  lost: %-42s %d\n", k, r.ClosedByServer[k])
 	}

@@ -258,6 +258,10 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 	r.mu.Unlock()
 	res.MessagesReceived = r.messages.Load()
 	res.ProtocolErrors = pool.ProtocolErrors()
+	res.WireBytesIn, res.DeflateClients, res.CompressedIn = pool.wireIn.Load(), pool.deflateConns.Load(), pool.compressedIn.Load()
+	if res.MessagesReceived > 0 {
+		res.WireBytesPerMsg = float64(res.WireBytesIn) / float64(res.MessagesReceived)
+	}
 	res.Seconds = time.Since(began).Seconds()
 	res.HitTimeLimit = ctx.Err() != nil
 	res.latency = &r.latency

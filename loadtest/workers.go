@@ -206,6 +206,9 @@ func (r *Result) merge(ms []workerMessage) {
 		r.Stray += w.Stray
 		r.Joined += w.Joined
 		r.ProtocolErrors += w.ProtocolErrors
+		r.WireBytesIn += w.WireBytesIn
+		r.DeflateClients += w.DeflateClients
+		r.CompressedIn += w.CompressedIn
 		r.ChurnCycles += w.ChurnCycles
 		r.ChurnFailures += w.ChurnFailures
 		r.ClientRSSBytes += w.ClientRSSBytes

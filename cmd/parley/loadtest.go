@@ -66,6 +66,7 @@ func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, loadtestOu
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", loadtest.DefaultConnectTimeout, "bound on one connection's connect and upgrade")
 	fs.StringVar(&cfg.Sources, "sources", loadtest.DefaultSources, "loopback source `range` A or A-B the connections are bound to, round-robin")
 	fs.StringVar(&cfg.Origin, "origin", "", "Origin header to send (none by default)")
+	fs.BoolVar(&cfg.Compression, "compression", false, "offer permessage-deflate; compressed messages are inflated, and the bytes on the wire reported")
 	fs.StringVar(&cfg.TokenSecretFile, "token-secret", "", "HMAC secret `file` (the server's --jwt-secret): each client signs an HS256 token for user lt-<n> and connects with it")
 	fs.StringVar(&cfg.TokenAudience, "token-audience", "", "the tokens' aud (the server's --jwt-audience)")
 	fs.StringVar(&cfg.TLSCAFile, "tls-ca", "", "PEM `file` of the certificates wss:// targets are verified against (default: the system's)")
