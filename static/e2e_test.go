@@ -37,7 +37,10 @@ func chatServerWith(t *testing.T, addr string, cfg chat.Config) *engine.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := engine.New(engine.Config{Addr: addr, Logger: quiet, Root: static.FS(), CloseTimeout: 500 * time.Millisecond})
+	// Compression on, threshold off: Chromium negotiates permessage-deflate
+	// and every message both ways is compressed.
+	srv, err := engine.New(engine.Config{Addr: addr, Logger: quiet, Root: static.FS(), CloseTimeout: 500 * time.Millisecond,
+		Compression: true, CompressionThreshold: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,4 +284,14 @@ func TestBrowserToken(t *testing.T) {
 	poll("the nick is the token's", `document.querySelector("#nick").disabled && document.querySelector("#nick").value === "Ada"`)
 	poll("the token left the address bar", `!location.href.includes("token") && sessionStorage.getItem("parley.token") !== null`)
 	poll("in the fragment's room", `document.querySelector("#title").textContent === "#signed"`)
+	// Long and repetitive, so that deflate shrinks it: short JSON does not
+	// shrink, and goes plain.
+	long := strings.Repeat("compressed both ways. ", 30)
+	if err := chromedp.Do(tctx, chromedp.SetValue(chromedp.CSS("#input"), long), chromedp.Click(chromedp.CSS("#send"))); err != nil {
+		t.Fatal(err)
+	}
+	poll("the message came back", fmt.Sprintf(`[...document.querySelectorAll("#messages li.own")].some(li => li.textContent.includes(%q))`, strings.TrimSpace(long)))
+	if st := srv.Stats(); st.DeflateClients != 1 || st.Inflated == 0 || st.Compressed == 0 {
+		t.Fatalf("Chromium and permessage-deflate: %d clients, %d inflated, %d compressed", st.DeflateClients, st.Inflated, st.Compressed)
+	}
 }
