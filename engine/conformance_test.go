@@ -32,9 +32,14 @@ func TestEchoBeforeProtocolError(t *testing.T) {
 		bad  []byte
 	}{
 		{"3.2 RSV2 set", rsv(masked(wsproto.OpText, true, "x"))},
+		{"3.3 RSV1 and RSV2 set", func() []byte { b := masked(wsproto.OpText, true, "x"); b[0] |= 0x60; return b }()},
 		{"3.4 RSV set on a ping", rsv(masked(wsproto.OpPing, true, ""))},
 		{"4.1.3 reserved data opcode 5", masked(wsproto.Opcode(5), true, "")},
+		{"4.1.4 reserved data opcode 6 with a payload", masked(wsproto.Opcode(6), true, "reserved opcode")},
+		{"4.1.5 reserved data opcode 7, unfinished", masked(wsproto.Opcode(7), false, "reserved opcode")},
 		{"4.2.3 reserved control opcode 13", masked(wsproto.Opcode(13), true, "")},
+		{"4.2.4 reserved control opcode 14 with a payload", masked(wsproto.Opcode(14), true, "reserved opcode")},
+		{"4.2.5 reserved control opcode 15, unfinished", masked(wsproto.Opcode(15), false, "reserved opcode")},
 		{"5.15 a continuation after the message's end", masked(wsproto.OpContinuation, true, "fragment4")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,6 +140,10 @@ func TestBadCloseDropsAtOnce(t *testing.T) {
 		{"7.9.1 code 0", "\x00\x00", 1002},
 		{"7.9.5 code 1005", "\x03\xed", 1002},
 		{"7.9.9 code 1016", "\x03\xf8", 1002},
+		{"7.9.2 code 999", "\x03\xe7", 1002},
+		{"7.9.3 code 1004", "\x03\xec", 1002},
+		{"7.9.4 code 1006", "\x03\xee", 1002},
+		{"7.13.x code 2999", "\x0b\xb7", 1002},
 		{"7.13.1 code 5000", "\x13\x88", 1002},
 		{"7.13.2 code 65535", "\xff\xff", 1002},
 	} {
