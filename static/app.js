@@ -110,7 +110,7 @@ function listItem(label, key, badge, onLeave) {
   b.className = "item";
   b.type = "button";
   b.textContent = label;
-  b.addEventListener("click", () => select(key));
+  if (key) b.addEventListener("click", () => select(key)); // member entries bring their own
   li.append(b);
   if (badge) {
     const s = document.createElement("span");

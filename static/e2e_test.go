@@ -179,6 +179,32 @@ func TestBrowserChat(t *testing.T) {
 		waitJS(p.ctx, "member list shows "+p.peer,
 			fmt.Sprintf(`[...document.querySelectorAll("#member-list li")].some(li => li.textContent.trim() === %q)`, p.peer))
 	}
+	// Clicking a member opens a DM with them: it is listed, the message
+	// reaches them, and the page keeps working (rooms joined later still
+	// appear) without an exception.
+	run(ctxA, "click bob in the member list", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#member-list li button")].find(b => b.textContent.trim() === "bob").click()`))
+	waitJS(ctxA, "a DM with bob is open", `document.querySelector("#title").textContent === "@bob"`)
+	waitJS(ctxA, "and listed", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@bob"))`)
+	say(ctxA, "psst, bob")
+	waitJS(ctxB, "bob has the DM listed", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@alice"))`)
+	run(ctxB, "bob opens it", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@alice")).click()`))
+	waitJS(ctxB, "bob reads it", hasLine("psst, bob"))
+	run(ctxA, "alice joins another room", chromedp.SetValue(chromedp.CSS("#join"), "later"), chromedp.Click(chromedp.CSS("#join-form button")))
+	waitJS(ctxA, "the room is listed", `[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#later"))`)
+	run(ctxA, "back to #e2e", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
+	run(ctxB, "bob back to #e2e", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
+	waitJS(ctxA, "alice is in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
+	waitJS(ctxB, "bob is in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
+	jsMu.Lock()
+	if len(jsErrors) > 0 {
+		t.Fatalf("page exceptions: %q", jsErrors)
+	}
+	jsMu.Unlock()
+
 	// Text is never rendered as HTML.
 	say(ctxB, "<b>not bold</b>")
 	waitJS(ctxA, "markup shown as text", hasLine("<b>not bold</b>")+` && document.querySelectorAll("#messages b").length === 0`)
