@@ -252,12 +252,16 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 	} else if err := decodeStrict(data, &req); err != nil {
 		// A request that does not decode is refused, never said as text:
 		// a mistyped dm would otherwise reach the whole lobby.
-		if h.allow(c) {
+		if h.allow(c, nil) {
 			h.fail(c, nil, ErrBadRequest, "bad request: "+err.Error())
 		}
 		return
 	}
-	if !h.allow(c) { // every request counts, typing notices too
+	if !h.allow(c, &req) { // every request counts, typing notices too
+		return
+	}
+	if !validID(req.ID) {
+		h.fail(c, &req, ErrBadRequest, "a request's id is 1-64 letters, digits, '.', '_', ':' or '-'")
 		return
 	}
 	switch req.Type {
@@ -291,9 +295,10 @@ func looksLikeJSON(b []byte) bool {
 	return len(b) > 0 && b[0] == '{'
 }
 
-// allow applies the client's token bucket; a client that keeps pushing
-// past RateHardLimit refusals is closed with 1008.
-func (h *Hub) allow(c *client) bool {
+// allow applies the client's token bucket to req (nil: a request that
+// could not be read); a client that keeps pushing past RateHardLimit
+// refusals is closed with 1008. The refusal names req, as errors do.
+func (h *Hub) allow(c *client, req *Request) bool {
 	rate := h.cfg.RateLimit
 	if rate < 0 {
 		return true
@@ -313,7 +318,7 @@ func (h *Hub) allow(c *client) bool {
 		_ = h.ep.Close(c.id, engine.StatusPolicyViolation, "rate limit exceeded")
 		return false
 	}
-	h.fail(c, nil, ErrRateLimited, fmt.Sprintf("slow down: at most %g requests per second", rate))
+	h.fail(c, req, ErrRateLimited, fmt.Sprintf("slow down: at most %g requests per second", rate))
 	return false
 }
 
@@ -384,10 +389,6 @@ func (h *Hub) say(c *client, req *Request) {
 		return
 	}
 	if !h.text(c, req) {
-		return
-	}
-	if !validID(req.ID) {
-		h.fail(c, req, ErrBadRequest, "a message's id is 1-64 letters, digits, '.', '_', ':' or '-'")
 		return
 	}
 	if code, msg := h.maySay(c, r.name); code != "" {

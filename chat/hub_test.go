@@ -510,8 +510,10 @@ func TestRateLimit(t *testing.T) {
 		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "ok"})
 		a.Expect("message")
 	}
-	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "too fast"})
-	a.ExpectError(chat.ErrRateLimited)
+	a.Send(chat.Request{Type: "say", ID: "m-4", Room: "lobby", Text: "too fast"})
+	if e := a.ExpectError(chat.ErrRateLimited); e.Request == nil || e.Request.ID != "m-4" || e.Request.Type != "say" {
+		t.Fatalf("the refusal does not name the request: %+v", e.Request)
+	}
 	// Keep pushing: past the hard limit the server closes with 1008.
 	for range 10 {
 		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "spam"})
@@ -667,5 +669,23 @@ func TestLargeRoomJoinSample(t *testing.T) {
 	}
 	if last.Count != 30 || !last.Truncated || len(last.Members) == 0 || len(last.Members) > 20 {
 		t.Fatalf("join of the 30th member: count %d, truncated %v, %d names", last.Count, last.Truncated, len(last.Members))
+	}
+}
+
+// TestRequestIDs: any request's id is checked as a say's is, and echoed in
+// the error answering it.
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{}, engine.Config{})
+	a := connect(t, url)
+	for _, typ := range []string{chat.TypeJoin, chat.TypeHistory, chat.TypeSay} {
+		a.Send(chat.Request{Type: typ, ID: "bad id!", Room: "lobby", Text: "x"})
+		if e := a.ExpectError(chat.ErrBadRequest); e.Request == nil || e.Request.ID != "bad id!" {
+			t.Fatalf("%s with a bad id: %+v", typ, e)
+		}
+	}
+	a.Send(chat.Request{Type: chat.TypeLeave, ID: "ok.1", Room: "nowhere"})
+	if e := a.ExpectError(chat.ErrNotInRoom); e.Request.ID != "ok.1" {
+		t.Fatalf("%+v", e)
 	}
 }

@@ -128,3 +128,13 @@ func TestParseCompressionFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestVersion: `parley version` and `parley --version` print the version.
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version", "-version"} {
+		var out, errOut strings.Builder
+		if code := run([]string{arg}, &out, &errOut); code != 0 || strings.TrimSpace(out.String()) == "" {
+			t.Errorf("parley %s: exit %d, out %q, err %q", arg, code, out.String(), errOut.String())
+		}
+	}
+}

@@ -46,7 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runLoadtest(args[1:], stdout, stderr)
 	case "loadtest-worker": // started by `parley loadtest` itself, past 17,000 clients
 		err = runLoadtestWorker(stderr)
-	case "version":
+	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, version())
 		return 0
 	case "help", "-h", "-help", "--help":
