@@ -252,8 +252,23 @@ func TestBrowserChat(t *testing.T) {
 	abs, _ := filepath.Abs(path)
 	t.Logf("screenshot: %s (%d bytes)", abs, len(png))
 
-	// On a phone-sized screen the lists fold into drawers behind buttons.
+	// On a phone-sized screen the lists fold into drawers behind buttons;
+	// the header keeps the room's name and both buttons on screen, even
+	// with a nick of 23 characters.
 	run(ctxA, "phone size", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	const longNick = "a-very-long-nickname-23"
+	run(ctxA, "a long nick", chromedp.Evaluate[chromedp.Void](`document.querySelector("#toggle-nav").click()`),
+		chromedp.SetValue(chromedp.CSS("#nick"), longNick), chromedp.Evaluate[chromedp.Void](`document.querySelector("#nick-form button").click()`),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector("#toggle-nav").click()`))
+	waitJS(ctxA, "a tapped header button keeps the header's colours (no stuck hover)",
+		`getComputedStyle(document.querySelector("#toggle-nav")).backgroundColor === "rgba(0, 0, 0, 0)"`)
+	waitJS(ctxA, "the long nick taken", fmt.Sprintf(`document.querySelector("#status").textContent === "connected as %s"`, longNick))
+	waitJS(ctxA, "the room's name whole and both buttons on screen", `(() => {
+		const t = document.querySelector("#title"), m = document.querySelector("#toggle-members").getBoundingClientRect(),
+			n = document.querySelector("#toggle-nav").getBoundingClientRect();
+		return t.textContent === "#e2e" && t.scrollWidth <= t.clientWidth && t.clientWidth > 0 &&
+			m.right <= innerWidth && m.left >= 0 && n.left >= 0 && m.width > 0;
+	})()`)
 	waitJS(ctxA, "the room list folds away", `getComputedStyle(document.querySelector("#nav")).display === "none"`)
 	run(ctxA, "open the rooms drawer", chromedp.Click(chromedp.CSS("#toggle-nav")))
 	waitJS(ctxA, "the drawer opens", `getComputedStyle(document.querySelector("#nav")).display === "block"`)
