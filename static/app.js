@@ -20,8 +20,16 @@ const state = {
   // Messages said and not yet seen coming back, by id: said again (same
   // id, so the server drops a copy it has) after a reconnect.
   pending: new Map(),
+  // DMs sent and not yet answered, by id: their text comes back to the
+  // box if the server refuses them.
+  dmPending: new Map(),
   // key "room:<name>" or "dm:<nick>" -> conversation
   convs: new Map(),
+  // Requests wait here for the rate limit the server announced, rather
+  // than be refused (and lost) when typed faster than it allows.
+  outbox: [],
+  bucket: { tokens: 20, last: Date.now(), rate: 10, burst: 20 },
+  maxBytes: 2000,
 };
 
 function conv(key) {
@@ -179,6 +187,12 @@ function renderTyping() {
 }
 
 function select(key) {
+  // Each conversation keeps its own draft.
+  if (state.current !== key) {
+    conv(state.current).draft = els.input.value;
+    els.input.value = conv(key).draft || "";
+    checkLength();
+  }
   conv(key);
   state.current = key;
   if (key.startsWith("room:")) location.hash = split(key)[1];
@@ -208,11 +222,37 @@ function request(obj) {
   if (online()) state.ws.send(JSON.stringify(obj));
 }
 
+// takeToken refills the token bucket mirroring the server's rate limit
+// and takes one if it can.
+function takeToken() {
+  const b = state.bucket, now = Date.now();
+  b.tokens = Math.min(b.burst, b.tokens + ((now - b.last) / 1000) * b.rate);
+  b.last = now;
+  if (b.tokens < 1) return false;
+  b.tokens--;
+  return true;
+}
+
+// paced sends obj as soon as the rate limit allows, in order.
+function paced(obj) {
+  state.outbox.push(obj);
+  pump();
+}
+
+let pumpTimer = 0;
+function pump() {
+  clearTimeout(pumpTimer);
+  while (state.outbox.length > 0 && online() && takeToken()) request(state.outbox.shift());
+  if (state.outbox.length > 0 && online()) {
+    pumpTimer = setTimeout(pump, Math.ceil(1000 / state.bucket.rate));
+  }
+}
+
 // A sign-in token may come in the URL's fragment (#token=..., or
 // #room=name&token=...), which browsers never send to a server, so it
 // stays out of every log. It is kept for this tab only and taken out of
 // the address bar (and of bookmarks and shared links) at once.
-function takeToken() {
+function takeURLToken() {
   const h = location.hash.slice(1);
   if (!/(^|&)token=/.test(h)) return;
   const p = new URLSearchParams(h);
@@ -254,12 +294,35 @@ function connect() {
   };
 }
 
+// renameDM follows a partner's new nick: the conversation keeps its
+// lines and draft, and DMs typed now go to the new nick.
+function renameDM(from, to) {
+  const old = state.convs.get("dm:" + from);
+  if (!old || state.convs.has("dm:" + to)) return;
+  state.convs.delete(old.key);
+  old.key = "dm:" + to;
+  state.convs.set(old.key, old);
+  old.lines.push({ kind: "system", text: from + " is now " + to });
+  if (state.current === "dm:" + from) {
+    state.current = old.key;
+    renderMessages();
+  } else renderLists();
+}
+
 const handlers = {
   welcome(ev) {
     state.retry = 0;
     state.me = ev.nick;
     state.defaultRoom = ev.room;
-    els.input.maxLength = ev.limits.max_text_length;
+    state.maxBytes = ev.limits.max_text_length; // bytes: checked as typed (checkLength)
+    if (ev.limits.rate_per_second > 0) {
+      // A little under the server's, so that clock drift never trips it.
+      Object.assign(state.bucket, { rate: ev.limits.rate_per_second * 0.9, burst: Math.max(1, ev.limits.rate_burst - 2) });
+      state.bucket.tokens = Math.min(state.bucket.tokens, state.bucket.burst);
+    } else {
+      Object.assign(state.bucket, { rate: 1e9, burst: 1e9, tokens: 1e9 });
+    }
+    setTimeout(pump, 0);
     setStatus("connected as " + ev.nick + (ev.user ? " (signed in)" : ""), "open");
     // A signed-in user's nick is its token's; guests pick theirs.
     els.nick.disabled = !!ev.user;
@@ -342,10 +405,14 @@ const handlers = {
       c.members.delete(r.from);
       c.members.set(r.to, true);
       system(key, r.from + " is now " + r.to);
+      renameDM(r.from, r.to);
     }
     if (key === state.current) renderMembers();
   },
   dm(ev) {
+    if (ev.from === state.me) {
+      for (const [id, d] of state.dmPending) if (d.to === ev.to && d.text === ev.text) { state.dmPending.delete(id); break; }
+    }
     const peer = ev.from === state.me ? ev.to : ev.from;
     addLine("dm:" + peer, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts });
     renderLists();
@@ -373,6 +440,20 @@ const handlers = {
       system("room:" + p.room, "not delivered yet, trying again: " + p.text, "error");
       return;
     }
+    if (p && ev.code === "rate_limited") {
+      // The server's clock and ours disagreed: say it again a little later.
+      setTimeout(() => paced({ type: "say", room: p.room, text: p.text, id: ev.request.id }), 1000);
+      return;
+    }
+    const d = ev.request && ev.request.id && state.dmPending.get(ev.request.id);
+    if (d) {
+      state.dmPending.delete(ev.request.id);
+      if (ev.code === "rate_limited") {
+        setTimeout(() => paced({ type: "dm", to: d.to, text: d.text, id: ev.request.id }), 1000);
+        return;
+      }
+      if (!els.input.value && state.current === "dm:" + d.to) { els.input.value = d.text; checkLength(); } // not lost
+    }
     if (p) state.pending.delete(ev.request.id);
     if (ev.code === "nick_taken" || ev.code === "bad_nick") {
       state.wantNick = "";
@@ -386,26 +467,41 @@ const handlers = {
 
 let lastTyping = 0;
 els.input.addEventListener("input", () => {
+  checkLength();
   const [kind, name] = split(state.current);
-  if (kind === "room" && els.input.value && Date.now() - lastTyping > 1500) {
+  if (kind === "room" && els.input.value && Date.now() - lastTyping > 1500 && state.outbox.length === 0 && takeToken()) {
     lastTyping = Date.now();
     request({ type: "typing", room: name });
   }
 });
 
+// checkLength holds the text to the server's limit, which counts bytes
+// (UTF-8), not characters: 1,500 "é" are 3,000 bytes.
+const encoder = new TextEncoder();
+function checkLength() {
+  const over = encoder.encode(els.input.value).length - state.maxBytes;
+  const limit = $("limit");
+  limit.hidden = over <= 0;
+  limit.textContent = over > 0 ? over + " bytes too long (at most " + state.maxBytes + ")" : "";
+  els.input.setAttribute("aria-invalid", String(over > 0));
+  els.send.disabled = over > 0;
+}
+
 $("composer").addEventListener("submit", (e) => {
   e.preventDefault();
   const text = els.input.value;
-  if (text.trim() === "") return;
+  if (text.trim() === "" || encoder.encode(text).length > state.maxBytes) return;
   const [kind, name] = split(state.current);
   if (kind === "room") {
     // Said once, even if the connection drops now: kept until it comes back.
     const id = newID();
     state.pending.set(id, { room: name, text, tries: 0 });
-    if (online()) request({ type: "say", room: name, text, id });
+    if (online()) paced({ type: "say", room: name, text, id });
     else system(state.current, "offline: this will be said once reconnected: " + text);
   } else if (online()) {
-    request({ type: "dm", to: name, text });
+    const id = newID();
+    state.dmPending.set(id, { to: name, text });
+    paced({ type: "dm", to: name, text, id });
   } else {
     system(state.current, "offline: direct messages cannot wait, this one was not sent: " + text, "error");
   }
@@ -453,5 +549,5 @@ document.addEventListener("keydown", (e) => {
   e.preventDefault();
 });
 
-takeToken();
+takeURLToken();
 connect();

@@ -199,6 +199,46 @@ func TestBrowserChat(t *testing.T) {
 		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
 	waitJS(ctxA, "alice is in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
 	waitJS(ctxB, "bob is in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
+
+	// A draft stays with its conversation.
+	clickRoom := func(ctx context.Context, room string) {
+		t.Helper()
+		run(ctx, "open "+room, chromedp.Evaluate[chromedp.Void](fmt.Sprintf(
+			`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === %q).click()`, room)))
+		waitJS(ctx, "in "+room, fmt.Sprintf(`document.querySelector("#title").textContent === %q`, room))
+	}
+	run(ctxA, "a draft in #e2e", chromedp.SetValue(chromedp.CSS("#input"), "draft for e2e"))
+	clickRoom(ctxA, "#later")
+	waitJS(ctxA, "#later has an empty box", `document.querySelector("#input").value === ""`)
+	clickRoom(ctxA, "#e2e")
+	waitJS(ctxA, "the draft is back", `document.querySelector("#input").value === "draft for e2e"`)
+
+	// Text over the server's limit in bytes (1,500 "é" are 3,000 bytes)
+	// is held back, not sent and refused.
+	run(ctxA, "3,000 bytes", chromedp.Evaluate[chromedp.Void](`(() => { const i = document.querySelector("#input");
+		i.value = "é".repeat(1500); i.dispatchEvent(new Event("input")); })()`))
+	waitJS(ctxA, "send is off and the limit said", `document.querySelector("#send").disabled &&
+		!document.querySelector("#limit").hidden && document.querySelector("#limit").textContent.includes("1000 bytes too long")`)
+	run(ctxA, "clear", chromedp.Evaluate[chromedp.Void](`(() => { const i = document.querySelector("#input");
+		i.value = ""; i.dispatchEvent(new Event("input")); })()`))
+
+	// 30 messages typed faster than the rate limit all arrive, in order.
+	run(ctxA, "30 quick sends", chromedp.Evaluate[chromedp.Void](`(() => { const i = document.querySelector("#input"), f = document.querySelector("#composer");
+		for (let k = 0; k < 30; k++) { i.value = "quick " + k; f.requestSubmit(); } })()`))
+	waitJS(ctxB, "bob gets all 30", `[...document.querySelectorAll("#messages li")].filter(li => /quick \d+$/.test(li.textContent)).length === 30`)
+	waitJS(ctxA, "and alice sees no refusal", `![...document.querySelectorAll("#messages li.error")].some(li => li.textContent.includes("slow down"))`)
+
+	// A DM partner who changes nick keeps the conversation.
+	run(ctxB, "bob becomes robert", chromedp.SetValue(chromedp.CSS("#nick"), "robert"), chromedp.Click(chromedp.CSS("#nick-form button")))
+	waitJS(ctxA, "the DM follows the new nick", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@robert"))`)
+	run(ctxA, "open it", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@robert")).click()`))
+	say(ctxA, "still there, robert?")
+	waitJS(ctxB, "robert gets it", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@alice"))`)
+	run(ctxB, "bob is bob again", chromedp.SetValue(chromedp.CSS("#nick"), "bob"), chromedp.Click(chromedp.CSS("#nick-form button")))
+	waitJS(ctxB, "named bob", `document.querySelector("#status").textContent === "connected as bob"`)
+	clickRoom(ctxA, "#e2e")
+	run(ctxA, "clear the draft", chromedp.Evaluate[chromedp.Void](`document.querySelector("#input").value = ""`))
 	jsMu.Lock()
 	if len(jsErrors) > 0 {
 		t.Fatalf("page exceptions: %q", jsErrors)
