@@ -53,13 +53,16 @@ function lineElement(line) {
   const li = document.createElement("li");
   if (line.kind === "msg") {
     if (line.from === state.me) li.className = "own";
-    const meta = document.createElement("span");
+    const meta = document.createElement("time");
     meta.className = "meta";
     meta.textContent = time(line.ts);
     const from = document.createElement("span");
     from.className = "from";
     from.textContent = line.from;
-    li.append(meta, from, document.createTextNode(line.text));
+    // Spaces between the parts, so that copied or read out they do not
+    // run together ("10:24 PM alice hello", not "10:24 PMalicehello").
+    meta.setAttribute("datetime", new Date(line.ts).toISOString());
+    li.append(meta, " ", from, " ", document.createTextNode(line.text));
   } else {
     li.className = line.kind; // system or error
     li.textContent = line.text;
@@ -83,9 +86,17 @@ function addLine(key, line) {
   }
   const stick = atBottom();
   els.messages.appendChild(lineElement(line));
+  if (stick) {
+    trimLines();
+    els.messages.scrollTop = els.messages.scrollHeight;
+  } else {
+    els.jump.hidden = false; // the reader scrolled up: do not pull them down,
+  } // nor take lines from above them (their place would jump): trimmed once back down
+}
+
+// trimLines keeps the last MAX_LINES lines on screen.
+function trimLines() {
   while (els.messages.children.length > MAX_LINES) els.messages.firstChild.remove();
-  if (stick) els.messages.scrollTop = els.messages.scrollHeight;
-  else els.jump.hidden = false; // the reader scrolled up: do not pull them down
 }
 
 function system(key, text, kind = "system") {
@@ -139,7 +150,23 @@ function listItem(label, key, badge, onLeave) {
   return li;
 }
 
+// remembered returns the conversations kept from earlier visits.
+function remembered() {
+  try {
+    return JSON.parse(localStorage.getItem("parley.convs") || "[]").filter((k) => typeof k === "string" && /^(room|dm):./.test(k));
+  } catch {
+    return [];
+  }
+}
+
+// remember keeps the joined rooms and the DMs for the next visit.
+function remember() {
+  const keys = [...state.convs.values()].filter((c) => c.key.startsWith("dm:") || c.joined).map((c) => c.key);
+  localStorage.setItem("parley.convs", JSON.stringify(keys.slice(0, 50)));
+}
+
 function renderLists() {
+  remember();
   const rooms = [], dms = [];
   for (const c of state.convs.values()) {
     const [kind, name] = split(c.key);
@@ -261,7 +288,27 @@ function takeURLToken() {
   history.replaceState(null, "", location.pathname + location.search + (room ? "#" + encodeURIComponent(room) : ""));
 }
 
+// retryAt reconnects at the time given, counting down in the status; the
+// Retry button reconnects at once.
+let retryTimer = 0, countdown = 0;
+function retryAt(when) {
+  clearTimeout(retryTimer);
+  clearInterval(countdown);
+  const tick = () => setStatus("offline, retrying in " + Math.max(0, Math.ceil((when - Date.now()) / 1000)) + " s", "closed");
+  tick();
+  countdown = setInterval(tick, 1000);
+  retryTimer = setTimeout(() => { clearInterval(countdown); connect(); }, when - Date.now());
+  $("retry").hidden = false;
+}
+
+$("retry").addEventListener("click", () => {
+  clearTimeout(retryTimer);
+  clearInterval(countdown);
+  connect();
+});
+
 function connect() {
+  $("retry").hidden = true;
   let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const token = sessionStorage.getItem("parley.token");
   if (token) url += "?access_token=" + encodeURIComponent(token);
@@ -286,11 +333,10 @@ function connect() {
       return;
     }
     const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
-    setStatus("offline, retrying in " + Math.ceil(delay / 1000) + " s", "closed");
+    retryAt(Date.now() + delay);
     // Say so once per outage, not once per failed retry.
     if (opened) system(state.current, "disconnected (" + e.code + (e.reason ? ": " + e.reason : "") + ")");
     for (const c of state.convs.values()) c.typing.clear();
-    setTimeout(connect, delay);
   };
 }
 
@@ -312,6 +358,12 @@ function renameDM(from, to) {
 const handlers = {
   welcome(ev) {
     state.retry = 0;
+    // Rooms and DMs of an earlier visit (this browser): back in the lists,
+    // the rooms joined again.
+    for (const key of remembered()) {
+      const c = conv(key);
+      if (key.startsWith("room:") && !c.wasJoined) c.rejoin = true;
+    }
     state.me = ev.nick;
     state.defaultRoom = ev.room;
     state.maxBytes = ev.limits.max_text_length; // bytes: checked as typed (checkLength)
@@ -339,14 +391,24 @@ const handlers = {
       c.resend = true;
       if (name !== ev.room) request({ type: "join", room: name, since: c.lastSeq, epoch: c.epoch });
     }
+    for (const c of state.convs.values()) {
+      if (!c.rejoin) continue;
+      c.rejoin = false;
+      const [, name] = split(c.key);
+      c.quiet = name !== decodeURIComponent(location.hash.slice(1)); // back in the list, not in front of the reader (unless the URL names it)
+      if (name !== ev.room) request({ type: "join", room: name });
+    }
+    renderLists();
     const wanted = decodeURIComponent(location.hash.slice(1));
     if (wanted && !conv("room:" + wanted).joined) request({ type: "join", room: wanted });
   },
   join(ev) {
     const key = "room:" + ev.room;
     const c = conv(key);
-    const first = !c.joined;
+    const first = !c.joined && !c.quiet;
     c.joined = true;
+    c.wasJoined = true;
+    c.quiet = false;
     if (c.epoch && c.epoch !== ev.epoch) {
       // The room's log began again (a server restart): it counts from 1.
       c.lastSeq = 0;
@@ -363,6 +425,21 @@ const handlers = {
   history(ev) {
     const key = "room:" + ev.room;
     const c = conv(key);
+    if (c.loadingOlder) {
+      // An older page: put it above, where the reader is, keeping their place.
+      c.loadingOlder = false;
+      const first = c.lines.find((l) => l.kind === "msg" && l.seq);
+      const older = ev.messages.filter((m) => !first || m.seq < first.seq)
+        .map((m) => ({ kind: "msg", from: m.from, text: m.text, ts: m.ts, seq: m.seq }));
+      if (older.length === 0) { c.noOlder = true; return; }
+      c.lines.unshift(...older);
+      if (key === state.current) {
+        const fromBottom = els.messages.scrollHeight - els.messages.scrollTop;
+        els.messages.prepend(...older.map(lineElement));
+        els.messages.scrollTop = els.messages.scrollHeight - fromBottom;
+      }
+      return;
+    }
     if (ev.gap) system(key, "some messages from while you were away are no longer kept");
     for (const m of ev.messages) handlers.message(m);
     if (c.resend) {
@@ -386,7 +463,7 @@ const handlers = {
     if (c.lastSeq > 0 && ev.seq > c.lastSeq + 1) system(key, "missed " + (ev.seq - c.lastSeq - 1) + " message(s)");
     c.lastSeq = ev.seq;
     c.typing.delete(ev.from);
-    addLine(key, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts });
+    addLine(key, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts, seq: ev.seq });
     if (key === state.current) renderTyping();
   },
   leave(ev) {
@@ -529,7 +606,24 @@ $("join-form").addEventListener("submit", (e) => {
   els.join.value = "";
 });
 
-els.messages.addEventListener("scroll", () => { if (atBottom()) els.jump.hidden = true; });
+els.messages.addEventListener("scroll", () => {
+  if (atBottom()) {
+    els.jump.hidden = true;
+    trimLines();
+  }
+  if (els.messages.scrollTop < 40) loadOlder();
+});
+
+// loadOlder asks for the messages before the oldest one shown (the
+// protocol's history paging), once at a time.
+function loadOlder() {
+  const [kind, name] = split(state.current);
+  const c = conv(state.current);
+  const first = c.lines.find((l) => l.kind === "msg" && l.seq);
+  if (kind !== "room" || c.loadingOlder || c.noOlder || !first || first.seq <= 1 || !online()) return;
+  c.loadingOlder = true;
+  request({ type: "history", room: name, before: first.seq, limit: 50 });
+}
 els.jump.addEventListener("click", () => { els.messages.scrollTop = els.messages.scrollHeight; els.jump.hidden = true; });
 
 for (const [btn, panel] of [[$("toggle-nav"), els.nav], [$("toggle-members"), els.aside]]) {

@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
+	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/static"
 )
 
@@ -377,4 +378,97 @@ func TestBrowserToken(t *testing.T) {
 	if st := srv.Stats(); st.DeflateClients != 1 || st.Inflated == 0 || st.Compressed == 0 {
 		t.Fatalf("Chromium and permessage-deflate: %d clients, %d inflated, %d compressed", st.DeflateClients, st.Inflated, st.Compressed)
 	}
+}
+
+// TestBrowserHistory: older messages load as the reader scrolls up; a
+// reader scrolled up keeps their place while hundreds of messages arrive;
+// the offline status counts down and Retry reconnects at once; a reload
+// keeps the rooms joined.
+func TestBrowserHistory(t *testing.T) {
+	logging.SetLevel(logging.LevelNone)
+	exe := chromium(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := chat.Config{RateLimit: -1, HistoryBytes: 256 << 10}
+	srv := chatServerWith(t, addr, cfg)
+	defer func() { stop(srv) }()
+	// 300 messages in #hist before the page comes.
+	said := chattest.Connect(t, "ws://"+addr+"/ws")
+	said.Send(chat.Request{Type: chat.TypeJoin, Room: "hist"})
+	said.Expect("join")
+	said.Expect("history")
+	sayN := func(from, to int) {
+		for i := from; i < to; i++ {
+			said.Send(chat.Request{Type: chat.TypeSay, Room: "hist", Text: fmt.Sprintf("m %d", i)})
+		}
+		for i := from; i < to; i++ {
+			said.Expect("message")
+		}
+	}
+	sayN(0, 300)
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1100, 760),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	tctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
+	defer cancelT()
+	poll := func(what, cond string) {
+		t.Helper()
+		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
+			chromedp.WithPollingTimeout(25*time.Second))); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	do := func(what, js string) {
+		t.Helper()
+		if err := chromedp.Do(tctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	if err := chromedp.Do(tctx, chromedp.Navigate("http://"+addr+"/#hist")); err != nil {
+		t.Fatal(err)
+	}
+	poll("in #hist with the last 100", `document.querySelector("#title").textContent === "#hist" &&
+		[...document.querySelectorAll("#messages li")].some(li => li.textContent.endsWith("m 299")) &&
+		![...document.querySelectorAll("#messages li")].some(li => li.textContent.endsWith("m 199"))`)
+	poll("scrolling up loads the older pages, down to the first", `(() => {
+		const m = document.querySelector("#messages"); m.scrollTop = 0; m.dispatchEvent(new Event("scroll"));
+		return [...document.querySelectorAll("#messages li")].some(li => li.textContent.endsWith(" m 0"));
+	})()`)
+	poll("in order", `(() => { const n = [...document.querySelectorAll("#messages li")].map(li => li.textContent.match(/ m (\d+)$/)).filter(Boolean).map(x => +x[1]);
+		return n.length === 300 && n.every((v, i) => v === i); })()`)
+
+	// Scrolled up, 600 new messages: the reader's lines stay where they are.
+	do("read from the top", `(() => { const m = document.querySelector("#messages"); m.scrollTop = 200; window.__first = document.querySelector("#messages li").textContent; window.__top = m.scrollTop; })()`)
+	sayN(300, 900)
+	poll("the new messages came", `document.querySelector("#jump").hidden === false && window.__first !== undefined`)
+	poll("and the reader's place did not move", `(() => { const m = document.querySelector("#messages");
+		return document.querySelector("#messages li").textContent === window.__first && Math.abs(m.scrollTop - window.__top) < 2; })()`)
+
+	// Offline: a countdown and a Retry button; Retry reconnects at once.
+	stop(srv)
+	poll("counting down", `document.querySelector("#status").textContent.startsWith("offline, retrying in") && !document.querySelector("#retry").hidden`)
+	srv = chatServerWith(t, addr, cfg)
+	do("retry now", `document.querySelector("#retry").click()`)
+	poll("back", `document.querySelector("#status").className === "open" && document.querySelector("#retry").hidden`)
+
+	// A reload keeps the rooms joined.
+	do("join another room", `(() => { document.querySelector("#join").value = "kept"; document.querySelector("#join-form").requestSubmit(); })()`)
+	poll("#kept listed", `[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#kept"))`)
+	if err := chromedp.Do(tctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	poll("still listed after a reload", `document.querySelector("#status").className === "open" &&
+		[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#kept")) &&
+		[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#hist"))`)
 }
