@@ -62,12 +62,53 @@ function lineElement(line) {
     // Spaces between the parts, so that copied or read out they do not
     // run together ("10:24 PM alice hello", not "10:24 PMalicehello").
     meta.setAttribute("datetime", new Date(line.ts).toISOString());
-    li.append(meta, " ", from, " ", document.createTextNode(line.text));
+    const text = document.createElement("span");
+    text.className = "text";
+    text.dir = "auto"; // an Arabic or Hebrew line reads right to left
+    text.append(...richText(line.text));
+    if (line.kind === "msg" && line.from !== state.me && mentions(line.text)) li.classList.add("mention");
+    li.append(meta, " ", from, " ", text);
   } else {
     li.className = line.kind; // system or error
     li.textContent = line.text;
   }
   return li;
+}
+
+// richText turns a message's text into nodes: http(s) links made
+// clickable (rel=noopener, a new tab), @mentions of this client
+// highlighted, everything else text. Nothing is ever parsed as HTML.
+const linkOrMention = /(https?:\/\/[^\s<>"]+[^\s<>".,;:!?)\]'])|(@[\p{L}\p{N}_.-]+)/gu;
+function richText(text) {
+  const out = [];
+  let last = 0;
+  for (const m of text.matchAll(linkOrMention)) {
+    if (m.index > last) out.push(text.slice(last, m.index));
+    if (m[1]) {
+      const a = document.createElement("a");
+      a.href = m[1]; // only http and https match
+      a.textContent = m[1];
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      out.push(a);
+    } else if (state.me && m[2].slice(1).toLowerCase() === state.me.toLowerCase()) {
+      const b = document.createElement("mark");
+      b.textContent = m[2];
+      out.push(b);
+    } else {
+      out.push(m[2]);
+    }
+    last = m.index + m[0].length;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
+// mentions reports whether text mentions this client (@nick).
+function mentions(text) {
+  if (!state.me) return false;
+  for (const m of text.matchAll(linkOrMention)) if (m[2] && m[2].slice(1).toLowerCase() === state.me.toLowerCase()) return true;
+  return false;
 }
 
 function atBottom() {
@@ -213,6 +254,15 @@ function renderTyping() {
   els.typing.textContent = who.length === 0 ? "" : who.join(", ") + (who.length === 1 ? " is typing…" : " are typing…");
 }
 
+// closeDrawers closes the phone drawers and says so to assistive
+// technology (aria-expanded).
+function closeDrawers() {
+  els.nav.classList.remove("open");
+  els.aside.classList.remove("open");
+  $("toggle-nav").setAttribute("aria-expanded", "false");
+  $("toggle-members").setAttribute("aria-expanded", "false");
+}
+
 function select(key) {
   // Each conversation keeps its own draft.
   if (state.current !== key) {
@@ -224,8 +274,7 @@ function select(key) {
   state.current = key;
   if (key.startsWith("room:")) location.hash = split(key)[1];
   renderMessages();
-  els.nav.classList.remove("open");
-  els.aside.classList.remove("open");
+  closeDrawers();
   els.input.focus();
 }
 
@@ -635,7 +684,7 @@ for (const [btn, panel] of [[$("toggle-nav"), els.nav], [$("toggle-members"), el
 
 // Alt+Up / Alt+Down walk the conversations; Escape closes the drawers.
 document.addEventListener("keydown", (e) => {
-  if (e.key === "Escape") { els.nav.classList.remove("open"); els.aside.classList.remove("open"); return; }
+  if (e.key === "Escape") { closeDrawers(); return; }
   if (!e.altKey || (e.key !== "ArrowUp" && e.key !== "ArrowDown")) return;
   const keys = [...state.convs.values()].filter((c) => c.joined || c.key.startsWith("dm:")).map((c) => c.key);
   const i = keys.indexOf(state.current);

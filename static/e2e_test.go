@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
@@ -246,6 +249,17 @@ func TestBrowserChat(t *testing.T) {
 	}
 	jsMu.Unlock()
 
+	// Links (http and https only) are clickable and open apart; a mention
+	// of the reader is highlighted; a right-to-left line reads so.
+	say(ctxA, "see https://example.com/a?b=1, and javascript:alert(1), @bob: שלום")
+	waitJS(ctxB, "the link is a link", `(() => { const a = [...document.querySelectorAll("#messages li a")].find(a => a.href === "https://example.com/a?b=1");
+		return a && a.rel.includes("noopener") && a.target === "_blank"; })()`)
+	waitJS(ctxB, "javascript: is not", `![...document.querySelectorAll("#messages li a")].some(a => a.href.startsWith("javascript"))`)
+	waitJS(ctxB, "bob sees the mention", `[...document.querySelectorAll("#messages li.mention mark")].some(m => m.textContent === "@bob")`)
+	waitJS(ctxA, "alice's own line is no mention of her", `![...document.querySelectorAll("#messages li.own.mention")].length`)
+	waitJS(ctxB, "text takes its direction from itself", `[...document.querySelectorAll("#messages li .text")].every(s => s.dir === "auto")`)
+	waitJS(ctxB, "hints are readable (#57606a: 7.5:1)", `getComputedStyle(document.querySelector(".hint")).color === "rgb(87, 96, 106)"`)
+
 	// Text is never rendered as HTML.
 	say(ctxB, "<b>not bold</b>")
 	waitJS(ctxA, "markup shown as text", hasLine("<b>not bold</b>")+` && document.querySelectorAll("#messages b").length === 0`)
@@ -314,7 +328,12 @@ func TestBrowserChat(t *testing.T) {
 	})()`)
 	waitJS(ctxA, "the room list folds away", `getComputedStyle(document.querySelector("#nav")).display === "none"`)
 	run(ctxA, "open the rooms drawer", chromedp.Click(chromedp.CSS("#toggle-nav")))
-	waitJS(ctxA, "the drawer opens", `getComputedStyle(document.querySelector("#nav")).display === "block"`)
+	waitJS(ctxA, "the drawer opens", `getComputedStyle(document.querySelector("#nav")).display === "block" &&
+		document.querySelector("#toggle-nav").getAttribute("aria-expanded") === "true"`)
+	run(ctxA, "Escape closes it", chromedp.KeyEvent(kb.Escape))
+	waitJS(ctxA, "closed, and announced so", `getComputedStyle(document.querySelector("#nav")).display === "none" &&
+		document.querySelector("#toggle-nav").getAttribute("aria-expanded") === "false"`)
+	run(ctxA, "open it again", chromedp.Click(chromedp.CSS("#toggle-nav")))
 	run(ctxA, "close it", chromedp.Click(chromedp.CSS("#toggle-nav")))
 	mctx, cancelMobile := context.WithTimeout(ctxA, 30*time.Second)
 	defer cancelMobile()
@@ -375,6 +394,16 @@ func TestBrowserToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll("the message came back", fmt.Sprintf(`[...document.querySelectorAll("#messages li.own")].some(li => li.textContent.includes(%q))`, strings.TrimSpace(long)))
+	// Dark mode, when the system asks for it.
+	dark := chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+		return err
+	})
+	if err := chromedp.Do(tctx, dark); err != nil {
+		t.Fatal(err)
+	}
+	poll("dark", `getComputedStyle(document.body).backgroundColor === "rgb(13, 17, 23)"`)
 	if st := srv.Stats(); st.DeflateClients != 1 || st.Inflated == 0 || st.Compressed == 0 {
 		t.Fatalf("Chromium and permessage-deflate: %d clients, %d inflated, %d compressed", st.DeflateClients, st.Inflated, st.Compressed)
 	}
