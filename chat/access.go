@@ -147,6 +147,7 @@ func validUser(s string) error {
 type session struct {
 	id   *auth.Identity // nil: a guest
 	room string         // the room to join on connect
+	nick string         // a guest's nick asked for with ?nick=, "" for none
 }
 
 // grants are a user's room claims, as its latest token gives them; nil
@@ -202,6 +203,14 @@ func (h *Hub) OnHandshake(r *http.Request) (any, error) {
 		}
 		s.room = rooms[0]
 	}
+	if nicks := q["nick"]; len(nicks) > 1 {
+		return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick given more than once", nil)
+	} else if len(nicks) == 1 {
+		if _, err := normalizeNick(nicks[0]); err != nil {
+			return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick "+err.Error(), nil)
+		}
+		s.nick = nicks[0]
+	}
 	token, err := bearer(r, q)
 	if err != nil {
 		return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 "+err.Error(), nil)
@@ -228,6 +237,9 @@ func (h *Hub) OnHandshake(r *http.Request) (any, error) {
 	case !h.guestsAllowed():
 		return nil, h.refuse(RefusedTokenMissing, http.StatusUnauthorized, "401 token missing: sign in (access_token=...)",
 			http.Header{"WWW-Authenticate": {"Bearer"}})
+	}
+	if s.nick != "" && (s.id != nil || h.cfg.Verifier != nil) {
+		return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick: on this server a nick comes from a token, guests keep theirs", nil)
 	}
 	if s.id != nil {
 		if b, ok := h.rule(RuleBanUser, "", s.id.User); ok {

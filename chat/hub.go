@@ -187,6 +187,16 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 		h.nicks[keyOf(c.nick)] = id
 		h.nickMu.Unlock()
 	}
+	// A guest that asked for a nick (?nick=) has it before the welcome
+	// and its first join: a page that reconnects comes back as itself,
+	// not as guest-N renamed. If it cannot have it, it says so after the
+	// welcome.
+	var refused *Error
+	if sess.nick != "" {
+		if _, code, msg := h.setNick(c, sess.nick); code != "" {
+			refused = &Error{Type: "error", Code: code, Message: msg, Request: &ReqInfo{Type: TypeNick}}
+		}
+	}
 	w.Nick = c.nick
 	s := &h.clients[id%clientShards]
 	s.Lock()
@@ -197,6 +207,10 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 		h.watchExpiry(id, c.expires)
 	}
 	h.send(c, w)
+	if refused != nil {
+		h.stats.countError(refused.Code)
+		h.send(c, *refused)
+	}
 	h.join(c, &Request{Type: TypeJoin, Room: sess.room})
 }
 
@@ -1067,34 +1081,47 @@ func (h *Hub) removeRoom(r *room) {
 }
 
 func (h *Hub) nick(c *client, req *Request) {
-	switch {
-	case c.user != "":
-		h.fail(c, req, ErrForbidden, "a signed-in user's nick is its token's")
-		return
-	case h.cfg.Verifier != nil:
-		h.fail(c, req, ErrForbidden, "guests keep their guest nick on a server with signed-in users")
+	old, code, msg := h.setNick(c, req.Nick)
+	if code != "" {
+		h.fail(c, req, code, msg)
 		return
 	}
-	shown, err := normalizeNick(req.Nick)
+	for _, r := range c.rooms {
+		r.mu.Lock()
+		r.members[c.id] = c.nick
+		r.renamed = append(r.renamed, Renamed{From: old, To: c.nick})
+		h.markDirty(r)
+		r.mu.Unlock()
+	}
+	h.send(c, NickChanged{Type: "nick", Nick: c.nick, Old: old})
+}
+
+// setNick checks and claims want for c (cluster-wide) and returns c's old
+// nick, or the error code and message refusing it. The rooms are the
+// caller's to tell.
+func (h *Hub) setNick(c *client, want string) (old, code, msg string) {
+	switch {
+	case c.user != "":
+		return "", ErrForbidden, "a signed-in user's nick is its token's"
+	case h.cfg.Verifier != nil:
+		return "", ErrForbidden, "guests keep their guest nick on a server with signed-in users"
+	}
+	shown, err := normalizeNick(want)
 	if err != nil {
-		h.fail(c, req, ErrBadNick, "nick "+err.Error())
-		return
+		return "", ErrBadNick, "nick " + err.Error()
 	}
 	key, oldKey := keyOf(shown), keyOf(c.nick)
 	if isGuest(key) && key != oldKey {
-		h.fail(c, req, ErrBadNick, `nicks starting with "guest-" are given by the server`)
-		return
+		return "", ErrBadNick, `nicks starting with "guest-" are given by the server`
 	}
 	if key == systemKey {
-		h.fail(c, req, ErrBadNick, `"system" signs the server's own messages`)
-		return
+		return "", ErrBadNick, `"system" signs the server's own messages`
 	}
 	h.nickMu.Lock()
 	holder, taken := h.nicks[key]
 	h.nickMu.Unlock()
 	if taken && holder != c.id {
-		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", shown))
-		return
+		return "", ErrNickTaken, fmt.Sprintf("%q is taken", shown)
 	}
 	// The cluster-wide claim (the broker's); a new spelling of the same
 	// key (another case, a look-alike of one's own nick) only re-claims
@@ -1109,21 +1136,18 @@ func (h *Hub) nick(c *client, req *Request) {
 				_ = h.broker.ClaimNick(key, h.owner(c.id, c.nick))
 			}
 			if errors.Is(err, ErrNickClaimed) {
-				h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", shown))
-			} else {
-				h.log.Warn("claiming a nick", "nick", shown, "err", err)
-				h.fail(c, req, ErrUnavailable, "nicks cannot be changed right now: "+err.Error())
+				return "", ErrNickTaken, fmt.Sprintf("%q is taken", shown)
 			}
-			return
+			h.log.Warn("claiming a nick", "nick", shown, "err", err)
+			return "", ErrUnavailable, "nicks cannot be changed right now: " + err.Error()
 		}
 	}
 	h.nickMu.Lock()
 	if holder, taken := h.nicks[key]; taken && holder != c.id {
 		h.nickMu.Unlock() // another client here got it meanwhile (and the claim is theirs)
-		h.fail(c, req, ErrNickTaken, fmt.Sprintf("%q is taken", shown))
-		return
+		return "", ErrNickTaken, fmt.Sprintf("%q is taken", shown)
 	}
-	old := c.nick
+	old = c.nick
 	delete(h.nicks, oldKey)
 	h.nicks[key] = c.id
 	c.nick = shown
@@ -1133,14 +1157,7 @@ func (h *Hub) nick(c *client, req *Request) {
 			h.log.Warn("releasing a nick", "nick", old, "err", err)
 		}
 	}
-	for _, r := range c.rooms {
-		r.mu.Lock()
-		r.members[c.id] = c.nick
-		r.renamed = append(r.renamed, Renamed{From: old, To: c.nick})
-		h.markDirty(r)
-		r.mu.Unlock()
-	}
-	h.send(c, NickChanged{Type: "nick", Nick: c.nick, Old: old})
+	return old, "", ""
 }
 
 // guestNick is the nick a client starts with: unique in the cluster, since

@@ -1,6 +1,7 @@
 package chat_test
 
 import (
+	"context"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -687,5 +688,43 @@ func TestRequestIDs(t *testing.T) {
 	a.Send(chat.Request{Type: chat.TypeLeave, ID: "ok.1", Room: "nowhere"})
 	if e := a.ExpectError(chat.ErrNotInRoom); e.Request.ID != "ok.1" {
 		t.Fatalf("%+v", e)
+	}
+}
+
+// TestHandshakeNick: a guest that asks for a nick with ?nick= starts with
+// it (its room hears it join by that name, not guest-N then a rename); a
+// taken one leaves it a guest, told nick_taken after the welcome; a bad
+// one is refused at the handshake.
+func TestHandshakeNick(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	watcher := connect(t, url)
+	c := dial(t, url+"?nick=alice")
+	if w := c.Expect("welcome"); w.Nick != "alice" {
+		t.Fatalf("welcome nick %q", w.Nick)
+	}
+	if j := c.Expect("join"); j.Nick != "alice" {
+		t.Fatalf("join nick %q", j.Nick)
+	}
+	for {
+		p := watcher.Expect("presence")
+		if len(p.Renamed) > 0 || slices.ContainsFunc(p.Joined, func(n string) bool { return strings.HasPrefix(n, "guest-") && n != watcher.Nick }) {
+			t.Fatalf("the room heard a guest and a rename: %+v", p)
+		}
+		if slices.Contains(p.Joined, "alice") {
+			break
+		}
+	}
+	second := dial(t, url+"?nick=Alice")
+	if w := second.Expect("welcome"); !strings.HasPrefix(w.Nick, "guest-") {
+		t.Fatalf("a taken nick: welcome %q", w.Nick)
+	}
+	if e := second.ExpectError(chat.ErrNickTaken); e.Request == nil || e.Request.Type != chat.TypeNick {
+		t.Fatalf("%+v", e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, resp, err := wstest.Dial(ctx, url+"?nick=a%20b", nil); err == nil || resp == nil || resp.StatusCode != 400 {
+		t.Fatalf("a bad nick: %v %v", resp, err)
 	}
 }

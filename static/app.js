@@ -360,9 +360,15 @@ function connect() {
   $("retry").hidden = true;
   let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const token = sessionStorage.getItem("parley.token");
+  // A guest asks for its nick in the handshake, so that it comes back as
+  // itself, not as guest-N renamed (a server that admits signed-in users
+  // refuses it: then the page stops asking).
+  const askNick = !token && state.wantNick && !state.noNickParam;
   if (token) url += "?access_token=" + encodeURIComponent(token);
+  else if (askNick) url += "?nick=" + encodeURIComponent(state.wantNick);
   const ws = new WebSocket(url);
   state.ws = ws;
+  state.askedNick = askNick;
   setStatus("connecting…", "connecting");
   let opened = false;
   ws.onopen = () => { opened = true; };
@@ -374,6 +380,7 @@ function connect() {
   };
   ws.onclose = (e) => {
     if (state.ws !== ws) return;
+    if (!opened && askNick) state.noNickParam = true;
     if (e.code === 4001 || e.code === 4003) {
       // Token expired, or banned: retrying with the same token is futile.
       sessionStorage.removeItem("parley.token");
@@ -429,7 +436,7 @@ const handlers = {
     els.nick.disabled = !!ev.user;
     $("nick-form").querySelector("button").disabled = !!ev.user;
     if (ev.user) els.nick.value = ev.nick;
-    else if (state.wantNick && state.wantNick !== ev.nick) request({ type: "nick", nick: state.wantNick });
+    else if (state.wantNick && state.wantNick !== ev.nick && !state.askedNick) request({ type: "nick", nick: state.wantNick });
     else els.nick.value = ev.nick;
     // Rejoin the rooms we were in, asking only for what we missed (the
     // default room is joined already); once their history is in, say again
@@ -582,6 +589,9 @@ const handlers = {
     }
     if (p) state.pending.delete(ev.request.id);
     if (ev.code === "nick_taken" || ev.code === "bad_nick") {
+      if (ev.code === "nick_taken" && ev.request && ev.request.type === "nick" && state.wantNick) {
+        ev.message = state.wantNick + " is taken (is this chat open in another tab?): you are " + state.me;
+      }
       state.wantNick = "";
       els.nick.value = state.me;
     }

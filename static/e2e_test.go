@@ -272,6 +272,13 @@ func TestBrowserChat(t *testing.T) {
 		window.WebSocket = function (u) { return new WS(window.__offline ? "ws://127.0.0.1:1/" : u); };
 		window.WebSocket.OPEN = WS.OPEN;
 	})()`))
+	countRenames := `[...document.querySelectorAll("#messages li.system")].filter(li => li.textContent.includes("is now bob")).length`
+	cctx, cancelCount := context.WithTimeout(ctxA, 10*time.Second)
+	renames, err := chromedp.Run(cctx, chromedp.Evaluate[int](countRenames))
+	cancelCount()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stop(srv)
 	waitJS(ctxA, "alice sees the outage", `document.querySelector("#status").className === "closed"`)
 	waitJS(ctxB, "bob sees the outage", `document.querySelector("#status").className === "closed"`)
@@ -283,6 +290,7 @@ func TestBrowserChat(t *testing.T) {
 	waitJS(ctxA, "the server took it", `[...document.querySelectorAll("#messages li.own")].filter(li => li.textContent.includes("you missed this")).length === 1`)
 	run(ctxB, "bring bob back", chromedp.Evaluate[chromedp.Void](`window.__offline = false`))
 	waitJS(ctxB, "bob reconnects", `document.querySelector("#status").textContent === "connected as bob"`)
+	waitJS(ctxA, "bob came back as bob: no guest joining, no rename", fmt.Sprintf("%s === %d", countRenames, renames))
 	waitJS(ctxB, "bob gets what he missed", hasLine("you missed this"))
 	waitJS(ctxA, "what bob said offline reaches alice", hasLine("said while offline"))
 	waitJS(ctxB, "and comes back to bob once", `[...document.querySelectorAll("#messages li.own")].filter(li => li.textContent.includes("said while offline")).length === 1`)
