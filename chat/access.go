@@ -238,9 +238,6 @@ func (h *Hub) OnHandshake(r *http.Request) (any, error) {
 		return nil, h.refuse(RefusedTokenMissing, http.StatusUnauthorized, "401 token missing: sign in (access_token=...)",
 			http.Header{"WWW-Authenticate": {"Bearer"}})
 	}
-	if s.nick != "" && (s.id != nil || h.cfg.Verifier != nil) {
-		return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick: on this server a nick comes from a token, guests keep theirs", nil)
-	}
 	if s.id != nil {
 		if b, ok := h.rule(RuleBanUser, "", s.id.User); ok {
 			return nil, h.refuse(RefusedBanned, http.StatusForbidden, banText(b), nil)

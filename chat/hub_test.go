@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -727,4 +728,14 @@ func TestHandshakeNick(t *testing.T) {
 	if _, resp, err := wstest.Dial(ctx, url+"?nick=a%20b", nil); err == nil || resp == nil || resp.StatusCode != 400 {
 		t.Fatalf("a bad nick: %v %v", resp, err)
 	}
+
+	// Where guests keep their guest nick (a server with a key), the nick
+	// asked for is refused after the welcome, as a nick request would be.
+	is := authtest.New(t)
+	_, _, keyed := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed}, engine.Config{})
+	g := dial(t, keyed+"?nick=alice")
+	if w := g.Expect("welcome"); !strings.HasPrefix(w.Nick, "guest-") {
+		t.Fatalf("welcome %q", w.Nick)
+	}
+	g.ExpectError(chat.ErrForbidden)
 }

@@ -361,9 +361,9 @@ function connect() {
   let url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
   const token = sessionStorage.getItem("parley.token");
   // A guest asks for its nick in the handshake, so that it comes back as
-  // itself, not as guest-N renamed (a server that admits signed-in users
-  // refuses it: then the page stops asking).
-  const askNick = !token && state.wantNick && !state.noNickParam;
+  // itself, not as guest-N renamed (the server says after the welcome if
+  // it cannot have it).
+  const askNick = !token && !!state.wantNick;
   if (token) url += "?access_token=" + encodeURIComponent(token);
   else if (askNick) url += "?nick=" + encodeURIComponent(state.wantNick);
   const ws = new WebSocket(url);
@@ -380,7 +380,6 @@ function connect() {
   };
   ws.onclose = (e) => {
     if (state.ws !== ws) return;
-    if (!opened && askNick) state.noNickParam = true;
     if (e.code === 4001 || e.code === 4003) {
       // Token expired, or banned: retrying with the same token is futile.
       sessionStorage.removeItem("parley.token");

@@ -272,9 +272,17 @@ func TestBrowserChat(t *testing.T) {
 		window.WebSocket = function (u) { return new WS(window.__offline ? "ws://127.0.0.1:1/" : u); };
 		window.WebSocket.OPEN = WS.OPEN;
 	})()`))
-	countRenames := `[...document.querySelectorAll("#messages li.system")].filter(li => li.textContent.includes("is now bob")).length`
+	// In the lobby, which every page joins on connect: the page's state
+	// holds its lines while another room is on screen.
+	lobby := `state.convs.get("room:lobby").lines.filter(l => l.kind === "system")`
+	countRenames := lobby + `.filter(l => l.text.includes("is now bob")).length`
+	countArrivals := lobby + `.filter(l => l.text.endsWith(" joined") || l.text.includes("is now bob")).length`
 	cctx, cancelCount := context.WithTimeout(ctxA, 10*time.Second)
 	renames, err := chromedp.Run(cctx, chromedp.Evaluate[int](countRenames))
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrivals, err := chromedp.Run(cctx, chromedp.Evaluate[int](countArrivals))
 	cancelCount()
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +298,8 @@ func TestBrowserChat(t *testing.T) {
 	waitJS(ctxA, "the server took it", `[...document.querySelectorAll("#messages li.own")].filter(li => li.textContent.includes("you missed this")).length === 1`)
 	run(ctxB, "bring bob back", chromedp.Evaluate[chromedp.Void](`window.__offline = false`))
 	waitJS(ctxB, "bob reconnects", `document.querySelector("#status").textContent === "connected as bob"`)
-	waitJS(ctxA, "bob came back as bob: no guest joining, no rename", fmt.Sprintf("%s === %d", countRenames, renames))
+	waitJS(ctxA, "alice hears bob come back", fmt.Sprintf("%s > %d", countArrivals, arrivals))
+	waitJS(ctxA, "as bob: no guest joining, no rename", fmt.Sprintf(`%s === %d && %s.some(l => l.text === "bob joined")`, countRenames, renames, lobby))
 	waitJS(ctxB, "bob gets what he missed", hasLine("you missed this"))
 	waitJS(ctxA, "what bob said offline reaches alice", hasLine("said while offline"))
 	waitJS(ctxB, "and comes back to bob once", `[...document.querySelectorAll("#messages li.own")].filter(li => li.textContent.includes("said while offline")).length === 1`)
