@@ -126,13 +126,20 @@ function addLine(key, line) {
     return;
   }
   const stick = atBottom();
-  els.messages.appendChild(lineElement(line));
+  els.messages.append(...lineElements([line], c.shownDay || ""));
+  if (line.kind === "msg" && line.ts) c.shownDay = dayOf(line.ts);
   if (stick) {
     trimLines();
     els.messages.scrollTop = els.messages.scrollHeight;
   } else {
     els.jump.hidden = false; // the reader scrolled up: do not pull them down,
   } // nor take lines from above them (their place would jump): trimmed once back down
+}
+
+// lastDay returns the day of the last message of lines, or "".
+function lastDay(lines) {
+  for (let i = lines.length - 1; i >= 0; i--) if (lines[i].kind === "msg" && lines[i].ts) return dayOf(lines[i].ts);
+  return "";
 }
 
 // trimLines keeps the last MAX_LINES lines on screen.
@@ -144,10 +151,39 @@ function system(key, text, kind = "system") {
   addLine(key, { kind, text });
 }
 
+// dayOf names a message's day for the separators ("Tuesday, December 1").
+function dayOf(ts) {
+  return new Date(ts).toLocaleDateString([], { weekday: "long", month: "long", day: "numeric", year: "numeric" });
+}
+
+function daySeparator(day) {
+  const li = document.createElement("li");
+  li.className = "day";
+  li.setAttribute("role", "separator");
+  li.textContent = day;
+  return li;
+}
+
+// lineElements renders lines with a separator where the day changes;
+// day is the day of the line before them ("" for none).
+function lineElements(lines, day) {
+  const out = [];
+  for (const l of lines) {
+    if (l.kind === "msg" && l.ts) {
+      const d = dayOf(l.ts);
+      if (d !== day) out.push(daySeparator(d));
+      day = d;
+    }
+    out.push(lineElement(l));
+  }
+  return out;
+}
+
 function renderMessages() {
   const c = conv(state.current);
   c.unread = 0;
-  els.messages.replaceChildren(...c.lines.map(lineElement));
+  els.messages.replaceChildren(...lineElements(c.lines, ""));
+  c.shownDay = lastDay(c.lines);
   els.messages.scrollTop = els.messages.scrollHeight;
   els.jump.hidden = true;
   const [kind, name] = split(state.current);
@@ -410,6 +446,54 @@ function renameDM(from, to) {
   } else renderLists();
 }
 
+// notify tells a reader who is looking elsewhere (the tab hidden) of a DM
+// or a mention: a count in the title, a badge on the icon, and, if they
+// opted in, a system notification.
+function notify(title, text) {
+  if (!document.hidden) return;
+  state.unseen = (state.unseen || 0) + 1;
+  document.title = "(" + state.unseen + ") Parley";
+  setIcon(state.unseen);
+  if ("Notification" in window && Notification.permission === "granted") {
+    try { new Notification(title, { body: text.slice(0, 200), tag: "parley" }); } catch { /* some browsers want a service worker */ }
+  }
+}
+
+// setIcon draws the tab's icon, with a badge of n (0: none).
+function setIcon(n) {
+  const c = document.createElement("canvas");
+  c.width = c.height = 32;
+  const g = c.getContext("2d");
+  g.fillStyle = "#24292f";
+  g.fillRect(0, 0, 32, 32);
+  g.fillStyle = "#fff";
+  g.font = "bold 20px sans-serif";
+  g.fillText("P", 9, 23);
+  if (n > 0) {
+    g.fillStyle = "#cf222e";
+    g.beginPath();
+    g.arc(24, 8, 8, 0, 2 * Math.PI);
+    g.fill();
+    g.fillStyle = "#fff";
+    g.font = "bold 11px sans-serif";
+    g.fillText(n > 9 ? "9+" : String(n), n > 9 ? 17 : 21, 12);
+  }
+  let link = document.querySelector("link[rel=icon]");
+  if (!link) {
+    link = document.createElement("link");
+    link.rel = "icon";
+    document.head.append(link);
+  }
+  link.href = c.toDataURL("image/png");
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (document.hidden) return;
+  state.unseen = 0;
+  document.title = "Parley";
+  setIcon(0);
+});
+
 const handlers = {
   welcome(ev) {
     state.retry = 0;
@@ -490,7 +574,7 @@ const handlers = {
       c.lines.unshift(...older);
       if (key === state.current) {
         const fromBottom = els.messages.scrollHeight - els.messages.scrollTop;
-        els.messages.prepend(...older.map(lineElement));
+        els.messages.replaceChildren(...lineElements(c.lines, ""));
         els.messages.scrollTop = els.messages.scrollHeight - fromBottom;
       }
       return;
@@ -519,6 +603,7 @@ const handlers = {
     c.lastSeq = ev.seq;
     c.typing.delete(ev.from);
     addLine(key, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts, seq: ev.seq });
+    if (ev.from !== state.me && mentions(ev.text)) notify(ev.from + " in #" + ev.room, ev.text);
     if (key === state.current) renderTyping();
   },
   leave(ev) {
@@ -542,6 +627,7 @@ const handlers = {
     if (key === state.current) renderMembers();
   },
   dm(ev) {
+    if (ev.from !== state.me) notify("@" + ev.from, ev.text);
     if (ev.from === state.me) {
       for (const [id, d] of state.dmPending) if (d.to === ev.to && d.text === ev.text) { state.dmPending.delete(id); break; }
     }
@@ -701,5 +787,25 @@ document.addEventListener("keydown", (e) => {
   e.preventDefault();
 });
 
+$("notify").addEventListener("click", async () => {
+  const p = await Notification.requestPermission();
+  $("notify").hidden = p === "granted" || p === "denied";
+});
+$("notify").hidden = !("Notification" in window) || Notification.permission !== "default";
+
+// The composer grows with its text (up to 6 lines); Enter sends,
+// Shift+Enter starts a new line.
+els.input.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+els.input.addEventListener("input", () => {
+  els.input.style.height = "auto";
+  els.input.style.height = Math.min(els.input.scrollHeight, 6 * 24) + "px";
+});
+
+setIcon(0);
 takeURLToken();
 connect();

@@ -249,6 +249,31 @@ func TestBrowserChat(t *testing.T) {
 	}
 	jsMu.Unlock()
 
+	// Shift+Enter starts a new line; Enter sends. Messages sit under a
+	// separator naming their day.
+	run(ctxA, "two lines", chromedp.Focus(chromedp.CSS("#input")), chromedp.SendKeys(chromedp.CSS("#input"), "line one"),
+		chromedp.KeyEvent(kb.Enter, chromedp.KeyModifiers(chromedp.ModifierShift)), chromedp.SendKeys(chromedp.CSS("#input"), "line two"),
+		chromedp.KeyEvent(kb.Enter))
+	waitJS(ctxB, "one message of two lines", `[...document.querySelectorAll("#messages li .text")].some(s => s.textContent === "line one\nline two")`)
+	waitJS(ctxB, "under today's separator", `[...document.querySelectorAll("#messages li.day")].some(d => d.textContent === new Date().toLocaleDateString([], { weekday: "long", month: "long", day: "numeric", year: "numeric" }))`)
+
+	// A DM or a mention while the tab is hidden: a count in the title and
+	// a badge on the icon, cleared when the reader comes back.
+	hide := func(ctx context.Context, hidden bool) {
+		run(ctx, "visibility", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => {
+			Object.defineProperty(document, "hidden", { configurable: true, get: () => %v });
+			document.dispatchEvent(new Event("visibilitychange")); })()`, hidden)))
+	}
+	hide(ctxB, true)
+	run(ctxA, "open the DM with bob", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@bob")).click()`))
+	say(ctxA, "are you there?")
+	waitJS(ctxB, "the title counts it", `document.title === "(1) Parley" && document.querySelector("link[rel=icon]").href.startsWith("data:image/png")`)
+	hide(ctxB, false)
+	waitJS(ctxB, "and forgets it on return", `document.title === "Parley"`)
+	run(ctxA, "back to #e2e", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
+
 	// Links (http and https only) are clickable and open apart; a mention
 	// of the reader is highlighted; a right-to-left line reads so.
 	say(ctxA, "see https://example.com/a?b=1, and javascript:alert(1), @bob: שלום")
