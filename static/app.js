@@ -516,6 +516,9 @@ const handlers = {
     setTimeout(pump, 0);
     setStatus("connected as " + ev.nick + (ev.user ? " (signed in)" : ""), "open");
     // A signed-in user's nick is its token's; guests pick theirs.
+    $("signin").hidden = !!ev.user;
+    $("signed").hidden = !ev.user;
+    $("signed-as").textContent = ev.user ? "Signed in as " + ev.nick + "." : "";
     els.nick.disabled = !!ev.user;
     $("nick-form").querySelector("button").disabled = !!ev.user;
     if (ev.user) els.nick.value = ev.nick;
@@ -805,6 +808,31 @@ els.input.addEventListener("input", () => {
   els.input.style.height = "auto";
   els.input.style.height = Math.min(els.input.scrollHeight, 6 * 24) + "px";
 });
+
+// Sign in by pasting a token (a server that admits users only refuses
+// the connection without one), and out again.
+$("signin-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const t = $("token").value.trim();
+  if (!t) return;
+  sessionStorage.setItem("parley.token", t);
+  $("token").value = "";
+  reconnectNow();
+});
+$("signout").addEventListener("click", () => {
+  sessionStorage.removeItem("parley.token");
+  reconnectNow();
+});
+
+// reconnectNow drops the connection and opens a new one at once.
+function reconnectNow() {
+  clearTimeout(retryTimer);
+  clearInterval(countdown);
+  const old = state.ws;
+  state.ws = null; // its close is not an outage
+  if (old) old.close(1000, "reconnecting");
+  connect();
+}
 
 setIcon(0);
 takeURLToken();

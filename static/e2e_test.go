@@ -543,3 +543,48 @@ func TestBrowserHistory(t *testing.T) {
 		[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#kept")) &&
 		[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#hist"))`)
 }
+
+// TestBrowserSignIn: on a server that admits signed-in users only, the
+// page cannot connect until its reader pastes a token; then it is the
+// token's user, and signing out drops back.
+func TestBrowserSignIn(t *testing.T) {
+	logging.SetLevel(logging.LevelNone)
+	exe := chromium(t)
+	is := authtest.New(t)
+	srv := chatServerWith(t, "127.0.0.1:0", chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsRefused})
+	defer stop(srv)
+	c := authtest.Claims("u-7")
+	c.Nick = "Grace"
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	tctx, cancelT := context.WithTimeout(ctx, 40*time.Second)
+	defer cancelT()
+	poll := func(what, cond string) {
+		t.Helper()
+		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
+			chromedp.WithPollingTimeout(25*time.Second))); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	if err := chromedp.Do(tctx, chromedp.Navigate("http://"+srv.Addr().String()+"/")); err != nil {
+		t.Fatal(err)
+	}
+	poll("refused without a token", `document.querySelector("#status").textContent.startsWith("offline")`)
+	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS("#signin summary")), chromedp.SendKeys(chromedp.CSS("#token"), is.Sign(c)),
+		chromedp.Click(chromedp.CSS("#signin-form button"))); err != nil {
+		t.Fatal(err)
+	}
+	poll("signed in", `document.querySelector("#status").textContent === "connected as Grace (signed in)" &&
+		document.querySelector("#signed-as").textContent === "Signed in as Grace." && document.querySelector("#signin").hidden`)
+	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS("#signout"))); err != nil {
+		t.Fatal(err)
+	}
+	poll("signed out: refused again", `document.querySelector("#status").textContent.startsWith("offline") && sessionStorage.getItem("parley.token") === null`)
+}
