@@ -17,8 +17,10 @@ run_server() { # name addr cmd...
   for _ in $(seq 100); do (exec 3<>"/dev/tcp/${addr%:*}/${addr#*:}") 2>/dev/null && break; sleep 0.1; done
   for scenario in hold burst; do
     echo "== $name: $scenario, $clients clients"
+    local extra=()
+    [ "$scenario" = burst ] && extra=(--burst 100 --rounds 5)
     timeout 900 ./bin/parley loadtest --scenario "$scenario" --target "ws://$addr/ws" --clients "$clients" \
-      --hold 5s --burst 100 --rounds 5 --server-pid "$pid" --json "$out/$name.$scenario.json" 2>/dev/null |
+      --hold 5s "${extra[@]}" --server-pid "$pid" --json "$out/$name.$scenario.json" 2>/dev/null |
       grep -E "connected|throughput|end to end|server RSS|verdict" || true
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -138,3 +138,23 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadtestFlagsThatDoNothing: a flag the scenario does not use is an
+// error naming it (--duration with hold did nothing, silently).
+func TestLoadtestFlagsThatDoNothing(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--duration", "5s"}, "--duration applies to the chat"},
+		{[]string{"--scenario", "hold", "--rate", "2"}, "--rate applies"},
+		{[]string{"--scenario", "chat", "--burst", "5"}, "--burst applies to the burst scenario"},
+	} {
+		if _, _, err := parseLoadtest(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.args, err, tc.want)
+		}
+	}
+	if _, _, err := parseLoadtest([]string{"--scenario", "chat", "--duration", "5s", "--rate", "2"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+}

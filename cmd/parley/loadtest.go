@@ -90,7 +90,32 @@ func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, loadtestOu
 	cfg.Targets = targets
 	cfg.ServerPIDs = pids
 	cfg.MetricsURLs = metricsURLs
+	// A flag the scenario does not use is an error, not silently ignored:
+	// --duration with hold used to do nothing.
+	chatOnly := map[string]bool{"duration": true, "rate": true, "room-size": true, "reconnect": true, "churn-fraction": true,
+		"churn-rate": true, "flooders": true, "flood-kind": true, "flood-size": true}
+	burstOnly := map[string]bool{"burst": true, "rounds": true, "round-timeout": true}
+	var unused error
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case unused != nil:
+		case chatOnly[f.Name] && (cfg.Scenario == "" || cfg.Scenario == loadtest.ScenarioHold || cfg.Scenario == loadtest.ScenarioBurst):
+			unused = fmt.Errorf("--%s applies to the chat, churn and flood scenarios, not %s (hold holds for --hold)", f.Name, scenarioName(cfg.Scenario))
+		case burstOnly[f.Name] && cfg.Scenario != loadtest.ScenarioBurst:
+			unused = fmt.Errorf("--%s applies to the burst scenario, not %s", f.Name, scenarioName(cfg.Scenario))
+		}
+	})
+	if unused != nil {
+		return cfg, out, unused
+	}
 	return cfg, out, cfg.Validate()
+}
+
+func scenarioName(s string) string {
+	if s == "" {
+		return loadtest.ScenarioHold
+	}
+	return s
 }
 
 func runLoadtest(args []string, stdout, stderr io.Writer) error {
