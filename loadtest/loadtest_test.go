@@ -220,3 +220,51 @@ func TestTokens(t *testing.T) {
 		t.Fatalf("refusals %v", st.Refused)
 	}
 }
+
+// lateRelay relays like relay, in order, but each message only after a
+// delay.
+type lateRelay struct {
+	engine.BaseApplication
+	ep    *engine.Endpoint
+	delay time.Duration
+	queue chan lateMsg
+}
+
+type lateMsg struct {
+	due  time.Time
+	data []byte
+}
+
+func (a *lateRelay) OnStart(ep *engine.Endpoint) error {
+	a.ep, a.queue = ep, make(chan lateMsg, 1024)
+	go func() {
+		for m := range a.queue {
+			time.Sleep(time.Until(m.due))
+			_, _ = a.ep.Broadcast(engine.Text, m.data)
+		}
+	}()
+	return nil
+}
+
+func (a *lateRelay) OnMessage(_ engine.ClientID, _ engine.MessageType, data []byte) {
+	a.queue <- lateMsg{time.Now().Add(a.delay), append([]byte(nil), data...)}
+}
+
+func (a *lateRelay) OnStop() { close(a.queue) }
+
+// TestBurstCountsLate: deliveries that come after their round's timeout
+// are late, not missing (make compare once reported a slow server's late
+// messages as lost).
+func TestBurstCountsLate(t *testing.T) {
+	url := startServerApp(t, engine.Config{}, &lateRelay{delay: 400 * time.Millisecond})
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioBurst, Targets: []string{url}, Clients: 10, Burst: 5, Rounds: 2,
+		RoundTimeout: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Late != 2*10*5 || res.Missing != 0 || res.Delivered != 0 || res.Duplicated != 0 {
+		t.Fatalf("late %d missing %d in time %d duplicated %d; want 100, 0, 0, 0", res.Late, res.Missing, res.Delivered, res.Duplicated)
+	}
+}

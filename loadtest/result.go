@@ -21,7 +21,8 @@ type Latency struct {
 type Round struct {
 	Recipients       int64   `json:"recipients"`
 	Deliveries       int64   `json:"deliveries"`
-	Missing          int64   `json:"missing"`
+	Missing          int64   `json:"missing"` // never came
+	Late             int64   `json:"late"`    // came after the round's timeout
 	Seconds          float64 `json:"seconds"` // first send to last delivery
 	DeliveriesPerSec float64 `json:"deliveries_per_second"`
 }
@@ -62,6 +63,7 @@ type Result struct {
 	Expected         int64          `json:"deliveries_expected,omitempty"`
 	Delivered        int64          `json:"deliveries,omitempty"`
 	Missing          int64          `json:"missing"`
+	Late             int64          `json:"late,omitempty"` // burst: delivered after their round's timeout (not lost)
 	Duplicated       int64          `json:"duplicated"`
 	OutOfOrder       int64          `json:"out_of_order"`
 	DeliveriesPerSec float64        `json:"deliveries_per_second,omitempty"`
@@ -190,11 +192,11 @@ func (r *Result) WriteText(w io.Writer) {
 		}
 	}
 	if r.Scenario == ScenarioBurst {
-		fmt.Fprintf(w, "sent        %d messages; delivered %d of %d (missing %d, duplicated %d, out of order %d)\n",
-			r.MessagesSent, r.Delivered, r.Expected, r.Missing, r.Duplicated, r.OutOfOrder)
+		fmt.Fprintf(w, "sent        %d messages; delivered %d of %d in time, %d late (after the round's timeout), %d missing (never came); duplicated %d, out of order %d\n",
+			r.MessagesSent, r.Delivered, r.Expected, r.Late, r.Missing, r.Duplicated, r.OutOfOrder)
 		for i, rd := range r.Rounds {
-			fmt.Fprintf(w, "  round %d: %d deliveries to %d clients in %.3fs: %.0f deliveries/s\n",
-				i+1, rd.Deliveries, rd.Recipients, rd.Seconds, rd.DeliveriesPerSec)
+			fmt.Fprintf(w, "  round %d: %d deliveries to %d clients in %.3fs: %.0f deliveries/s; %d late, %d missing\n",
+				i+1, rd.Deliveries, rd.Recipients, rd.Seconds, rd.DeliveriesPerSec, rd.Late, rd.Missing)
 		}
 		fmt.Fprintf(w, "throughput  %.0f deliveries/s over all rounds\n", r.DeliveriesPerSec)
 		fmt.Fprintf(w, "end to end  p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",

@@ -37,7 +37,8 @@ type run struct {
 	// Burst bookkeeping. Each client's slots are touched only by its poller.
 	round    []int32
 	next     []int32
-	received atomic.Int64 // in this round, in order or past a gap
+	received atomic.Int64   // in this round, in order or past a gap
+	byRound  []atomic.Int64 // the same by round, counted whenever they come (late ones too)
 	dups     atomic.Int64
 	reorder  atomic.Int64
 
@@ -74,6 +75,12 @@ func (r *run) onProbe(client int, data []byte) {
 		return
 	}
 	r.delivered(ts)
+	counted := false
+	defer func() {
+		if counted && int(rd) < len(r.byRound) {
+			r.byRound[rd].Add(1)
+		}
+	}()
 	if rd != r.round[client] {
 		r.round[client], r.next[client] = rd, 0
 	}
@@ -81,12 +88,14 @@ func (r *run) onProbe(client int, data []byte) {
 	case seq == n:
 		r.next[client]++
 		r.received.Add(1)
+		counted = true
 	case seq < n:
 		r.dups.Add(1)
 	default:
 		r.reorder.Add(1) // a gap: what was skipped is counted missing at the round's end
 		r.next[client] = seq + 1
 		r.received.Add(1)
+		counted = true
 	}
 }
 
@@ -187,6 +196,7 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 	case ScenarioBurst:
 		r.round = make([]int32, cfg.Clients)
 		r.next = make([]int32, cfg.Clients)
+		r.byRound = make([]atomic.Int64, cfg.Rounds)
 		for i := range r.round {
 			r.round[i] = -1
 		}
@@ -379,10 +389,10 @@ func (r *run) bursts(ctx context.Context, res *Result) {
 		}
 		res.MessagesSent += int64(cfg.Burst)
 		deadline := time.Now().Add(cfg.RoundTimeout)
-		for r.received.Load() < expected && time.Now().Before(deadline) && ctx.Err() == nil {
+		for r.byRound[rd].Load() < expected && time.Now().Before(deadline) && ctx.Err() == nil {
 			time.Sleep(2 * time.Millisecond)
 		}
-		got := r.received.Load()
+		got := r.byRound[rd].Load() // on time: what came by the round's timeout
 		secs := float64(r.lastRecv.Load()-first.UnixNano()) / 1e9
 		rr := Round{Recipients: recipients, Deliveries: got, Missing: expected - got, Seconds: secs}
 		if secs > 0 {
@@ -394,7 +404,30 @@ func (r *run) bursts(ctx context.Context, res *Result) {
 		totalDeliveries += got
 		totalSeconds += secs
 	}
-	res.Missing = res.Expected - res.Delivered
+	// What came after its round's timeout is late, not lost: wait for the
+	// stragglers (until nothing has come for a second, at most one more
+	// RoundTimeout or 5 s), then count what never came as missing.
+	drainUntil := time.Now().Add(max(cfg.RoundTimeout, 5*time.Second))
+	for last, quiet := int64(-1), time.Now(); time.Now().Before(drainUntil) && ctx.Err() == nil; time.Sleep(20 * time.Millisecond) {
+		var all int64
+		for i := range res.Rounds {
+			all += r.byRound[i].Load()
+		}
+		if all != last {
+			last, quiet = all, time.Now()
+		} else if time.Since(quiet) >= time.Second || all == res.Expected {
+			break
+		}
+	}
+	res.Missing, res.Late = 0, 0
+	for i := range res.Rounds {
+		rr := &res.Rounds[i]
+		final := r.byRound[i].Load()
+		rr.Late = final - rr.Deliveries
+		rr.Missing = rr.Recipients*int64(cfg.Burst) - final
+		res.Late += rr.Late
+		res.Missing += rr.Missing
+	}
 	res.Duplicated = r.dups.Load()
 	res.OutOfOrder = r.reorder.Load()
 	if totalSeconds > 0 {
