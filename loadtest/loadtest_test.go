@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -152,21 +153,37 @@ func TestConfigRefusesNonLoopback(t *testing.T) {
 
 func TestReportFiles(t *testing.T) {
 	url := startServer(t, engine.Config{})
+	// This process stands in for the server whose memory and CPU are
+	// charted.
 	res, err := loadtest.Run(context.Background(), loadtest.Config{
-		Targets: []string{url}, Clients: 50, Hold: 2100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		Targets: []string{url}, Clients: 50, Hold: 2100 * time.Millisecond, ServerPIDs: []int{os.Getpid()},
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	res.Command, res.Revision = []string{"parley", "loadtest", "--clients", "50"}, "v-test"
 	var html, text strings.Builder
 	if err := res.WriteHTML(&html); err != nil {
 		t.Fatal(err)
 	}
 	res.WriteText(&text)
 	h := html.String()
-	if !strings.Contains(h, "<svg") || strings.Count(h, "<polyline") != 4 || !strings.Contains(h, "passed") ||
+	// Connections, received, latency (2 lines), server memory and CPU; the
+	// ramp when the connecting took more than one sample; latency bars.
+	lines := strings.Count(h, "<polyline")
+	if !strings.Contains(h, "<svg") || lines < 6 || !strings.Contains(h, "passed") ||
 		strings.Contains(h, "http://") || strings.Contains(h, "https://") || strings.Contains(h, "<script") {
-		t.Fatalf("HTML report: %d bytes, %d charts lines", len(h), strings.Count(h, "<polyline"))
+		t.Fatalf("HTML report: %d bytes, %d chart lines", len(h), lines)
+	}
+	for _, want := range []string{`<table class="head">`, "<th>connected</th>", "parley loadtest --clients 50", "v-test",
+		res.StartedAt, "seconds since the start", "Server resident memory", "Server CPU"} {
+		if !strings.Contains(h, want) {
+			t.Errorf("the HTML report lacks %q", want)
+		}
+	}
+	if len(res.Ramp) == 0 || res.Ramp[len(res.Ramp)-1].Open != 50 || res.Series[1].ServerRSS <= 0 {
+		t.Fatalf("ramp %v, series %+v", res.Ramp, res.Series)
 	}
 	if !strings.Contains(text.String(), "connected   50") || !strings.Contains(text.String(), "verdict     passed") {
 		t.Fatalf("text report:\n%s", text.String())

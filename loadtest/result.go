@@ -99,6 +99,10 @@ type Result struct {
 	ServerRSSPerConn float64        `json:"server_rss_bytes_per_conn,omitempty"`
 	Seconds          float64        `json:"seconds"`
 	HitTimeLimit     bool           `json:"hit_time_limit"`
+	Ramp             []RampPoint    `json:"ramp,omitempty"` // connections while the clients connect, every 100 ms
+	StartedAt        string         `json:"started_at,omitempty"` // RFC 3339
+	Command          []string       `json:"command,omitempty"`    // the command line, as given (set by the caller)
+	Revision         string         `json:"revision,omitempty"`   // the load generator's build (set by the caller)
 
 	latency   *Histogram // end to end, for merging workers' results
 	connect   *Histogram // connect times, likewise
@@ -115,6 +119,17 @@ type Sample struct {
 	P50      float64 `json:"p50_ms"`   // end-to-end latency of that second's deliveries
 	P99      float64 `json:"p99_ms"`
 	Max      float64 `json:"max_ms"`
+	// The servers of ServerPIDs, summed: resident memory now, and CPU
+	// used in that second (a share of one core: 1.0 = one core busy).
+	ServerRSS int64   `json:"server_rss_bytes,omitempty"`
+	ServerCPU float64 `json:"server_cpu,omitempty"`
+}
+
+// RampPoint is the connections open at T seconds into the run, sampled
+// every 100 ms while the clients connect.
+type RampPoint struct {
+	T    float64 `json:"t"`
+	Open int     `json:"open"`
 }
 
 // evaluate sums the errors and applies the thresholds.

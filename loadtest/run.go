@@ -214,6 +214,7 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 	before := scrapeServers(cfg.MetricsURLs)
 	cpu0 := ownCPU()
 	began := time.Now()
+	res.StartedAt = began.UTC().Format(time.RFC3339)
 	stopSampling := r.sample(began, res)
 	defer stopSampling()
 	pool.DialAll(ctx)
@@ -445,7 +446,16 @@ func (r *run) sample(began time.Time, res *Result) (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
+		ramp := time.NewTicker(100 * time.Millisecond) // the connect phase, finer
+		defer ramp.Stop()
 		var last int64
+		var lastCPU time.Duration
+		lastAt := time.Now()
+		if len(r.cfg.ServerPIDs) > 0 {
+			for _, pid := range r.cfg.ServerPIDs {
+				lastCPU += cpuOf(strconv.Itoa(pid))
+			}
+		}
 		for {
 			select {
 			case <-t.C:
@@ -456,10 +466,26 @@ func (r *run) sample(began time.Time, res *Result) (stop func()) {
 					Received: m - last, P50: ms(w.Quantile(0.5)), P99: ms(w.Quantile(0.99)), Max: ms(w.Max()),
 				}
 				last = m
+				if len(r.cfg.ServerPIDs) > 0 {
+					var cpu time.Duration
+					for _, pid := range r.cfg.ServerPIDs {
+						s.ServerRSS += rssOf(strconv.Itoa(pid))
+						cpu += cpuOf(strconv.Itoa(pid))
+					}
+					if lastCPU > 0 {
+						s.ServerCPU = (cpu - lastCPU).Seconds() / time.Since(lastAt).Seconds()
+					}
+					lastCPU, lastAt = cpu, time.Now()
+				}
 				res.Series = append(res.Series, s)
 				if r.cfg.Progress != nil {
 					fmt.Fprintf(r.cfg.Progress, "%6.1fs  open %d/%d  failed %d  msgs/s %d  p99 %.1fms\n",
 						s.T, s.Open, r.cfg.Clients, s.Failed, s.Received, s.P99)
+				}
+			case <-ramp.C:
+				open := r.pool.Open()
+				if len(res.Ramp) == 0 || res.Ramp[len(res.Ramp)-1].Open < r.cfg.Clients {
+					res.Ramp = append(res.Ramp, RampPoint{T: time.Since(began).Seconds(), Open: open})
 				}
 			case <-done:
 				return
@@ -477,6 +503,24 @@ func ownCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cpuOf reads the user and system CPU time of /proc/<pid>/stat (0 if
+// unreadable).
+func cpuOf(pid string) time.Duration {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command may hold spaces: fields count from after its ")".
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 // rssOf reads VmRSS of /proc/<pid>/status, in bytes (0 if unreadable).

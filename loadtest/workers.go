@@ -232,6 +232,17 @@ func (r *Result) merge(ms []workerMessage) {
 			p.Failed += s.Failed
 			p.Received += s.Received
 			p.P50, p.P99, p.Max = max(p.P50, s.P50), max(p.P99, s.P99), max(p.Max, s.Max)
+			// Every worker reads the same servers: one reading, not a sum.
+			p.ServerRSS, p.ServerCPU = max(p.ServerRSS, s.ServerRSS), max(p.ServerCPU, s.ServerCPU)
+		}
+		for i, rp := range w.Ramp {
+			if i >= len(r.Ramp) {
+				r.Ramp = append(r.Ramp, RampPoint{T: rp.T})
+			}
+			r.Ramp[i].Open += rp.Open
+		}
+		if r.StartedAt == "" || w.StartedAt < r.StartedAt {
+			r.StartedAt = w.StartedAt
 		}
 	}
 	r.SendSeconds = sendSeconds

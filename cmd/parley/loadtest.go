@@ -134,6 +134,8 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	res.Command = append([]string{"parley", "loadtest"}, args...)
+	res.Revision = version()
 	res.WriteText(stdout)
 	if out.json != "" {
 		b, _ := json.MarshalIndent(res, "", "  ")
