@@ -99,7 +99,7 @@ type Result struct {
 	ServerRSSPerConn float64        `json:"server_rss_bytes_per_conn,omitempty"`
 	Seconds          float64        `json:"seconds"`
 	HitTimeLimit     bool           `json:"hit_time_limit"`
-	Ramp             []RampPoint    `json:"ramp,omitempty"` // connections while the clients connect, every 100 ms
+	Ramp             []RampPoint    `json:"ramp,omitempty"`       // connections while the clients connect, every 100 ms
 	StartedAt        string         `json:"started_at,omitempty"` // RFC 3339
 	Command          []string       `json:"command,omitempty"`    // the command line, as given (set by the caller)
 	Revision         string         `json:"revision,omitempty"`   // the load generator's build (set by the caller)
