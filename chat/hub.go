@@ -1331,6 +1331,10 @@ func (h *Hub) history(c *client, req *Request) {
 }
 
 func (h *Hub) typing(c *client, req *Request) {
+	if req.To != "" {
+		h.typingDM(c, req)
+		return
+	}
 	r := c.room(req.Room)
 	if r == nil {
 		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
@@ -1347,4 +1351,29 @@ func (h *Hub) typing(c *client, req *Request) {
 	c.lastTyping = now
 	b, _ := json.Marshal(Typing{Type: "typing", Room: r.name, Nick: c.nick})
 	_, _ = r.group.Send(engine.Text, b, c.id)
+}
+
+// typingDM tells the client called req.To, on this node, that c is typing
+// a DM to it (typing notices stay on their node, as in rooms). A nick
+// nobody here holds is answered as a DM to it would be.
+func (h *Hub) typingDM(c *client, req *Request) {
+	if req.Room != "" {
+		h.fail(c, req, ErrBadRequest, "typing goes to a room or to a nick (to), not both")
+		return
+	}
+	key, err := nickKey(req.To)
+	h.nickMu.Lock()
+	to, ok := h.nicks[key]
+	h.nickMu.Unlock()
+	if err != nil || !ok || to == c.id {
+		h.fail(c, req, ErrUnknownNick, fmt.Sprintf("nobody here is called %q", req.To))
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-c.lastTyping < int64(time.Second) {
+		return // at most one typing notice per second
+	}
+	c.lastTyping = now
+	b, _ := json.Marshal(Typing{Type: "typing", Nick: c.nick})
+	_ = h.ep.Send(to, engine.Text, b)
 }

@@ -739,3 +739,19 @@ func TestHandshakeNick(t *testing.T) {
 	}
 	g.ExpectError(chat.ErrForbidden)
 }
+
+// TestTypingInDMs: a typing notice to a nick reaches that client alone,
+// without a room; to a nick nobody holds, it is refused.
+func TestTypingInDMs(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	a.Send(chat.Request{Type: chat.TypeTyping, To: b.Nick})
+	if e := b.Expect("typing"); e.Nick != a.Nick || e.Room != "" {
+		t.Fatalf("%+v", e)
+	}
+	a.Send(chat.Request{Type: chat.TypeTyping, To: "nobody"})
+	a.ExpectError(chat.ErrUnknownNick)
+	a.Send(chat.Request{Type: chat.TypeTyping, To: b.Nick, Room: "lobby"})
+	a.ExpectError(chat.ErrBadRequest)
+}

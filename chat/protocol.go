@@ -221,8 +221,8 @@ type Authed struct {
 
 // Typing tells a room someone is typing.
 type Typing struct {
-	Type string `json:"type"` // "typing"
-	Room string `json:"room"`
+	Type string `json:"type"`           // "typing"
+	Room string `json:"room,omitempty"` // "" for a DM: Nick is typing to the recipient
 	Nick string `json:"nick"`
 }
 

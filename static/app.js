@@ -639,7 +639,7 @@ const handlers = {
     renderLists();
   },
   typing(ev) {
-    const c = conv("room:" + ev.room);
+    const c = conv(ev.room ? "room:" + ev.room : "dm:" + ev.nick); // no room: typing a DM to us
     clearTimeout(c.typing.get(ev.nick));
     c.typing.set(ev.nick, setTimeout(() => { c.typing.delete(ev.nick); if (state.current === c.key) renderTyping(); }, 3000));
     if (state.current === c.key) renderTyping();
@@ -693,9 +693,9 @@ let lastTyping = 0;
 els.input.addEventListener("input", () => {
   checkLength();
   const [kind, name] = split(state.current);
-  if (kind === "room" && els.input.value && Date.now() - lastTyping > 1500 && state.outbox.length === 0 && takeToken()) {
+  if (els.input.value && Date.now() - lastTyping > 1500 && state.outbox.length === 0 && takeToken()) {
     lastTyping = Date.now();
-    request({ type: "typing", room: name });
+    request(kind === "room" ? { type: "typing", room: name } : { type: "typing", to: name });
   }
 });
 

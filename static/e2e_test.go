@@ -267,6 +267,14 @@ func TestBrowserChat(t *testing.T) {
 	hide(ctxB, true)
 	run(ctxA, "open the DM with bob", chromedp.Evaluate[chromedp.Void](
 		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@bob")).click()`))
+	// Typing shows in a DM too.
+	run(ctxB, "bob opens the DM with alice", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@alice")).click()`))
+	run(ctxA, "alice types", chromedp.SendKeys(chromedp.CSS("#input"), "are you"))
+	waitJS(ctxB, "bob sees alice typing", `document.querySelector("#typing").textContent === "alice is typing…"`)
+	run(ctxA, "clear", chromedp.Evaluate[chromedp.Void](`document.querySelector("#input").value = ""`))
+	run(ctxB, "bob back to #e2e", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
 	say(ctxA, "are you there?")
 	waitJS(ctxB, "the title counts it", `document.title === "(1) Parley" && document.querySelector("link[rel=icon]").href.startsWith("data:image/png")`)
 	hide(ctxB, false)
