@@ -150,33 +150,15 @@ type session struct {
 	nick string         // a guest's nick asked for with ?nick=, "" for none
 }
 
-// grants are a user's room claims, as its latest token gives them; nil
-// when it has none (most users: eight bytes a connection, not 56).
-type grants struct {
-	rooms, say []string
+// identity is a signed-in user's, as its latest token gives it.
+type identity struct {
+	user       string
+	rooms, say []string // private rooms it may join, read-only rooms it may say in
+	expires    int64    // Unix ns
 }
 
-// grantsOf returns id's room claims, or nil.
-func grantsOf(id *auth.Identity) *grants {
-	if len(id.Rooms) == 0 && len(id.Say) == 0 {
-		return nil
-	}
-	return &grants{rooms: id.Rooms, say: id.Say}
-}
-
-// roomClaims and sayClaims return a user's claims (nil-safe).
-func (g *grants) roomClaims() []string {
-	if g == nil {
-		return nil
-	}
-	return g.rooms
-}
-
-func (g *grants) sayClaims() []string {
-	if g == nil {
-		return nil
-	}
-	return g.say
+func identityOf(id *auth.Identity) *identity {
+	return &identity{user: id.User, rooms: id.Rooms, say: id.Say, expires: id.Expires.UnixNano()}
 }
 
 // httpError refuses a handshake, counting its reason.
@@ -337,11 +319,11 @@ func (h *Hub) mayJoinNow(c *client, room string) error {
 	if !h.private(room) {
 		return nil
 	}
-	if c.user != "" {
-		if auth.Matches(c.grant.roomClaims(), room) {
+	if c.userID() != "" {
+		if auth.Matches(c.who.rooms, room) {
 			return nil
 		}
-		if _, ok := h.rule(RuleInvite, room, c.user); ok {
+		if _, ok := h.rule(RuleInvite, room, c.userID()); ok {
 			return nil
 		}
 	}
@@ -350,11 +332,11 @@ func (h *Hub) mayJoinNow(c *client, room string) error {
 
 // maySay reports the error code and text refusing c's say in room, or "".
 func (h *Hub) maySay(c *client, room string) (string, string) {
-	if h.readOnly(room) && (c.user == "" || !auth.Matches(c.grant.sayClaims(), room)) {
+	if h.readOnly(room) && (c.who == nil || !auth.Matches(c.who.say, room)) {
 		return ErrReadOnly, fmt.Sprintf("room %q is read-only: only users with a say claim for it may speak", room)
 	}
-	if c.user != "" {
-		if m, ok := h.rule(RuleMute, room, c.user); ok {
+	if c.userID() != "" {
+		if m, ok := h.rule(RuleMute, room, c.userID()); ok {
 			return ErrMuted, fmt.Sprintf("you are muted in %q until %s", room, time.UnixMilli(m.Until).UTC().Format(time.RFC3339))
 		}
 	}
@@ -545,8 +527,8 @@ func (h *Hub) expire(now time.Time) {
 		if c == nil {
 			continue
 		}
-		h.nickMu.Lock() // expires changes under nickMu (refresh)
-		at := c.expires
+		h.nickMu.Lock() // a refresh replaces c.who under nickMu
+		at := c.who.expires
 		h.nickMu.Unlock()
 		if at > t {
 			h.watchExpiry(e.id, at) // refreshed meanwhile
@@ -558,7 +540,7 @@ func (h *Hub) expire(now time.Time) {
 
 // refresh applies a token sent in band: the same user, a later expiry.
 func (h *Hub) refresh(c *client, req *Request) {
-	if c.user == "" {
+	if c.userID() == "" {
 		h.fail(c, req, ErrForbidden, "guests cannot sign in on an open connection: reconnect with access_token")
 		return
 	}
@@ -571,14 +553,14 @@ func (h *Hub) refresh(c *client, req *Request) {
 		h.fail(c, req, ErrBadToken, err.Error())
 		return
 	}
-	if id.User != c.user {
+	if id.User != c.userID() {
 		h.fail(c, req, ErrBadToken, "the token names another user")
 		return
 	}
 	h.nickMu.Lock()
-	c.grant, c.expires = grantsOf(&id), id.Expires.UnixNano()
+	c.who = identityOf(&id)
 	h.nickMu.Unlock()
-	h.send(c, Authed{Type: "auth", User: c.user, Expires: id.Expires.UnixMilli()})
+	h.send(c, Authed{Type: "auth", User: c.userID(), Expires: id.Expires.UnixMilli()})
 }
 
 // control is a message every node receives (Broker.Broadcast): a DM to a

@@ -108,13 +108,13 @@ func (h *Hub) dmUser(c *client, req *Request) {
 		h.fail(c, req, ErrBadRequest, "user: "+err.Error())
 		return
 	}
-	err := h.broadcast(control{Kind: "dm", User: req.User, From: c.nick, FromID: c.user, Text: req.Text, TS: now()})
+	err := h.broadcast(control{Kind: "dm", User: req.User, From: c.nick, FromID: c.userID(), Text: req.Text, TS: now()})
 	if err != nil {
 		h.fail(c, req, ErrNotDelivered, "the message could not be delivered: "+err.Error())
 		return
 	}
 	h.stats.dms.Add(1)
-	if c.user == "" {
+	if c.userID() == "" {
 		// A guest's copy (a signed-in sender's came with the broadcast,
 		// to all its connections).
 		h.send(c, DM{Type: "dm", From: c.nick, To: req.User, ToUser: req.User, Text: req.Text, TS: now()})

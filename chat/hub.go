@@ -72,14 +72,12 @@ var (
 type client struct {
 	id    engine.ClientID
 	nick  string
-	user  string  // the token's sub; "" for a guest
-	grant *grants // a user's room claims, nil if none (changed by a refresh)
-	// expires is a user's token's expiry, Unix ns (changed under
-	// Hub.nickMu by a refresh).
-	expires int64
-	rooms   []*room // at most MaxRooms: a slice costs far less per client than a map
+	who   *identity // a signed-in user's; nil for a guest (replaced under Hub.nickMu by a refresh)
+	rooms []*room   // at most MaxRooms: a slice costs far less per client than a map
 
-	tokens, strikes float64 // rate limiting
+	// Rate limiting. float32: a guest's client stays in the 96-byte size
+	// class.
+	tokens, strikes float32
 	creates         float64 // room-creation tokens (RoomCreateRate)
 	createdAt       int64   // unix ns of the last refill
 	last            int64   // unix ns of the last request
@@ -104,6 +102,14 @@ func (c *client) mayCreate(rate float64, now time.Time) bool {
 	}
 	c.creates--
 	return true
+}
+
+// userID is the client's user id: its token's sub, "" for a guest.
+func (c *client) userID() string {
+	if c.who == nil {
+		return ""
+	}
+	return c.who.user
 }
 
 // room returns the joined room called name, or nil.
@@ -170,7 +176,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	if sess == nil {
 		sess = &session{room: h.cfg.DefaultRoom}
 	}
-	c := &client{id: id, tokens: float64(h.cfg.RateBurst), last: time.Now().UnixNano()}
+	c := &client{id: id, tokens: float32(h.cfg.RateBurst), last: time.Now().UnixNano()}
 	w := Welcome{Type: "welcome", ID: uint64(id), Room: sess.room, Epoch: h.epoch, Limits: Limits{
 		MaxTextLength: h.cfg.MaxTextLength, MaxRooms: h.cfg.MaxRooms, MaxNickLength: MaxNickLength,
 		RatePerSecond: h.cfg.RateLimit, RateBurst: h.cfg.RateBurst, HistorySize: h.cfg.HistorySize,
@@ -178,8 +184,8 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	if u := sess.id; u != nil {
 		// A user's nick is its token's, on every connection and node: it
 		// is not claimed (guests cannot pick nicks beside users).
-		c.user, c.nick = u.User, u.Nick
-		c.grant, c.expires = grantsOf(u), u.Expires.UnixNano()
+		c.nick = u.Nick
+		c.who = identityOf(u)
 		w.User, w.Expires = u.User, u.Expires.UnixMilli()
 	} else {
 		h.nickMu.Lock()
@@ -202,9 +208,9 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	s.Lock()
 	s.m[id] = c
 	s.Unlock()
-	if c.user != "" {
-		h.addUser(c.user, id)
-		h.watchExpiry(id, c.expires)
+	if c.who != nil {
+		h.addUser(c.who.user, id)
+		h.watchExpiry(id, c.who.expires)
 	}
 	h.send(c, w)
 	if refused != nil {
@@ -224,8 +230,8 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 	for len(c.rooms) > 0 {
 		h.leaveRoom(c, c.rooms[len(c.rooms)-1])
 	}
-	if c.user != "" {
-		h.removeUser(c.user, id)
+	if c.userID() != "" {
+		h.removeUser(c.userID(), id)
 		s := &h.clients[id%clientShards]
 		s.Lock()
 		delete(s.m, id)
@@ -320,15 +326,15 @@ func (h *Hub) allow(c *client, req *Request) bool {
 	now := time.Now().UnixNano()
 	elapsed := float64(now-c.last) / 1e9
 	c.last = now
-	c.tokens = min(float64(h.cfg.RateBurst), c.tokens+elapsed*rate)
-	c.strikes = max(0, c.strikes-elapsed*rate)
+	c.tokens = float32(min(float64(h.cfg.RateBurst), float64(c.tokens)+elapsed*rate))
+	c.strikes = float32(max(0, float64(c.strikes)-elapsed*rate))
 	if c.tokens >= 1 {
 		c.tokens--
 		return true
 	}
 	c.strikes++
 	h.stats.rateLimited.Add(1)
-	if c.strikes > float64(h.cfg.RateHardLimit) {
+	if float64(c.strikes) > float64(h.cfg.RateHardLimit) {
 		_ = h.ep.Close(c.id, engine.StatusPolicyViolation, "rate limit exceeded")
 		return false
 	}
@@ -411,7 +417,7 @@ func (h *Hub) say(c *client, req *Request) {
 	}
 	// The broker numbers the message and hands it to every node with
 	// members in the room, this one included (HandleMessage).
-	b, err := marshal(published{From: c.nick, User: c.user, Text: req.Text, TS: now(), ID: req.ID})
+	b, err := marshal(published{From: c.nick, User: c.userID(), Text: req.Text, TS: now(), ID: req.ID})
 	if err != nil {
 		h.log.Error("encoding a chat message", "err", err)
 		return
@@ -679,7 +685,7 @@ func (h *Hub) join(c *client, req *Request) {
 	defer r.mu.Unlock()
 	_, already := r.members[c.id]
 	r.members[c.id] = c.nick
-	news := !already && r.addMember(c.user) // a user's second connection is not news
+	news := !already && r.addMember(c.userID()) // a user's second connection is not news
 	r.emptySince = time.Time{}
 	if count := r.count(); count > h.cfg.LargeRoom {
 		// A sample of a huge room, the same for every joiner for a while.
@@ -738,7 +744,7 @@ func (h *Hub) leaveRoom(c *client, r *room) {
 	r.mu.Lock()
 	delete(r.members, c.id)
 	_ = r.group.Remove(c.id)
-	if r.removeMember(c.user) {
+	if r.removeMember(c.userID()) {
 		r.left = append(r.left, c.nick)
 		h.markDirty(r)
 	}
@@ -1101,7 +1107,7 @@ func (h *Hub) nick(c *client, req *Request) {
 // caller's to tell.
 func (h *Hub) setNick(c *client, want string) (old, code, msg string) {
 	switch {
-	case c.user != "":
+	case c.userID() != "":
 		return "", ErrForbidden, "a signed-in user's nick is its token's"
 	case h.cfg.Verifier != nil:
 		return "", ErrForbidden, "guests keep their guest nick on a server with signed-in users"

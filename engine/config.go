@@ -17,6 +17,7 @@ const (
 	DefaultAddr                  = "localhost:1337"
 	DefaultMaxConnections        = 19000 // fits under a 20,000 open-file limit
 	DefaultMaxMessageSize        = 64 << 10
+	MaxMessageSizeLimit          = 1 << 30 // the largest MaxMessageSize accepted
 	DefaultHandshakeTimeout      = 10 * time.Second
 	DefaultHeartbeatInterval     = 30 * time.Second
 	DefaultHeartbeatTimeout      = 10 * time.Second
@@ -326,6 +327,9 @@ func (c *Config) Validate() error {
 		if f.v < 0 {
 			return fmt.Errorf("engine: %s (%d) must be positive", f.name, f.v)
 		}
+	}
+	if d.MaxMessageSize > MaxMessageSizeLimit {
+		return fmt.Errorf("engine: MaxMessageSize (%d) must be at most %d", d.MaxMessageSize, MaxMessageSizeLimit)
 	}
 	if d.MaxConnections < -1 {
 		return fmt.Errorf("engine: MaxConnections (%d) must be positive, or -1 for no limit", d.MaxConnections)

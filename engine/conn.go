@@ -36,19 +36,21 @@ type conn struct {
 	deflate     *deflateParams // permessage-deflate as negotiated; nil: none
 
 	// Read state, under readMu.
+	// (The small fields sit together: an idle client's struct stays in
+	// its allocation size class.)
 	readMu   sync.Mutex
-	paused   bool           // the socket is not read: too much input waits for the application
 	carry    bufpool.Carry  // bytes of an incomplete frame (or, while paused, unparsed input)
 	msg      *[]byte        // a fragmented message so far, nil when none
+	fed      int32          // payload bytes of the incomplete frame already validated (a frame is at most the message limit)
 	msgOp    wsproto.Opcode // that message's opcode
 	text     wsproto.UTF8   // the text message's validation so far
 	msgZ     bool           // the message is compressed (RSV1 on its first frame)
-	fed      int64          // payload bytes of the incomplete frame already validated
+	paused   bool           // the socket is not read: too much input waits for the application
 	failed   bool           // we failed the client: only its close reply matters now
+	done     bool           // input is ignored: the peer closed, or the stream is beyond parsing
 	msgRate  bucket         // MaxMessagesPerSecond (frames)
 	pingRate bucket         // MaxPingsPerSecond
 	byteRate bucket         // MaxBytesPerSecond
-	done     bool           // input is ignored: the peer closed, or the stream is beyond parsing
 	skip     int64          // payload bytes still to discard (while failed)
 	scanned  int64          // bytes read since the server began closing c
 
@@ -315,17 +317,17 @@ func (c *conn) isText(h *wsproto.Header) bool {
 // frame (its masked payload so far), so that invalid UTF-8 is refused as
 // its bytes come, not once the frame is whole. Callers hold readMu.
 func (c *conn) validatePartial(h *wsproto.Header, masked []byte) {
-	if !c.isText(h) || int64(len(masked)) <= c.fed {
+	if !c.isText(h) || len(masked) <= int(c.fed) {
 		return
 	}
 	if h.Op == wsproto.OpText && c.fed == 0 {
 		c.text = wsproto.UTF8{} // a new message
 	}
 	var chunk [512]byte
-	for c.fed < int64(len(masked)) {
+	for int(c.fed) < len(masked) {
 		n := copy(chunk[:], masked[c.fed:])
 		wsproto.Mask(chunk[:n], h.Key, int(c.fed))
-		c.fed += int64(n)
+		c.fed += int32(n)
 		if !c.text.Feed(chunk[:n]) {
 			c.fail(StatusInvalidPayload, "text message is not valid UTF-8")
 			return

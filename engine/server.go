@@ -166,8 +166,8 @@ func (s *Server) MountWith(path string, app Application, opts *MountOptions) (*E
 	}
 	maxMessage := s.cfg.MaxMessageSize
 	if opts != nil && opts.MaxMessageSize != 0 {
-		if opts.MaxMessageSize < 0 {
-			return nil, fmt.Errorf("engine: mount %q: MaxMessageSize (%d) must be positive", path, opts.MaxMessageSize)
+		if opts.MaxMessageSize < 0 || opts.MaxMessageSize > MaxMessageSizeLimit {
+			return nil, fmt.Errorf("engine: mount %q: MaxMessageSize (%d) must be 1 to %d", path, opts.MaxMessageSize, MaxMessageSizeLimit)
 		}
 		maxMessage = opts.MaxMessageSize
 	}
