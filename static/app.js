@@ -497,6 +497,7 @@ document.addEventListener("visibilitychange", () => {
 const handlers = {
   welcome(ev) {
     state.retry = 0;
+    if (tabs.ch) tabs.ch.postMessage({ type: "nick", nick: ev.nick });
     // Rooms and DMs of an earlier visit (this browser): back in the lists,
     // the rooms joined again.
     for (const key of remembered()) {
@@ -645,6 +646,8 @@ const handlers = {
     if (state.current === c.key) renderTyping();
   },
   nick(ev) {
+    if (ev.nick === tabs.taking) tabs.taking = "";
+    if (tabs.ch) tabs.ch.postMessage({ type: "nick", nick: ev.nick });
     state.me = ev.nick;
     state.wantNick = ev.nick;
     localStorage.setItem("parley.nick", ev.nick);
@@ -677,15 +680,77 @@ const handlers = {
     }
     if (p) state.pending.delete(ev.request.id);
     if (ev.code === "nick_taken" || ev.code === "bad_nick") {
-      if (ev.code === "nick_taken" && ev.request && ev.request.type === "nick" && state.wantNick) {
-        ev.message = state.wantNick + " is taken (is this chat open in another tab?): you are " + state.me;
-      }
+      const wanted = state.wantNick;
       state.wantNick = "";
       els.nick.value = state.me;
+      if (ev.code === "nick_taken" && wanted && wanted === tabs.taking && tabs.retries < 10) {
+        // The other tab let go, but the server has not seen it leave yet.
+        setTimeout(() => claimMoved(wanted), 200);
+        return;
+      }
+      if (ev.code === "nick_taken" && ev.request && ev.request.type === "nick" && wanted && tabs.ch) {
+        // Another tab of this browser may have it (its answer to our
+        // hello may still be on its way): offer to move the chat here.
+        const msg = ev.message;
+        setTimeout(() => (tabs.others.has(wanted) ? offerMove(wanted) : system(state.current, msg, "error")), 300);
+        return;
+      }
     }
     system(state.current, ev.message, "error");
   },
 };
+
+// Tabs of this browser tell each other their nicks (BroadcastChannel). A
+// second tab cannot hold the first one's guest nick, so it offers to move
+// the chat: the first tab lets go of the nick and stops, this one takes it.
+const tabs = { ch: "BroadcastChannel" in window ? new BroadcastChannel("parley") : null, others: new Set(), taking: "", retries: 0 };
+if (tabs.ch) {
+  tabs.ch.onmessage = (e) => {
+    const m = e.data || {};
+    if (m.type === "hello") tabs.ch.postMessage({ type: "nick", nick: state.me });
+    else if (m.type === "nick" && m.nick) tabs.others.add(m.nick);
+    else if (m.type === "take" && m.nick === state.me) {
+      // Another tab takes over: let go of the nick and stay offline.
+      tabs.moved = true;
+      const ws = state.ws;
+      state.ws = null;
+      if (ws) ws.close(1000, "moved to another tab");
+      setStatus("moved to another tab", "closed");
+      system(state.current, "This chat moved to another tab. Reload to use it here.");
+      tabs.ch.postMessage({ type: "released", nick: m.nick });
+    } else if (m.type === "released" && m.nick === tabs.taking) {
+      tabs.others.delete(m.nick);
+      tabs.retries = 0;
+      claimMoved(m.nick);
+    }
+  };
+  tabs.ch.postMessage({ type: "hello" });
+}
+
+// claimMoved asks for the nick another tab let go of.
+function claimMoved(nick) {
+  tabs.retries++;
+  state.wantNick = nick;
+  request({ type: "nick", nick });
+}
+
+// offerMove shows the choice to move the chat from the tab holding nick.
+function offerMove(nick) {
+  const li = document.createElement("li");
+  li.className = "error";
+  li.append(nick + " is open in another tab of this browser; you are " + state.me + ". ");
+  const b = document.createElement("button");
+  b.type = "button";
+  b.id = "use-here";
+  b.textContent = "Use " + nick + " here";
+  b.addEventListener("click", () => {
+    tabs.taking = nick;
+    tabs.ch.postMessage({ type: "take", nick });
+    li.remove();
+  });
+  li.append(b);
+  els.messages.append(li);
+}
 
 // ---- input ---------------------------------------------------------------------
 

@@ -394,6 +394,20 @@ func TestBrowserChat(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(out, "chat-phone.png"), phone, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A third tab of the same browser asks for the nick a tab holds: it
+	// is offered to move the chat, and taking it over stops the other tab.
+	run(ctxA, "desktop again", chromedp.EmulateViewport(1100, 760))
+	ctxC, cancelC := chromedp.NewContext(ctxA)
+	defer cancelC()
+	if err := chromedp.Do(ctxC); err != nil {
+		t.Fatalf("open a third tab: %v", err)
+	}
+	run(ctxC, "open the page", chromedp.Navigate("http://"+addr+"/#e2e"))
+	waitJS(ctxC, "offered to move the chat", `!!document.querySelector("#use-here")`)
+	run(ctxC, "use it here", chromedp.Click(chromedp.CSS("#use-here")))
+	waitJS(ctxC, "this tab has the nick", fmt.Sprintf(`document.querySelector("#status").textContent === "connected as %s"`, longNick))
+	waitJS(ctxA, "the other tab stopped", `document.querySelector("#status").textContent === "moved to another tab"`)
+
 	if !strings.HasPrefix(string(png), "\x89PNG") || len(png) < 1000 {
 		t.Fatalf("screenshot is not a PNG (%d bytes)", len(png))
 	}
