@@ -63,6 +63,11 @@ func stop(srv *engine.Server) {
 	_ = srv.Shutdown(ctx)
 }
 
+// submit submits a form as its button would, even inside a closed drawer.
+func submit(form string) chromedp.Action[chromedp.Void] {
+	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).requestSubmit()`, form))
+}
+
 // chromium finds Debian's Chromium. CI installs it (.ci/run); elsewhere the
 // test is skipped without it.
 func chromium(t *testing.T) string {
@@ -85,7 +90,17 @@ func chromium(t *testing.T) string {
 // join a room, chat, see each other in the member list; the server restarts
 // while one page is cut off, and that page, reconnecting, gets what it
 // missed. A screenshot is kept (PARLEY_E2E_OUT, default reports/e2e).
-func TestBrowserChat(t *testing.T) {
+func TestBrowserChat(t *testing.T) { browserChat(t, false) }
+
+// TestBrowserChatPhone is TestBrowserChat at a phone's size (390x844,
+// touch), where the lists are drawers.
+func TestBrowserChatPhone(t *testing.T) { browserChat(t, true) }
+
+func browserChat(t *testing.T, phone bool) {
+	prefix := "" // of the screenshots' names
+	if phone {
+		prefix = "phone-flow-"
+	}
 	logging.SetLevel(logging.LevelNone)
 	exe := chromium(t)
 	// A fixed port, so the restarted server is at the same address.
@@ -118,6 +133,13 @@ func TestBrowserChat(t *testing.T) {
 	defer cancelB()
 	if err := chromedp.Do(ctxB); err != nil {
 		t.Fatalf("open a second tab: %v", err)
+	}
+	if phone {
+		for _, ctx := range []context.Context{ctxA, ctxB} {
+			if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	// The pages' uncaught exceptions, to tell in a failure.
 	var jsMu sync.Mutex
@@ -170,7 +192,7 @@ func TestBrowserChat(t *testing.T) {
 		run(p.ctx, "open the page", chromedp.Navigate(url))
 		waitJS(p.ctx, "connected", `document.querySelector("#status").className === "open"`)
 		waitJS(p.ctx, "in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
-		run(p.ctx, "set nick", chromedp.SetValue(chromedp.CSS("#nick"), p.nick), chromedp.Click(chromedp.CSS("#nick-form button")))
+		run(p.ctx, "set nick", chromedp.SetValue(chromedp.CSS("#nick"), p.nick), submit("#nick-form"))
 		waitJS(p.ctx, "nick taken into use", fmt.Sprintf(`document.querySelector("#status").textContent === "connected as %s"`, p.nick))
 	}
 	say(ctxA, "hello bob")
@@ -195,7 +217,7 @@ func TestBrowserChat(t *testing.T) {
 	run(ctxB, "bob opens it", chromedp.Evaluate[chromedp.Void](
 		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@alice")).click()`))
 	waitJS(ctxB, "bob reads it", hasLine("psst, bob"))
-	run(ctxA, "alice joins another room", chromedp.SetValue(chromedp.CSS("#join"), "later"), chromedp.Click(chromedp.CSS("#join-form button")))
+	run(ctxA, "alice joins another room", chromedp.SetValue(chromedp.CSS("#join"), "later"), submit("#join-form"))
 	waitJS(ctxA, "the room is listed", `[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#later"))`)
 	run(ctxA, "back to #e2e", chromedp.Evaluate[chromedp.Void](
 		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
@@ -233,13 +255,13 @@ func TestBrowserChat(t *testing.T) {
 	waitJS(ctxA, "and alice sees no refusal", `![...document.querySelectorAll("#messages li.error")].some(li => li.textContent.includes("slow down"))`)
 
 	// A DM partner who changes nick keeps the conversation.
-	run(ctxB, "bob becomes robert", chromedp.SetValue(chromedp.CSS("#nick"), "robert"), chromedp.Click(chromedp.CSS("#nick-form button")))
+	run(ctxB, "bob becomes robert", chromedp.SetValue(chromedp.CSS("#nick"), "robert"), submit("#nick-form"))
 	waitJS(ctxA, "the DM follows the new nick", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@robert"))`)
 	run(ctxA, "open it", chromedp.Evaluate[chromedp.Void](
 		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@robert")).click()`))
 	say(ctxA, "still there, robert?")
 	waitJS(ctxB, "robert gets it", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@alice"))`)
-	run(ctxB, "bob is bob again", chromedp.SetValue(chromedp.CSS("#nick"), "bob"), chromedp.Click(chromedp.CSS("#nick-form button")))
+	run(ctxB, "bob is bob again", chromedp.SetValue(chromedp.CSS("#nick"), "bob"), submit("#nick-form"))
 	waitJS(ctxB, "named bob", `document.querySelector("#status").textContent === "connected as bob"`)
 	clickRoom(ctxA, "#e2e")
 	run(ctxA, "clear the draft", chromedp.Evaluate[chromedp.Void](`document.querySelector("#input").value = ""`))
@@ -270,8 +292,21 @@ func TestBrowserChat(t *testing.T) {
 	// Typing shows in a DM too.
 	run(ctxB, "bob opens the DM with alice", chromedp.Evaluate[chromedp.Void](
 		`[...document.querySelectorAll("#dms li button")].find(b => b.textContent.includes("@alice")).click()`))
-	run(ctxA, "alice types", chromedp.SendKeys(chromedp.CSS("#input"), "are you"))
-	waitJS(ctxB, "bob sees alice typing", `document.querySelector("#typing").textContent === "alice is typing…"`)
+	// Alice keeps typing (a notice goes out at most every 1.5 s) until bob
+	// sees it.
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		run(ctxA, "alice types", chromedp.SendKeys(chromedp.CSS("#input"), "a"))
+		c, cancel := context.WithTimeout(ctxB, 5*time.Second)
+		seen, err := chromedp.Run(c, chromedp.Evaluate[bool](`document.querySelector("#typing").textContent === "alice is typing…"`))
+		cancel()
+		if err == nil && seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob never saw alice typing (%v)", err)
+		}
+		time.Sleep(250 * time.Millisecond) // a keystroke's pace
+	}
 	run(ctxA, "clear", chromedp.Evaluate[chromedp.Void](`document.querySelector("#input").value = ""`))
 	run(ctxB, "bob back to #e2e", chromedp.Evaluate[chromedp.Void](
 		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
@@ -350,7 +385,7 @@ func TestBrowserChat(t *testing.T) {
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
-	path := filepath.Join(out, "chat.png")
+	path := filepath.Join(out, prefix+"chat.png")
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -387,16 +422,18 @@ func TestBrowserChat(t *testing.T) {
 	run(ctxA, "close it", chromedp.Click(chromedp.CSS("#toggle-nav")))
 	mctx, cancelMobile := context.WithTimeout(ctxA, 30*time.Second)
 	defer cancelMobile()
-	phone, err := chromedp.Run(mctx, chromedp.FullScreenshot(100))
+	phonePNG, err := chromedp.Run(mctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("phone screenshot: %v", err)
 	}
-	if err := os.WriteFile(filepath.Join(out, "chat-phone.png"), phone, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(out, prefix+"chat-phone.png"), phonePNG, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// A third tab of the same browser asks for the nick a tab holds: it
 	// is offered to move the chat, and taking it over stops the other tab.
-	run(ctxA, "desktop again", chromedp.EmulateViewport(1100, 760))
+	if !phone {
+		run(ctxA, "desktop again", chromedp.EmulateViewport(1100, 760))
+	}
 	ctxC, cancelC := chromedp.NewContext(ctxA)
 	defer cancelC()
 	if err := chromedp.Do(ctxC); err != nil {
