@@ -205,6 +205,31 @@ func browserChat(t *testing.T, phone bool) {
 		waitJS(p.ctx, "member list shows "+p.peer,
 			fmt.Sprintf(`[...document.querySelectorAll("#member-list li")].some(li => li.textContent.trim() === %q)`, p.peer))
 	}
+
+	// A third user, in a browser context of their own (their own storage):
+	// everyone counts three, carol hears the room, and alice hears carol.
+	ctxCarol, cancelCarol := chromedp.NewContext(ctxA, chromedp.WithNewBrowserContext())
+	defer cancelCarol()
+	if err := chromedp.Do(ctxCarol); err != nil {
+		t.Fatalf("open carol's browser context: %v", err)
+	}
+	if phone {
+		run(ctxCarol, "carol's phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile))
+	}
+	run(ctxCarol, "carol opens the page", chromedp.Navigate(url))
+	waitJS(ctxCarol, "carol is connected", `document.querySelector("#status").className === "open"`)
+	run(ctxCarol, "carol picks her nick", chromedp.SetValue(chromedp.CSS("#nick"), "carol"), submit("#nick-form"))
+	waitJS(ctxCarol, "carol is carol", `document.querySelector("#status").textContent === "connected as carol"`)
+	for _, ctx := range []context.Context{ctxA, ctxB, ctxCarol} {
+		waitJS(ctx, "three in #e2e", `document.querySelector("#count").textContent === "(3)" &&
+			["alice", "bob", "carol"].every(n => [...document.querySelectorAll("#member-list li")].some(li => li.textContent.trim() === n))`)
+	}
+	say(ctxB, "welcome carol")
+	waitJS(ctxCarol, "carol hears bob", hasLine("welcome carol"))
+	say(ctxCarol, "hi all")
+	waitJS(ctxA, "alice hears carol", hasLine("hi all"))
+	cancelCarol()
+	waitJS(ctxA, "carol left", `document.querySelector("#count").textContent === "(2)"`)
 	// Clicking a member opens a DM with them: it is listed, the message
 	// reaches them, and the page keeps working (rooms joined later still
 	// appear) without an exception.
