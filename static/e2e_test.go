@@ -244,6 +244,33 @@ func browserChat(t *testing.T, phone bool) {
 	waitJS(ctxB, "bob reads it", hasLine("psst, bob"))
 	run(ctxA, "alice joins another room", chromedp.SetValue(chromedp.CSS("#join"), "later"), submit("#join-form"))
 	waitJS(ctxA, "the room is listed", `[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#later"))`)
+	// Unread badges count what comes in another room.
+	waitJS(ctxA, "alice is in #later", `document.querySelector("#title").textContent === "#later"`)
+	run(ctxB, "bob in #e2e", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
+	waitJS(ctxB, "bob is in #e2e", `document.querySelector("#title").textContent === "#e2e"`)
+	say(ctxB, "while you were in #later")
+	waitJS(ctxA, "#e2e shows one unread", `(() => { const li = [...document.querySelectorAll("#rooms li")].find(li => li.textContent.includes("#e2e"));
+		return li && li.querySelector(".badge") && li.querySelector(".badge").textContent === "1"; })()`)
+	// Alt+Up/Down walks the conversations, the focus staying in the box.
+	run(ctxA, "Alt+Up", chromedp.Focus(chromedp.CSS("#input")), chromedp.KeyEvent(kb.ArrowUp, chromedp.KeyModifiers(chromedp.ModifierAlt)))
+	waitJS(ctxA, "another conversation, focus kept", `document.querySelector("#title").textContent !== "#later" && document.activeElement === document.querySelector("#input")`)
+	// Leaving a room takes it off the list.
+	run(ctxA, "leave #later", chromedp.Evaluate[chromedp.Void](
+		`[...document.querySelectorAll("#rooms li")].find(li => li.textContent.includes("#later")).querySelector("button.leave").click()`))
+	waitJS(ctxA, "#later is gone", `![...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#later"))`)
+	run(ctxA, "rejoin #later", chromedp.SetValue(chromedp.CSS("#join"), "later"), submit("#join-form"))
+	waitJS(ctxA, "#later is back", `[...document.querySelectorAll("#rooms li")].some(li => li.textContent.includes("#later"))`)
+	if phone {
+		// The Members drawer closes when a member is picked: it used to stay
+		// over the DM.
+		run(ctxB, "open Members", chromedp.Click(chromedp.CSS("#toggle-members")))
+		waitJS(ctxB, "the drawer is open", `document.querySelector("#members").classList.contains("open")`)
+		run(ctxB, "pick alice", chromedp.Evaluate[chromedp.Void](
+			`[...document.querySelectorAll("#member-list li button")].find(b => b.textContent.trim() === "alice").click()`))
+		waitJS(ctxB, "the DM, not the drawer", `document.querySelector("#title").textContent === "@alice" && !document.querySelector("#members").classList.contains("open") &&
+			document.querySelector("#toggle-members").getAttribute("aria-expanded") === "false"`)
+	}
 	run(ctxA, "back to #e2e", chromedp.Evaluate[chromedp.Void](
 		`[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#e2e").click()`))
 	run(ctxB, "bob back to #e2e", chromedp.Evaluate[chromedp.Void](
