@@ -285,43 +285,43 @@ type sender struct {
 	Nick string `json:"nick,omitempty"`
 }
 
-func (s *Server) publish(r *http.Request) (any, error) {
+// message reads a publish's or a DM's body: its text, and who it is from
+// (the system when from is left out).
+func message(r *http.Request) (string, chat.Sender, error) {
 	var body struct {
 		Text string  `json:"text"`
 		From *sender `json:"from,omitempty"`
 	}
 	if err := decode(r, &body); err != nil {
-		return nil, err
+		return "", chat.Sender{}, err
 	}
 	var from chat.Sender
 	if body.From != nil {
 		from = chat.Sender{ID: body.From.User, Nick: body.From.Nick}
 		if from.ID == "" {
-			return nil, badRequest("from: a user id is required (leave from out for the system)")
+			return "", chat.Sender{}, badRequest("from: a user id is required (leave from out for the system)")
 		}
 	}
-	if err := s.hub.Publish(r.PathValue("room"), body.Text, from); err != nil {
+	return body.Text, from, nil
+}
+
+func (s *Server) publish(r *http.Request) (any, error) {
+	text, from, err := message(r)
+	if err == nil {
+		err = s.hub.Publish(r.PathValue("room"), text, from)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return ok{true}, nil
 }
 
 func (s *Server) dm(r *http.Request) (any, error) {
-	var body struct {
-		Text string  `json:"text"`
-		From *sender `json:"from,omitempty"`
+	text, from, err := message(r)
+	if err == nil {
+		err = s.hub.SendDM(r.PathValue("user"), text, from)
 	}
-	if err := decode(r, &body); err != nil {
-		return nil, err
-	}
-	var from chat.Sender
-	if body.From != nil {
-		from = chat.Sender{ID: body.From.User, Nick: body.From.Nick}
-		if from.ID == "" {
-			return nil, badRequest("from: a user id is required (leave from out for the system)")
-		}
-	}
-	if err := s.hub.SendDM(r.PathValue("user"), body.Text, from); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	return ok{true}, nil

@@ -417,7 +417,7 @@ func (c *conn) deliverCompressed(typ MessageType, b *[]byte) {
 	out, err := inflate(c.deflate, *b, c.ep.maxMessage)
 	bufpool.Put(b)
 	switch {
-	case errors.Is(err, errTooBig):
+	case errors.Is(err, wsproto.ErrInflateTooBig):
 		c.fail(StatusMessageTooBig, "inflated message exceeds the size limit")
 		return
 	case err != nil:

@@ -3,14 +3,12 @@ package engine
 import (
 	"bytes"
 	"errors"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/flate"
 
-	"github.com/parleyhq/parley/internal/bufpool"
 	"github.com/parleyhq/parley/internal/wsproto"
 )
 
@@ -26,11 +24,6 @@ import (
 
 // rsv1 is the RSV1 bit as wsproto.Header.RSV holds it: "compressed".
 const rsv1 = 4
-
-// deflateTail ends a message's compressed bytes for the inflater: the
-// 00 00 ff ff the sender removed (RFC 7692 7.2.2), then an empty final
-// stored block, so that the stream ends cleanly.
-var deflateTail = []byte{0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff}
 
 // maxWindow is the inflater's dictionary: 32 KiB, the largest window.
 const maxWindow = 32 << 10
@@ -143,80 +136,19 @@ func splitOutsideQuotes(s string, sep byte) []string {
 	return append(out, s[start:])
 }
 
-// inflater is a pooled flate reader with its input: a message's bytes,
-// then deflateTail. It is an io.ByteReader, so flate reads it without a
-// bufio.Reader of its own.
-type inflater struct {
-	r        io.ReadCloser
-	in, tail bytes.Reader
-}
-
-func (f *inflater) Read(p []byte) (int, error) {
-	if f.in.Len() > 0 {
-		return f.in.Read(p)
-	}
-	return f.tail.Read(p)
-}
-
-func (f *inflater) ReadByte() (byte, error) {
-	if f.in.Len() > 0 {
-		return f.in.ReadByte()
-	}
-	return f.tail.ReadByte()
-}
-
-var inflaters = sync.Pool{New: func() any { return new(inflater) }}
-
-// errTooBig and errBadDeflate are inflate's failures.
-var (
-	errTooBig     = errors.New("engine: inflated message exceeds the size limit")
-	errBadDeflate = errors.New("engine: compressed message does not inflate")
-)
-
 // inflate returns the message of the compressed bytes in, at most limit
-// bytes: past it, errTooBig, after no more than the limit's worth of work.
-// With p.takeover, the client's earlier messages are the dictionary.
+// bytes (wsproto.Inflate). With p.takeover, the client's earlier messages
+// are the dictionary, and this one joins it.
 func inflate(p *deflateParams, in []byte, limit int) (*[]byte, error) {
-	f := inflaters.Get().(*inflater)
-	defer inflaters.Put(f)
-	f.in.Reset(in)
-	f.tail.Reset(deflateTail)
 	var dict []byte
 	if p.takeover {
 		dict = p.dict
 	}
-	if f.r == nil {
-		f.r = flate.NewReaderDict(f, dict)
-	} else if err := f.r.(flate.Resetter).Reset(f, dict); err != nil {
-		return nil, errBadDeflate
-	}
-	out := bufpool.Get(min(max(4*len(in), 512), limit+1))
-	for {
-		if len(*out) == cap(*out) {
-			if len(*out) > limit {
-				bufpool.Put(out)
-				return nil, errTooBig
-			}
-			out = bufpool.Grow(out, min(len(*out), limit+1-len(*out)))
-		}
-		n, err := f.r.Read((*out)[len(*out):cap(*out)])
-		*out = (*out)[:len(*out)+n]
-		if len(*out) > limit {
-			bufpool.Put(out)
-			return nil, errTooBig
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			bufpool.Put(out)
-			return nil, errBadDeflate
-		}
-	}
-	if p.takeover {
+	out, err := wsproto.Inflate(in, dict, limit)
+	if err == nil && p.takeover {
 		p.dict = appendWindow(p.dict, *out)
 	}
-	return out, nil
+	return out, err
 }
 
 // appendWindow keeps the last maxWindow bytes of dict followed by b.
@@ -246,7 +178,7 @@ func (d *deflaters) deflate(level int, dst, payload []byte) []byte {
 	_, _ = w.Write(payload) // a bytes.Buffer does not fail
 	_ = w.Flush()
 	d[level].Put(w)
-	return bytes.TrimSuffix(buf.Bytes(), deflateTail[:4])
+	return bytes.TrimSuffix(buf.Bytes(), wsproto.DeflateTail[:4])
 }
 
 // compressed returns the frame to send a client that negotiated

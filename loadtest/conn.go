@@ -110,13 +110,16 @@ func (c *conn) frame(h *wsproto.Header, payload []byte) {
 	}
 }
 
+// maxInflated bounds a message inflated from a server.
+const maxInflated = 16 << 20
+
 // message hands a whole message to the handler, inflated if compressed.
 func (c *conn) message(payload []byte, compressed bool) {
 	if !compressed {
 		c.p.h.OnMessage(c.idx, payload)
 		return
 	}
-	out, err := inflate(payload)
+	out, err := wsproto.Inflate(payload, nil, maxInflated)
 	if err != nil {
 		c.p.protoErrs.Add(1)
 		return

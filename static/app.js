@@ -539,7 +539,7 @@ const handlers = {
       c.rejoin = false;
       const [, name] = split(c.key);
       c.quiet = name !== decodeURIComponent(location.hash.slice(1)); // back in the list, not in front of the reader (unless the URL names it)
-      if (name !== ev.room) request({ type: "join", room: name });
+      if (name !== ev.room) paced({ type: "join", room: name }); // many remembered rooms must not trip the rate limit
     }
     renderLists();
     const wanted = decodeURIComponent(location.hash.slice(1));

@@ -68,6 +68,29 @@ func submit(form string) chromedp.Action[chromedp.Void] {
 	return chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).requestSubmit()`, form))
 }
 
+// browser starts a headless Chromium with a tab for the test, bounded by
+// limit, and returns the tab's context and a poll that waits (25 s at
+// most) for a JavaScript condition in it.
+func browser(t *testing.T, exe string, limit time.Duration) (context.Context, func(what, cond string)) {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
+		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1100, 760),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	if err := chromedp.Do(ctx); err != nil { // the first run starts the browser, without a timeout
+		t.Fatalf("start chromium: %v", err)
+	}
+	tctx, cancelT := context.WithTimeout(ctx, limit)
+	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
+	return tctx, func(what, cond string) {
+		t.Helper()
+		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
+			chromedp.WithPollingTimeout(25*time.Second))); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
 // chromium finds Debian's Chromium. CI installs it (.ci/run); elsewhere the
 // test is skipped without it.
 func chromium(t *testing.T) string {
@@ -515,24 +538,7 @@ func TestBrowserToken(t *testing.T) {
 	c.Nick = "Ada"
 	url := "http://" + srv.Addr().String() + "/#room=signed&token=" + is.Sign(c)
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	tctx, cancelT := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelT()
-	poll := func(what, cond string) {
-		t.Helper()
-		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
-			chromedp.WithPollingTimeout(25*time.Second))); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	tctx, poll := browser(t, exe, 30*time.Second)
 	if err := chromedp.Do(tctx, chromedp.Navigate(url)); err != nil {
 		t.Fatal(err)
 	}
@@ -593,24 +599,7 @@ func TestBrowserHistory(t *testing.T) {
 	}
 	sayN(0, 300)
 
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1100, 760),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	tctx, cancelT := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelT()
-	poll := func(what, cond string) {
-		t.Helper()
-		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
-			chromedp.WithPollingTimeout(25*time.Second))); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	tctx, poll := browser(t, exe, 60*time.Second)
 	do := func(what, js string) {
 		t.Helper()
 		if err := chromedp.Do(tctx, chromedp.Evaluate[chromedp.Void](js)); err != nil {
@@ -666,24 +655,7 @@ func TestBrowserSignIn(t *testing.T) {
 	defer stop(srv)
 	c := authtest.Claims("u-7")
 	c.Nick = "Grace"
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
-	defer cancelAlloc()
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	defer cancel()
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	tctx, cancelT := context.WithTimeout(ctx, 40*time.Second)
-	defer cancelT()
-	poll := func(what, cond string) {
-		t.Helper()
-		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
-			chromedp.WithPollingTimeout(25*time.Second))); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	tctx, poll := browser(t, exe, 40*time.Second)
 	if err := chromedp.Do(tctx, chromedp.Navigate("http://"+srv.Addr().String()+"/")); err != nil {
 		t.Fatal(err)
 	}

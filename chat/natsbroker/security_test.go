@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/chat/brokertest"
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
@@ -56,14 +57,7 @@ func TestHostileBus(t *testing.T) {
 	nodes := startNodes(t, ns.URL(), 2)
 	a, b := chattest.Connect(t, nodes[0].url), chattest.Connect(t, nodes[1].url)
 	untilCount(t, a, "lobby", 2)
-	nc, err := nats.Connect(ns.URL(), nats.Token(testToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	nc, js, ctx := busClient(t, ns.URL())
 	for _, msg := range []string{
 		`{"from":"alice","text":"hi","ts":1,"type":"welcome"}`, // a field of the server's
 		`{"from":"alice","text":"hi","ts":1,"seq":99}`,
@@ -125,14 +119,7 @@ func TestStreamDeletedUnderANode(t *testing.T) {
 	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "before"})
 	messages(t, a, 1)
 	messages(t, b, 1)
-	nc, err := nats.Connect(ns.URL(), nats.Token(testToken))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	_, js, ctx := busClient(t, ns.URL())
 	if err := js.DeleteStream(ctx, "parley_room_lobby"); err != nil {
 		t.Fatal(err)
 	}
@@ -229,5 +216,50 @@ func TestClusterAccess(t *testing.T) {
 		if resp.StatusCode != 403 || !strings.Contains(string(body), "banned until") {
 			t.Fatalf("%s: %d %q, want 403 banned", n.name, resp.StatusCode, body)
 		}
+	}
+}
+
+// busClient connects to the cluster's NATS as anyone holding its token
+// could, for a test to play the hostile client; it and the returned
+// context end with the test.
+func busClient(t *testing.T, url string) (*nats.Conn, jetstream.JetStream, context.Context) {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.Token(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return nc, js, ctx
+}
+
+// TestPublishRecreatesAMissingStream: a publication that finds no stream
+// (deleted, or never made) makes it and is published once more, rather
+// than failing until a reconnect.
+func TestPublishRecreatesAMissingStream(t *testing.T) {
+	t.Parallel()
+	ns := startNATS(t)
+	b := newBroker(t, ns.URL(), "solo")
+	if err := b.Run(brokertest.NewHandler()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	done := make(chan error, 1)
+	b.Publish("nostream", []byte(`{"from":"alice","text":"hi","ts":1}`), "", func(err error) { done <- err })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("publish to a room without a stream: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+	}
+	if st := b.Stats(); st.Recreated != 1 || st.PublishErrors != 0 {
+		t.Fatalf("recreated %d, publish errors %d", st.Recreated, st.PublishErrors)
 	}
 }
