@@ -6,7 +6,7 @@ REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
-.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout loadtest compare hold-100k loadtest-100k loadtest-100k-kill clean
+.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout roundtrip loadtest compare hold-100k loadtest-100k loadtest-100k-kill clean
 
 all: build
 
@@ -50,6 +50,11 @@ fuzz:
 # 100, each against a fresh server. Reports go to reports/fanout/.
 fanout: build
 	scripts/fanout.sh 10000 reports/fanout
+
+# Sequential echo round trips, parley against the gorilla baseline, each
+# in its own process, alternately; prints the medians.
+roundtrip: build baseline
+	scripts/roundtrip.sh 10
 
 # A 10,000-client chat against a freshly started server; reports in
 # reports/loadtest/ (summary.txt, result.json, report.html).

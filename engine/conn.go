@@ -69,6 +69,7 @@ type conn struct {
 	tlsOverhead   int
 
 	opened       atomic.Bool // OnOpen ran, so OnClose must
+	ready        atomic.Bool // OnOpen returned: an Inline endpoint may call OnMessage on the poller
 	closing      atomic.Bool // a close frame is queued: no data may follow
 	appClosed    atomic.Bool // the application closed the client (Endpoint.Close)
 	closeOnDrain atomic.Bool // drop the socket once sent == written
@@ -392,7 +393,7 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 			c.deliver(MessageType(op), b)
 		}
 	case wsproto.OpPing:
-		c.w.post(job{kind: jobControl, c: c, f: newControlFrame(wsproto.OpPong, payload, 1)})
+		c.w.send(job{kind: jobControl, c: c, f: newControlFrame(wsproto.OpPong, payload, 1)})
 	case wsproto.OpPong:
 		// Activity was recorded by Parse; that is all a pong is for.
 	case wsproto.OpClose:
@@ -436,8 +437,16 @@ func (c *conn) deliverCompressed(typ MessageType, b *[]byte) {
 	c.deliver(typ, out)
 }
 
-// deliver hands a complete message to the application on the executor. It
-// takes ownership of b.
+// dispatched counts the delay from a message's arrival (unix ns) to the
+// start of its handling.
+func (c *conn) dispatched(arrived int64) {
+	d := time.Duration(max(time.Now().UnixNano()-arrived, 0))
+	c.ep.srv.stats.dispatch[durationBucket(d)].Add(1)
+	c.ep.srv.stats.dispatchNanos.Add(uint64(d))
+}
+
+// deliver hands a complete message to the application on the executor,
+// or calls it here for an Inline endpoint. It takes ownership of b.
 func (c *conn) deliver(typ MessageType, b *[]byte) {
 	// Text was validated as it came (validateText).
 	c.msgsIn.Add(1)
@@ -452,15 +461,25 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		return // arrived after shutdown began: not accepted
 	}
 	arrived := c.lastRead.Load() // this read completed the message
+	if c.ep.inline && c.ready.Load() && c.pendingIn.Load() == 0 {
+		// Nothing of this client waits on the executor (its messages
+		// before this one are handled, OnOpen has returned): handling it
+		// here keeps the order.
+		c.dispatched(arrived)
+		if !c.appClosed.Load() {
+			c.ep.callMessage(c, typ, *b)
+		}
+		bufpool.Put(b)
+		srv.doneInflight()
+		return
+	}
 	size := int64(len(*b))
 	c.pendingIn.Add(size)
 	srv.pendingIn.Add(size)
 	if !c.nbc.Execute(func() {
 		defer srv.doneInflight()
 		defer bufpool.Put(b)
-		d := time.Duration(max(time.Now().UnixNano()-arrived, 0))
-		c.ep.srv.stats.dispatch[durationBucket(d)].Add(1)
-		c.ep.srv.stats.dispatchNanos.Add(uint64(d))
+		c.dispatched(arrived)
 		if !c.appClosed.Load() { // the application closed it meanwhile: its backlog is dropped
 			c.ep.callMessage(c, typ, *b)
 		}

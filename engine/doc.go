@@ -19,7 +19,10 @@
 // Sockets are read by a few poller goroutines (Config.Pollers), which parse
 // WebSocket frames and must never block. Application callbacks run on an
 // executor pool, serialized per client: OnOpen, then each OnMessage in
-// order, then OnClose. Endpoint methods are safe from any goroutine.
+// order, then OnClose. An endpoint mounted with MountOptions.Inline has
+// OnMessage called on the poller itself, in the same order, for
+// applications that never block (Echo). Endpoint methods are safe from any
+// goroutine.
 //
 // # The write path
 //
@@ -29,7 +32,8 @@
 // round and writes them with one Write: one system call per client per
 // round, however many messages. A shard loops while work keeps arriving
 // (group commit), so an idle server sends at once and a busy one batches by
-// itself. Because one goroutine writes each client's data, frames of one
+// itself. A send to one client that finds its shard idle runs that round on
+// the sender's goroutine: a reply wakes no other goroutine. Because one goroutine writes each client's data, frames of one
 // client leave in the order they were sent, and the bytes queued for it are
 // known exactly (bytes handed to the socket minus bytes nbio reports
 // written). A client backed up past Config.SendQueueSoftLimit misses

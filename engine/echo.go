@@ -5,7 +5,9 @@ package engine
 // fuzzing client) expect. Mount it on a path of its own, with a message
 // limit of at least 16 MiB for such a suite:
 //
-//	srv.MountWith("/echo", &engine.Echo{}, &engine.MountOptions{MaxMessageSize: 16 << 20})
+//	srv.MountWith("/echo", &engine.Echo{}, &engine.MountOptions{MaxMessageSize: 16 << 20, Inline: true})
+//
+// Its OnMessage only queues the reply, so it may run Inline.
 type Echo struct {
 	BaseApplication
 	ep *Endpoint

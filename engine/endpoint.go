@@ -40,7 +40,8 @@ type Endpoint struct {
 	srv        *Server
 	path       string
 	app        Application
-	maxMessage int // received messages above this close the client with 1009
+	maxMessage int  // received messages above this close the client with 1009
+	inline     bool // MountOptions.Inline
 
 	// pendingBudget is a client's Config.MaxPendingInput: at least one
 	// message of the largest size.
@@ -168,7 +169,7 @@ func (ep *Endpoint) Send(id ClientID, typ MessageType, data []byte) error {
 		return fmt.Errorf("send to client %d: %w", id, ErrClientClosing)
 	}
 	ep.srv.stats.framesEncoded.Add(1)
-	c.w.post(job{kind: jobSend, c: c, f: newDataFrame(typ, data, 1)})
+	c.w.send(job{kind: jobSend, c: c, f: newDataFrame(typ, data, 1)})
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/wstest"
 	"github.com/parleyhq/parley/loadtest"
 )
 
@@ -118,8 +119,10 @@ func TestNoWritev(t *testing.T) {
 	}
 }
 
-// TestFlushWindow: an idle writer writes at once; messages posted within
-// the window after a round wait for its end and share one write.
+// TestFlushWindow: an idle writer writes at once, and so does one whose
+// last round was a lone write (a reply, sent by its sender's goroutine);
+// after a busy round (more than one write), messages posted within the
+// window wait for its end and share one write.
 func TestFlushWindow(t *testing.T) {
 	t.Parallel()
 	// Long enough that scheduling under a loaded -race run cannot break either
@@ -129,34 +132,54 @@ func TestFlushWindow(t *testing.T) {
 	srv, url := start(t, engine.Config{Writers: 1, FlushWindow: window}, app)
 	c := dial(t, url, nil)
 	id := app.next(t, "open").id
+	other := dial(t, url, nil)
+	app.next(t, "open")
 	ep := app.endpoint()
-	// Let the window after the 101's round pass, so the writer is idle.
-	<-time.After(2 * window)
 
-	writes := srv.Stats().Writes
+	// Lone replies, back to back: each goes out at once, no window.
 	began := time.Now()
-	if err := ep.Send(id, engine.Text, []byte("a")); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := c.ReadText(); err != nil || got != "a" {
-		t.Fatalf("got %q, %v", got, err)
+	for _, m := range []string{"a", "b"} {
+		if err := ep.Send(id, engine.Text, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.ReadText(); err != nil || got != m {
+			t.Fatalf("got %q, %v; want %q", got, err, m)
+		}
 	}
 	if took := time.Since(began); took > window/2 {
-		t.Fatalf("a message to an idle writer took %v (window %v)", took, window)
+		t.Fatalf("two lone replies took %v (window %v)", took, window)
 	}
-	// The counters move after the round's writes: wait for a's to count.
-	waitFor(t, "a's write to be counted", 5*time.Second, func() bool { return srv.Stats().Writes == writes+1 })
-	writes++
-	_ = ep.Send(id, engine.Text, []byte("b"))
+	if n := srv.Stats().SenderRounds; n == 0 {
+		t.Fatal("neither lone reply was written by its sender")
+	}
+
+	// A broadcast to both is a busy round (two writes): it opens a window.
+	began = time.Now()
+	if _, err := ep.Broadcast(engine.Text, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, cc := range []*wstest.Conn{c, other} {
+		if got, err := cc.ReadText(); err != nil || got != "x" {
+			t.Fatalf("got %q, %v; want x", got, err)
+		}
+	}
+	// Two 101s, a, b and the broadcast's two: the counters move after a
+	// round's writes, so wait for them to settle there.
+	const writes = 6
+	waitFor(t, "the broadcast's writes to be counted", 5*time.Second, func() bool { return srv.Stats().Writes == writes })
 	_ = ep.Send(id, engine.Text, []byte("c"))
-	for _, want := range []string{"b", "c"} {
+	_ = ep.Send(id, engine.Text, []byte("d"))
+	for _, want := range []string{"c", "d"} {
 		if got, err := c.ReadText(); err != nil || got != want {
 			t.Fatalf("got %q, %v; want %q", got, err, want)
 		}
 	}
+	if took := time.Since(began); took < window {
+		t.Fatalf("c and d came %v after a busy round, within its window (%v)", took, window)
+	}
 	// The counters move after the round's writes: wait for them, then check.
 	waitFor(t, "the write to be counted", 5*time.Second, func() bool { return srv.Stats().Writes > writes })
 	if n := srv.Stats().Writes - writes; n != 1 {
-		t.Fatalf("b and c took %d writes, want 1 (they were posted within the window)", n)
+		t.Fatalf("c and d took %d writes, want 1 (they were posted within the window)", n)
 	}
 }

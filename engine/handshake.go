@@ -245,6 +245,7 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	}
 	c.opened.Store(true)
 	ep.callOpen(c, data)
+	c.ready.Store(true)
 }
 
 // tlsRecordOverhead is what a TLS record adds to its plaintext with the

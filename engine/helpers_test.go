@@ -77,6 +77,7 @@ type recorder struct {
 	events    chan event
 	handshake func(*http.Request) (any, error)
 	onMessage func(ep *engine.Endpoint, id engine.ClientID, typ engine.MessageType, data []byte)
+	open      func(id engine.ClientID) // called by OnOpen before it records the event
 }
 
 func newRecorder() *recorder { return &recorder{events: make(chan event, 100000)} }
@@ -98,6 +99,9 @@ func (r *recorder) OnHandshake(req *http.Request) (any, error) {
 }
 
 func (r *recorder) OnOpen(id engine.ClientID, data any) {
+	if r.open != nil {
+		r.open(id)
+	}
 	r.events <- event{kind: "open", id: id, data: data}
 }
 

@@ -57,6 +57,7 @@ const batchBuckets = 12
 // and none per delivery.
 type writerStats struct {
 	rounds            atomic.Uint64
+	callerRounds      atomic.Uint64
 	writes            atomic.Uint64
 	frames            atomic.Uint64
 	deliveries        atomic.Uint64
@@ -130,6 +131,7 @@ type Stats struct {
 	Deliveries                                                        uint64 // data messages written to clients: one per message per recipient
 	BytesWritten                                                      uint64
 	Rounds                                                            uint64  // writer rounds that wrote anything
+	SenderRounds                                                      uint64  // rounds run by the sender itself: a lone reply to an idle writer
 	FlushSeconds                                                      float64 // time spent in those rounds
 	SkippedSlow                                                       uint64  // deliveries skipped: the recipient was over SendQueueSoftLimit
 	ClosedSlow                                                        uint64  // clients closed as slow consumers

@@ -28,6 +28,7 @@ var (
 	mEncoded        = newDesc("parley_frames_encoded_total", "Frames built by the send API: one per send, however many recipients.")
 	mWrites         = newDesc("parley_writes_total", "Write calls on client sockets.")
 	mRounds         = newDesc("parley_writer_rounds_total", "Writer rounds that wrote anything.")
+	mSenderRounds   = newDesc("parley_writer_sender_rounds_total", "Writer rounds run by the sending goroutine: a lone reply to an idle writer, written without waking it.")
 	mBatch          = newDesc("parley_write_batch_frames", "Frames per write: how many messages each system call carried.")
 	mFlush          = newDesc("parley_flush_duration_seconds", "Duration of writer rounds.")
 	mWriteDelay     = newDesc("parley_write_delay_seconds", "Age of the oldest message in each write: from the send call to the write.")
@@ -88,7 +89,7 @@ func newCollector(src Sources) *collector { return &collector{src: src} }
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Engine != nil {
 		for _, d := range []*prometheus.Desc{mConnections, mAccepted, mClosed, mRefused, mRecvMessages, mRecvFrames,
-			mRecvBytes, mDeliveries, mSentFrames, mSentBytes, mEncoded, mWrites, mRounds, mBatch, mFlush, mWriteDelay,
+			mRecvBytes, mDeliveries, mSentFrames, mSentBytes, mEncoded, mWrites, mRounds, mSenderRounds, mBatch, mFlush, mWriteDelay,
 			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics, mRateClosed, mPendingIn, mInputPaused,
 			mDeflateClients, mCompressed, mCompressedIn, mCompressedOut, mInflated} {
 			ch <- d
@@ -195,6 +196,7 @@ func collectEngine(ch chan<- prometheus.Metric, st engine.Stats, appRefusals boo
 	counter(ch, mEncoded, st.FramesEncoded)
 	counter(ch, mWrites, st.Writes)
 	counter(ch, mRounds, st.Rounds)
+	counter(ch, mSenderRounds, st.SenderRounds)
 	histogram(ch, mBatch, st.BatchSizeBuckets[:], frames, float64(st.FramesWritten))
 	histogram(ch, mFlush, st.FlushBuckets[:], seconds, st.FlushSeconds)
 	histogram(ch, mWriteDelay, st.WriteDelayBuckets[:], seconds, st.WriteDelaySeconds)

@@ -408,7 +408,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	defer stopAPI()
 	if cfg.EchoPath != "" {
-		if _, err := srv.MountWith(cfg.EchoPath, &engine.Echo{}, &engine.MountOptions{MaxMessageSize: 16 << 20}); err != nil {
+		if _, err := srv.MountWith(cfg.EchoPath, &engine.Echo{}, &engine.MountOptions{MaxMessageSize: 16 << 20, Inline: true}); err != nil {
 			return err
 		}
 	}
