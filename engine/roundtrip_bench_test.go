@@ -37,6 +37,9 @@ func BenchmarkEchoRoundTrip(b *testing.B) {
 		b.Run("server=parley-process", func(b *testing.B) {
 			roundTrips(b, dial(b, "ws://"+child(b, bin, "serve", "--echo-path", "/echo", "--log-level", "warn")+"/echo", nil))
 		})
+		b.Run("server=parley-process-nowindow", func(b *testing.B) {
+			roundTrips(b, dial(b, "ws://"+child(b, bin, "serve", "--echo-path", "/echo", "--log-level", "warn", "--flush-window", "off")+"/echo", nil))
+		})
 	}
 	if bin := os.Getenv("PARLEY_BASELINE"); bin != "" {
 		b.Run("server=gorilla-process", func(b *testing.B) {
