@@ -30,6 +30,7 @@ package natsbroker
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -286,17 +287,32 @@ func (b *Broker) subscribe(subj string, r route) error {
 // Node implements chat.Broker.
 func (b *Broker) Node() string { return b.cfg.Node }
 
-// token is a room name or nick as a subject token, stream-name part and
-// key: itself when it is plain ASCII, else '_' and its hex (real names
-// start with a letter or digit, so the two never meet).
+// maxToken bounds a token's length: stream names (prefix and token) stay
+// far below the limits of NATS and of the file systems JetStream stores
+// them in.
+const maxToken = 64
+
+// token is a room name, nick or user id as a subject token, stream-name
+// part and key: itself when it is plain ASCII (letters, digits, '_', '-',
+// not starting with '_') of at most maxToken bytes; else '_' and its hex
+// when that fits; else "__" and the hex of 24 bytes of its SHA-256. The
+// three never meet: hex never starts with '_'. Every valid room name
+// works, whatever its bytes (32 letters of 4 bytes each are 128).
 func token(s string) string {
-	for i := 0; i < len(s); i++ {
+	plain := s != "" && s[0] != '_' && len(s) <= maxToken
+	for i := 0; plain && i < len(s); i++ {
 		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return "_" + hex.EncodeToString([]byte(s))
-		}
+		plain = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
 	}
-	return s
+	switch {
+	case plain:
+		return s
+	case 1+2*len(s) <= maxToken:
+		return "_" + hex.EncodeToString([]byte(s))
+	default:
+		sum := sha256.Sum256([]byte(s))
+		return "__" + hex.EncodeToString(sum[:24])
+	}
 }
 
 // streamConfig is room's stream: its log and its order.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -332,6 +333,26 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}
+
+// TestLongRoomNames: rooms whose names are as long as a name may be, in
+// bytes (32 letters of 4 bytes each), or plain and long, work across nodes:
+// the stream name stays short whatever the room's.
+func TestLongRoomNames(t *testing.T) {
+	nodes := startCluster(t, 2)
+	for _, room := range []string{
+		strings.Repeat("𝐀", chat.MaxRoomLength), // 128 bytes
+		strings.Repeat("é", chat.MaxRoomLength),
+		strings.Repeat("a", chat.MaxRoomLength),
+	} {
+		cs := joinEach(t, nodes, room)
+		cs[0].Send(chat.Request{Type: chat.TypeSay, Room: room, Text: "hi"})
+		for _, c := range cs {
+			if m := c.Expect("message"); m.Room != room || m.Text != "hi" || m.Seq != 1 {
+				t.Fatalf("%d-byte room: got %+v", len(room), m)
+			}
 		}
 	}
 }
