@@ -49,8 +49,13 @@ type Broker interface {
 	// hubs subscribed to it (not to this one).
 	PublishPresence(room string, data []byte) error
 
-	// SendDirect sends data to the hub named node (HandleDirect there).
-	SendDirect(node string, data []byte) error
+	// SendDirect sends data to the hub named node (HandleDirect there)
+	// and calls done once, perhaps on another goroutine, with that hub's
+	// answer: nil when the recipient had it, an error wrapping
+	// ErrNickNotFound when nobody there held the nick, or why it could not
+	// be sent (ErrNoNode for a node not in the cluster, a timeout).
+	// SendDirect does not block for long.
+	SendDirect(node string, data []byte, done func(error))
 
 	// ClaimNick reserves key, a lower-cased nick, for owner across the
 	// cluster; it returns ErrNickClaimed when a live owner holds it.
@@ -125,8 +130,10 @@ type BrokerHandler interface {
 	HandleReset(room string, st RoomState)
 	// HandlePresence delivers another node's presence news for room.
 	HandlePresence(room, node string, data []byte)
-	// HandleDirect delivers data sent to this node with SendDirect.
-	HandleDirect(data []byte)
+	// HandleDirect delivers data sent to this node with SendDirect; its
+	// error (ErrNickNotFound: the recipient is not here) is the sender's
+	// answer.
+	HandleDirect(data []byte) error
 	// HandleNodeGone tells that node left the cluster or stopped
 	// answering: whatever it held (members, nicks) is gone.
 	HandleNodeGone(node string)

@@ -111,8 +111,8 @@ func (b *MemoryBroker) Unsubscribe(room string) error {
 func (b *MemoryBroker) PublishPresence(string, []byte) error { return nil }
 
 // SendDirect implements Broker: a MemoryBroker has no other node.
-func (b *MemoryBroker) SendDirect(node string, _ []byte) error {
-	return fmt.Errorf("%w: %q", ErrNoNode, node)
+func (b *MemoryBroker) SendDirect(node string, _ []byte, done func(error)) {
+	done(fmt.Errorf("%w: %q", ErrNoNode, node))
 }
 
 // ClaimNick implements Broker.

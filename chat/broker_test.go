@@ -45,7 +45,7 @@ type nopHandler struct{}
 func (nopHandler) HandleMessage(string, int64, []byte)   {}
 func (nopHandler) HandleReset(string, chat.RoomState)    {}
 func (nopHandler) HandlePresence(string, string, []byte) {}
-func (nopHandler) HandleDirect([]byte)                   {}
+func (nopHandler) HandleDirect([]byte) error             { return nil }
 func (nopHandler) HandleNodeGone(string)                 {}
 func (nopHandler) HandleRule(chat.Rule, bool)            {}
 func (nopHandler) HandleControl([]byte)                  {}

@@ -1281,20 +1281,29 @@ func (h *Hub) remoteDM(c *client, req *Request, key string) {
 	}
 	d := direct{To: to, Key: key, From: c.nick, Text: req.Text, TS: now()}
 	b, err := marshal(d)
-	if err == nil {
-		err = h.broker.SendDirect(node, b)
-	}
 	if err != nil {
-		h.fail(c, req, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+		h.log.Error("encoding a dm", "err", err)
 		return
 	}
-	h.send(c, DM{Type: "dm", From: c.nick, To: toNick, Text: req.Text, TS: d.TS})
-	h.stats.dms.Add(1)
+	// The recipient's node answers: the sender's copy, or the same errors
+	// as for a nick on this node, follow its answer.
+	asked := *req
+	h.broker.SendDirect(node, b, func(err error) {
+		switch {
+		case err == nil:
+			h.send(c, DM{Type: "dm", From: d.From, To: toNick, Text: d.Text, TS: d.TS})
+			h.stats.dms.Add(1)
+		case errors.Is(err, ErrNickNotFound), errors.Is(err, ErrNoNode): // a guest nick naming no live node
+			h.fail(c, &asked, ErrUnknownNick, fmt.Sprintf("nobody is called %q", asked.To))
+		default:
+			h.fail(c, &asked, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+		}
+	})
 }
 
 // HandleDirect implements BrokerHandler: a DM from another node goes to its
-// recipient if the recipient still has that nick.
-func (h *Hub) HandleDirect(data []byte) {
+// recipient if the recipient still has that nick; else ErrNickNotFound.
+func (h *Hub) HandleDirect(data []byte) error {
 	var d direct
 	err := decodeStrict(data, &d)
 	if err == nil {
@@ -1305,19 +1314,20 @@ func (h *Hub) HandleDirect(data []byte) {
 	}
 	if err != nil {
 		h.dropped("direct", err)
-		return
+		return err
 	}
 	c := h.client(d.To)
 	if c == nil {
-		return
+		return ErrNickNotFound
 	}
 	h.nickMu.Lock()
 	nick := c.nick
 	h.nickMu.Unlock()
 	if keyOf(nick) != d.Key {
-		return
+		return ErrNickNotFound // renamed since
 	}
 	h.send(c, DM{Type: "dm", From: d.From, To: nick, Text: d.Text, TS: d.TS})
+	return nil
 }
 
 func (h *Hub) history(c *client, req *Request) {

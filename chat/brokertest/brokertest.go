@@ -66,12 +66,17 @@ func (h *Handler) HandlePresence(room, node string, data []byte) {
 	h.note()
 }
 
-// HandleDirect implements chat.BrokerHandler.
-func (h *Handler) HandleDirect(data []byte) {
+// HandleDirect implements chat.BrokerHandler: a message "nobody" is for
+// nobody here (chat.ErrNickNotFound).
+func (h *Handler) HandleDirect(data []byte) error {
 	h.mu.Lock()
 	h.direct = append(h.direct, string(data))
 	h.mu.Unlock()
 	h.note()
+	if string(data) == "nobody" {
+		return chat.ErrNickNotFound
+	}
+	return nil
 }
 
 // HandleNodeGone implements chat.BrokerHandler.
@@ -331,11 +336,21 @@ func Cluster(t *testing.T, nodes [3]chat.Broker) {
 		h.Wait(t, fmt.Sprintf("presence on node %d", i+1), func(h *Handler) bool { return slices.Contains(h.presence, want) })
 	}
 
-	// Direct messages reach the node named.
-	if err := nodes[1].SendDirect(nodes[2].Node(), []byte("psst")); err != nil {
-		t.Fatal(err)
+	// Direct messages reach the node named, and its answer comes back.
+	answers := make(chan error, 3)
+	nodes[1].SendDirect(nodes[2].Node(), []byte("psst"), func(err error) { answers <- err })
+	if err := answer(t, answers); err != nil {
+		t.Fatalf("a direct message: %v", err)
 	}
 	hs[2].Wait(t, "a direct message", func(h *Handler) bool { return slices.Contains(h.direct, "psst") })
+	nodes[1].SendDirect(nodes[2].Node(), []byte("nobody"), func(err error) { answers <- err })
+	if err := answer(t, answers); !errors.Is(err, chat.ErrNickNotFound) {
+		t.Fatalf("a direct message for nobody: %v, want ErrNickNotFound", err)
+	}
+	nodes[1].SendDirect("nosuchnode", []byte("psst"), func(err error) { answers <- err })
+	if err := answer(t, answers); !errors.Is(err, chat.ErrNoNode) {
+		t.Fatalf("a direct message to no node: %v, want ErrNoNode", err)
+	}
 
 	// Nicks are claimed cluster-wide.
 	if err := nodes[0].ClaimNick("bob", nodes[0].Node()+"/1/bob"); err != nil {
@@ -373,5 +388,17 @@ func Cluster(t *testing.T, nodes [3]chat.Broker) {
 	}
 	if err := nodes[1].ClaimNick("bob", nodes[1].Node()+"/1/bob"); err != nil {
 		t.Fatalf("claiming the nick of a node gone: %v", err)
+	}
+}
+
+// answer waits for a SendDirect's answer.
+func answer(t *testing.T, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer to a direct message within 10 s")
+		return nil
 	}
 }

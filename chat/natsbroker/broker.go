@@ -70,6 +70,7 @@ type Broker struct {
 
 	inbox chan *nats.Msg
 	jobs  chan func()
+	dms   directs // direct messages awaiting their answer
 	acks  chan pending
 	stop  chan struct{}
 	wg    sync.WaitGroup
@@ -250,6 +251,9 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 		}
 	}
 	if err := b.watchRules(h); err != nil {
+		return err
+	}
+	if err := b.listenAnswers(); err != nil {
 		return err
 	}
 	b.wg.Add(3)
@@ -598,17 +602,6 @@ func (b *Broker) PublishPresence(room string, data []byte) error {
 	return nil
 }
 
-// SendDirect implements chat.Broker. It fails for a node not seen alive.
-func (b *Broker) SendDirect(node string, data []byte) error {
-	if !b.alive(node) {
-		return fmt.Errorf("%w: %q", chat.ErrNoNode, node)
-	}
-	if err := b.nc.Publish(b.cfg.Prefix+".node."+node+".direct", data); err != nil {
-		return fmt.Errorf("natsbroker: direct message to %q: %w", node, err)
-	}
-	return nil
-}
-
 // alive reports whether node is this one or has been heard from lately.
 // Until this node has listened for three heartbeats, every node is
 // presumed alive.
@@ -767,7 +760,7 @@ func (b *Broker) dispatch() {
 				}
 			case routeDirect:
 				b.stats.directReceived.Add(1)
-				h.HandleDirect(m.Data)
+				b.answerDirect(m, h.HandleDirect(m.Data))
 			case routeNodes:
 				b.nodeBeat(h, m)
 			case routeControl:

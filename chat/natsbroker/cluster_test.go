@@ -201,6 +201,15 @@ func TestClusterNicksAndDMs(t *testing.T) {
 	alice.Expect("dm")
 	bob.Send(chat.Request{Type: chat.TypeDM, To: "nobody", Text: "?"})
 	bob.ExpectError(chat.ErrUnknownNick)
+	// A guest who does not exist on another node (a live one, or a gone
+	// one, by the nick's own node part): the same error as on this one,
+	// and nothing looks delivered.
+	for _, to := range []string{"guest-n3-99999", "guest-n1-99999", "guest-n2-99999", "guest-n9-1"} {
+		bob.Send(chat.Request{Type: chat.TypeDM, To: to, Text: "anyone?", ID: "dm-" + to})
+		if e := bob.Read(); e.Type != "error" || e.Code != chat.ErrUnknownNick || e.Request == nil || e.Request.ID != "dm-"+to {
+			t.Fatalf("a dm to %s: got %+v, want error %s for its request", to, e, chat.ErrUnknownNick)
+		}
+	}
 
 	// A nick is free across the cluster once its holder leaves.
 	alice.Close()
