@@ -120,6 +120,7 @@ type RoomState struct {
 type StoredMessage struct {
 	Seq  int64
 	Data []byte // as given to Publish
+	Time int64  // when the broker stored it, Unix ns (0: not known)
 }
 
 // BrokerHandler receives what the broker delivers; the Hub implements it.

@@ -46,6 +46,11 @@ type Config struct {
 	// HistoryBytes). Default 10 s; -1 keeps HistorySize messages only.
 	ResumeWindow time.Duration
 
+	// HistoryMaxAge, when positive, drops a room's messages older than
+	// this from its history, whatever HistorySize and ResumeWindow keep.
+	// Default 0: kept by count (and ResumeWindow) only.
+	HistoryMaxAge time.Duration
+
 	// HistoryBytes caps the encoded size of a room's history, which is
 	// also the most a join's replay can send: the oldest messages go
 	// first. With MaxRooms rooms a client's replays stay under the
@@ -243,6 +248,9 @@ func (c *Config) Validate() error {
 	}
 	if d.RateLimit < 0 && d.RateLimit != -1 {
 		return fmt.Errorf("chat: RateLimit (%v) must be positive, or -1 to turn it off", d.RateLimit)
+	}
+	if d.HistoryMaxAge < 0 || d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second {
+		return fmt.Errorf("chat: HistoryMaxAge (%v) must be at least 1s, or 0 for no limit", d.HistoryMaxAge)
 	}
 	if d.ResumeWindow < 0 && d.ResumeWindow != -1 {
 		return fmt.Errorf("chat: ResumeWindow (%v) must be positive, or -1 to turn it off", d.ResumeWindow)

@@ -554,7 +554,8 @@ func (h *Hub) HandleReset(roomName string, st RoomState) {
 
 // historyLimits are the limits of every room's history.
 func (h *Hub) historyLimits() historyLimits {
-	return historyLimits{count: h.cfg.HistorySize, window: int64(max(0, h.cfg.ResumeWindow)), bytes: h.cfg.HistoryBytes}
+	return historyLimits{count: h.cfg.HistorySize, window: int64(max(0, h.cfg.ResumeWindow)), bytes: h.cfg.HistoryBytes,
+		maxAge: int64(h.cfg.HistoryMaxAge)}
 }
 
 // lockRoom returns the live room called name, locked, or nil.
@@ -580,9 +581,14 @@ func (h *Hub) load(r *room, st RoomState) {
 	for _, m := range st.Messages {
 		if msg, ok := h.sanitize(r.name, m.Data); ok {
 			b, _ := r.encode(m.Seq, msg)
-			r.appendHistory(m.Seq, b, now)
+			at := m.Time
+			if at <= 0 || at > now {
+				at = now
+			}
+			r.appendHistory(m.Seq, b, at)
 		}
 	}
+	r.trimHistory(now)
 }
 
 // Errors of making a room.

@@ -755,3 +755,29 @@ func TestTypingInDMs(t *testing.T) {
 	a.Send(chat.Request{Type: chat.TypeTyping, To: b.Nick, Room: "lobby"})
 	a.ExpectError(chat.ErrBadRequest)
 }
+
+// TestHistoryMaxAge: a room's messages leave its history once older than
+// HistoryMaxAge, even in a room nobody speaks in any more.
+func TestHistoryMaxAge(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{HistoryMaxAge: time.Second}, engine.Config{})
+	c := connect(t, url)
+	said := time.Now()
+	c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "soon gone"})
+	c.Expect("message")
+	for {
+		c.Send(chat.Request{Type: chat.TypeHistory, Room: "lobby"})
+		h := c.Expect("history")
+		age := time.Since(said)
+		if len(h.Messages) == 0 {
+			if age < time.Second {
+				t.Fatalf("the message left the history %v after it was said, before HistoryMaxAge", age)
+			}
+			break
+		}
+		if age > 10*time.Second {
+			t.Fatalf("the message is still in the history %v after it was said", age)
+		}
+		<-time.After(200 * time.Millisecond) // polling the clock: the age limit is about time passing
+	}
+}

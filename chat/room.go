@@ -72,6 +72,7 @@ type historyLimits struct {
 	count  int
 	window int64 // ns; 0: none
 	bytes  int
+	maxAge int64 // ns: older messages go whatever the others keep; 0: none
 }
 
 // remoteMembers is what this node knows of another node's members of a
@@ -118,7 +119,8 @@ func (r *room) trimHistory(now int64) {
 	for n := r.histN(); n > 0; n-- {
 		old := &r.hist[r.histHead]
 		overCount := n > r.keep.count && (r.keep.window <= 0 || now-old.at > r.keep.window)
-		if r.histBytes <= r.keep.bytes && !overCount {
+		expired := r.keep.maxAge > 0 && now-old.at > r.keep.maxAge
+		if r.histBytes <= r.keep.bytes && !overCount && !expired {
 			return
 		}
 		r.histBytes -= len(old.b)
@@ -161,6 +163,9 @@ func (r *room) at(i int) *stored { return &r.hist[r.histHead+i] }
 // (before 0: no upper bound), the newest of them, oldest first; and whether
 // messages after `after` are missing from the store. Callers hold r.mu.
 func (r *room) history(after, before int64, limit int) ([]json.RawMessage, bool) {
+	if r.keep.maxAge > 0 {
+		r.trimHistory(time.Now().UnixNano()) // an idle room's messages age too
+	}
 	gap := after >= 0 && r.seq > after && (r.histN() == 0 || r.at(0).seq > after+1)
 	// Sequence numbers grow along the store: find the window by bisection.
 	lo := r.search(after + 1)

@@ -146,7 +146,12 @@ func New(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(c.URL, append(opts,
+	url := c.URL
+	if c.Embedded != nil {
+		url = "" // nats.InProcessServer connects
+		opts = append(opts, nats.InProcessServer(c.Embedded.ns), nats.Token(c.Embedded.Token()))
+	}
+	nc, err := nats.Connect(url, append(opts,
 		nats.Name("parley-"+c.Node),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
@@ -170,7 +175,7 @@ func New(cfg Config) (*Broker, error) {
 		}),
 	)...)
 	if err != nil {
-		return nil, fmt.Errorf("natsbroker: connect to %q: %w", c.URL, err)
+		return nil, fmt.Errorf("natsbroker: connect to %q: %w", c.url(), err)
 	}
 	b.nc = nc
 	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxPending),
@@ -183,7 +188,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("natsbroker: JetStream at %q: %w", c.URL, err)
+		return nil, fmt.Errorf("natsbroker: JetStream at %q: %w", c.url(), err)
 	}
 	return b, nil
 }
@@ -319,14 +324,23 @@ func token(s string) string {
 	}
 }
 
+// storage is where room logs and rules live.
+func (b *Broker) storage() jetstream.StorageType {
+	if b.cfg.FileStorage {
+		return jetstream.FileStorage
+	}
+	return jetstream.MemoryStorage
+}
+
 // streamConfig is room's stream: its log and its order.
 func (b *Broker) streamConfig(tok string) jetstream.StreamConfig {
 	in := b.cfg.Prefix + ".in." + tok
 	return jetstream.StreamConfig{
 		Name:        b.cfg.Prefix + "_room_" + tok,
 		Subjects:    []string{in},
-		Storage:     jetstream.MemoryStorage,
+		Storage:     b.storage(),
 		MaxMsgs:     int64(b.cfg.HistorySize),
+		MaxAge:      b.cfg.HistoryMaxAge,
 		Discard:     jetstream.DiscardOld,
 		AllowDirect: true,
 		RePublish:   &jetstream.RePublish{Source: in, Destination: b.cfg.Prefix + ".room." + tok},
@@ -418,7 +432,7 @@ func (b *Broker) load(s jetstream.Stream, info *jetstream.StreamInfo) (chat.Room
 		if err != nil || md.Sequence.Stream > info.State.LastSeq {
 			continue
 		}
-		st.Messages = append(st.Messages, chat.StoredMessage{Seq: int64(md.Sequence.Stream), Data: m.Data()})
+		st.Messages = append(st.Messages, chat.StoredMessage{Seq: int64(md.Sequence.Stream), Data: m.Data(), Time: md.Timestamp.UnixNano()})
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)

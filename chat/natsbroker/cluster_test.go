@@ -53,10 +53,19 @@ func startNodes(t *testing.T, url string, n int) []*node {
 // n<first>.
 func startNodesWith(t *testing.T, url string, n, first int, cfg chat.Config) []*node {
 	t.Helper()
+	return startBrokered(t, natsbroker.Config{URL: url, Token: testToken}, n, first, cfg)
+}
+
+// startBrokered starts n nodes whose brokers take bc (with a node name, a
+// fast heartbeat and a quiet log), named from n<first>.
+func startBrokered(t *testing.T, bc natsbroker.Config, n, first int, cfg chat.Config) []*node {
+	t.Helper()
 	var nodes []*node
 	for i := first; i < first+n; i++ {
 		name := fmt.Sprintf("n%d", i)
-		b, err := natsbroker.New(natsbroker.Config{URL: url, Node: name, Token: testToken, Heartbeat: 100 * time.Millisecond, Logger: quiet()})
+		bc := bc
+		bc.Node, bc.Heartbeat, bc.Logger = name, 100*time.Millisecond, quiet()
+		b, err := natsbroker.New(bc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -363,5 +372,69 @@ func TestLongRoomNames(t *testing.T) {
 				t.Fatalf("%d-byte room: got %+v", len(room), m)
 			}
 		}
+	}
+}
+
+// TestDurableHistory: with file storage, a lone node (NATS in process) and
+// a three-node cluster keep every room's history and epoch across a
+// restart of everything: a client resumes from the sequence number it
+// last saw, in the same epoch, with no reset, and numbering goes on.
+func TestDurableHistory(t *testing.T) {
+	for _, n := range []int{1, 3} {
+		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
+			dir := t.TempDir()
+			start := func() (*natsbroker.Server, []*node) {
+				ns, err := natsbroker.StartServer(natsbroker.ServerConfig{InProcess: n == 1, Addr: "127.0.0.1:0",
+					StoreDir: dir, Token: testToken, Logger: quiet()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				bc := natsbroker.Config{URL: ns.URL(), Token: testToken, FileStorage: true}
+				if n == 1 {
+					bc = natsbroker.Config{Embedded: ns, FileStorage: true}
+				}
+				return ns, startBrokered(t, bc, n, 1, chat.Config{})
+			}
+			ns, nodes := start()
+			cs := joinEach(t, nodes, "r")
+			var ja chattest.Event
+			for i := range 5 {
+				cs[i%n].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprintf("m%d", i+1)})
+			}
+			before := messages(t, cs[0], 5)
+			cs[0].Send(chat.Request{Type: chat.TypeLeave, Room: "r"})
+			cs[0].Expect("leave")
+			ja = join(cs[0], "r")
+			if ja.Seq != 5 {
+				t.Fatalf("join before the restart: %+v", ja)
+			}
+			for _, nd := range nodes {
+				nd.stop(t)
+			}
+			ns.Shutdown()
+
+			ns, nodes = start()
+			t.Cleanup(ns.Shutdown)
+			var after []*chattest.Client
+			for i, nd := range nodes {
+				c := chattest.Connect(t, nd.url)
+				after = append(after, c)
+				since := int64(3)
+				c.Send(chat.Request{Type: chat.TypeJoin, Room: "r", Since: &since, Epoch: ja.Epoch})
+				j := c.Expect("join")
+				if j.Epoch != ja.Epoch || j.Seq != 5 {
+					t.Fatalf("node %d after the restart: join %+v, want epoch %d and seq 5", i+1, j, ja.Epoch)
+				}
+				if got := history(t, c.Expect("history")); !slices.Equal(got, before[3:]) {
+					t.Fatalf("node %d: resumed with %v, want %v", i+1, got, before[3:])
+				}
+			}
+			after[n-1].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "after"})
+			for i, c := range after {
+				if m := messages(t, c, 1); m[0].Seq != 6 || m[0].Text != "after" {
+					t.Fatalf("node %d: the next message %v, want seq 6", i+1, m)
+				}
+			}
+		})
 	}
 }

@@ -23,7 +23,13 @@ const (
 type Config struct {
 	// URL is the NATS server to connect to ("nats://127.0.0.1:4222"); a
 	// comma-separated list names several servers of one NATS cluster.
+	// Required unless Embedded is set.
 	URL string
+
+	// Embedded, when set, is an embedded server (StartServer) to connect to
+	// in process, without a socket: a lone node keeping its history on
+	// disk. URL must then be empty.
+	Embedded *Server
 
 	// Node is this node's name in the Parley cluster: 1 to 16 lower-case
 	// letters, digits or '_', unique among the live nodes. Guests' nicks
@@ -39,6 +45,17 @@ type Config struct {
 	// history a node loads when it opens a room. Default
 	// chat.DefaultHistorySize (100); set it to the chat's HistorySize.
 	HistorySize int
+
+	// HistoryMaxAge, when positive, also drops a room's messages older
+	// than this (the stream's MaxAge). Default 0: by count only.
+	HistoryMaxAge time.Duration
+
+	// FileStorage keeps the rooms' logs and the access rules on the NATS
+	// server's disk (JetStream file storage), so history, epochs and bans
+	// survive restarts of NATS and of every node. Default false: in
+	// memory, lost when NATS restarts (rooms then start a new epoch).
+	// Streams made before keep the storage they were made with.
+	FileStorage bool
 
 	// Heartbeat is how often a node tells the others it is alive; one
 	// silent for three heartbeats is gone (its members leave the rooms,
@@ -103,8 +120,15 @@ func (c *Config) withDefaults() Config {
 // Validate reports the first invalid field, after defaults are applied.
 func (c *Config) Validate() error {
 	d := c.withDefaults()
-	if d.URL == "" {
+	switch {
+	case d.URL == "" && d.Embedded == nil:
 		return fmt.Errorf("natsbroker: URL is required")
+	case d.URL != "" && d.Embedded != nil:
+		return fmt.Errorf("natsbroker: URL and Embedded: give one")
+	case d.HistoryMaxAge < 0:
+		return fmt.Errorf("natsbroker: HistoryMaxAge (%v) must not be negative", d.HistoryMaxAge)
+	case d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second:
+		return fmt.Errorf("natsbroker: HistoryMaxAge (%v) must be at least 1s", d.HistoryMaxAge)
 	}
 	if !validName(d.Node, 16) {
 		return fmt.Errorf("natsbroker: Node %q: 1 to 16 lower-case letters, digits or '_'", d.Node)
@@ -154,3 +178,11 @@ func validName(s string, maxLen int) bool {
 
 // randomNode returns a random name: up to 13 letters and digits.
 func randomNode() string { return strconv.FormatUint(rand.Uint64(), 36) }
+
+// url names the server connected to, for errors and logs.
+func (c *Config) url() string {
+	if c.Embedded != nil {
+		return "embedded (in process)"
+	}
+	return c.URL
+}

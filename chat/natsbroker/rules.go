@@ -22,7 +22,7 @@ func (b *Broker) openRules() error {
 	ctx, cancel := b.ctx()
 	defer cancel()
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.cfg.Prefix + "_rules", Storage: jetstream.MemoryStorage, History: 1, MaxValueSize: maxRuleSize})
+		Bucket: b.cfg.Prefix + "_rules", Storage: b.storage(), History: 1, MaxValueSize: maxRuleSize})
 	if err != nil {
 		return fmt.Errorf("rule bucket: %w", err)
 	}

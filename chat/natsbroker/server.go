@@ -30,10 +30,13 @@ type ServerConfig struct {
 	// Addr is host:port to listen on; port 0 picks a free one. Default
 	// "127.0.0.1:4222".
 	Addr string
-	// StoreDir is JetStream's directory (Parley's streams are in memory,
-	// but JetStream needs one). Default: a temporary directory, removed by
-	// Shutdown.
+	// StoreDir is JetStream's directory: where rooms' logs live with
+	// Config.FileStorage (JetStream needs one even without). Default: a
+	// temporary directory, removed by Shutdown.
 	StoreDir string
+	// InProcess starts the server without a listener: only brokers of this
+	// process reach it (Config.Embedded). Addr is then ignored.
+	InProcess bool
 	// Token is the secret clients must present (at least 16 bytes).
 	// Default: 32 random bytes, hex-encoded (Server.Token).
 	Token string
@@ -73,7 +76,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	if err != nil || p < 0 || p > 65535 {
 		return nil, fmt.Errorf("natsbroker: embedded NATS address %q: bad port", cfg.Addr)
 	}
-	if p == 0 {
+	if p == 0 || cfg.InProcess {
 		p = server.RANDOM_PORT
 	} else if l, err := net.Listen("tcp", cfg.Addr); err != nil {
 		// nats-server only logs this and never starts: say it plainly.
@@ -101,6 +104,7 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		JetStream:  true,
 		StoreDir:   store,
 		NoSigs:     true,
+		DontListen: cfg.InProcess,
 		MaxPayload: 1 << 20,
 		// Authentication is required (a token); NATS compares it in
 		// constant time.

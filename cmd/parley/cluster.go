@@ -27,6 +27,7 @@ type clusterConfig struct {
 	Addr        string // the first node's host:port; the others count up from it, or share it
 	SharedPort  bool   // every node on Addr with SO_REUSEPORT
 	NATSAddr    string
+	DataDir     string // the embedded NATS's store: rooms' history on disk ("": in memory)
 	MetricsPort int    // node i serves /metrics on MetricsPort+i-1 (0: on its main listener)
 	PIDFile     string // "node pid addr metrics" per line, for scripts
 	NodeProcs   int    // GOMAXPROCS of the nodes (0: inherited)
@@ -46,6 +47,7 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:1337", "`host:port` of node 1; node i listens on port+i-1 (or all on it with --shared-port)")
 	fs.BoolVar(&cfg.SharedPort, "shared-port", false, "every node listens on --addr (SO_REUSEPORT): clients of a node that stops reconnect to the others at the same address")
 	fs.StringVar(&cfg.NATSAddr, "nats-addr", "127.0.0.1:4222", "`host:port` of the embedded NATS server (port 0: a free one)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "keep every room's history, epoch and the access rules on disk in this `directory` (the embedded NATS's JetStream file storage; the nodes get --history-storage file), across restarts of the cluster")
 	fs.IntVar(&cfg.MetricsPort, "metrics-port", 9100, "node i serves /metrics on this port+i-1, on --addr's host (0: on each node's main listener)")
 	fs.IntVar(&cfg.NodeProcs, "node-gomaxprocs", 0, "GOMAXPROCS of each node, apart from this process's (which runs NATS); 0: inherited")
 	fs.StringVar(&cfg.PIDFile, "pid-file", "", "write each node's name, pid, address and metrics address to this `file`")
@@ -73,7 +75,7 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 		return cfg, fmt.Errorf("--metrics-port %d: out of range", cfg.MetricsPort)
 	}
 	for _, a := range cfg.Serve {
-		for _, own := range []string{"--addr", "--nats", "--nats-embedded", "--node", "--reuse-port", "--metrics-listen",
+		for _, own := range []string{"--addr", "--nats", "--nats-embedded", "--node", "--reuse-port", "--metrics-listen", "--data-dir", "--history-storage",
 			"--nats-token-file", "--nats-user", "--nats-password-file", "--nats-nkey-seed", "--nats-creds"} {
 			if a == own || strings.HasPrefix(a, own+"=") {
 				return cfg, fmt.Errorf("%s: set by parley cluster for each node", own)
@@ -110,6 +112,9 @@ func (c *clusterConfig) args(i int, natsURL, tokenFile string) (name, addr, metr
 	if c.SharedPort {
 		args = append(args, "--reuse-port")
 	}
+	if c.DataDir != "" {
+		args = append(args, "--history-storage", "file")
+	}
 	if c.MetricsPort > 0 {
 		metrics = net.JoinHostPort(host, strconv.Itoa(c.MetricsPort+i-1))
 		args = append(args, "--metrics-listen", metrics)
@@ -133,7 +138,12 @@ func runCluster(args []string, stderr io.Writer) error {
 	// The embedded NATS requires a token, made here and handed to the
 	// nodes in a file only this user can read (not on their command line,
 	// which any user can see).
-	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, Logger: log})
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return fmt.Errorf("--data-dir: %w", err)
+		}
+	}
+	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, StoreDir: cfg.DataDir, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -143,7 +153,7 @@ func runCluster(args []string, stderr io.Writer) error {
 		return err
 	}
 	defer os.Remove(tokenFile)
-	log.Info("embedded NATS server", "url", ns.URL(), "token_file", tokenFile)
+	log.Info("embedded NATS server", "url", ns.URL(), "token_file", tokenFile, "data_dir", cfg.DataDir)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

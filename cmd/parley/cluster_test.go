@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -230,5 +231,42 @@ func stopCluster(t *testing.T, cmd *exec.Cmd) {
 		_ = cmd.Process.Kill()
 		<-done
 		t.Error("parley cluster did not stop within 30s of SIGTERM")
+	}
+}
+
+// TestClusterDataDir: `parley cluster --data-dir` keeps the rooms' history
+// and epochs across a restart of the whole cluster.
+func TestClusterDataDir(t *testing.T) {
+	dir := t.TempDir()
+	port := freePorts(t, 4)
+	start := func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "cluster", "--nodes", "2", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+			"--nats-addr", "127.0.0.1:0", "--metrics-port", fmt.Sprint(port+2), "--data-dir", dir, "--", "--log-level", "warn")
+		cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2 {
+			waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/test", port+i))
+		}
+		return cmd
+	}
+	cmd := start()
+	c := chattest.Connect(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", port+1))
+	c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "kept"})
+	m := c.Expect("message")
+	epoch := roomEpoch(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", port))
+	stopCluster(t, cmd)
+
+	cmd = start()
+	t.Cleanup(func() { stopCluster(t, cmd) })
+	for i := range 2 {
+		c := chattest.Dial(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", port+i))
+		c.Expect("welcome")
+		j := c.Expect("join")
+		h := c.Expect("history")
+		if j.Epoch != epoch || j.Seq != m.Seq || !slices.Equal(h.Texts(t), []string{"kept"}) {
+			t.Fatalf("node %d after the restart: join %+v, history %q; want epoch %d, seq %d, [kept]", i+1, j, h.Texts(t), epoch, m.Seq)
+		}
 	}
 }

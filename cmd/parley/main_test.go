@@ -77,6 +77,11 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--max-bytes-per-second", "1000"}, "MaxBytesPerSecond (1000) must be at least MaxMessageSize"},
 		{[]string{"--heartbeat-interval", "soon"}, "usage"},
 		{[]string{"--log-format", "xml"}, "--log-format"},
+		{[]string{"--data-dir", "d", "--nats", "nats://127.0.0.1:4222"}, "--data-dir and --nats"},
+		{[]string{"--history-storage", "disk"}, `--history-storage "disk"`},
+		{[]string{"--history-storage", "file"}, "--history-storage file needs --data-dir"},
+		{[]string{"--history-storage", "memory", "--data-dir", "d"}, "--history-storage memory and --data-dir"},
+		{[]string{"--history-max-age", "10ms"}, "HistoryMaxAge (10ms)"},
 		{[]string{"--nosuchflag"}, "usage"},
 		{[]string{"extra"}, "usage"},
 	} {

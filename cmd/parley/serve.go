@@ -42,6 +42,11 @@ type serveConfig struct {
 	// an embedded NATS server's address (empty: none).
 	NATS         natsbroker.Config
 	NATSEmbedded string
+	// Durable history: the directory of a NATS store (alone: an embedded
+	// server in this process; with NATSEmbedded: its store) and the rooms'
+	// storage, memory or file ("" until parsed: file with DataDir).
+	DataDir        string
+	HistoryStorage string
 	// Files the NATS secrets are read from (Config holds the secrets).
 	NATSTokenFile, NATSPasswordFile string
 
@@ -195,6 +200,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.NATS.KeyFile, "nats-key", "", "PEM private key `file` of --nats-cert")
 	fs.StringVar(&cfg.NATS.URL, "nats", "", "join a cluster: share rooms with the other nodes through the NATS server at this `url` (nats://host:port)")
 	fs.StringVar(&cfg.NATSEmbedded, "nats-embedded", "", "start an embedded NATS server (with JetStream) on this `host:port` and use it, for one-machine clusters")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "keep every room's history and epoch, and the access rules, on disk in this `directory` (JetStream file storage), across restarts: alone, through a NATS server embedded in this process (no listener); with --nats-embedded, in that server's store")
+	fs.StringVar(&cfg.HistoryStorage, "history-storage", "", "where NATS keeps the rooms' logs and the rules: memory (lost when NATS restarts) or file (default: file with --data-dir, else memory); with --nats, on that server's disk")
+	fs.DurationVar(&ch.HistoryMaxAge, "history-max-age", 0, "also drop a room's messages older than this from its history (and from NATS); 0: by count only")
 	fs.StringVar(&cfg.NATS.Node, "node", "", "this node's `name` in the cluster: 1-16 of a-z, 0-9, _ (default: random)")
 	fs.StringVar(&cfg.NATS.Prefix, "nats-prefix", natsbroker.DefaultPrefix, "prefix of the NATS subjects, streams and bucket, so several clusters can share a NATS")
 	fs.DurationVar(&cfg.NATS.Heartbeat, "node-heartbeat", natsbroker.DefaultHeartbeat, "how often a node says it is alive; one silent for three is gone")
@@ -303,6 +311,23 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 			return cfg, fmt.Errorf("--nats-embedded %q: %w", cfg.NATSEmbedded, err)
 		}
 	}
+	switch {
+	case cfg.DataDir != "" && cfg.NATS.URL != "":
+		return cfg, fmt.Errorf("--data-dir and --nats: the NATS server keeps its own store; give --history-storage file")
+	case cfg.HistoryStorage == "":
+		cfg.HistoryStorage = "memory"
+		if cfg.DataDir != "" {
+			cfg.HistoryStorage = "file"
+		}
+	case cfg.HistoryStorage != "memory" && cfg.HistoryStorage != "file":
+		return cfg, fmt.Errorf("--history-storage %q: memory or file", cfg.HistoryStorage)
+	case cfg.HistoryStorage == "memory" && cfg.DataDir != "":
+		return cfg, fmt.Errorf("--history-storage memory and --data-dir: the directory is for the history on disk")
+	case cfg.HistoryStorage == "file" && !cfg.clustered():
+		return cfg, fmt.Errorf("--history-storage file needs --data-dir, or a NATS (--nats, --nats-embedded) to store it")
+	}
+	cfg.NATS.FileStorage = cfg.HistoryStorage == "file"
+	cfg.NATS.HistoryMaxAge = cfg.Chat.HistoryMaxAge
 	if cfg.clustered() {
 		nc := cfg.NATS
 		if nc.URL == "" {
@@ -335,7 +360,10 @@ func readSecret(path string) (string, error) {
 }
 
 // clustered reports whether the node shares rooms through NATS.
-func (c *serveConfig) clustered() bool { return c.NATS.URL != "" || c.NATSEmbedded != "" }
+// A lone node with --data-dir goes through NATS too, embedded in process.
+func (c *serveConfig) clustered() bool {
+	return c.NATS.URL != "" || c.NATSEmbedded != "" || c.DataDir != ""
+}
 
 func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
@@ -366,8 +394,25 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	cfg.Chat.Logger = log
 	var broker *natsbroker.Broker
 	if cfg.clustered() {
-		if cfg.NATSEmbedded != "" {
-			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSEmbedded, Token: cfg.NATS.Token, Logger: log})
+		if cfg.DataDir != "" {
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				return fmt.Errorf("--data-dir: %w", err)
+			}
+		}
+		switch {
+		case cfg.NATSEmbedded == "" && cfg.DataDir != "":
+			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{InProcess: true, StoreDir: cfg.DataDir, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer ns.Shutdown()
+			cfg.NATS.URL, cfg.NATS.Embedded = "", ns
+			if cfg.NATS.Node == "" {
+				cfg.NATS.Node = "local"
+			}
+			log.Info("history on disk: NATS embedded in this process, without a listener", "data_dir", cfg.DataDir)
+		case cfg.NATSEmbedded != "":
+			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSEmbedded, Token: cfg.NATS.Token, StoreDir: cfg.DataDir, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -393,7 +438,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		cfg.Chat.Broker = broker
 		log = log.With("node", broker.Node())
 		cfg.Chat.Logger = log
-		log.Info("joined the cluster", "nats", cfg.NATS.URL)
+		log.Info("joined the cluster", "nats", cfg.NATS.URL, "history_storage", cfg.HistoryStorage)
 	}
 	hub, err := chat.New(cfg.Chat)
 	if err != nil {

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/internal/chattest"
+)
+
+// TestServeDataDir: `parley serve --data-dir` keeps the lobby's history and
+// epoch across a restart, after SIGTERM and after SIGKILL alike: a client
+// resumes from the last number it saw, with no reset, and numbering goes
+// on.
+func TestServeDataDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data") // made by serve
+	cmd, addr := startParley(t, "--data-dir", dir)
+	c := chattest.Connect(t, "ws://"+addr+"/ws")
+	var want []string
+	say := func(c *chattest.Client, text string) chattest.Event {
+		t.Helper()
+		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		return c.Expect("message")
+	}
+	first := say(c, "one")
+	say(c, "two")
+	want = append(want, "two")
+	epoch := roomEpoch(t, "ws://"+addr+"/ws")
+
+	for i, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		stop(t, cmd, sig)
+		cmd, addr = startParley(t, "--data-dir", dir)
+		if got := roomEpoch(t, "ws://"+addr+"/ws"); got != epoch {
+			t.Fatalf("after %v: the lobby's epoch %d, want %d (the log was lost)", sig, got, epoch)
+		}
+		c := chattest.Dial(t, "ws://"+addr+"/ws")
+		c.Expect("welcome")
+		c.Expect("join")
+		c.Expect("history")
+		since := first.Seq
+		c.Send(chat.Request{Type: chat.TypeLeave, Room: "lobby"})
+		c.Expect("leave")
+		c.Send(chat.Request{Type: chat.TypeJoin, Room: "lobby", Since: &since, Epoch: epoch})
+		if j := c.Expect("join"); j.Epoch != epoch || j.Seq != first.Seq+int64(1+i) {
+			t.Fatalf("after %v: join %+v, want epoch %d, seq %d", sig, j, epoch, first.Seq+int64(1+i))
+		}
+		if h := c.Expect("history"); !slices.Equal(h.Texts(t), want) || h.Gap {
+			t.Fatalf("after %v: resumed with %q (gap %v), want %q", sig, h.Texts(t), h.Gap, want)
+		}
+		m := say(c, "after "+sig.String())
+		want = append(want, m.Text)
+		c.Close()
+	}
+}
+
+// roomEpoch is the lobby's epoch as a new client's join tells it.
+func roomEpoch(t *testing.T, url string) int64 {
+	t.Helper()
+	c := chattest.Dial(t, url)
+	defer c.Close()
+	c.Expect("welcome")
+	return c.Expect("join").Epoch
+}
+
+// stop signals cmd and waits for it to exit.
+func stop(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
+	t.Helper()
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("parley serve did not exit within 30 s of %v", sig)
+	}
+}
