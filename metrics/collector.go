@@ -79,6 +79,7 @@ var (
 	mNATSLag        = newDesc("parley_nats_lag_seconds", "From a room message's storing in its stream to its arrival at this node.")
 	mNATSControl    = newDesc("parley_nats_control_received_total", "Broadcasts received (DMs to users, disconnections).")
 	mNATSRecreated  = newDesc("parley_nats_streams_recreated_total", "Room streams made again after they were deleted under this node.")
+	mNATSDeleted    = newDesc("parley_nats_streams_deleted_total", "Streams of rooms no node had open for the room TTL, deleted by this node.")
 )
 
 // collector reads a snapshot of the sources at each scrape.
@@ -104,7 +105,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Broker != nil {
 		for _, d := range []*prometheus.Desc{mNATSConnected, mClusterNodes, mNATSPublished, mNATSPubErrors, mNATSReceived,
 			mNATSRepaired, mNATSLost, mNATSDuplicates, mNATSPresence, mNATSDirect, mNATSResets, mNATSNodesGone, mNATSSlow,
-			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated} {
+			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated, mNATSDeleted} {
 			ch <- d
 		}
 	}
@@ -247,6 +248,7 @@ func collectBroker(ch chan<- prometheus.Metric, st BrokerStats, dropped map[stri
 	}
 	counter(ch, mNATSControl, st.ControlReceived)
 	counter(ch, mNATSRecreated, st.Recreated)
+	counter(ch, mNATSDeleted, st.StreamsDeleted)
 	connected := 0.0
 	if st.Connected {
 		connected = 1

@@ -53,6 +53,7 @@ type BrokerStats struct {
 	LagSum           float64   // seconds
 	ControlReceived  uint64
 	Recreated        uint64
+	StreamsDeleted   uint64
 	DroppedBeats     uint64
 	DroppedRules     uint64
 }

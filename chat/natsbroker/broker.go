@@ -68,6 +68,8 @@ type Broker struct {
 	nicks jetstream.KeyValue
 	rules jetstream.KeyValue
 
+	roomDir jetstream.KeyValue // which node has which room open (janitor.go)
+
 	inbox chan *nats.Msg
 	jobs  chan func()
 	dms   directs // direct messages awaiting their answer
@@ -186,6 +188,9 @@ func New(cfg Config) (*Broker, error) {
 	if err == nil {
 		err = b.openRules()
 	}
+	if err == nil {
+		err = b.openRooms()
+	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("natsbroker: JetStream at %q: %w", c.url(), err)
@@ -260,6 +265,13 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 	}
 	if err := b.listenAnswers(); err != nil {
 		return err
+	}
+	if err := b.forgetOwnRooms(); err != nil {
+		return fmt.Errorf("natsbroker: clearing the rooms a former run of node %q had open: %w", b.cfg.Node, err)
+	}
+	if b.cfg.RoomTTL > 0 {
+		b.wg.Add(1)
+		go b.janitor()
 	}
 	b.wg.Add(3)
 	go b.dispatch()
@@ -390,6 +402,7 @@ func (b *Broker) Subscribe(room string) (chat.RoomState, error) {
 	b.mu.Lock()
 	b.rooms[room] = rs
 	b.mu.Unlock()
+	b.holdRoom(tok) // before the stream: the janitor never deletes it under an open room
 	s, info, err := b.openStream(tok)
 	if err != nil {
 		b.unsubscribe(rs)
@@ -448,6 +461,7 @@ func (b *Broker) Unsubscribe(room string) error {
 	b.mu.RUnlock()
 	if rs != nil {
 		b.unsubscribe(rs)
+		b.releaseRoom(rs.token)
 	}
 	return nil
 }
@@ -888,6 +902,13 @@ func (b *Broker) resync() {
 	}
 	b.mu.Unlock()
 	go func() {
+		if err := b.openRooms(); err != nil {
+			b.log.Warn("reopening the room directory", "err", err)
+		} else {
+			for _, rs := range rooms {
+				b.holdRoom(rs.token)
+			}
+		}
 		if err := b.openNicks(); err != nil {
 			b.log.Warn("reopening the nick bucket", "err", err)
 			return
@@ -1051,7 +1072,7 @@ type stats struct {
 	published, publishErrors, received, repaired, lost, duplicates atomic.Uint64
 	presenceReceived, directReceived, resets, nodesGone, slow      atomic.Uint64
 	reconnects, disconnects, controlReceived, recreated            atomic.Uint64
-	droppedBeats, droppedRules                                     atomic.Uint64
+	droppedBeats, droppedRules, streamsDeleted                     atomic.Uint64
 	lag                                                            histogram
 }
 
@@ -1075,6 +1096,7 @@ type Stats struct {
 	Recreated        uint64 // room streams made again after they were deleted under this node
 	DroppedBeats     uint64 // heartbeats that did not decode strictly (dropped)
 	DroppedRules     uint64 // rule records that did not decode strictly (dropped)
+	StreamsDeleted   uint64 // streams of rooms no node had open for RoomTTL, deleted by this node
 	Nodes            int    // other live nodes
 	// Lag is the time from a room message's storing in its stream to its
 	// arrival here: counts per LagBuckets() bound, the last one above them
@@ -1115,7 +1137,7 @@ func (b *Broker) Stats() Stats {
 		NodesGone: s.nodesGone.Load(), SlowConsumer: s.slow.Load(), Reconnects: s.reconnects.Load(),
 		Disconnects: s.disconnects.Load(), Nodes: b.liveNodes(), LagSum: time.Duration(s.lag.sum.Load()),
 		ControlReceived: s.controlReceived.Load(), Recreated: s.recreated.Load(), DroppedBeats: s.droppedBeats.Load(),
-		DroppedRules: s.droppedRules.Load()}
+		DroppedRules: s.droppedRules.Load(), StreamsDeleted: s.streamsDeleted.Load()}
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {
 		st.LagCounts[i] = s.lag.counts[i].Load()

@@ -1,14 +1,20 @@
 package natsbroker_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
+	"runtime/metrics"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/brokertest"
@@ -156,3 +162,113 @@ func TestStartServerAddressTaken(t *testing.T) {
 
 // testToken is the embedded NATS servers' secret in these tests.
 const testToken = "parley-test-token-0123456789"
+
+// TestStreamsFollowRooms: 1,000 rooms opened (a message each) and let go
+// by one node leave NATS, once RoomTTL has passed, with the streams and
+// the memory it had before they were made; the rooms another node keeps
+// open keep their streams and history.
+func TestStreamsFollowRooms(t *testing.T) {
+	ns := startNATS(t)
+	const ttl = 300 * time.Millisecond
+	brokers := make([]*natsbroker.Broker, 2)
+	for i := range brokers {
+		b, err := natsbroker.New(natsbroker.Config{URL: ns.URL(), Node: fmt.Sprintf("n%d", i+1), Token: testToken,
+			Heartbeat: 100 * time.Millisecond, RoomTTL: ttl, Logger: quiet()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Run(brokertest.NewHandler()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		brokers[i] = b
+	}
+	_, js, _ := busClient(t, ns.URL())
+	usage := func() jetstream.Tier {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ai, err := js.AccountInfo(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ai.Tier
+	}
+	publish := func(b *natsbroker.Broker, room string) {
+		t.Helper()
+		done := make(chan error, 1)
+		b.Publish(room, []byte(`{"from":"x","text":"hello","ts":1}`), "", func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	heap := func() uint64 { // live heap bytes, as the last GC marked them
+		runtime.GC()
+		runtime.GC() // what sync.Pools held goes on the second
+		s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		metrics.Read(s)
+		return s[0].Value.Uint64()
+	}
+	// Node 2 keeps ten rooms open, with a message each.
+	for i := range 10 {
+		room := fmt.Sprintf("kept%d", i)
+		if _, err := brokers[1].Subscribe(room); err != nil {
+			t.Fatal(err)
+		}
+		publish(brokers[1], room)
+	}
+	before, heapBefore := usage(), heap()
+	const rooms = 1000
+	for i := range rooms {
+		room := fmt.Sprintf("gone%d", i)
+		if _, err := brokers[0].Subscribe(room); err != nil {
+			t.Fatal(err)
+		}
+		publish(brokers[0], room)
+	}
+	// Node 1 also opens node 2's rooms, then lets everything go.
+	for i := range 10 {
+		if _, err := brokers[0].Subscribe(fmt.Sprintf("kept%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full, heapFull := usage(), heap()
+	if full.Streams != before.Streams+rooms || full.Memory <= before.Memory {
+		t.Fatalf("with the rooms made: %+v, before %+v", full, before)
+	}
+	for i := range rooms {
+		_ = brokers[0].Unsubscribe(fmt.Sprintf("gone%d", i))
+	}
+	for i := range 10 {
+		_ = brokers[0].Unsubscribe(fmt.Sprintf("kept%d", i))
+	}
+	let := time.Now()
+	waitUntil(t, "the abandoned rooms' streams to go", func() bool {
+		u := usage()
+		return u.Streams == before.Streams && u.Memory <= before.Memory
+	})
+	after, heapAfter := usage(), heap()
+	if gone := time.Since(let); gone < ttl {
+		t.Fatalf("streams deleted %v after their rooms were let go, before RoomTTL (%v)", gone, ttl)
+	}
+	t.Logf("JetStream memory: %d B with 10 rooms, %d B with 1,010, %d B after the TTL; streams %d, %d, %d",
+		before.Memory, full.Memory, after.Memory, before.Streams, full.Streams, after.Streams)
+	if after.Memory != before.Memory {
+		t.Fatalf("memory after the TTL %d B, before the rooms were made %d B", after.Memory, before.Memory)
+	}
+	// NATS runs in this process: its streams' own structures show in the
+	// heap (nodes and NATS together here).
+	t.Logf("live Go heap (NATS and two nodes): %.1f MB, %.1f MB with the rooms, %.1f MB after the TTL",
+		float64(heapBefore)/1e6, float64(heapFull)/1e6, float64(heapAfter)/1e6)
+	if grown := int64(heapAfter) - int64(heapBefore); grown > int64(heapFull-heapBefore)*15/100 {
+		t.Fatalf("the heap kept %d B of the %d B the rooms took", grown, heapFull-heapBefore)
+	}
+	// The kept rooms still have their history.
+	st, err := brokers[0].Subscribe("kept3")
+	if err != nil || st.Seq != 1 || len(st.Messages) != 1 {
+		t.Fatalf("a kept room after the sweep: %+v, %v", st, err)
+	}
+	if n := brokers[0].Stats().StreamsDeleted; n != rooms {
+		t.Fatalf("node 1 (the leader) deleted %d streams, want %d", n, rooms)
+	}
+}

@@ -16,6 +16,7 @@ const (
 	DefaultHeartbeat      = time.Second
 	DefaultPublishTimeout = 5 * time.Second
 	DefaultRequestTimeout = 5 * time.Second
+	DefaultRoomTTL        = 10 * time.Minute
 )
 
 // Config configures a Broker. URL is required; the other fields have
@@ -49,6 +50,13 @@ type Config struct {
 	// HistoryMaxAge, when positive, also drops a room's messages older
 	// than this (the stream's MaxAge). Default 0: by count only.
 	HistoryMaxAge time.Duration
+
+	// RoomTTL is how long a room's stream outlives the last node that had
+	// the room open (a hub lets an empty room go after its HistoryTTL):
+	// then the stream, its history and the memory or disk it holds are
+	// deleted from NATS. Default 10 min; -1 keeps streams until NATS
+	// loses them (with FileStorage: for good).
+	RoomTTL time.Duration
 
 	// FileStorage keeps the rooms' logs and the access rules on the NATS
 	// server's disk (JetStream file storage), so history, epochs and bans
@@ -111,6 +119,9 @@ func (c *Config) withDefaults() Config {
 	if d.RequestTimeout == 0 {
 		d.RequestTimeout = DefaultRequestTimeout
 	}
+	if d.RoomTTL == 0 {
+		d.RoomTTL = DefaultRoomTTL
+	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
@@ -125,6 +136,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("natsbroker: URL is required")
 	case d.URL != "" && d.Embedded != nil:
 		return fmt.Errorf("natsbroker: URL and Embedded: give one")
+	case d.RoomTTL < 0 && d.RoomTTL != -1 || d.RoomTTL > 0 && d.RoomTTL < 100*time.Millisecond:
+		return fmt.Errorf("natsbroker: RoomTTL (%v) must be at least 100ms, or -1 to keep streams", d.RoomTTL)
 	case d.HistoryMaxAge < 0:
 		return fmt.Errorf("natsbroker: HistoryMaxAge (%v) must not be negative", d.HistoryMaxAge)
 	case d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second:

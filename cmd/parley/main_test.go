@@ -82,6 +82,9 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--history-storage", "file"}, "--history-storage file needs --data-dir"},
 		{[]string{"--history-storage", "memory", "--data-dir", "d"}, "--history-storage memory and --data-dir"},
 		{[]string{"--history-max-age", "10ms"}, "HistoryMaxAge (10ms)"},
+		{[]string{"--room-ttl", "1m"}, "--room-ttl: needs --nats"},
+		{[]string{"--node", "a", "--nats-prefix", "p"}, "--nats-prefix, --node: needs --nats"},
+		{[]string{"--nats", "nats://127.0.0.1:4222", "--room-ttl", "10ms"}, "RoomTTL (10ms)"},
 		{[]string{"--nosuchflag"}, "usage"},
 		{[]string{"extra"}, "usage"},
 	} {

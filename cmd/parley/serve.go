@@ -60,6 +60,11 @@ type serveConfig struct {
 	APIListen  string
 }
 
+// clusterFlags only act through NATS.
+var clusterFlags = map[string]bool{"node": true, "nats-prefix": true, "node-heartbeat": true, "room-ttl": true,
+	"nats-token-file": true, "nats-user": true, "nats-password-file": true, "nats-nkey-seed": true, "nats-creds": true,
+	"nats-ca": true, "nats-cert": true, "nats-key": true}
+
 // durationOrOff is a duration flag that also takes "off" (stored as -1,
 // the engine's value for a disabled feature).
 type durationOrOff time.Duration
@@ -202,6 +207,8 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.NATSEmbedded, "nats-embedded", "", "start an embedded NATS server (with JetStream) on this `host:port` and use it, for one-machine clusters")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "keep every room's history and epoch, and the access rules, on disk in this `directory` (JetStream file storage), across restarts: alone, through a NATS server embedded in this process (no listener); with --nats-embedded, in that server's store")
 	fs.StringVar(&cfg.HistoryStorage, "history-storage", "", "where NATS keeps the rooms' logs and the rules: memory (lost when NATS restarts) or file (default: file with --data-dir, else memory); with --nats, on that server's disk")
+	cfg.NATS.RoomTTL = natsbroker.DefaultRoomTTL
+	fs.Var((*durationOrOff)(&cfg.NATS.RoomTTL), "room-ttl", "in a cluster (or with --data-dir), how long a room's stream outlives the last node that had the room open (each lets an empty room go after --history-ttl); then its history is deleted from NATS; off: kept")
 	fs.DurationVar(&ch.HistoryMaxAge, "history-max-age", 0, "also drop a room's messages older than this from its history (and from NATS); 0: by count only")
 	fs.StringVar(&cfg.NATS.Node, "node", "", "this node's `name` in the cluster: 1-16 of a-z, 0-9, _ (default: random)")
 	fs.StringVar(&cfg.NATS.Prefix, "nats-prefix", natsbroker.DefaultPrefix, "prefix of the NATS subjects, streams and bucket, so several clusters can share a NATS")
@@ -222,6 +229,15 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		fmt.Fprintf(stderr, "parley serve: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
 		return cfg, errUsage
+	}
+	var alone []string // cluster flags given to a node that is alone: they would do nothing
+	fs.Visit(func(f *flag.Flag) {
+		if clusterFlags[f.Name] {
+			alone = append(alone, "--"+f.Name)
+		}
+	})
+	if len(alone) > 0 && !cfg.clustered() {
+		return cfg, fmt.Errorf("%s: needs --nats, --nats-embedded or --data-dir (alone, the node uses no NATS)", strings.Join(alone, ", "))
 	}
 	e.AllowedOrigins = origins
 	ch.PrivateRooms, ch.ReadOnlyRooms = private, readOnly
@@ -542,7 +558,7 @@ func brokerStats(b *natsbroker.Broker) func() metrics.BrokerStats {
 			PresenceReceived: st.PresenceReceived, DirectReceived: st.DirectReceived, Resets: st.Resets,
 			NodesGone: st.NodesGone, SlowConsumer: st.SlowConsumer, Reconnects: st.Reconnects,
 			Disconnects: st.Disconnects, LagBounds: bounds, LagCounts: st.LagCounts, LagSum: st.LagSum.Seconds(),
-			ControlReceived: st.ControlReceived, Recreated: st.Recreated, DroppedBeats: st.DroppedBeats, DroppedRules: st.DroppedRules,
+			ControlReceived: st.ControlReceived, Recreated: st.Recreated, StreamsDeleted: st.StreamsDeleted, DroppedBeats: st.DroppedBeats, DroppedRules: st.DroppedRules,
 		}
 	}
 }
