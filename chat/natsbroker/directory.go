@@ -1,0 +1,109 @@
+package natsbroker
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleyhq/parley/chat"
+)
+
+func (b *Broker) openNicks() error {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: b.cfg.Prefix + "_nicks", Storage: jetstream.MemoryStorage, History: 1})
+	if err != nil {
+		return fmt.Errorf("nick bucket: %w", err)
+	}
+	b.mu.Lock()
+	b.nicks = kv
+	b.mu.Unlock()
+	return nil
+}
+
+// ownerAlive reports whether an owner record's node ("node/...") is alive.
+func (b *Broker) ownerAlive(owner string) bool {
+	node, _, _ := strings.Cut(owner, "/")
+	return b.alive(node)
+}
+
+func (b *Broker) kv() jetstream.KeyValue {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.nicks
+}
+
+// ClaimNick implements chat.Broker: a create in the nick bucket, or a
+// take-over of a record whose node is gone.
+func (b *Broker) ClaimNick(key, owner string) error {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	kv, k := b.kv(), token(key)
+	_, err := kv.Create(ctx, k, []byte(owner))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		var e jetstream.KeyValueEntry
+		if e, err = kv.Get(ctx, k); err == nil {
+			switch held := string(e.Value()); {
+			case held == owner:
+			case b.ownerAlive(held):
+				return chat.ErrNickClaimed
+			default:
+				_, err = kv.Update(ctx, k, []byte(owner), e.Revision())
+			}
+		}
+	}
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			return chat.ErrNickClaimed // taken meanwhile
+		}
+		return fmt.Errorf("natsbroker: claim nick %q: %w", key, err)
+	}
+	b.mu.Lock()
+	b.claims[key] = owner
+	b.mu.Unlock()
+	return nil
+}
+
+// ReleaseNick implements chat.Broker.
+func (b *Broker) ReleaseNick(key, owner string) error {
+	b.mu.Lock()
+	if b.claims[key] == owner {
+		delete(b.claims, key)
+	}
+	b.mu.Unlock()
+	ctx, cancel := b.ctx()
+	defer cancel()
+	kv, k := b.kv(), token(key)
+	e, err := kv.Get(ctx, k)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	if err == nil && string(e.Value()) == owner {
+		err = kv.Delete(ctx, k, jetstream.LastRevision(e.Revision()))
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("natsbroker: release nick %q: %w", key, err)
+	}
+	return nil
+}
+
+// LookupNick implements chat.Broker. A record whose node is gone is no
+// one's.
+func (b *Broker) LookupNick(key string) (string, error) {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	e, err := b.kv().Get(ctx, token(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", chat.ErrNickNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("natsbroker: look nick %q up: %w", key, err)
+	}
+	if o := string(e.Value()); b.ownerAlive(o) {
+		return o, nil
+	}
+	return "", chat.ErrNickNotFound
+}

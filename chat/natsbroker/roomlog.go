@@ -1,0 +1,510 @@
+package natsbroker
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/parleyhq/parley/chat"
+)
+
+// maxPending bounds the room messages awaiting NATS's acknowledgement;
+// past it Publish waits (briefly, then fails).
+const maxPending = 1 << 14
+
+// roomSub is a room this node subscribes to. last and ready are used by
+// the dispatcher goroutine and Subscribe, under mu.
+type roomSub struct {
+	name, token string
+	stream      jetstream.Stream
+	subIn       string // where messages are published
+	msgs, pres  *nats.Subscription
+
+	mu      sync.Mutex
+	ready   bool   // Subscribe has loaded the state: deliveries may start
+	epoch   int64  // the stream's creation, Unix ms
+	last    uint64 // the last sequence number handed to the hub
+	pending uint64 // the highest number seen before ready
+}
+
+// maxToken bounds a token's length: stream names (prefix and token) stay
+// far below the limits of NATS and of the file systems JetStream stores
+// them in.
+const maxToken = 64
+
+// token is a room name, nick or user id as a subject token, stream-name
+// part and key: itself when it is plain ASCII (letters, digits, '_', '-',
+// not starting with '_') of at most maxToken bytes; else '_' and its hex
+// when that fits; else "__" and the hex of 24 bytes of its SHA-256. The
+// three never meet: hex never starts with '_'. Every valid room name
+// works, whatever its bytes (32 letters of 4 bytes each are 128).
+func token(s string) string {
+	plain := s != "" && s[0] != '_' && len(s) <= maxToken
+	for i := 0; plain && i < len(s); i++ {
+		c := s[i]
+		plain = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	switch {
+	case plain:
+		return s
+	case 1+2*len(s) <= maxToken:
+		return "_" + hex.EncodeToString([]byte(s))
+	default:
+		sum := sha256.Sum256([]byte(s))
+		return "__" + hex.EncodeToString(sum[:24])
+	}
+}
+
+// storage is where room logs and rules live.
+func (b *Broker) storage() jetstream.StorageType {
+	if b.cfg.FileStorage {
+		return jetstream.FileStorage
+	}
+	return jetstream.MemoryStorage
+}
+
+// streamConfig is room's stream: its log and its order.
+func (b *Broker) streamConfig(tok string) jetstream.StreamConfig {
+	in := b.cfg.Prefix + ".in." + tok
+	return jetstream.StreamConfig{
+		Name:        b.cfg.Prefix + "_room_" + tok,
+		Subjects:    []string{in},
+		Storage:     b.storage(),
+		MaxMsgs:     int64(b.cfg.HistorySize),
+		MaxAge:      b.cfg.HistoryMaxAge,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+		RePublish:   &jetstream.RePublish{Source: in, Destination: b.cfg.Prefix + ".room." + tok},
+	}
+}
+
+// openStream makes room's stream, or finds it made by another node.
+func (b *Broker) openStream(tok string) (jetstream.Stream, *jetstream.StreamInfo, error) {
+	ctx, cancel := b.ctx()
+	defer cancel()
+	cfg := b.streamConfig(tok)
+	s, err := b.js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		s, err = b.js.Stream(ctx, cfg.Name) // made by a node with other settings: use it as it is
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("natsbroker: stream %q: %w", cfg.Name, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("natsbroker: stream %q info: %w", cfg.Name, err)
+	}
+	return s, info, nil
+}
+
+// Subscribe implements chat.Broker: the room's stream is made if needed,
+// its stored messages loaded, and its republished messages and presence
+// subscribed to.
+func (b *Broker) Subscribe(room string) (chat.RoomState, error) {
+	b.mu.RLock()
+	rs := b.rooms[room]
+	b.mu.RUnlock()
+	if rs != nil {
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		return chat.RoomState{Epoch: rs.epoch, Seq: int64(rs.last)}, nil
+	}
+	tok := token(room)
+	rs = &roomSub{name: room, token: tok, subIn: b.cfg.Prefix + ".in." + tok}
+	if err := b.subscribe(b.cfg.Prefix+".room."+tok, route{kind: routeRoom, room: rs}); err != nil {
+		return chat.RoomState{}, err
+	}
+	if err := b.subscribe(b.cfg.Prefix+".presence."+tok, route{kind: routePresence, room: rs}); err != nil {
+		b.unsubscribe(rs)
+		return chat.RoomState{}, err
+	}
+	b.mu.Lock()
+	b.rooms[room] = rs
+	b.mu.Unlock()
+	b.holdRoom(tok) // before the stream: the janitor never deletes it under an open room
+	s, info, err := b.openStream(tok)
+	if err != nil {
+		b.unsubscribe(rs)
+		return chat.RoomState{}, err
+	}
+	st, err := b.load(s, info)
+	if err != nil {
+		b.unsubscribe(rs)
+		return chat.RoomState{}, err
+	}
+	rs.mu.Lock()
+	rs.stream, rs.epoch, rs.last, rs.ready = s, st.Epoch, uint64(st.Seq), true
+	catchUp := rs.pending > rs.last
+	rs.mu.Unlock()
+	if catchUp {
+		b.later(func() { b.repair(rs, 0) }) // republished while loading
+	}
+	return st, nil
+}
+
+// load reads a stream's state and stored messages.
+func (b *Broker) load(s jetstream.Stream, info *jetstream.StreamInfo) (chat.RoomState, error) {
+	st := chat.RoomState{Epoch: info.Created.UnixMilli(), Seq: int64(info.State.LastSeq)}
+	if info.State.Msgs == 0 {
+		return st, nil
+	}
+	ctx, cancel := b.ctx()
+	defer cancel()
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq})
+	if err != nil {
+		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+	}
+	batch, err := c.Fetch(int(info.State.LastSeq-info.State.FirstSeq+1), jetstream.FetchMaxWait(b.cfg.RequestTimeout))
+	if err != nil {
+		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+	}
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil || md.Sequence.Stream > info.State.LastSeq {
+			continue
+		}
+		st.Messages = append(st.Messages, chat.StoredMessage{Seq: int64(md.Sequence.Stream), Data: m.Data(), Time: md.Timestamp.UnixNano()})
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+	}
+	return st, nil
+}
+
+// Unsubscribe implements chat.Broker. The room's stream stays: other nodes
+// and later joiners use it.
+func (b *Broker) Unsubscribe(room string) error {
+	b.mu.RLock()
+	rs := b.rooms[room]
+	b.mu.RUnlock()
+	if rs != nil {
+		b.unsubscribe(rs)
+		b.releaseRoom(rs.token)
+	}
+	return nil
+}
+
+func (b *Broker) unsubscribe(rs *roomSub) {
+	b.mu.Lock()
+	if b.rooms[rs.name] == rs {
+		delete(b.rooms, rs.name)
+	}
+	delete(b.routes, b.cfg.Prefix+".room."+rs.token)
+	delete(b.routes, b.cfg.Prefix+".presence."+rs.token)
+	b.mu.Unlock()
+	for _, s := range []*nats.Subscription{rs.msgs, rs.pres} {
+		if s != nil {
+			_ = s.Unsubscribe()
+		}
+	}
+}
+
+// pending is a publication awaiting its acknowledgement.
+type pending struct {
+	f     jetstream.PubAckFuture
+	room  string
+	msg   *nats.Msg
+	retry bool // published again after its room's stream was re-created
+	done  func(error)
+}
+
+// Publish implements chat.Broker: an asynchronous JetStream publish; done
+// runs when NATS acknowledges it (or does not, within PublishTimeout).
+func (b *Broker) Publish(room string, msg []byte, id string, done func(error)) {
+	b.mu.RLock()
+	rs, closed := b.rooms[room], b.closed
+	b.mu.RUnlock()
+	fail := func(err error) {
+		b.stats.publishErrors.Add(1)
+		if done != nil {
+			done(err)
+		}
+	}
+	if closed {
+		fail(chat.ErrBrokerNotRunning)
+		return
+	}
+	subj := b.cfg.Prefix + ".in." + token(room)
+	if rs != nil {
+		subj = rs.subIn
+	}
+	m := &nats.Msg{Subject: subj, Data: msg}
+	if id != "" {
+		m.Header = nats.Header{jetstream.MsgIDHeader: {id}} // JetStream drops a repeat within its duplicate window
+	}
+	f, err := b.js.PublishMsgAsync(m)
+	if err != nil {
+		fail(fmt.Errorf("natsbroker: publish to %q: %w", room, err))
+		return
+	}
+	b.stats.published.Add(1)
+	if done != nil {
+		select {
+		case b.acks <- pending{f: f, room: room, msg: m, done: done}:
+		case <-b.stop: // closed meanwhile: nobody will wait for the ack
+			done(chat.ErrBrokerNotRunning)
+		}
+	}
+}
+
+// acknowledge calls the done functions of publications as NATS answers
+// them (or they time out), in publish order.
+func (b *Broker) acknowledge() {
+	defer b.wg.Done()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case p := <-b.acks:
+			select {
+			case <-p.f.Ok():
+				p.done(nil)
+			case err := <-p.f.Err():
+				if !p.retry && noStream(err) {
+					// The room's stream is gone (deleted under us): make it
+					// again now, not at the next reconnect, and publish
+					// once more.
+					b.later(func() { b.recreate(p) })
+					continue
+				}
+				b.stats.publishErrors.Add(1)
+				p.done(fmt.Errorf("natsbroker: publish to %q: %w", p.room, err))
+			}
+		}
+	}
+}
+
+// noStream reports whether a publication failed for want of a stream.
+func noStream(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// recreate makes p's room stream again, then publishes p once more. It
+// runs on the dispatcher.
+func (b *Broker) recreate(p pending) {
+	b.mu.RLock()
+	rs := b.rooms[p.room]
+	b.mu.RUnlock()
+	if rs != nil {
+		b.resyncRoom(rs)
+	} else if _, _, err := b.openStream(token(p.room)); err != nil {
+		b.log.Warn("re-creating a room's stream", "room", p.room, "err", err)
+	}
+	b.stats.recreated.Add(1)
+	f, err := b.js.PublishMsgAsync(p.msg)
+	if err != nil {
+		b.stats.publishErrors.Add(1)
+		p.done(fmt.Errorf("natsbroker: publish to %q: %w", p.room, err))
+		return
+	}
+	p.f, p.retry = f, true
+	select {
+	case b.acks <- p:
+	default:
+		// Full: wait elsewhere, so that the dispatcher never waits on the
+		// acknowledger while it waits on the dispatcher (later).
+		go func() {
+			select {
+			case b.acks <- p:
+			case <-b.stop:
+				p.done(chat.ErrBrokerNotRunning)
+			}
+		}()
+	}
+}
+
+// streamGone re-creates a subscribed room's stream deleted under this
+// node (JetStream's advisory names it), so that its members are told of
+// the reset and later messages are stored.
+func (b *Broker) streamGone(stream string) {
+	tok, ok := strings.CutPrefix(stream, b.cfg.Prefix+"_room_")
+	if !ok {
+		return
+	}
+	b.mu.RLock()
+	var rs *roomSub
+	for _, r := range b.rooms {
+		if r.token == tok {
+			rs = r
+		}
+	}
+	b.mu.RUnlock()
+	if rs == nil {
+		return
+	}
+	b.stats.recreated.Add(1)
+	b.log.Warn("a room's stream was deleted: making it again", "room", rs.name)
+	b.resyncRoom(rs)
+}
+
+// roomMessage delivers a republished room message, after any it finds
+// missing.
+func (b *Broker) roomMessage(h chat.BrokerHandler, rs *roomSub, m *nats.Msg) {
+	seq, err := strconv.ParseUint(m.Header.Get(hdrSequence), 10, 64)
+	if err != nil {
+		b.log.Warn("a room message without a sequence number", "room", rs.name, "subject", m.Subject)
+		return
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(hdrTimestamp)); err == nil {
+		b.stats.lag.observe(time.Since(ts))
+	}
+	rs.mu.Lock()
+	if !rs.ready {
+		rs.pending = max(rs.pending, seq)
+		rs.mu.Unlock()
+		return
+	}
+	from := rs.last + 1
+	if seq < from {
+		rs.mu.Unlock()
+		b.stats.duplicates.Add(1)
+		return
+	}
+	rs.mu.Unlock()
+	if seq > from {
+		b.repair(rs, seq-1)
+	}
+	rs.mu.Lock()
+	deliver := seq > rs.last
+	rs.last = max(rs.last, seq)
+	rs.mu.Unlock()
+	if deliver {
+		b.stats.received.Add(1)
+		h.HandleMessage(rs.name, int64(seq), m.Data)
+	}
+}
+
+// repair fetches and delivers rs's messages after the last delivered up to
+// upTo (0: up to the highest seen before ready).
+func (b *Broker) repair(rs *roomSub, upTo uint64) {
+	rs.mu.Lock()
+	if upTo == 0 {
+		upTo = rs.pending
+	}
+	from, s := rs.last+1, rs.stream
+	rs.mu.Unlock()
+	if s == nil {
+		return
+	}
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	for seq := from; seq <= upTo; seq++ {
+		ctx, cancel := b.ctx()
+		m, err := s.GetMsg(ctx, seq)
+		cancel()
+		rs.mu.Lock()
+		deliver := seq > rs.last
+		if deliver {
+			rs.last = seq
+		}
+		rs.mu.Unlock()
+		if err != nil {
+			b.stats.lost.Add(1) // beyond the stream's history, or NATS is away
+			continue
+		}
+		if deliver {
+			b.stats.repaired.Add(1)
+			b.stats.received.Add(1)
+			h.HandleMessage(rs.name, int64(seq), m.Data)
+		}
+	}
+}
+
+// pause stops deliveries to every room until resync has checked its log:
+// NATS may come back without it.
+func (b *Broker) pause() {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, rs := range b.rooms {
+		rs.mu.Lock()
+		rs.ready = false
+		rs.mu.Unlock()
+	}
+}
+
+// resync runs after a reconnect: rooms whose stream was lost start anew
+// (the members are told), the others fetch what was missed; nick claims
+// are made again.
+func (b *Broker) resync() {
+	b.mu.Lock()
+	rooms := make([]*roomSub, 0, len(b.rooms))
+	for _, rs := range b.rooms {
+		rooms = append(rooms, rs)
+	}
+	now := time.Now()
+	for n := range b.seen {
+		b.seen[n] = now // heard from again: the outage was ours
+	}
+	b.mu.Unlock()
+	go func() {
+		if err := b.openRooms(); err != nil {
+			b.log.Warn("reopening the room directory", "err", err)
+		} else {
+			for _, rs := range rooms {
+				b.holdRoom(rs.token)
+			}
+		}
+		if err := b.openNicks(); err != nil {
+			b.log.Warn("reopening the nick bucket", "err", err)
+			return
+		}
+		b.mu.RLock()
+		claims := make(map[string]string, len(b.claims))
+		for k, o := range b.claims {
+			claims[k] = o
+		}
+		b.mu.RUnlock()
+		for k, o := range claims {
+			if err := b.ClaimNick(k, o); err != nil {
+				b.log.Warn("claiming a nick again after a reconnect", "nick", k, "err", err)
+			}
+		}
+	}()
+	for _, rs := range rooms {
+		b.later(func() { b.resyncRoom(rs) })
+	}
+}
+
+func (b *Broker) resyncRoom(rs *roomSub) {
+	b.mu.RLock()
+	current, closed := b.rooms[rs.name] == rs, b.closed
+	b.mu.RUnlock()
+	if !current || closed {
+		return // unsubscribed meanwhile
+	}
+	s, info, err := b.openStream(rs.token)
+	if err != nil {
+		b.log.Warn("reopening a room after a reconnect; trying again in a second", "room", rs.name, "err", err)
+		time.AfterFunc(time.Second, func() { b.later(func() { b.resyncRoom(rs) }) })
+		return
+	}
+	epoch := info.Created.UnixMilli()
+	rs.mu.Lock()
+	lost := epoch != rs.epoch
+	rs.stream, rs.ready = s, true
+	if lost {
+		rs.epoch, rs.last = epoch, 0
+	}
+	upTo := max(rs.pending, info.State.LastSeq)
+	rs.mu.Unlock()
+	if lost {
+		// The new log's messages follow the reset, as live ones.
+		b.stats.resets.Add(1)
+		b.log.Warn("a room's log was lost by NATS: it starts again", "room", rs.name, "epoch", epoch)
+		b.mu.RLock()
+		h := b.h
+		b.mu.RUnlock()
+		h.HandleReset(rs.name, chat.RoomState{Epoch: epoch})
+	}
+	b.repair(rs, upTo)
+}
