@@ -128,6 +128,13 @@ func (h *Handler) Messages(room string) []string {
 	return slices.Clone(h.messages[room])
 }
 
+// Gone returns the nodes HandleNodeGone was told of, in order.
+func (h *Handler) Gone() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.gone)
+}
+
 // Wait waits until cond, called under the handler's lock, holds, or fails
 // t after 10 s.
 func (h *Handler) Wait(t testing.TB, what string, cond func(h *Handler) bool) {

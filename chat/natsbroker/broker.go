@@ -44,6 +44,9 @@ import (
 	"github.com/parleyhq/parley/chat"
 )
 
+// maxOpens bounds the room streams reopened at once after a reconnect.
+const maxOpens = 16
+
 // inboxSize is the channel all subscriptions deliver into. Past it NATS
 // drops messages for this node (counted as slow); room messages are then
 // fetched again from their stream.
@@ -62,10 +65,16 @@ type Broker struct {
 
 	inbox chan *nats.Msg
 	jobs  chan func()
-	dms   directs // direct messages awaiting their answer
-	acks  chan pending
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	opens chan struct{} // a semaphore: streams being reopened at once (resyncRoom)
+
+	// Tests only: called before a repair fetches; a room message dropped
+	// as if NATS had lost it.
+	testFetch func(room string)
+	testDrop  func(room string, seq uint64) bool
+	dms       directs           // direct messages awaiting their answer
+	acks      chan pending
+	stop      chan struct{}
+	wg        sync.WaitGroup
 
 	mu     sync.RWMutex
 	h      chat.BrokerHandler
@@ -91,7 +100,6 @@ const (
 	routeRoom routeKind = iota
 	routePresence
 	routeDirect
-	routeNodes
 	routeControl
 	routeStreamGone
 )
@@ -116,7 +124,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	c := cfg.withDefaults()
 	b := &Broker{cfg: c, log: c.Logger.With("node", c.Node), inbox: make(chan *nats.Msg, inboxSize),
-		jobs: make(chan func(), 1024), acks: make(chan pending, maxPending), stop: make(chan struct{}), rooms: make(map[string]*roomSub),
+		jobs: make(chan func(), 1024), opens: make(chan struct{}, maxOpens), acks: make(chan pending, maxPending), stop: make(chan struct{}), rooms: make(map[string]*roomSub),
 		routes: make(map[string]route), claims: make(map[string]string), seen: make(map[string]time.Time),
 		left: make(map[string]bool), started: time.Now(), loads: make(map[string]chat.NodeInfo), known: make(map[string]chat.Rule)}
 	opts, err := c.natsOptions()
@@ -214,11 +222,16 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 	for _, s := range []struct {
 		subj string
 		kind routeKind
-	}{{b.cfg.Prefix + ".node." + b.cfg.Node + ".direct", routeDirect}, {b.cfg.Prefix + ".nodes", routeNodes},
+	}{{b.cfg.Prefix + ".node." + b.cfg.Node + ".direct", routeDirect},
 		{b.cfg.Prefix + ".control", routeControl}, {streamDeleted + "*", routeStreamGone}} {
 		if err := b.subscribe(s.subj, route{kind: s.kind}); err != nil {
 			return err
 		}
+	}
+	// Heartbeats have a channel and a goroutine of their own (heartbeat).
+	beats := make(chan *nats.Msg, beatsSize)
+	if _, err := b.nc.ChanSubscribe(b.cfg.Prefix+".nodes", beats); err != nil {
+		return fmt.Errorf("natsbroker: subscribe to heartbeats: %w", err)
 	}
 	if err := b.watchRules(h); err != nil {
 		return err
@@ -235,7 +248,7 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 	}
 	b.wg.Add(3)
 	go b.dispatch()
-	go b.heartbeat()
+	go b.heartbeat(beats)
 	go b.acknowledge()
 	return nil
 }
@@ -287,6 +300,17 @@ func (b *Broker) Close() error {
 	return nil
 }
 
+// post queues f for the dispatcher like later, without ever waiting: a
+// goroutine waits instead when the queue is full. For goroutines the
+// dispatcher may itself wait on.
+func (b *Broker) post(f func()) {
+	select {
+	case b.jobs <- f:
+	default:
+		go b.later(f)
+	}
+}
+
 // later queues f for the dispatcher goroutine, where every handler call
 // is made.
 func (b *Broker) later(f func()) {
@@ -329,8 +353,6 @@ func (b *Broker) dispatch() {
 			case routeDirect:
 				b.stats.directReceived.Add(1)
 				b.answerDirect(m, h.HandleDirect(m.Data))
-			case routeNodes:
-				b.nodeBeat(h, m)
 			case routeControl:
 				b.stats.controlReceived.Add(1)
 				h.HandleControl(m.Data)

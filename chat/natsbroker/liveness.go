@@ -45,21 +45,48 @@ func (b *Broker) beat(bye bool) {
 	_ = b.nc.Publish(b.cfg.Prefix+".nodes", data) // fails only while disconnected
 }
 
+// beatsSize bounds the heartbeats waiting to be read; past it NATS drops
+// them for this node (counted as slow). A few per node and heartbeat.
+const beatsSize = 4096
+
 // heartbeat says this node is alive and finds the nodes that no longer
-// are.
-func (b *Broker) heartbeat() {
+// are. It runs on a goroutine of its own, fed by its own subscription: no
+// room message, repair or handler call ever delays it, so a live node is
+// declared gone only for its silence. And when this node itself stalled
+// (its ticker fired late: GC, a starved CPU), what it did not hear is its
+// own fault: the others are presumed to have spoken meanwhile.
+func (b *Broker) heartbeat(beats <-chan *nats.Msg) {
 	defer b.wg.Done()
 	t := time.NewTicker(b.cfg.Heartbeat)
 	defer t.Stop()
 	b.beat(false)
+	last := time.Now()
 	for {
 		select {
 		case <-b.stop:
 			return
+		case m := <-beats:
+			b.nodeBeat(m)
 		case now := <-t.C:
 			b.beat(false)
-			if !b.nc.IsConnected() {
-				continue // silence is ours, not theirs
+			// Heartbeats that arrived before this tick count before it is
+			// judged.
+			for drained := false; !drained; {
+				select {
+				case m := <-beats:
+					b.nodeBeat(m)
+				default:
+					drained = true
+				}
+			}
+			late := now.Sub(last) > 2*b.cfg.Heartbeat
+			last = now
+			if late || !b.nc.IsConnected() {
+				b.heardAll(now) // the silence was ours, not theirs
+				if late {
+					b.stats.stalls.Add(1)
+				}
+				continue
 			}
 			var gone []string
 			b.mu.Lock()
@@ -73,13 +100,24 @@ func (b *Broker) heartbeat() {
 			}
 			b.mu.Unlock()
 			for _, n := range gone {
-				b.later(func() { b.gone(n) })
+				b.post(func() { b.gone(n) })
 			}
 		}
 	}
 }
 
-func (b *Broker) nodeBeat(h chat.BrokerHandler, m *nats.Msg) {
+// heardAll counts every known node as heard from at now.
+func (b *Broker) heardAll(now time.Time) {
+	b.mu.Lock()
+	for n := range b.seen {
+		b.seen[n] = now
+	}
+	b.mu.Unlock()
+}
+
+// nodeBeat reads a heartbeat. The handler hears of a node that left on
+// the dispatcher.
+func (b *Broker) nodeBeat(m *nats.Msg) {
 	var bm beatMsg
 	if err := strict(m.Data, &bm); err != nil || !validName(bm.Node, 16) || bm.Clients < 0 || bm.Users < 0 || bm.Rooms < 0 {
 		b.stats.droppedBeats.Add(1)
@@ -91,6 +129,7 @@ func (b *Broker) nodeBeat(h chat.BrokerHandler, m *nats.Msg) {
 	if bm.Node == b.cfg.Node {
 		return
 	}
+	b.stats.beats.Add(1)
 	b.mu.Lock()
 	_, known := b.seen[bm.Node]
 	if bm.Bye {
@@ -105,7 +144,7 @@ func (b *Broker) nodeBeat(h chat.BrokerHandler, m *nats.Msg) {
 	b.mu.Unlock()
 	switch {
 	case bm.Bye: // known or not: it may have held nicks or members heard of before its first heartbeat
-		b.gone(bm.Node)
+		b.post(func() { b.gone(bm.Node) })
 	case !bm.Bye && !known:
 		b.log.Info("a node joined the cluster", "peer", bm.Node)
 	}

@@ -33,7 +33,17 @@ type roomSub struct {
 	epoch   int64  // the stream's creation, Unix ms
 	last    uint64 // the last sequence number handed to the hub
 	pending uint64 // the highest number seen before ready
+
+	// The dispatcher's alone. While missed messages are fetched (on a
+	// goroutine of their own: the dispatcher never waits on NATS), live
+	// ones wait in held, in order.
+	repairing bool
+	want      uint64      // the highest number known to exist: repairs go up to it
+	held      []*nats.Msg // at most maxHeld; past it they are fetched too
 }
+
+// maxHeld bounds the live messages a room holds while it repairs.
+const maxHeld = 4096
 
 // maxToken bounds a token's length: stream names (prefix and token) stay
 // far below the limits of NATS and of the file systems JetStream stores
@@ -145,7 +155,12 @@ func (b *Broker) Subscribe(room string) (chat.RoomState, error) {
 	catchUp := rs.pending > rs.last
 	rs.mu.Unlock()
 	if catchUp {
-		b.later(func() { b.repair(rs, 0) }) // republished while loading
+		b.later(func() { // republished while loading
+			rs.mu.Lock()
+			upTo := rs.pending
+			rs.mu.Unlock()
+			b.catchUp(rs, upTo)
+		})
 	}
 	return st, nil
 }
@@ -156,28 +171,39 @@ func (b *Broker) load(s jetstream.Stream, info *jetstream.StreamInfo) (chat.Room
 	if info.State.Msgs == 0 {
 		return st, nil
 	}
+	var err error
+	st.Messages, err = b.fetchRange(s, info.State.FirstSeq, info.State.LastSeq)
+	return st, err
+}
+
+// fetchRange reads the stored messages numbered first to last (those the
+// stream still has) with one ordered consumer: two round trips, not one
+// per message.
+func (b *Broker) fetchRange(s jetstream.Stream, first, last uint64) ([]chat.StoredMessage, error) {
 	ctx, cancel := b.ctx()
 	defer cancel()
+	name := s.CachedInfo().Config.Name
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: info.State.FirstSeq})
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: first})
 	if err != nil {
-		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+		return nil, fmt.Errorf("natsbroker: reading %q: %w", name, err)
 	}
-	batch, err := c.Fetch(int(info.State.LastSeq-info.State.FirstSeq+1), jetstream.FetchMaxWait(b.cfg.RequestTimeout))
+	batch, err := c.Fetch(int(last-first+1), jetstream.FetchMaxWait(b.cfg.RequestTimeout))
 	if err != nil {
-		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+		return nil, fmt.Errorf("natsbroker: reading %q: %w", name, err)
 	}
+	var out []chat.StoredMessage
 	for m := range batch.Messages() {
 		md, err := m.Metadata()
-		if err != nil || md.Sequence.Stream > info.State.LastSeq {
+		if err != nil || md.Sequence.Stream > last {
 			continue
 		}
-		st.Messages = append(st.Messages, chat.StoredMessage{Seq: int64(md.Sequence.Stream), Data: m.Data(), Time: md.Timestamp.UnixNano()})
+		out = append(out, chat.StoredMessage{Seq: int64(md.Sequence.Stream), Data: m.Data(), Time: md.Timestamp.UnixNano()})
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-		return st, fmt.Errorf("natsbroker: reading %q: %w", info.Config.Name, err)
+		return out, fmt.Errorf("natsbroker: reading %q: %w", name, err)
 	}
-	return st, nil
+	return out, nil
 }
 
 // Unsubscribe implements chat.Broker. The room's stream stays: other nodes
@@ -273,7 +299,7 @@ func (b *Broker) acknowledge() {
 					// The room's stream is gone (deleted under us): make it
 					// again now, not at the next reconnect, and publish
 					// once more.
-					b.later(func() { b.recreate(p) })
+					go b.recreate(p)
 					continue
 				}
 				b.stats.publishErrors.Add(1)
@@ -289,15 +315,16 @@ func noStream(err error) bool {
 }
 
 // recreate makes p's room stream again, then publishes p once more. It
-// runs on the dispatcher.
+// runs on a goroutine of its own.
 func (b *Broker) recreate(p pending) {
 	b.mu.RLock()
 	rs := b.rooms[p.room]
 	b.mu.RUnlock()
-	if rs != nil {
-		b.resyncRoom(rs)
-	} else if _, _, err := b.openStream(token(p.room)); err != nil {
+	s, info, err := b.openStream(token(p.room))
+	if err != nil {
 		b.log.Warn("re-creating a room's stream", "room", p.room, "err", err)
+	} else if rs != nil {
+		b.later(func() { b.reopened(rs, s, info) }) // its members are told of the reset
 	}
 	b.stats.recreated.Add(1)
 	f, err := b.js.PublishMsgAsync(p.msg)
@@ -309,16 +336,8 @@ func (b *Broker) recreate(p pending) {
 	p.f, p.retry = f, true
 	select {
 	case b.acks <- p:
-	default:
-		// Full: wait elsewhere, so that the dispatcher never waits on the
-		// acknowledger while it waits on the dispatcher (later).
-		go func() {
-			select {
-			case b.acks <- p:
-			case <-b.stop:
-				p.done(chat.ErrBrokerNotRunning)
-			}
-		}()
+	case <-b.stop:
+		p.done(chat.ErrBrokerNotRunning)
 	}
 }
 
@@ -346,8 +365,8 @@ func (b *Broker) streamGone(stream string) {
 	b.resyncRoom(rs)
 }
 
-// roomMessage delivers a republished room message, after any it finds
-// missing.
+// roomMessage delivers a republished room message; one that follows a
+// gap waits while the missing ones are fetched. Dispatcher only.
 func (b *Broker) roomMessage(h chat.BrokerHandler, rs *roomSub, m *nats.Msg) {
 	seq, err := strconv.ParseUint(m.Header.Get(hdrSequence), 10, 64)
 	if err != nil {
@@ -357,6 +376,17 @@ func (b *Broker) roomMessage(h chat.BrokerHandler, rs *roomSub, m *nats.Msg) {
 	if ts, err := time.Parse(time.RFC3339Nano, m.Header.Get(hdrTimestamp)); err == nil {
 		b.stats.lag.observe(time.Since(ts))
 	}
+	if b.testDrop != nil && b.testDrop(rs.name, seq) {
+		return
+	}
+	if rs.repairing {
+		if len(rs.held) < maxHeld {
+			rs.held = append(rs.held, m)
+		} else {
+			rs.want = max(rs.want, seq) // fetched with the others
+		}
+		return
+	}
 	rs.mu.Lock()
 	if !rs.ready {
 		rs.pending = max(rs.pending, seq)
@@ -364,58 +394,108 @@ func (b *Broker) roomMessage(h chat.BrokerHandler, rs *roomSub, m *nats.Msg) {
 		return
 	}
 	from := rs.last + 1
-	if seq < from {
+	switch {
+	case seq < from:
 		rs.mu.Unlock()
 		b.stats.duplicates.Add(1)
 		return
-	}
-	rs.mu.Unlock()
-	if seq > from {
-		b.repair(rs, seq-1)
-	}
-	rs.mu.Lock()
-	deliver := seq > rs.last
-	rs.last = max(rs.last, seq)
-	rs.mu.Unlock()
-	if deliver {
-		b.stats.received.Add(1)
-		h.HandleMessage(rs.name, int64(seq), m.Data)
-	}
-}
-
-// repair fetches and delivers rs's messages after the last delivered up to
-// upTo (0: up to the highest seen before ready).
-func (b *Broker) repair(rs *roomSub, upTo uint64) {
-	rs.mu.Lock()
-	if upTo == 0 {
-		upTo = rs.pending
-	}
-	from, s := rs.last+1, rs.stream
-	rs.mu.Unlock()
-	if s == nil {
+	case seq > from:
+		rs.mu.Unlock()
+		rs.held = append(rs.held, m)
+		b.catchUp(rs, seq-1)
 		return
 	}
+	rs.last = seq
+	rs.mu.Unlock()
+	b.stats.received.Add(1)
+	h.HandleMessage(rs.name, int64(seq), m.Data)
+}
+
+// catchUp fetches rs's messages after the last delivered up to upTo, on
+// a goroutine of its own, and delivers them on the dispatcher (repaired),
+// before the live ones held meanwhile. Dispatcher only.
+func (b *Broker) catchUp(rs *roomSub, upTo uint64) {
+	rs.want = max(rs.want, upTo)
+	if rs.repairing {
+		return // the repair under way goes on up to want
+	}
+	rs.mu.Lock()
+	from, s, epoch := rs.last+1, rs.stream, rs.epoch
+	rs.mu.Unlock()
+	if s == nil || rs.want < from {
+		b.releaseHeld(rs)
+		return
+	}
+	rs.repairing = true
+	to := rs.want
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if b.testFetch != nil {
+			b.testFetch(rs.name)
+		}
+		msgs, err := b.fetchRange(s, from, to)
+		if err != nil {
+			b.log.Warn("fetching a room's missed messages", "room", rs.name, "from", from, "to", to, "err", err)
+		}
+		b.later(func() { b.repaired(rs, epoch, from, to, msgs) })
+	}()
+}
+
+// repaired delivers the messages a repair fetched (those it could not
+// are lost: beyond the stream's history, or NATS is away), then the live
+// ones held meanwhile. Dispatcher only.
+func (b *Broker) repaired(rs *roomSub, epoch int64, from, to uint64, msgs []chat.StoredMessage) {
 	b.mu.RLock()
 	h := b.h
 	b.mu.RUnlock()
-	for seq := from; seq <= upTo; seq++ {
-		ctx, cancel := b.ctx()
-		m, err := s.GetMsg(ctx, seq)
-		cancel()
+	rs.mu.Lock()
+	current := rs.epoch == epoch // else the log was reset meanwhile: what was fetched is of the old one
+	rs.mu.Unlock()
+	for seq, i := from, 0; current && seq <= to; seq++ {
+		for i < len(msgs) && msgs[i].Seq < int64(seq) {
+			i++
+		}
 		rs.mu.Lock()
 		deliver := seq > rs.last
 		if deliver {
 			rs.last = seq
 		}
 		rs.mu.Unlock()
-		if err != nil {
-			b.stats.lost.Add(1) // beyond the stream's history, or NATS is away
-			continue
-		}
-		if deliver {
+		switch {
+		case !deliver:
+		case i < len(msgs) && msgs[i].Seq == int64(seq):
 			b.stats.repaired.Add(1)
 			b.stats.received.Add(1)
-			h.HandleMessage(rs.name, int64(seq), m.Data)
+			h.HandleMessage(rs.name, int64(seq), msgs[i].Data)
+		default:
+			b.stats.lost.Add(1)
+		}
+	}
+	rs.repairing = false
+	rs.mu.Lock()
+	last := rs.last
+	rs.mu.Unlock()
+	if rs.want > last {
+		b.catchUp(rs, rs.want) // more went missing meanwhile
+		return
+	}
+	b.releaseHeld(rs)
+}
+
+// releaseHeld delivers the live messages held during a repair, in order;
+// one of them may start another. Dispatcher only.
+func (b *Broker) releaseHeld(rs *roomSub) {
+	b.mu.RLock()
+	h := b.h
+	b.mu.RUnlock()
+	held := rs.held
+	rs.held = nil
+	for i, m := range held {
+		b.roomMessage(h, rs, m)
+		if rs.repairing { // a new gap: the rest waits behind it
+			rs.held = append(rs.held, held[i+1:]...)
+			return
 		}
 	}
 }
@@ -471,23 +551,49 @@ func (b *Broker) resync() {
 		}
 	}()
 	for _, rs := range rooms {
-		b.later(func() { b.resyncRoom(rs) })
+		b.resyncRoom(rs)
 	}
 }
 
+// resyncRoom opens rs's stream again (at most maxOpens at a time, on
+// goroutines of their own) and hands the result to the dispatcher
+// (reopened). A room whose stream was lost starts anew; the others fetch
+// what they missed.
 func (b *Broker) resyncRoom(rs *roomSub) {
 	b.mu.RLock()
-	current, closed := b.rooms[rs.name] == rs, b.closed
-	b.mu.RUnlock()
-	if !current || closed {
-		return // unsubscribed meanwhile
-	}
-	s, info, err := b.openStream(rs.token)
-	if err != nil {
-		b.log.Warn("reopening a room after a reconnect; trying again in a second", "room", rs.name, "err", err)
-		time.AfterFunc(time.Second, func() { b.later(func() { b.resyncRoom(rs) }) })
+	if b.closed { // (Close waits for the group: no Add after it)
+		b.mu.RUnlock()
 		return
 	}
+	b.wg.Add(1)
+	b.mu.RUnlock()
+	go func() {
+		defer b.wg.Done()
+		select {
+		case b.opens <- struct{}{}:
+		case <-b.stop:
+			return
+		}
+		defer func() { <-b.opens }()
+		b.mu.RLock()
+		current, closed := b.rooms[rs.name] == rs, b.closed
+		b.mu.RUnlock()
+		if !current || closed {
+			return // unsubscribed meanwhile
+		}
+		s, info, err := b.openStream(rs.token)
+		if err != nil {
+			b.log.Warn("reopening a room after a reconnect; trying again in a second", "room", rs.name, "err", err)
+			time.AfterFunc(time.Second, func() { b.resyncRoom(rs) })
+			return
+		}
+		b.later(func() { b.reopened(rs, s, info) })
+	}()
+}
+
+// reopened takes rs's stream as found again: a new epoch resets the room.
+// Dispatcher only.
+func (b *Broker) reopened(rs *roomSub, s jetstream.Stream, info *jetstream.StreamInfo) {
 	epoch := info.Created.UnixMilli()
 	rs.mu.Lock()
 	lost := epoch != rs.epoch
@@ -499,6 +605,7 @@ func (b *Broker) resyncRoom(rs *roomSub) {
 	rs.mu.Unlock()
 	if lost {
 		// The new log's messages follow the reset, as live ones.
+		rs.want, rs.held = 0, nil
 		b.stats.resets.Add(1)
 		b.log.Warn("a room's log was lost by NATS: it starts again", "room", rs.name, "epoch", epoch)
 		b.mu.RLock()
@@ -506,5 +613,5 @@ func (b *Broker) resyncRoom(rs *roomSub) {
 		b.mu.RUnlock()
 		h.HandleReset(rs.name, chat.RoomState{Epoch: epoch})
 	}
-	b.repair(rs, upTo)
+	b.catchUp(rs, upTo)
 }

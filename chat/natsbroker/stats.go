@@ -11,7 +11,7 @@ type stats struct {
 	published, publishErrors, received, repaired, lost, duplicates atomic.Uint64
 	presenceReceived, directReceived, resets, nodesGone, slow      atomic.Uint64
 	reconnects, disconnects, controlReceived, recreated            atomic.Uint64
-	droppedBeats, droppedRules, streamsDeleted                     atomic.Uint64
+	droppedBeats, droppedRules, streamsDeleted, stalls, beats      atomic.Uint64
 	lag                                                            histogram
 }
 
@@ -36,6 +36,8 @@ type Stats struct {
 	DroppedBeats     uint64 // heartbeats that did not decode strictly (dropped)
 	DroppedRules     uint64 // rule records that did not decode strictly (dropped)
 	StreamsDeleted   uint64 // streams of rooms no node had open for RoomTTL, deleted by this node
+	Stalls           uint64 // heartbeat ticks that came late (this node stalled): nobody was judged silent on them
+	Beats            uint64 // heartbeats heard from other nodes
 	Nodes            int    // other live nodes
 	// Lag is the time from a room message's storing in its stream to its
 	// arrival here: counts per LagBuckets() bound, the last one above them
@@ -76,7 +78,8 @@ func (b *Broker) Stats() Stats {
 		NodesGone: s.nodesGone.Load(), SlowConsumer: s.slow.Load(), Reconnects: s.reconnects.Load(),
 		Disconnects: s.disconnects.Load(), Nodes: b.liveNodes(), LagSum: time.Duration(s.lag.sum.Load()),
 		ControlReceived: s.controlReceived.Load(), Recreated: s.recreated.Load(), DroppedBeats: s.droppedBeats.Load(),
-		DroppedRules: s.droppedRules.Load(), StreamsDeleted: s.streamsDeleted.Load()}
+		DroppedRules: s.droppedRules.Load(), StreamsDeleted: s.streamsDeleted.Load(),
+		Stalls: s.stalls.Load(), Beats: s.beats.Load()}
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {
 		st.LagCounts[i] = s.lag.counts[i].Load()

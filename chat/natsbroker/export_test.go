@@ -1,0 +1,8 @@
+package natsbroker
+
+// SetTestHooks makes b call fetch before each repair fetches a room's
+// missed messages, and drop each room message it receives, skipping those
+// for which it reports true (as if NATS had lost them). Set before Run.
+func SetTestHooks(b *Broker, fetch func(room string), drop func(room string, seq uint64) bool) {
+	b.testFetch, b.testDrop = fetch, drop
+}
