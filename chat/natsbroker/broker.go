@@ -71,7 +71,7 @@ type Broker struct {
 	// as if NATS had lost it.
 	testFetch func(room string)
 	testDrop  func(room string, seq uint64) bool
-	dms       directs           // direct messages awaiting their answer
+	dms       directs // direct messages awaiting their answer
 	acks      chan pending
 	stop      chan struct{}
 	wg        sync.WaitGroup
