@@ -44,7 +44,7 @@ type Hub struct {
 
 	rooms     sync.Map     // name -> *room; lock-free reads
 	roomCount atomic.Int64 // rooms in the map (MaxRoomsTotal)
-	subMu     sync.Mutex   // orders making and removing rooms with the broker's Subscribe and Unsubscribe
+	roomLocks nameLocks    // per name: orders making and removing a room with the broker's Subscribe and Unsubscribe
 	dirtyMu   sync.Mutex
 	dirty     []*room // rooms with presence changes to send
 
@@ -524,6 +524,17 @@ func (h *Hub) HandleMessage(roomName string, seq int64, msg []byte) {
 		return
 	}
 	defer r.mu.Unlock()
+	if r.isLoading() {
+		r.holdEarly(seq, msg) // makeRoom takes it once the room's state is in
+		return
+	}
+	h.deliver(r, seq, msg)
+}
+
+// deliver puts the room's message number seq in its history and sends it
+// to its members. Callers hold r.mu.
+func (h *Hub) deliver(r *room, seq int64, msg []byte) {
+	roomName := r.name
 	if seq <= r.seq {
 		return // a message the room's state had already
 	}
@@ -546,6 +557,10 @@ func (h *Hub) HandleReset(roomName string, st RoomState) {
 		return
 	}
 	defer r.mu.Unlock()
+	if r.isLoading() {
+		r.resetTo, r.early = &st, nil // makeRoom takes it once the room's state is in
+		return
+	}
 	h.load(r, st)
 	h.stats.resets.Add(1)
 	b, _ := json.Marshal(Reset{Type: "reset", Room: r.name, Epoch: r.epoch, Seq: r.seq})
@@ -619,37 +634,52 @@ func (h *Hub) roomFor(name string, c *client) (*room, error) {
 			continue
 		}
 		r := v.(*room)
+		<-r.loading // being made: wait, holding no lock, for its state
 		r.mu.Lock()
 		if !r.removed {
 			return r, nil
 		}
-		r.mu.Unlock() // expired meanwhile: make a new one
+		r.mu.Unlock() // expired, or its making failed, meanwhile: make a new one
 	}
 }
 
 // makeRoom makes the room called name and subscribes to it, unless another
 // goroutine made it first (made false). The room is returned locked.
+//
+// The broker's round trips are made holding no lock but the name's: other
+// rooms are made meanwhile, and the broker's calls for this one
+// (presence, messages, a reset) do not wait for them. Joiners of the
+// room wait on its loading channel (roomFor).
 func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
-	h.subMu.Lock()
-	defer h.subMu.Unlock()
-	if h.roomCount.Load() >= int64(h.cfg.MaxRoomsTotal) {
+	unlock := h.roomLocks.lock(name)
+	defer unlock()
+	if !h.reserveRoom() {
 		return nil, false, errRoomLimit
 	}
 	nr := newRoom(name, h.ep.NewGroup(), h.historyLimits())
-	nr.mu.Lock()
 	if _, loaded := h.rooms.LoadOrStore(name, nr); loaded {
-		nr.mu.Unlock()
+		h.roomCount.Add(-1)
 		return nil, false, nil
 	}
 	st, err := h.broker.Subscribe(name)
+	nr.mu.Lock()
 	if err != nil {
 		nr.removed = true
 		h.rooms.CompareAndDelete(name, nr)
+		h.roomCount.Add(-1)
+		close(nr.loading)
 		nr.mu.Unlock()
 		return nil, false, err
 	}
-	h.roomCount.Add(1)
+	if rt := nr.resetTo; rt != nil && rt.Epoch > st.Epoch {
+		st = *rt // the log was reset while it loaded
+	}
 	h.load(nr, st)
+	for _, e := range nr.early { // delivered while it loaded
+		h.deliver(nr, e.seq, e.msg)
+	}
+	nr.early, nr.resetTo = nil, nil
+	close(nr.loading)
 	if h.node != "" {
 		// Ask the other nodes who of theirs is here.
 		nr.asked = true
@@ -658,6 +688,20 @@ func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
 		}
 	}
 	return nr, true, nil
+}
+
+// reserveRoom counts a room about to be made, unless there are
+// MaxRoomsTotal already.
+func (h *Hub) reserveRoom() bool {
+	for {
+		n := h.roomCount.Load()
+		if n >= int64(h.cfg.MaxRoomsTotal) {
+			return false
+		}
+		if h.roomCount.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 func (h *Hub) join(c *client, req *Request) {
@@ -1074,19 +1118,21 @@ func (h *Hub) sweep(now time.Time) {
 }
 
 // removeRoom removes r if it is still empty, and unsubscribes from it
-// before a new room of that name can subscribe again.
+// before a new room of that name can subscribe again (the name's lock),
+// holding no lock of r's while the broker works.
 func (h *Hub) removeRoom(r *room) {
-	h.subMu.Lock()
-	defer h.subMu.Unlock()
+	unlock := h.roomLocks.lock(r.name)
+	defer unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.members) > 0 || r.removed {
+	if len(r.members) > 0 || r.removed || r.isLoading() {
+		r.mu.Unlock()
 		return
 	}
 	r.removed = true
 	if h.rooms.CompareAndDelete(r.name, r) {
 		h.roomCount.Add(-1)
 	}
+	r.mu.Unlock()
 	if err := h.broker.Unsubscribe(r.name); err != nil {
 		h.log.Warn("unsubscribing from a room", "room", r.name, "err", err)
 	}

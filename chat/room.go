@@ -19,6 +19,12 @@ type room struct {
 	nameJSON []byte // name as a JSON string, for splicing messages
 	group    *engine.Group
 
+	// loading is closed once the room's state is in from the broker
+	// (makeRoom); until then broker deliveries wait in early and resetTo.
+	loading chan struct{}
+	early   []earlyMessage
+	resetTo *RoomState
+
 	mu        sync.Mutex
 	removed   bool                       // expired; joiners must make a new room
 	members   map[engine.ClientID]string // id -> nick
@@ -86,6 +92,7 @@ type remoteMembers struct {
 func newRoom(name string, group *engine.Group, keep historyLimits) *room {
 	nameJSON, _ := json.Marshal(name)
 	return &room{
+		loading:  make(chan struct{}),
 		name:     name,
 		nameJSON: nameJSON,
 		group:    group,
@@ -325,4 +332,72 @@ func (r *room) memberSample(n int) ([]string, bool) {
 	}
 	slices.Sort(out)
 	return out, total > len(out)
+}
+
+// earlyMessage is a room message the broker delivered while the room was
+// loading.
+type earlyMessage struct {
+	seq int64
+	msg []byte
+}
+
+// maxEarly bounds the messages a loading room holds: a history's worth
+// at most, the oldest dropped first.
+const maxEarly = 4096
+
+// isLoading reports whether the room's state is not in yet. Callers hold
+// r.mu.
+func (r *room) isLoading() bool {
+	select {
+	case <-r.loading:
+		return false
+	default:
+		return true
+	}
+}
+
+// holdEarly keeps a message delivered while the room loads. Callers hold
+// r.mu.
+func (r *room) holdEarly(seq int64, msg []byte) {
+	if len(r.early) == maxEarly {
+		r.early = append(r.early[:0], r.early[1:]...)
+	}
+	r.early = append(r.early, earlyMessage{seq: seq, msg: msg})
+}
+
+// nameLocks serialises, per room name, making a room and removing it
+// (the broker's Subscribe and Unsubscribe), without one room's round
+// trips holding up another's. A name's lock lives while it is wanted.
+type nameLocks struct {
+	mu sync.Mutex
+	m  map[string]*nameLock
+}
+
+type nameLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock locks name and returns its unlock.
+func (l *nameLocks) lock(name string) (unlock func()) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[string]*nameLock)
+	}
+	nl := l.m[name]
+	if nl == nil {
+		nl = &nameLock{}
+		l.m[name] = nl
+	}
+	nl.refs++
+	l.mu.Unlock()
+	nl.mu.Lock()
+	return func() {
+		nl.mu.Unlock()
+		l.mu.Lock()
+		if nl.refs--; nl.refs == 0 {
+			delete(l.m, name)
+		}
+		l.mu.Unlock()
+	}
 }

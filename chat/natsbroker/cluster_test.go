@@ -215,7 +215,7 @@ func TestClusterNicksAndDMs(t *testing.T) {
 	// and nothing looks delivered.
 	for _, to := range []string{"guest-n3-99999", "guest-n1-99999", "guest-n2-99999", "guest-n9-1"} {
 		bob.Send(chat.Request{Type: chat.TypeDM, To: to, Text: "anyone?", ID: "dm-" + to})
-		if e := bob.Read(); e.Type != "error" || e.Code != chat.ErrUnknownNick || e.Request == nil || e.Request.ID != "dm-"+to {
+		if e := bob.ExpectError(chat.ErrUnknownNick); e.Request == nil || e.Request.ID != "dm-"+to {
 			t.Fatalf("a dm to %s: got %+v, want error %s for its request", to, e, chat.ErrUnknownNick)
 		}
 	}
