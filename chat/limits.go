@@ -1,0 +1,67 @@
+package chat
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/parleyhq/parley/engine"
+)
+
+// The hub's rate limits: requests per client, rooms made per client, and
+// log lines per second.
+
+// mayCreate takes a room-creation token: c may make rate rooms a minute,
+// in bursts of as many.
+func (c *client) mayCreate(rate float64, now time.Time) bool {
+	if rate < 0 {
+		return true
+	}
+	t := now.UnixNano()
+	if c.createdAt == 0 {
+		c.creates = rate
+	} else {
+		c.creates = min(rate, c.creates+float64(t-c.createdAt)/float64(time.Minute)*rate)
+	}
+	c.createdAt = t
+	if c.creates < 1 {
+		return false
+	}
+	c.creates--
+	return true
+}
+
+// allow applies the client's token bucket to req (nil: a request that
+// could not be read); a client that keeps pushing past RateHardLimit
+// refusals is closed with 1008. The refusal names req, as errors do.
+func (h *Hub) allow(c *client, req *Request) bool {
+	rate := h.cfg.RateLimit
+	if rate < 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	elapsed := float64(now-c.last) / 1e9
+	c.last = now
+	c.tokens = float32(min(float64(h.cfg.RateBurst), float64(c.tokens)+elapsed*rate))
+	c.strikes = float32(max(0, float64(c.strikes)-elapsed*rate))
+	if c.tokens >= 1 {
+		c.tokens--
+		return true
+	}
+	c.strikes++
+	h.stats.rateLimited.Add(1)
+	if float64(c.strikes) > float64(h.cfg.RateHardLimit) {
+		_ = h.ep.Close(c.id, engine.StatusPolicyViolation, "rate limit exceeded")
+		return false
+	}
+	h.fail(c, req, ErrRateLimited, fmt.Sprintf("slow down: at most %g requests per second", rate))
+	return false
+}
+
+// rateLog lets a log line through at most once a second.
+type rateLog struct{ last atomic.Int64 }
+
+func (l *rateLog) allow(now time.Time) bool {
+	last := l.last.Load()
+	return now.UnixNano()-last >= int64(time.Second) && l.last.CompareAndSwap(last, now.UnixNano())
+}

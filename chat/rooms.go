@@ -1,0 +1,381 @@
+package chat
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/parleyhq/parley/engine"
+)
+
+// The hub's rooms: making, joining, leaving and removing them, and the
+// broker's deliveries of their messages and resets.
+
+// largeRoomSample is the most names a joiner of a room above LargeRoom gets:
+// a sample of thousands says no more with 100 names than with 20, and in a
+// connect storm into such a room the longer list measurably slowed
+// connecting.
+const largeRoomSample = 20
+
+// HandleMessage implements BrokerHandler: the message gets its sequence
+// number, enters the history and goes to the room's local members, encoded
+// once for all of them.
+func (h *Hub) HandleMessage(roomName string, seq int64, msg []byte) {
+	h.stats.received.Add(1)
+	r := h.lockRoom(roomName)
+	if r == nil {
+		return
+	}
+	defer r.mu.Unlock()
+	if r.isLoading() {
+		r.holdEarly(seq, msg) // makeRoom takes it once the room's state is in
+		return
+	}
+	h.deliver(r, seq, msg)
+}
+
+// deliver puts the room's message number seq in its history and sends it
+// to its members. Callers hold r.mu.
+func (h *Hub) deliver(r *room, seq int64, msg []byte) {
+	roomName := r.name
+	if seq <= r.seq {
+		return // a message the room's state had already
+	}
+	r.seq = seq // numbered, even if dropped: the next one follows it
+	msg, ok := h.sanitize(roomName, msg)
+	if !ok {
+		return
+	}
+	b, _ := r.encode(seq, msg)
+	r.appendHistory(seq, b, time.Now().UnixNano())
+	_, _ = r.group.Send(engine.Text, b)
+}
+
+// HandleReset implements BrokerHandler: the room's log began again (the
+// broker lost it); its members are told to count from st.Seq in the new
+// epoch.
+func (h *Hub) HandleReset(roomName string, st RoomState) {
+	r := h.lockRoom(roomName)
+	if r == nil {
+		return
+	}
+	defer r.mu.Unlock()
+	if r.isLoading() {
+		r.resetTo, r.early = &st, nil // makeRoom takes it once the room's state is in
+		return
+	}
+	h.load(r, st)
+	h.stats.resets.Add(1)
+	b, _ := json.Marshal(Reset{Type: "reset", Room: r.name, Epoch: r.epoch, Seq: r.seq})
+	_, _ = r.group.Send(engine.Text, b)
+}
+
+// historyLimits are the limits of every room's history.
+func (h *Hub) historyLimits() historyLimits {
+	return historyLimits{count: h.cfg.HistorySize, window: int64(max(0, h.cfg.ResumeWindow)), bytes: h.cfg.HistoryBytes,
+		maxAge: int64(h.cfg.HistoryMaxAge)}
+}
+
+// lockRoom returns the live room called name, locked, or nil.
+func (h *Hub) lockRoom(name string) *room {
+	v, ok := h.rooms.Load(name)
+	if !ok {
+		return nil
+	}
+	r := v.(*room)
+	r.mu.Lock()
+	if r.removed {
+		r.mu.Unlock()
+		return nil
+	}
+	return r
+}
+
+// load sets r's log from st. Callers hold r.mu.
+func (h *Hub) load(r *room, st RoomState) {
+	r.epoch, r.seq = st.Epoch, st.Seq
+	r.resetHistory()
+	now := time.Now().UnixNano()
+	for _, m := range st.Messages {
+		if msg, ok := h.sanitize(r.name, m.Data); ok {
+			b, _ := r.encode(m.Seq, msg)
+			at := m.Time
+			if at <= 0 || at > now {
+				at = now
+			}
+			r.appendHistory(m.Seq, b, at)
+		}
+	}
+	r.trimHistory(now)
+}
+
+// Errors of making a room.
+var (
+	errRoomLimit   = errors.New("chat: the server has as many rooms as it holds")
+	errCreateLimit = errors.New("chat: the client made too many rooms lately")
+)
+
+// roomFor returns the live room called name, making it if needed (on c's
+// account: c nil for the server's own rooms), with its lock held.
+func (h *Hub) roomFor(name string, c *client) (*room, error) {
+	for {
+		v, ok := h.rooms.Load(name)
+		if !ok {
+			if c != nil && !c.mayCreate(h.cfg.RoomCreateRate, time.Now()) {
+				return nil, errCreateLimit
+			}
+			if h.roomCount.Load() >= int64(h.cfg.MaxRoomsTotal) {
+				h.evictEmptyRoom() // the oldest empty room goes before any new one is refused
+			}
+			r, made, err := h.makeRoom(name)
+			if !made && c != nil {
+				c.creates++ // nothing made on its account
+			}
+			if made || err != nil {
+				return r, err
+			}
+			continue
+		}
+		r := v.(*room)
+		<-r.loading // being made: wait, holding no lock, for its state
+		r.mu.Lock()
+		if !r.removed {
+			return r, nil
+		}
+		r.mu.Unlock() // expired, or its making failed, meanwhile: make a new one
+	}
+}
+
+// makeRoom makes the room called name and subscribes to it, unless another
+// goroutine made it first (made false). The room is returned locked.
+//
+// The broker's round trips are made holding no lock but the name's: other
+// rooms are made meanwhile, and the broker's calls for this one
+// (presence, messages, a reset) do not wait for them. Joiners of the
+// room wait on its loading channel (roomFor).
+func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
+	unlock := h.roomLocks.lock(name)
+	defer unlock()
+	if !h.reserveRoom() {
+		return nil, false, errRoomLimit
+	}
+	nr := newRoom(name, h.ep.NewGroup(), h.historyLimits())
+	if _, loaded := h.rooms.LoadOrStore(name, nr); loaded {
+		h.roomCount.Add(-1)
+		return nil, false, nil
+	}
+	st, err := h.broker.Subscribe(name)
+	nr.mu.Lock()
+	if err != nil {
+		nr.removed = true
+		h.rooms.CompareAndDelete(name, nr)
+		h.roomCount.Add(-1)
+		close(nr.loading)
+		nr.mu.Unlock()
+		return nil, false, err
+	}
+	if rt := nr.resetTo; rt != nil && rt.Epoch > st.Epoch {
+		st = *rt // the log was reset while it loaded
+	}
+	h.load(nr, st)
+	for _, e := range nr.early { // delivered while it loaded
+		h.deliver(nr, e.seq, e.msg)
+	}
+	nr.early, nr.resetTo = nil, nil
+	close(nr.loading)
+	if h.node != "" {
+		// Ask the other nodes who of theirs is here.
+		nr.asked = true
+		if err := h.broker.PublishPresence(name, []byte(`{"count":0,"want":true}`)); err != nil {
+			h.log.Warn("asking for a room's presence", "room", name, "err", err)
+		}
+	}
+	return nr, true, nil
+}
+
+// reserveRoom counts a room about to be made, unless there are
+// MaxRoomsTotal already.
+func (h *Hub) reserveRoom() bool {
+	for {
+		n := h.roomCount.Load()
+		if n >= int64(h.cfg.MaxRoomsTotal) {
+			return false
+		}
+		if h.roomCount.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+func (h *Hub) join(c *client, req *Request) {
+	if err := validRoom(req.Room); err != nil {
+		h.fail(c, req, ErrBadRoom, "room name "+err.Error())
+		return
+	}
+	if c.room(req.Room) == nil && len(c.rooms) >= h.cfg.MaxRooms {
+		h.fail(c, req, ErrTooManyRooms, fmt.Sprintf("a client is in at most %d rooms", h.cfg.MaxRooms))
+		return
+	}
+	if err := h.mayJoinNow(c, req.Room); err != nil {
+		h.fail(c, req, ErrForbidden, err.Error())
+		return
+	}
+	r, err := h.roomFor(req.Room, c)
+	switch {
+	case errors.Is(err, errCreateLimit):
+		h.fail(c, req, ErrRateLimited, fmt.Sprintf("a client may make at most %g new rooms a minute", h.cfg.RoomCreateRate))
+		return
+	case errors.Is(err, errRoomLimit):
+		h.fail(c, req, ErrRoomLimit, fmt.Sprintf("the server holds at most %d rooms, none of them empty", h.cfg.MaxRoomsTotal))
+		return
+	case err != nil:
+		if h.brokerLog.allow(time.Now()) {
+			h.log.Warn("subscribing to a room", "room", req.Room, "err", err)
+		}
+		h.fail(c, req, ErrBadRoom, "the room is not available")
+		return
+	}
+	defer r.mu.Unlock()
+	_, already := r.members[c.id]
+	r.members[c.id] = c.nick
+	news := !already && r.addMember(c.userID()) // a user's second connection is not news
+	r.emptySince = time.Time{}
+	if count := r.count(); count > h.cfg.LargeRoom {
+		// A sample of a huge room, the same for every joiner for a while.
+		sample := r.largeSample(min(h.cfg.PresenceListMax, largeRoomSample), h.cfg.LargeRoomCounts, time.Now())
+		h.send(c, joinedLarge{Type: "join", Room: r.name, Nick: c.nick, Count: count, Members: sample,
+			Truncated: true, Seq: r.seq, Epoch: r.epoch})
+	} else {
+		members, truncated := r.memberSample(h.cfg.PresenceListMax)
+		h.send(c, Joined{Type: "join", Room: r.name, Nick: c.nick, Count: count, Members: members,
+			Truncated: truncated, Seq: r.seq, Epoch: r.epoch})
+	}
+	// A newcomer gets the newest HistorySize messages; a client resuming
+	// (since) everything stored after its last message, which the
+	// ResumeWindow keeps however busy the room is.
+	after, limit := int64(-1), h.cfg.HistorySize
+	switch {
+	case req.Since == nil:
+	case req.Epoch != 0 && req.Epoch != r.epoch:
+		after, limit = 0, r.histN() // since counts in another epoch: all of this one is new
+	default:
+		after, limit = *req.Since, r.histN()
+	}
+	msgs, gap := r.history(after, 0, limit)
+	h.send(c, History{Type: "history", Room: r.name, Messages: nonNil(msgs), Gap: gap})
+	if already {
+		return
+	}
+	// Added after the history was queued, under the room's lock: every
+	// later message follows the history, none is missed or repeated.
+	_ = r.group.Add(c.id)
+	c.rooms = append(c.rooms, r)
+	if news {
+		r.joined = append(r.joined, c.nick)
+		h.markDirty(r)
+	}
+}
+
+func nonNil(m []json.RawMessage) []json.RawMessage {
+	if m == nil {
+		return []json.RawMessage{}
+	}
+	return m
+}
+
+func (h *Hub) leave(c *client, req *Request) {
+	r := c.room(req.Room)
+	if r == nil {
+		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
+		return
+	}
+	h.leaveRoom(c, r)
+	h.send(c, Left{Type: "leave", Room: r.name})
+}
+
+func (h *Hub) leaveRoom(c *client, r *room) {
+	r.mu.Lock()
+	delete(r.members, c.id)
+	_ = r.group.Remove(c.id)
+	if r.removeMember(c.userID()) {
+		r.left = append(r.left, c.nick)
+		h.markDirty(r)
+	}
+	if len(r.members) == 0 {
+		r.emptySince = time.Now()
+	}
+	r.mu.Unlock()
+	c.rooms = slices.DeleteFunc(c.rooms, func(x *room) bool { return x == r })
+}
+
+// evictEmptyRoom removes the room that has been empty longest, if any.
+func (h *Hub) evictEmptyRoom() {
+	var oldest *room
+	var since time.Time
+	h.rooms.Range(func(_, v any) bool {
+		r := v.(*room)
+		r.mu.Lock()
+		if len(r.members) == 0 && !r.emptySince.IsZero() && (oldest == nil || r.emptySince.Before(since)) {
+			oldest, since = r, r.emptySince
+		}
+		r.mu.Unlock()
+		return true
+	})
+	if oldest != nil {
+		h.removeRoom(oldest)
+	}
+}
+
+// sweep removes rooms that have been empty for HistoryTTL.
+func (h *Hub) sweep(now time.Time) {
+	h.rooms.Range(func(k, v any) bool {
+		r := v.(*room)
+		r.mu.Lock()
+		expired := len(r.members) == 0 && !r.emptySince.IsZero() && now.Sub(r.emptySince) >= h.cfg.HistoryTTL
+		r.trimHistory(now.UnixNano())
+		r.mu.Unlock()
+		if expired {
+			h.removeRoom(r)
+		}
+		return true
+	})
+}
+
+// removeRoom removes r if it is still empty, and unsubscribes from it
+// before a new room of that name can subscribe again (the name's lock),
+// holding no lock of r's while the broker works.
+func (h *Hub) removeRoom(r *room) {
+	unlock := h.roomLocks.lock(r.name)
+	defer unlock()
+	r.mu.Lock()
+	if len(r.members) > 0 || r.removed || r.isLoading() {
+		r.mu.Unlock()
+		return
+	}
+	r.removed = true
+	if h.rooms.CompareAndDelete(r.name, r) {
+		h.roomCount.Add(-1)
+	}
+	r.mu.Unlock()
+	if err := h.broker.Unsubscribe(r.name); err != nil {
+		h.log.Warn("unsubscribing from a room", "room", r.name, "err", err)
+	}
+}
+
+func (h *Hub) history(c *client, req *Request) {
+	r := c.room(req.Room)
+	if r == nil {
+		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q to read its history", req.Room))
+		return
+	}
+	limit := req.Limit
+	if limit <= 0 || limit > h.cfg.HistorySize {
+		limit = h.cfg.HistorySize
+	}
+	r.mu.Lock()
+	msgs, _ := r.history(-1, req.Before, limit)
+	r.mu.Unlock()
+	h.send(c, History{Type: "history", Room: r.name, Messages: nonNil(msgs)})
+}
