@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
@@ -42,15 +41,3 @@ func connect(t testing.TB, url string) *client { return chattest.Connect(t, url)
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
 func sorted(s ...string) []string { slices.Sort(s); return s }
-
-// waitFor polls cond until it holds, for at most 10 s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -358,7 +359,7 @@ func TestNicks(t *testing.T) {
 	}
 	// A nick is freed when its holder leaves.
 	a.Close()
-	waitFor(t, "Alice's nick to be freed", func() bool {
+	poll.Until(t, "Alice's nick to be freed", func() bool {
 		b.Send(chat.Request{Type: "nick", Nick: "alice"})
 		for {
 			e := b.Read()
@@ -647,7 +648,7 @@ func TestEmptyRoomKeepsHistoryForTTL(t *testing.T) {
 	}
 	a.Send(chat.Request{Type: "leave", Room: "brief"})
 	a.Expect("leave")
-	waitFor(t, "the empty room to be removed", func() bool { return hub.Stats().Rooms == rooms-1 })
+	poll.Until(t, "the empty room to be removed", func() bool { return hub.Stats().Rooms == rooms-1 })
 	a.Send(chat.Request{Type: "join", Room: "brief"})
 	if j := a.Expect("join"); j.Seq != 0 {
 		t.Fatalf("a removed room came back with seq %d", j.Seq)

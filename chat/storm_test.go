@@ -3,12 +3,14 @@ package chat_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/loadtest"
 )
 
@@ -58,13 +60,7 @@ func TestJoinStorm(t *testing.T) {
 			}
 			// The storm ends when the server has opened every client (each
 			// open joins the lobby).
-			deadline := time.Now().Add(30 * time.Second)
-			for srv.Stats().Clients != n {
-				if time.Now().After(deadline) {
-					t.Fatalf("server has %d clients open, pool %d, hub %+v", srv.Stats().Clients, pool.Open(), hub.Stats())
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
+			poll.Within(t, 30*time.Second, fmt.Sprintf("%d clients open", n), func() bool { return srv.Stats().Clients == n })
 			stormEnd := time.Now()
 			<-time.After(3 * interval) // let the last coalesced presence go out
 			st := hub.Stats()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -73,7 +74,7 @@ func TestInputBackpressure(t *testing.T) {
 			t.Fatalf("flooder: %v", err)
 		}
 	}
-	waitFor(t, "every message handled", 60*time.Second, func() bool {
+	poll.Within(t, 60*time.Second, "every message handled", func() bool {
 		return got[0].Load() == frames && got[1].Load() == frames
 	})
 	st := srv.Stats()

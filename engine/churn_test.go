@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/loadtest"
 )
 
@@ -96,7 +97,7 @@ func TestChurnLeavesNothingBehind(t *testing.T) {
 		wg.Wait()
 		close(stop)
 		<-talked
-		waitFor(t, "the server to settle", 30*time.Second, func() bool { return srv.Stats().Clients == steady+churners })
+		poll.Within(t, 30*time.Second, "the server to settle", func() bool { return srv.Stats().Clients == steady+churners })
 	}
 	// Two rounds of churn: pools and buffers may grow in the first, but a
 	// leak grows again in the second.

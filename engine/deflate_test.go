@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -240,7 +241,7 @@ func TestBroadcastCompressedOnce(t *testing.T) {
 		plains = append(plains, dial(t, url, nil))
 	}
 	small, _ := dialExt(t, url, "permessage-deflate; server_max_window_bits=8")
-	waitFor(t, "11 clients", 5*time.Second, func() bool { return srv.Stats().Clients == 11 })
+	poll.Within(t, 5*time.Second, "11 clients", func() bool { return srv.Stats().Clients == 11 })
 	msg := []byte(strings.Repeat(`{"type":"message","room":"lobby","seq":42,"from":"alice","text":"hi all"}`, 4))
 	if n, err := app.ep.Broadcast(engine.Text, msg); err != nil || n != 11 {
 		t.Fatalf("Broadcast: %d, %v", n, err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
@@ -146,7 +147,7 @@ func TestInline(t *testing.T) {
 	if err := c.WriteText("first"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first message to be read", 5*time.Second, func() bool { return srv.Stats().MessagesRead == 1 })
+	poll.Within(t, 5*time.Second, "the first message to be read", func() bool { return srv.Stats().MessagesRead == 1 })
 	close(opened)
 	if got, err := c.ReadText(); err != nil || got != "first" {
 		t.Fatalf("got %q, %v", got, err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -215,7 +216,7 @@ func TestClientInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var info engine.ClientInfo
-	waitFor(t, "the write to be counted", 5*time.Second, func() bool {
+	poll.Within(t, 5*time.Second, "the write to be counted", func() bool {
 		info, _ = ep.Info(ids[0])
 		return info.BytesOut == 4
 	})

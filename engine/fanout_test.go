@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wstest"
 	"github.com/parleyhq/parley/loadtest"
 )
@@ -63,7 +64,7 @@ func TestLoopbackBurst(t *testing.T) {
 	srv, url := start(t, engine.Config{}, app)
 	oc := &orderChecker{next: make([]uint64, members)}
 	dialPool(t, url, members, oc)
-	waitFor(t, "every client open", 30*time.Second, func() bool { return srv.Stats().Clients == members })
+	poll.Within(t, 30*time.Second, "every client open", func() bool { return srv.Stats().Clients == members })
 	ep := app.endpoint()
 	before := srv.Stats()
 
@@ -74,7 +75,7 @@ func TestLoopbackBurst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every delivery", 60*time.Second, func() bool {
+	poll.Within(t, 60*time.Second, "every delivery", func() bool {
 		return oc.received.Load()+oc.bad.Load() >= members*burst
 	})
 	if bad := oc.bad.Load(); bad != 0 {
@@ -166,7 +167,7 @@ func TestFlushWindow(t *testing.T) {
 	// Two 101s, a, b and the broadcast's two: the counters move after a
 	// round's writes, so wait for them to settle there.
 	const writes = 6
-	waitFor(t, "the broadcast's writes to be counted", 5*time.Second, func() bool { return srv.Stats().Writes == writes })
+	poll.Within(t, 5*time.Second, "the broadcast's writes to be counted", func() bool { return srv.Stats().Writes == writes })
 	_ = ep.Send(id, engine.Text, []byte("c"))
 	_ = ep.Send(id, engine.Text, []byte("d"))
 	for _, want := range []string{"c", "d"} {
@@ -178,7 +179,7 @@ func TestFlushWindow(t *testing.T) {
 		t.Fatalf("c and d came %v after a busy round, within its window (%v)", took, window)
 	}
 	// The counters move after the round's writes: wait for them, then check.
-	waitFor(t, "the write to be counted", 5*time.Second, func() bool { return srv.Stats().Writes > writes })
+	poll.Within(t, 5*time.Second, "the write to be counted", func() bool { return srv.Stats().Writes > writes })
 	if n := srv.Stats().Writes - writes; n != 1 {
 		t.Fatalf("c and d took %d writes, want 1 (they were posted within the window)", n)
 	}

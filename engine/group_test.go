@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 )
 
 func TestGroup(t *testing.T) {
@@ -52,7 +53,7 @@ func TestGroup(t *testing.T) {
 	// A closing client leaves its groups.
 	conns[0].Close()
 	app.next(t, "close")
-	waitFor(t, "the closed client to leave the group", 5*time.Second, func() bool { return g.Len() == 1 })
+	poll.Within(t, 5*time.Second, "the closed client to leave the group", func() bool { return g.Len() == 1 })
 	if err := g.Add(ids[0]); !errors.Is(err, engine.ErrUnknownClient) {
 		t.Fatalf("Add of a closed client: %v, want ErrUnknownClient", err)
 	}

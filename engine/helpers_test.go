@@ -155,17 +155,5 @@ func (r *recorder) expect(t testing.TB, kind string) event {
 	return event{}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // testLoggerFor returns the quiet test logger.
 func testLoggerFor(testing.TB) *slog.Logger { return testserver.Logger() }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -151,7 +152,7 @@ func TestHeartbeat(t *testing.T) {
 	}
 	// Two more intervals: the healthy client, pinged meanwhile, is still open.
 	st := srv.Stats()
-	waitFor(t, "two more pings", 10*time.Second, func() bool { return srv.Stats().PingsSent >= st.PingsSent+2 })
+	poll.Within(t, 10*time.Second, "two more pings", func() bool { return srv.Stats().PingsSent >= st.PingsSent+2 })
 	if _, err := app.endpoint().Info(healthyID); err != nil {
 		t.Fatalf("healthy client closed: %v", err)
 	}
@@ -323,7 +324,7 @@ func TestShutdownDeliversAcceptedMessages(t *testing.T) {
 	app := &slowRelay{started: make(chan struct{}), release: make(chan struct{})}
 	srv, url := start(t, engine.Config{}, app)
 	a, b := dial(t, url, nil), dial(t, url, nil)
-	waitFor(t, "both clients open", 5*time.Second, func() bool { return srv.Stats().Clients == 2 })
+	poll.Within(t, 5*time.Second, "both clients open", func() bool { return srv.Stats().Clients == 2 })
 	if err := a.WriteText("accepted before shutdown"); err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +335,7 @@ func TestShutdownDeliversAcceptedMessages(t *testing.T) {
 		defer cancel()
 		done <- srv.Shutdown(ctx)
 	}()
-	waitFor(t, "shutdown to begin", 5*time.Second, srv.Draining)
+	poll.Within(t, 5*time.Second, "shutdown to begin", srv.Draining)
 	close(app.release)
 	for _, c := range []*wstest.Conn{a, b} {
 		if got, err := c.ReadText(); err != nil || got != "accepted before shutdown" {

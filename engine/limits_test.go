@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -152,7 +153,7 @@ func TestIdleConnectionsCountAgainstTheirAddress(t *testing.T) {
 		t.Fatalf("a client beside 3 idle connections: %v", err)
 	}
 	idle[0].Close()
-	waitFor(t, "the idle connection's slot", 10*time.Second, func() bool {
+	poll.Within(t, 10*time.Second, "the idle connection's slot", func() bool {
 		c, _, err := tryDial(t, url)
 		if err == nil {
 			c.Close()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 )
 
 // countingHandler counts deliveries to the pool's clients and signals when
@@ -38,7 +39,7 @@ func BenchmarkLoopbackBroadcast(b *testing.B) {
 				srv, url := start(b, engine.Config{}, app)
 				h := &countingHandler{reached: make(chan struct{}, 1)}
 				dialPool(b, url, n, h)
-				waitFor(b, "every client open", 30*time.Second, func() bool { return srv.Stats().Clients == n })
+				poll.Within(b, 30*time.Second, "every client open", func() bool { return srv.Stats().Clients == n })
 				ep := app.endpoint()
 				msg := make([]byte, 64)
 				before := srv.Stats()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -62,7 +63,7 @@ func child(b *testing.B, bin string, args ...string) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(b, bin+" listening", 10*time.Second, func() bool {
+	poll.Within(b, 10*time.Second, bin+" listening", func() bool {
 		cc, err := net.Dial("tcp", addr)
 		if err == nil {
 			cc.Close()

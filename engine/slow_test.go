@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wstest"
 )
 
@@ -45,7 +46,7 @@ func TestSlowConsumer(t *testing.T) {
 	slowID := app.next(t, "open").id
 	oc := &orderChecker{next: make([]uint64, others)}
 	dialPool(t, url, others, oc)
-	waitFor(t, "every client open", 10*time.Second, func() bool { return srv.Stats().Clients == others+1 })
+	poll.Within(t, 10*time.Second, "every client open", func() bool { return srv.Stats().Clients == others+1 })
 	ep := app.endpoint()
 
 	msg := make([]byte, size)
@@ -62,8 +63,8 @@ func TestSlowConsumer(t *testing.T) {
 	// the limits: backed up past the soft one, never past the hard one.
 	// Once the writers are through, the slow client is behind (it missed
 	// messages) with its queue bounded by the soft limit plus one message.
-	waitFor(t, "messages to the slow client skipped", 10*time.Second, func() bool { return srv.Stats().SkippedSlow > 0 })
-	waitFor(t, "the writers to finish", 10*time.Second, func() bool {
+	poll.Within(t, 10*time.Second, "messages to the slow client skipped", func() bool { return srv.Stats().SkippedSlow > 0 })
+	poll.Within(t, 10*time.Second, "the writers to finish", func() bool {
 		return srv.Stats().Deliveries >= others*msgs
 	})
 	info, err := ep.Info(slowID)
@@ -77,7 +78,7 @@ func TestSlowConsumer(t *testing.T) {
 	if e.id != slowID || e.code != engine.StatusPolicyViolation || e.reason != "slow consumer" {
 		t.Fatalf("OnClose %+v, want the slow client with 1008 slow consumer", e)
 	}
-	waitFor(t, "every delivery to the others", 30*time.Second, func() bool {
+	poll.Within(t, 30*time.Second, "every delivery to the others", func() bool {
 		return oc.received.Load()+oc.bad.Load() >= others*msgs
 	})
 	if bad := oc.bad.Load(); bad != 0 {
@@ -113,7 +114,7 @@ func TestSendIsNeverSkipped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the queue past the soft limit", 10*time.Second, func() bool {
+	poll.Within(t, 10*time.Second, "the queue past the soft limit", func() bool {
 		info, err := ep.Info(id)
 		return err == nil && info.QueuedBytes > 16<<10
 	})

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
 )
@@ -126,7 +127,7 @@ func TestTLSQueueAccounting(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the queue to drain", 10*time.Second, func() bool { return engine.QueuedOf(ep, id) == 0 })
+	poll.Within(t, 10*time.Second, "the queue to drain", func() bool { return engine.QueuedOf(ep, id) == 0 })
 	if q := srv.Stats().QueuedBytes; q != 0 {
 		t.Fatalf("server queue %d bytes after every message was read", q)
 	}

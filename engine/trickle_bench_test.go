@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/loadtest"
 )
 
@@ -57,7 +58,7 @@ func benchTrickle(b *testing.B, recipients, rate int, window time.Duration) {
 			srv, url := start(b, engine.Config{FlushWindow: window}, app)
 			h := &latencyHandler{reached: make(chan struct{}, 1)}
 			dialPool(b, url, recipients, h)
-			waitFor(b, "every client open", 10*time.Second, func() bool { return srv.Stats().Clients == recipients })
+			poll.Within(b, 10*time.Second, "every client open", func() bool { return srv.Stats().Clients == recipients })
 			ep := app.endpoint()
 			msg := make([]byte, 64)
 			before, cpu0 := srv.Stats(), cpuTime()

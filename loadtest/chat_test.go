@@ -9,6 +9,7 @@ import (
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/loadtest"
 )
@@ -72,10 +73,7 @@ func TestThresholds(t *testing.T) {
 		t.Fatalf("2 refused connections with MaxErrors 0: passed %v, errors %d (%s)", res.Passed, res.Errors, res.Verdict)
 	}
 	// The first run's clients must be gone before the second takes slots.
-	deadline := time.Now().Add(10 * time.Second)
-	for srv.Stats().Clients > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, "the first run's clients gone", func() bool { return srv.Stats().Clients == 0 })
 	res, _ = loadtest.Run(context.Background(), loadtest.Config{
 		Targets: []string{url}, Clients: 12, Hold: 100 * time.Millisecond, MaxErrors: 2, Logger: slog.New(slog.DiscardHandler),
 	})

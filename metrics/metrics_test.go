@@ -15,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
 	"github.com/parleyhq/parley/metrics"
@@ -214,10 +215,7 @@ func TestScrapeAfterKnownTraffic(t *testing.T) {
 	for _, c := range cs {
 		_ = c.WriteClose(1000, "bye")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n.srv.Stats().Clients > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, "every client gone", func() bool { return n.srv.Stats().Clients == 0 })
 	got = n.scrape(t)
 	for k, v := range map[string]float64{
 		"parley_connections": 0, `parley_connections_closed_total{code="normal"}`: clients,
@@ -268,18 +266,12 @@ func TestSlowConsumerInMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n.srv.Stats().ClosedSlow == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, "the slow consumer closed", func() bool { return n.srv.Stats().ClosedSlow > 0 })
 	got := n.scrape(t)
 	if got["parley_slow_consumers_closed_total"] != 1 {
 		t.Fatalf("parley_slow_consumers_closed_total = %v, want 1", got["parley_slow_consumers_closed_total"])
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for n.scrape(t)[`parley_connections_closed_total{code="policy"}`] != 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, "its close counted", func() bool { return n.scrape(t)[`parley_connections_closed_total{code="policy"}`] == 1 })
 	if v := n.scrape(t)[`parley_connections_closed_total{code="policy"}`]; v != 1 {
 		t.Fatalf(`closed{code="policy"} = %v, want 1`, v)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/brokertest"
 	"github.com/parleyhq/parley/chat/natsbroker"
+	"github.com/parleyhq/parley/internal/poll"
 )
 
 // startNATS starts an embedded NATS server on a free port for the test.
@@ -243,7 +244,7 @@ func TestStreamsFollowRooms(t *testing.T) {
 		_ = brokers[0].Unsubscribe(fmt.Sprintf("kept%d", i))
 	}
 	let := time.Now()
-	waitUntil(t, "the abandoned rooms' streams to go", func() bool {
+	poll.Until(t, "the abandoned rooms' streams to go", func() bool {
 		u := usage()
 		return u.Streams == before.Streams && u.Memory <= before.Memory
 	})

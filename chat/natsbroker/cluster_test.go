@@ -14,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
 )
 
@@ -306,7 +307,7 @@ func TestNATSRestart(t *testing.T) {
 	messages(t, a, 1)
 
 	ns.Shutdown()
-	waitUntil(t, "both nodes see NATS gone", func() bool {
+	poll.Until(t, "both nodes see NATS gone", func() bool {
 		return !brokers[0].Stats().Connected && !brokers[1].Stats().Connected
 	})
 	a.Send(chat.Request{Type: chat.TypeSay, ID: "m1", Room: "r", Text: "into the void"})
@@ -346,15 +347,6 @@ func TestNATSRestart(t *testing.T) {
 }
 
 // waitUntil polls cond every 10 ms for at most 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-	}
-}
-
 // TestLongRoomNames: rooms whose names are as long as a name may be, in
 // bytes (32 letters of 4 bytes each), or plain and long, work across nodes:
 // the stream name stays short whatever the room's.

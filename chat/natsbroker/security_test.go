@@ -16,6 +16,7 @@ import (
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wstest"
 )
 
@@ -96,7 +97,7 @@ func TestHostileBus(t *testing.T) {
 			t.Fatalf("%s got %+v, want the real message as number 9 (8 dropped before it)", c.Nick, m)
 		}
 	}
-	waitUntil(t, "the drops counted on both nodes", func() bool {
+	poll.Until(t, "the drops counted on both nodes", func() bool {
 		for _, n := range nodes {
 			d, bst := n.hub.Stats().Dropped, n.broker.Stats()
 			if d["message"] != 8 || d["presence"] < 2 || d["control"] != 2 || bst.DroppedBeats != 2 {
@@ -165,7 +166,7 @@ func TestClusterAccess(t *testing.T) {
 	// alice, on three nodes, is one member: the lobby has two.
 	untilCount(t, bob, "lobby", 2)
 	p := nodes[0].hub
-	waitUntil(t, "node 1 counts alice once", func() bool {
+	poll.Until(t, "node 1 counts alice once", func() bool {
 		rp, err := p.Presence("lobby")
 		return err == nil && rp.Count == 2 && len(rp.Members) == 2
 	})
@@ -176,7 +177,7 @@ func TestClusterAccess(t *testing.T) {
 		}
 	}
 	bob.Expect("dm")
-	waitUntil(t, "the cluster's users", func() bool {
+	poll.Until(t, "the cluster's users", func() bool {
 		for _, n := range nodes {
 			if len(n.hub.Nodes()) != 3 {
 				return false

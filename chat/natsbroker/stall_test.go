@@ -9,6 +9,7 @@ import (
 
 	"github.com/parleyhq/parley/chat/brokertest"
 	"github.com/parleyhq/parley/chat/natsbroker"
+	"github.com/parleyhq/parley/internal/poll"
 )
 
 // TestNoStallDuringRepair: a repair that hangs (NATS slow to answer it,
@@ -50,7 +51,7 @@ func TestNoStallDuringRepair(t *testing.T) {
 		}
 	}
 	t.Cleanup(free) // before the brokers' Close (cleanups run last first), which waits for the repair
-	waitUntil(t, "node 1 to hear both others", func() bool { return brokers[0].Stats().Nodes == 2 })
+	poll.Until(t, "node 1 to hear both others", func() bool { return brokers[0].Stats().Nodes == 2 })
 	publish := func(b *natsbroker.Broker, room, text string) {
 		t.Helper()
 		done := make(chan error, 1)
@@ -74,9 +75,9 @@ func TestNoStallDuringRepair(t *testing.T) {
 	// The repair hangs. Twenty heartbeats of each other node (3 missed
 	// make a node gone) are heard meanwhile.
 	beats := brokers[0].Stats().Beats
-	waitUntil(t, "40 heartbeats during the repair", func() bool { return brokers[0].Stats().Beats >= beats+40 })
+	poll.Until(t, "40 heartbeats during the repair", func() bool { return brokers[0].Stats().Beats >= beats+40 })
 	publish(brokers[2], "other", "x")
-	waitUntil(t, "another room's message during the repair", func() bool {
+	poll.Until(t, "another room's message during the repair", func() bool {
 		return slices.Equal(hs[0].Messages("other"), []string{"1:x"})
 	})
 	publish(brokers[2], "slow", "d")
@@ -89,7 +90,7 @@ func TestNoStallDuringRepair(t *testing.T) {
 
 	free()
 	want := []string{"1:a", "2:b", "3:c", "4:d"}
-	waitUntil(t, "the room's messages in order", func() bool { return slices.Equal(hs[0].Messages("slow"), want) })
+	poll.Until(t, "the room's messages in order", func() bool { return slices.Equal(hs[0].Messages("slow"), want) })
 	if st := brokers[0].Stats(); st.Repaired != 1 || st.Lost != 0 {
 		t.Fatalf("repaired %d, lost %d; want 1 and 0", st.Repaired, st.Lost)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/internal/poll"
 )
 
 func TestParseClusterFlags(t *testing.T) {
@@ -151,15 +152,10 @@ func TestClusterCommand(t *testing.T) {
 			t.Fatalf("%s got %+v", c.Nick, m)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	poll.Until(t, "node 1's metrics to show it connected with one other node", func() bool {
 		m := waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", mport))
-		if strings.Contains(m, "\nparley_nats_connected 1\n") && strings.Contains(m, "\nparley_cluster_nodes 1\n") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node 1's metrics never showed it connected with one other node")
-		}
-	}
+		return strings.Contains(m, "\nparley_nats_connected 1\n") && strings.Contains(m, "\nparley_cluster_nodes 1\n")
+	})
 	if b, err := os.ReadFile(pids); err != nil || len(strings.Fields(string(b))) != 8 {
 		t.Fatalf("pid file: %q, %v", b, err)
 	}
