@@ -1,12 +1,12 @@
 package chat
 
 import (
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/parleyhq/parley/auth"
+	"github.com/parleyhq/parley/internal/cfgerr"
 )
 
 // Defaults applied to zero Config fields.
@@ -210,7 +210,7 @@ func (c *Config) withDefaults() Config {
 func (c *Config) Validate() error {
 	d := c.withDefaults()
 	if err := validRoom(d.DefaultRoom); err != nil {
-		return fmt.Errorf("chat: DefaultRoom %q: %w", d.DefaultRoom, err)
+		return cfgerr.New("DefaultRoom", "chat: DefaultRoom %q: %w", d.DefaultRoom, err)
 	}
 	for _, f := range []struct {
 		name string
@@ -221,14 +221,14 @@ func (c *Config) Validate() error {
 		{"PresenceListMax", d.PresenceListMax}, {"LargeRoom", d.LargeRoom}, {"MaxRules", d.MaxRules},
 	} {
 		if f.v < 0 {
-			return fmt.Errorf("chat: %s (%d) must be positive", f.name, f.v)
+			return cfgerr.New(f.name, "chat: %s (%d) must be positive", f.name, f.v)
 		}
 	}
 	if d.Guests < GuestsAuto || d.Guests > GuestsRefused {
-		return fmt.Errorf("chat: Guests (%d) is not a GuestPolicy", d.Guests)
+		return cfgerr.New("Guests", "chat: Guests (%d) is not a GuestPolicy", d.Guests)
 	}
 	if d.Guests == GuestsRefused && d.Verifier == nil {
-		return fmt.Errorf("chat: Guests refused with no Verifier: nobody could connect")
+		return cfgerr.New("Guests", "chat: Guests refused with no Verifier: nobody could connect")
 	}
 	for _, f := range []struct {
 		name string
@@ -236,36 +236,43 @@ func (c *Config) Validate() error {
 	}{{"PrivateRooms", d.PrivateRooms}, {"ReadOnlyRooms", d.ReadOnlyRooms}} {
 		for _, p := range f.v {
 			if name, _ := strings.CutSuffix(p, "*"); p != "*" && validRoom(name) != nil && !(strings.HasSuffix(p, "*") && validRoomPrefix(name)) {
-				return fmt.Errorf("chat: %s: %q is not a room name or a prefix ending in *", f.name, p)
+				return cfgerr.New(f.name, "chat: %s: %q is not a room name or a prefix ending in *", f.name, p)
 			}
 		}
 	}
 	if d.PrivateRooms != nil && auth.Matches(d.PrivateRooms, d.DefaultRoom) {
-		return fmt.Errorf("chat: PrivateRooms: the default room %q cannot be private (every client joins it)", d.DefaultRoom)
+		return cfgerr.New("PrivateRooms", "chat: PrivateRooms: the default room %q cannot be private (every client joins it)", d.DefaultRoom)
 	}
 	if d.RoomCreateRate != -1 && d.RoomCreateRate < 1 {
-		return fmt.Errorf("chat: RoomCreateRate (%v) must be at least 1, or -1 to turn it off", d.RoomCreateRate)
+		return cfgerr.New("RoomCreateRate", "chat: RoomCreateRate (%v) must be at least 1, or -1 to turn it off", d.RoomCreateRate)
 	}
 	if d.RateLimit < 0 && d.RateLimit != -1 {
-		return fmt.Errorf("chat: RateLimit (%v) must be positive, or -1 to turn it off", d.RateLimit)
+		return cfgerr.New("RateLimit", "chat: RateLimit (%v) must be positive, or -1 to turn it off", d.RateLimit)
 	}
 	if d.HistoryMaxAge < 0 || d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second {
-		return fmt.Errorf("chat: HistoryMaxAge (%v) must be at least 1s, or 0 for no limit", d.HistoryMaxAge)
+		return cfgerr.New("HistoryMaxAge", "chat: HistoryMaxAge (%v) must be at least 1s, or 0 for no limit", d.HistoryMaxAge)
 	}
 	if d.ResumeWindow < 0 && d.ResumeWindow != -1 {
-		return fmt.Errorf("chat: ResumeWindow (%v) must be positive, or -1 to turn it off", d.ResumeWindow)
+		return cfgerr.New("ResumeWindow", "chat: ResumeWindow (%v) must be positive, or -1 to turn it off", d.ResumeWindow)
 	}
 	if d.HistoryBytes < 2*d.MaxTextLength {
-		return fmt.Errorf("chat: HistoryBytes (%d) must hold at least two messages of MaxTextLength (%d)", d.HistoryBytes, d.MaxTextLength)
+		return cfgerr.New("HistoryBytes", "chat: HistoryBytes (%d) must hold at least two messages of MaxTextLength (%d)", d.HistoryBytes, d.MaxTextLength)
 	}
 	if d.HistoryTTL < 0 {
-		return fmt.Errorf("chat: HistoryTTL (%v) must be positive", d.HistoryTTL)
+		return cfgerr.New("HistoryTTL", "chat: HistoryTTL (%v) must be positive", d.HistoryTTL)
 	}
 	if d.PresenceInterval < 10*time.Millisecond {
-		return fmt.Errorf("chat: PresenceInterval (%v) must be at least 10ms", d.PresenceInterval)
+		return cfgerr.New("PresenceInterval", "chat: PresenceInterval (%v) must be at least 10ms", d.PresenceInterval)
 	}
 	if d.LargeRoomCounts < d.PresenceInterval {
-		return fmt.Errorf("chat: LargeRoomCounts (%v) must be at least PresenceInterval (%v)", d.LargeRoomCounts, d.PresenceInterval)
+		return cfgerr.New("LargeRoomCounts", "chat: LargeRoomCounts (%v) must be at least PresenceInterval (%v)", d.LargeRoomCounts, d.PresenceInterval)
 	}
 	return nil
 }
+
+// ConfigError is the error Validate returns: errors.As finds it, its Field
+// names the field at fault, and errors.Is(err, ErrInvalidConfig) holds.
+type ConfigError = cfgerr.Error
+
+// ErrInvalidConfig is what every error of Validate Is.
+var ErrInvalidConfig = cfgerr.ErrInvalid

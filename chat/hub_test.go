@@ -3,6 +3,7 @@ package chat_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -609,17 +610,22 @@ func TestPresenceBackoff(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  chat.Config
-		want string
+		cfg   chat.Config
+		field string
 	}{
 		{chat.Config{DefaultRoom: "bad room"}, "DefaultRoom"},
-		{chat.Config{HistorySize: -1}, "HistorySize (-1)"},
+		{chat.Config{HistorySize: -1}, "HistorySize"},
 		{chat.Config{RateLimit: -2}, "RateLimit"},
 		{chat.Config{PresenceInterval: time.Millisecond}, "PresenceInterval"},
-		{chat.Config{PresenceInterval: time.Second, LargeRoomCounts: 500 * time.Millisecond}, "LargeRoomCounts (500ms) must be at least PresenceInterval (1s)"},
+		{chat.Config{PresenceInterval: time.Second, LargeRoomCounts: 500 * time.Millisecond}, "LargeRoomCounts"},
+		{chat.Config{HistoryMaxAge: time.Millisecond}, "HistoryMaxAge"},
+		{chat.Config{PrivateRooms: []string{"a b"}}, "PrivateRooms"},
+		{chat.Config{Guests: chat.GuestsRefused}, "Guests"},
 	} {
-		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: %v, want an error naming %s", tc.cfg, err, tc.want)
+		err := tc.cfg.Validate()
+		var ce *chat.ConfigError
+		if !errors.As(err, &ce) || ce.Field != tc.field || !errors.Is(err, chat.ErrInvalidConfig) {
+			t.Errorf("%+v: %v, want a ConfigError for %s", tc.cfg, err, tc.field)
 		}
 	}
 	// A long presence interval with the default count period is valid.

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -10,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/parleyhq/parley/internal/cfgerr"
 )
 
 // Defaults applied to zero Config fields.
@@ -309,7 +310,7 @@ func (c *Config) withDefaults() Config {
 func (c *Config) Validate() error {
 	d := c.withDefaults()
 	if _, _, err := net.SplitHostPort(d.Addr); err != nil {
-		return fmt.Errorf("engine: Addr %q is not host:port: %w", d.Addr, err)
+		return cfgerr.New("Addr", "engine: Addr %q is not host:port: %w", d.Addr, err)
 	}
 	positive := []struct {
 		name string
@@ -325,14 +326,14 @@ func (c *Config) Validate() error {
 	}
 	for _, f := range positive {
 		if f.v < 0 {
-			return fmt.Errorf("engine: %s (%d) must be positive", f.name, f.v)
+			return cfgerr.New(f.name, "engine: %s (%d) must be positive", f.name, f.v)
 		}
 	}
 	if d.MaxMessageSize > MaxMessageSizeLimit {
-		return fmt.Errorf("engine: MaxMessageSize (%d) must be at most %d", d.MaxMessageSize, MaxMessageSizeLimit)
+		return cfgerr.New("MaxMessageSize", "engine: MaxMessageSize (%d) must be at most %d", d.MaxMessageSize, MaxMessageSizeLimit)
 	}
 	if d.MaxConnections < -1 {
-		return fmt.Errorf("engine: MaxConnections (%d) must be positive, or -1 for no limit", d.MaxConnections)
+		return cfgerr.New("MaxConnections", "engine: MaxConnections (%d) must be positive, or -1 for no limit", d.MaxConnections)
 	}
 	durations := []struct {
 		name string
@@ -345,23 +346,23 @@ func (c *Config) Validate() error {
 	}
 	for _, f := range durations {
 		if f.v < 0 {
-			return fmt.Errorf("engine: %s (%v) must be positive", f.name, f.v)
+			return cfgerr.New(f.name, "engine: %s (%v) must be positive", f.name, f.v)
 		}
 	}
 	if (d.TLSCertFile == "") != (d.TLSKeyFile == "") {
-		return fmt.Errorf("engine: TLSCertFile (%q) and TLSKeyFile (%q) must be set together", d.TLSCertFile, d.TLSKeyFile)
+		return cfgerr.New("TLSCertFile", "engine: TLSCertFile (%q) and TLSKeyFile (%q) must be set together", d.TLSCertFile, d.TLSKeyFile)
 	}
 	if d.SocketReadBuffer < -1 {
-		return fmt.Errorf("engine: SocketReadBuffer (%d) must be positive, or -1 for the kernel's autotuning", d.SocketReadBuffer)
+		return cfgerr.New("SocketReadBuffer", "engine: SocketReadBuffer (%d) must be positive, or -1 for the kernel's autotuning", d.SocketReadBuffer)
 	}
 	if d.MaxPendingInputTotal < -1 {
-		return fmt.Errorf("engine: MaxPendingInputTotal (%d) must be positive, or -1 for no limit", d.MaxPendingInputTotal)
+		return cfgerr.New("MaxPendingInputTotal", "engine: MaxPendingInputTotal (%d) must be positive, or -1 for no limit", d.MaxPendingInputTotal)
 	}
 	if d.MaxPendingInputTotal > 0 && d.MaxPendingInputTotal < d.MaxPendingInput {
-		return fmt.Errorf("engine: MaxPendingInputTotal (%d) must be at least MaxPendingInput (%d)", d.MaxPendingInputTotal, d.MaxPendingInput)
+		return cfgerr.New("MaxPendingInputTotal", "engine: MaxPendingInputTotal (%d) must be at least MaxPendingInput (%d)", d.MaxPendingInputTotal, d.MaxPendingInput)
 	}
 	if d.MaxConnectionsPerAddr < -1 {
-		return fmt.Errorf("engine: MaxConnectionsPerAddr (%d) must be positive, or -1 for no limit", d.MaxConnectionsPerAddr)
+		return cfgerr.New("MaxConnectionsPerAddr", "engine: MaxConnectionsPerAddr (%d) must be positive, or -1 for no limit", d.MaxConnectionsPerAddr)
 	}
 	for _, f := range []struct {
 		name string
@@ -369,37 +370,37 @@ func (c *Config) Validate() error {
 	}{{"ConnectRatePerAddr", d.ConnectRatePerAddr}, {"MaxPingsPerSecond", d.MaxPingsPerSecond},
 		{"MaxMessagesPerSecond", d.MaxMessagesPerSecond}, {"MaxBytesPerSecond", d.MaxBytesPerSecond}} {
 		if f.v < 0 && f.v != -1 {
-			return fmt.Errorf("engine: %s (%v) must be positive, or -1 for no limit", f.name, f.v)
+			return cfgerr.New(f.name, "engine: %s (%v) must be positive, or -1 for no limit", f.name, f.v)
 		}
 	}
 	if d.MaxMessagesPerSecond > 0 && d.MaxMessagesPerSecond < 1 {
-		return fmt.Errorf("engine: MaxMessagesPerSecond (%v) must be at least 1", d.MaxMessagesPerSecond)
+		return cfgerr.New("MaxMessagesPerSecond", "engine: MaxMessagesPerSecond (%v) must be at least 1", d.MaxMessagesPerSecond)
 	}
 	if d.MaxBytesPerSecond > 0 && d.MaxBytesPerSecond < float64(d.MaxMessageSize) {
-		return fmt.Errorf("engine: MaxBytesPerSecond (%v) must be at least MaxMessageSize (%d)", d.MaxBytesPerSecond, d.MaxMessageSize)
+		return cfgerr.New("MaxBytesPerSecond", "engine: MaxBytesPerSecond (%v) must be at least MaxMessageSize (%d)", d.MaxBytesPerSecond, d.MaxMessageSize)
 	}
 	if d.CompressionLevel < 1 || d.CompressionLevel > 9 {
-		return fmt.Errorf("engine: CompressionLevel (%d) must be 1 to 9", d.CompressionLevel)
+		return cfgerr.New("CompressionLevel", "engine: CompressionLevel (%d) must be 1 to 9", d.CompressionLevel)
 	}
 	if d.CompressionThreshold < 0 {
-		return fmt.Errorf("engine: CompressionThreshold (%d) must be positive, or -1 to compress every message", c.CompressionThreshold)
+		return cfgerr.New("CompressionThreshold", "engine: CompressionThreshold (%d) must be positive, or -1 to compress every message", c.CompressionThreshold)
 	}
 	if d.FlushWindow < 0 && d.FlushWindow != -1 {
-		return fmt.Errorf("engine: FlushWindow (%v) must be positive, or -1 to disable", d.FlushWindow)
+		return cfgerr.New("FlushWindow", "engine: FlushWindow (%v) must be positive, or -1 to disable", d.FlushWindow)
 	}
 	if d.HeartbeatInterval < 0 && d.HeartbeatInterval != -1 {
-		return fmt.Errorf("engine: HeartbeatInterval (%v) must be positive, or -1 to disable", d.HeartbeatInterval)
+		return cfgerr.New("HeartbeatInterval", "engine: HeartbeatInterval (%v) must be positive, or -1 to disable", d.HeartbeatInterval)
 	}
 	if d.HeartbeatInterval > 0 && d.HeartbeatInterval < time.Second {
-		return fmt.Errorf("engine: HeartbeatInterval (%v) must be at least 1s", d.HeartbeatInterval)
+		return cfgerr.New("HeartbeatInterval", "engine: HeartbeatInterval (%v) must be at least 1s", d.HeartbeatInterval)
 	}
 	if d.SendQueueSoftLimit > d.SendQueueHardLimit {
-		return fmt.Errorf("engine: SendQueueSoftLimit (%d) must not exceed SendQueueHardLimit (%d)",
+		return cfgerr.New("SendQueueSoftLimit", "engine: SendQueueSoftLimit (%d) must not exceed SendQueueHardLimit (%d)",
 			d.SendQueueSoftLimit, d.SendQueueHardLimit)
 	}
 	for _, o := range d.AllowedOrigins {
 		if _, ok := canonicalOrigin(o); !ok && o != "*" {
-			return fmt.Errorf("engine: AllowedOrigins entry %q is not an origin like https://host[:port]", o)
+			return cfgerr.New("AllowedOrigins", "engine: AllowedOrigins entry %q is not an origin like https://host[:port]", o)
 		}
 	}
 	return nil
@@ -448,3 +449,10 @@ func canonicalHost(host, scheme string) (string, bool) {
 	}
 	return net.JoinHostPort(name, port), true
 }
+
+// ConfigError is the error Validate returns: errors.As finds it, its Field
+// names the field at fault, and errors.Is(err, ErrInvalidConfig) holds.
+type ConfigError = cfgerr.Error
+
+// ErrInvalidConfig is what every error of Validate Is.
+var ErrInvalidConfig = cfgerr.ErrInvalid

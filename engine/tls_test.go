@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -84,8 +85,10 @@ func TestTLS(t *testing.T) {
 
 func TestTLSConfigErrors(t *testing.T) {
 	for _, cfg := range []engine.Config{{TLSCertFile: "x.pem"}, {TLSKeyFile: "y.pem"}} {
-		if _, err := engine.New(cfg); err == nil || !strings.Contains(err.Error(), "set together") {
-			t.Errorf("%+v: %v", cfg, err)
+		_, err := engine.New(cfg)
+		var ce *engine.ConfigError
+		if !errors.As(err, &ce) || ce.Field != "TLSCertFile" || !errors.Is(err, engine.ErrInvalidConfig) {
+			t.Errorf("%+v: %v, want a ConfigError for TLSCertFile", cfg, err)
 		}
 	}
 	if _, err := engine.New(engine.Config{TLSCertFile: "/nonexistent.pem", TLSKeyFile: "/nonexistent.key"}); err == nil ||
@@ -130,5 +133,31 @@ func TestTLSQueueAccounting(t *testing.T) {
 	poll.Within(t, 10*time.Second, "the queue to drain", func() bool { return engine.QueuedOf(ep, id) == 0 })
 	if q := srv.Stats().QueuedBytes; q != 0 {
 		t.Fatalf("server queue %d bytes after every message was read", q)
+	}
+}
+
+// TestConfigErrors: Validate names the field at fault in a ConfigError.
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		cfg   engine.Config
+		field string
+	}{
+		{engine.Config{Addr: "nocolon"}, "Addr"},
+		{engine.Config{Writers: -1}, "Writers"},
+		{engine.Config{MaxMessageSize: engine.MaxMessageSizeLimit + 1}, "MaxMessageSize"},
+		{engine.Config{SendQueueSoftLimit: 10, SendQueueHardLimit: 5}, "SendQueueSoftLimit"},
+		{engine.Config{HeartbeatInterval: time.Millisecond}, "HeartbeatInterval"},
+		{engine.Config{CompressionLevel: 10}, "CompressionLevel"},
+		{engine.Config{AllowedOrigins: []string{"evil.example"}}, "AllowedOrigins"},
+		{engine.Config{MaxPendingInputTotal: 1, MaxPendingInput: 2}, "MaxPendingInputTotal"},
+	} {
+		err := tc.cfg.Validate()
+		var ce *engine.ConfigError
+		if !errors.As(err, &ce) || ce.Field != tc.field || !errors.Is(err, engine.ErrInvalidConfig) {
+			t.Errorf("%+v: %v, want a ConfigError for %s", tc.cfg, err, tc.field)
+		}
+	}
+	if err := (&engine.Config{}).Validate(); err != nil {
+		t.Errorf("the zero Config: %v", err)
 	}
 }

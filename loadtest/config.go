@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/parleyhq/parley/internal/cfgerr"
 )
 
 // Defaults applied to zero Config fields.
@@ -272,65 +274,65 @@ func (c *Config) Validate() error {
 	d := c.withDefaults()
 	for _, t := range d.Targets {
 		if _, err := parseTarget(t); err != nil {
-			return err
+			return cfgerr.New("Targets", "%w", err)
 		}
 	}
 	if _, err := parseSources(d.Sources); err != nil {
-		return err
+		return cfgerr.New("Sources", "%w", err)
 	}
 	for _, m := range d.MetricsURLs {
 		u, err := url.Parse(m)
 		if err != nil || (u.Scheme != "http") || !isLoopback(u.Hostname()) {
-			return fmt.Errorf("loadtest: metrics URL %q: want http:// on a loopback host", m)
+			return cfgerr.New("MetricsURLs", "loadtest: metrics URL %q: want http:// on a loopback host", m)
 		}
 	}
 	switch {
 	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst && !isChat(d.Scenario):
-		return fmt.Errorf("loadtest: Scenario %q: want hold, burst, chat, churn or flood", d.Scenario)
+		return cfgerr.New("Scenario", "loadtest: Scenario %q: want hold, burst, chat, churn or flood", d.Scenario)
 	case d.Scenario == ScenarioFlood && d.Clients > d.PerWorker:
-		return fmt.Errorf("loadtest: the flood scenario runs in one process: Clients (%d) must be at most PerWorker (%d)", d.Clients, d.PerWorker)
+		return cfgerr.New("Clients", "loadtest: the flood scenario runs in one process: Clients (%d) must be at most PerWorker (%d)", d.Clients, d.PerWorker)
 	case d.Flooders < 0 || d.Flooders > maxFlooders:
-		return fmt.Errorf("loadtest: Flooders (%d) must be between 1 and %d", d.Flooders, maxFlooders)
+		return cfgerr.New("Flooders", "loadtest: Flooders (%d) must be between 1 and %d", d.Flooders, maxFlooders)
 	case d.FloodSize < 0 || d.FloodSize > 16<<20:
-		return fmt.Errorf("loadtest: FloodSize (%d) must be between 1 and 16 MiB", d.FloodSize)
+		return cfgerr.New("FloodSize", "loadtest: FloodSize (%d) must be between 1 and 16 MiB", d.FloodSize)
 	case !slices.Contains(floodKinds, d.FloodKind):
-		return fmt.Errorf("loadtest: FloodKind %q: want one of %s", d.FloodKind, strings.Join(floodKinds, ", "))
+		return cfgerr.New("FloodKind", "loadtest: FloodKind %q: want one of %s", d.FloodKind, strings.Join(floodKinds, ", "))
 	case d.RoomSize < 1:
-		return fmt.Errorf("loadtest: RoomSize (%d) must be positive", d.RoomSize)
+		return cfgerr.New("RoomSize", "loadtest: RoomSize (%d) must be positive", d.RoomSize)
 	case d.Rate < 0:
-		return fmt.Errorf("loadtest: Rate (%v) must be positive", d.Rate)
+		return cfgerr.New("Rate", "loadtest: Rate (%v) must be positive", d.Rate)
 	case d.Duration < 0:
-		return fmt.Errorf("loadtest: Duration (%v) must be positive", d.Duration)
+		return cfgerr.New("Duration", "loadtest: Duration (%v) must be positive", d.Duration)
 	case d.ChurnFraction < 0 || d.ChurnFraction >= 1:
-		return fmt.Errorf("loadtest: ChurnFraction (%v) must be in (0, 1)", d.ChurnFraction)
+		return cfgerr.New("ChurnFraction", "loadtest: ChurnFraction (%v) must be in (0, 1)", d.ChurnFraction)
 	case d.ChurnRate < 0:
-		return fmt.Errorf("loadtest: ChurnRate (%v) must be positive", d.ChurnRate)
+		return cfgerr.New("ChurnRate", "loadtest: ChurnRate (%v) must be positive", d.ChurnRate)
 	case d.Offset < 0 || d.TotalClients < d.Offset+d.Clients:
-		return fmt.Errorf("loadtest: Offset (%d) + Clients (%d) exceed TotalClients (%d)", d.Offset, d.Clients, d.TotalClients)
+		return cfgerr.New("Offset", "loadtest: Offset (%d) + Clients (%d) exceed TotalClients (%d)", d.Offset, d.Clients, d.TotalClients)
 	case d.Ramp < 0:
-		return fmt.Errorf("loadtest: Ramp (%v) must be positive", d.Ramp)
+		return cfgerr.New("Ramp", "loadtest: Ramp (%v) must be positive", d.Ramp)
 	case d.Workers < 0 || d.PerWorker < 0:
-		return fmt.Errorf("loadtest: Workers (%d) and PerWorker (%d) must be positive", d.Workers, d.PerWorker)
+		return cfgerr.New("Workers", "loadtest: Workers (%d) and PerWorker (%d) must be positive", d.Workers, d.PerWorker)
 	case d.MaxErrors < -1:
-		return fmt.Errorf("loadtest: MaxErrors (%d) must be positive, or -1 for no limit", d.MaxErrors)
+		return cfgerr.New("MaxErrors", "loadtest: MaxErrors (%d) must be positive, or -1 for no limit", d.MaxErrors)
 	case d.Burst < 0:
-		return fmt.Errorf("loadtest: Burst (%d) must be positive", d.Burst)
+		return cfgerr.New("Burst", "loadtest: Burst (%d) must be positive", d.Burst)
 	case d.Rounds < 0:
-		return fmt.Errorf("loadtest: Rounds (%d) must be positive", d.Rounds)
+		return cfgerr.New("Rounds", "loadtest: Rounds (%d) must be positive", d.Rounds)
 	case d.RoundTimeout < 0:
-		return fmt.Errorf("loadtest: RoundTimeout (%v) must be positive", d.RoundTimeout)
+		return cfgerr.New("RoundTimeout", "loadtest: RoundTimeout (%v) must be positive", d.RoundTimeout)
 	case d.Clients < 0:
-		return fmt.Errorf("loadtest: Clients (%d) must be positive", d.Clients)
+		return cfgerr.New("Clients", "loadtest: Clients (%d) must be positive", d.Clients)
 	case d.Dialers < 0:
-		return fmt.Errorf("loadtest: Dialers (%d) must be positive", d.Dialers)
+		return cfgerr.New("Dialers", "loadtest: Dialers (%d) must be positive", d.Dialers)
 	case d.ConnectTimeout < 0:
-		return fmt.Errorf("loadtest: ConnectTimeout (%v) must be positive", d.ConnectTimeout)
+		return cfgerr.New("ConnectTimeout", "loadtest: ConnectTimeout (%v) must be positive", d.ConnectTimeout)
 	case d.Hold < 0:
-		return fmt.Errorf("loadtest: Hold (%v) must be positive", d.Hold)
+		return cfgerr.New("Hold", "loadtest: Hold (%v) must be positive", d.Hold)
 	case d.TimeLimit < 0:
-		return fmt.Errorf("loadtest: TimeLimit (%v) must be positive", d.TimeLimit)
+		return cfgerr.New("TimeLimit", "loadtest: TimeLimit (%v) must be positive", d.TimeLimit)
 	case d.TimeLimit < d.Hold:
-		return fmt.Errorf("loadtest: TimeLimit (%v) must be at least Hold (%v)", d.TimeLimit, d.Hold)
+		return cfgerr.New("TimeLimit", "loadtest: TimeLimit (%v) must be at least Hold (%v)", d.TimeLimit, d.Hold)
 	}
 	return nil
 }
@@ -385,3 +387,10 @@ func parseSources(s string) ([]net.IP, error) {
 	}
 	return ips, nil
 }
+
+// ConfigError is the error Validate returns: errors.As finds it, its Field
+// names the field at fault, and errors.Is(err, ErrInvalidConfig) holds.
+type ConfigError = cfgerr.Error
+
+// ErrInvalidConfig is what every error of Validate Is.
+var ErrInvalidConfig = cfgerr.ErrInvalid

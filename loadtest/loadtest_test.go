@@ -3,6 +3,7 @@ package loadtest_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -129,21 +130,23 @@ func TestFailuresByCause(t *testing.T) {
 
 func TestConfigRefusesNonLoopback(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  loadtest.Config
-		want string
+		cfg   loadtest.Config
+		field string
+		want  string // the reason, in the message
 	}{
-		{loadtest.Config{Targets: []string{"ws://10.0.0.1:80/ws"}}, "only loopback"},
-		{loadtest.Config{Targets: []string{"ws://example.com:80/ws"}}, "only loopback"},
-		{loadtest.Config{Targets: []string{"http://127.0.0.1:80/ws"}}, "scheme must be ws"},
-		{loadtest.Config{Targets: []string{"ws://127.0.0.1/ws"}}, "needs a port"},
-		{loadtest.Config{Sources: "10.0.0.1"}, "Sources"},
-		{loadtest.Config{Sources: "127.0.0.9-127.0.0.2"}, "A <= B"},
-		{loadtest.Config{Clients: -1}, "Clients (-1)"},
-		{loadtest.Config{Hold: time.Minute, TimeLimit: time.Second}, "TimeLimit (1s) must be at least Hold (1m0s)"},
+		{loadtest.Config{Targets: []string{"ws://10.0.0.1:80/ws"}}, "Targets", "only loopback"},
+		{loadtest.Config{Targets: []string{"ws://example.com:80/ws"}}, "Targets", "only loopback"},
+		{loadtest.Config{Targets: []string{"http://127.0.0.1:80/ws"}}, "Targets", "scheme must be ws"},
+		{loadtest.Config{Targets: []string{"ws://127.0.0.1/ws"}}, "Targets", "needs a port"},
+		{loadtest.Config{Sources: "10.0.0.1"}, "Sources", "loopback"},
+		{loadtest.Config{Sources: "127.0.0.9-127.0.0.2"}, "Sources", "A <= B"},
+		{loadtest.Config{Clients: -1}, "Clients", "must be positive"},
+		{loadtest.Config{Hold: time.Minute, TimeLimit: time.Second}, "TimeLimit", "at least Hold"},
 	} {
 		err := tc.cfg.Validate()
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: %v, want an error with %q", tc.cfg, err, tc.want)
+		var ce *loadtest.ConfigError
+		if !errors.As(err, &ce) || ce.Field != tc.field || !errors.Is(err, loadtest.ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want a ConfigError for %s saying %q", tc.cfg, err, tc.field, tc.want)
 		}
 	}
 	if err := (&loadtest.Config{Targets: []string{"ws://[::1]:1/ws", "ws://localhost:1/x"}}).Validate(); err != nil {

@@ -55,18 +55,23 @@ func TestCluster(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  natsbroker.Config
-		want string
+		cfg   natsbroker.Config
+		field string
 	}{
-		{natsbroker.Config{}, "URL is required"},
-		{natsbroker.Config{URL: "nats://x", Node: "Bad-Name"}, `Node "Bad-Name"`},
-		{natsbroker.Config{URL: "nats://x", Prefix: "a.b"}, `Prefix "a.b"`},
-		{natsbroker.Config{URL: "nats://x", HistorySize: -1}, "HistorySize (-1)"},
-		{natsbroker.Config{URL: "nats://x", Heartbeat: time.Millisecond}, "Heartbeat (1ms)"},
+		{natsbroker.Config{}, "URL"},
+		{natsbroker.Config{URL: "nats://x", Node: "Bad-Name"}, "Node"},
+		{natsbroker.Config{URL: "nats://x", Prefix: "a.b"}, "Prefix"},
+		{natsbroker.Config{URL: "nats://x", HistorySize: -1}, "HistorySize"},
+		{natsbroker.Config{URL: "nats://x", Heartbeat: time.Millisecond}, "Heartbeat"},
+		{natsbroker.Config{URL: "nats://x", RoomTTL: time.Millisecond}, "RoomTTL"},
+		{natsbroker.Config{URL: "nats://x", HistoryMaxAge: -time.Second}, "HistoryMaxAge"},
+		{natsbroker.Config{URL: "nats://x", User: "u"}, "User"},
+		{natsbroker.Config{URL: "nats://x", Token: "t", CredsFile: "c"}, "Token"},
 	} {
 		_, err := natsbroker.New(tc.cfg)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("New(%+v) = %v, want an error naming %s", tc.cfg, err, tc.want)
+		var ce *natsbroker.ConfigError
+		if !errors.As(err, &ce) || ce.Field != tc.field || !errors.Is(err, natsbroker.ErrInvalidConfig) {
+			t.Errorf("New(%+v) = %v, want a ConfigError for %s", tc.cfg, err, tc.field)
 		}
 	}
 	if _, err := natsbroker.New(natsbroker.Config{URL: "nats://127.0.0.1:1"}); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {

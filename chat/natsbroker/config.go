@@ -1,13 +1,13 @@
 package natsbroker
 
 import (
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/internal/cfgerr"
 )
 
 // Defaults applied to zero Config fields.
@@ -133,21 +133,21 @@ func (c *Config) Validate() error {
 	d := c.withDefaults()
 	switch {
 	case d.URL == "" && d.Embedded == nil:
-		return fmt.Errorf("natsbroker: URL is required")
+		return cfgerr.New("URL", "natsbroker: URL is required")
 	case d.URL != "" && d.Embedded != nil:
-		return fmt.Errorf("natsbroker: URL and Embedded: give one")
+		return cfgerr.New("URL", "natsbroker: URL and Embedded: give one")
 	case d.RoomTTL < 0 && d.RoomTTL != -1 || d.RoomTTL > 0 && d.RoomTTL < 100*time.Millisecond:
-		return fmt.Errorf("natsbroker: RoomTTL (%v) must be at least 100ms, or -1 to keep streams", d.RoomTTL)
+		return cfgerr.New("RoomTTL", "natsbroker: RoomTTL (%v) must be at least 100ms, or -1 to keep streams", d.RoomTTL)
 	case d.HistoryMaxAge < 0:
-		return fmt.Errorf("natsbroker: HistoryMaxAge (%v) must not be negative", d.HistoryMaxAge)
+		return cfgerr.New("HistoryMaxAge", "natsbroker: HistoryMaxAge (%v) must not be negative", d.HistoryMaxAge)
 	case d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second:
-		return fmt.Errorf("natsbroker: HistoryMaxAge (%v) must be at least 1s", d.HistoryMaxAge)
+		return cfgerr.New("HistoryMaxAge", "natsbroker: HistoryMaxAge (%v) must be at least 1s", d.HistoryMaxAge)
 	}
 	if !validName(d.Node, 16) {
-		return fmt.Errorf("natsbroker: Node %q: 1 to 16 lower-case letters, digits or '_'", d.Node)
+		return cfgerr.New("Node", "natsbroker: Node %q: 1 to 16 lower-case letters, digits or '_'", d.Node)
 	}
 	if !validName(d.Prefix, 32) {
-		return fmt.Errorf("natsbroker: Prefix %q: 1 to 32 lower-case letters, digits or '_'", d.Prefix)
+		return cfgerr.New("Prefix", "natsbroker: Prefix %q: 1 to 32 lower-case letters, digits or '_'", d.Prefix)
 	}
 	kinds := 0
 	for _, set := range []bool{d.Token != "", d.User != "" || d.Password != "", d.NKeySeedFile != "", d.CredsFile != ""} {
@@ -157,21 +157,21 @@ func (c *Config) Validate() error {
 	}
 	switch {
 	case kinds > 1:
-		return fmt.Errorf("natsbroker: give one kind of credentials: Token, User and Password, NKeySeedFile or CredsFile")
+		return cfgerr.New("Token", "natsbroker: give one kind of credentials: Token, User and Password, NKeySeedFile or CredsFile")
 	case (d.User == "") != (d.Password == ""):
-		return fmt.Errorf("natsbroker: User and Password go together")
+		return cfgerr.New("User", "natsbroker: User and Password go together")
 	case (d.CertFile == "") != (d.KeyFile == ""):
-		return fmt.Errorf("natsbroker: CertFile and KeyFile go together")
+		return cfgerr.New("CertFile", "natsbroker: CertFile and KeyFile go together")
 	}
 	if d.HistorySize < 1 {
-		return fmt.Errorf("natsbroker: HistorySize (%d) must be at least 1", d.HistorySize)
+		return cfgerr.New("HistorySize", "natsbroker: HistorySize (%d) must be at least 1", d.HistorySize)
 	}
 	for _, f := range []struct {
 		name string
 		v    time.Duration
 	}{{"Heartbeat", d.Heartbeat}, {"PublishTimeout", d.PublishTimeout}, {"RequestTimeout", d.RequestTimeout}} {
 		if f.v < 10*time.Millisecond {
-			return fmt.Errorf("natsbroker: %s (%v) must be at least 10ms", f.name, f.v)
+			return cfgerr.New(f.name, "natsbroker: %s (%v) must be at least 10ms", f.name, f.v)
 		}
 	}
 	return nil
@@ -199,3 +199,10 @@ func (c *Config) url() string {
 	}
 	return c.URL
 }
+
+// ConfigError is the error Validate returns: errors.As finds it, its Field
+// names the field at fault, and errors.Is(err, ErrInvalidConfig) holds.
+type ConfigError = cfgerr.Error
+
+// ErrInvalidConfig is what every error of Validate Is.
+var ErrInvalidConfig = cfgerr.ErrInvalid
