@@ -271,4 +271,4 @@ func (h *Hub) NodeLoad() NodeInfo {
 }
 
 // Nodes returns the cluster's live nodes and their loads, this one first.
-func (h *Hub) Nodes() []NodeInfo { return h.broker.Nodes() }
+func (h *Hub) Nodes() []NodeInfo { return h.presence.Nodes() }

@@ -3,9 +3,12 @@ package chat
 import "errors"
 
 // Broker connects the hubs of a cluster: it numbers each room's messages
-// and carries them, with presence news and direct messages, to every hub
-// that has members in the room. MemoryBroker is the broker of a single
-// process; natsbroker.Broker shares rooms between nodes through NATS.
+// and carries them, with direct messages, broadcasts and access rules, to
+// every hub that has members in the room. Who is where (room members on
+// other nodes, nicks, live nodes) is the PresenceManager's, as
+// centrifugal/centrifuge keeps its PresenceManager apart from its Broker.
+// MemoryBroker is the broker of a single process; natsbroker.Broker shares
+// rooms between nodes through NATS. Both are PresenceManagers too.
 //
 // Contract:
 //   - Order comes from the broker: it gives each room message the room's
@@ -45,10 +48,6 @@ type Broker interface {
 	// it on the engine's goroutines.
 	Publish(room string, msg []byte, id string, done func(error))
 
-	// PublishPresence sends this hub's presence news for room to the other
-	// hubs subscribed to it (not to this one).
-	PublishPresence(room string, data []byte) error
-
 	// SendDirect sends data to the hub named node (HandleDirect there)
 	// and calls done once, perhaps on another goroutine, with that hub's
 	// answer: nil when the recipient had it, an error wrapping
@@ -56,17 +55,6 @@ type Broker interface {
 	// be sent (ErrNoNode for a node not in the cluster, a timeout).
 	// SendDirect does not block for long.
 	SendDirect(node string, data []byte, done func(error))
-
-	// ClaimNick reserves key, a lower-cased nick, for owner across the
-	// cluster; it returns ErrNickClaimed when a live owner holds it.
-	// Claiming a key one holds already succeeds.
-	ClaimNick(key, owner string) error
-
-	// ReleaseNick gives key up if owner holds it.
-	ReleaseNick(key, owner string) error
-
-	// LookupNick returns key's owner, or ErrNickNotFound.
-	LookupNick(key string) (owner string, err error)
 
 	// PutRule puts an access rule in force in the whole cluster: every
 	// hub's HandleRule receives it, this one's included, and hubs that
@@ -82,12 +70,34 @@ type Broker interface {
 	// (HandleControl).
 	Broadcast(data []byte) error
 
+	// Close stops deliveries and releases the broker's resources.
+	Close() error
+}
+
+// PresenceManager keeps who is where across the cluster: each room's
+// members on the other nodes (news the hubs exchange), the directory of
+// nicks, and the live nodes. Its news reaches the hub as PresenceHandler
+// calls, through the handler the Broker was Run with: the presence of a
+// room travels while the hub subscribes to the room.
+type PresenceManager interface {
+	// PublishPresence sends this hub's presence news for room to the other
+	// hubs subscribed to it (not to this one).
+	PublishPresence(room string, data []byte) error
+
+	// ClaimNick reserves key, a lower-cased nick, for owner across the
+	// cluster; it returns ErrNickClaimed when a live owner holds it.
+	// Claiming a key one holds already succeeds.
+	ClaimNick(key, owner string) error
+
+	// ReleaseNick gives key up if owner holds it.
+	ReleaseNick(key, owner string) error
+
+	// LookupNick returns key's owner, or ErrNickNotFound.
+	LookupNick(key string) (owner string, err error)
+
 	// Nodes describes the cluster's live nodes, this one first, as they
 	// last told (NodeLoad).
 	Nodes() []NodeInfo
-
-	// Close stops deliveries and releases the broker's resources.
-	Close() error
 }
 
 // DedupeWindow is the least a broker remembers the ids of a room's
@@ -125,19 +135,15 @@ type StoredMessage struct {
 
 // BrokerHandler receives what the broker delivers; the Hub implements it.
 type BrokerHandler interface {
+	PresenceHandler
 	// HandleMessage delivers room's message number seq, as published.
 	HandleMessage(room string, seq int64, msg []byte)
 	// HandleReset tells that room's log started again: st is its new state.
 	HandleReset(room string, st RoomState)
-	// HandlePresence delivers another node's presence news for room.
-	HandlePresence(room, node string, data []byte)
 	// HandleDirect delivers data sent to this node with SendDirect; its
 	// error (ErrNickNotFound: the recipient is not here) is the sender's
 	// answer.
 	HandleDirect(data []byte) error
-	// HandleNodeGone tells that node left the cluster or stopped
-	// answering: whatever it held (members, nicks) is gone.
-	HandleNodeGone(node string)
 	// HandleRule delivers an access rule put in force (or, deleted, ended).
 	HandleRule(r Rule, deleted bool)
 	// HandleControl delivers data sent with Broadcast.
@@ -145,6 +151,15 @@ type BrokerHandler interface {
 	// NodeLoad reports this hub's load, for the other nodes (Node is the
 	// broker's to fill in). It may be called from any goroutine.
 	NodeLoad() NodeInfo
+}
+
+// PresenceHandler receives the PresenceManager's news.
+type PresenceHandler interface {
+	// HandlePresence delivers another node's presence news for room.
+	HandlePresence(room, node string, data []byte)
+	// HandleNodeGone tells that node left the cluster or stopped
+	// answering: whatever it held (members, nicks) is gone.
+	HandleNodeGone(node string)
 }
 
 // Broker errors.

@@ -2,10 +2,12 @@ package chat_test
 
 import (
 	"errors"
+	"sync/atomic"
 	"testing"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/brokertest"
+	"github.com/parleyhq/parley/engine"
 )
 
 func TestMemoryBroker(t *testing.T) {
@@ -50,3 +52,36 @@ func (nopHandler) HandleNodeGone(string)                 {}
 func (nopHandler) HandleRule(chat.Rule, bool)            {}
 func (nopHandler) HandleControl([]byte)                  {}
 func (nopHandler) NodeLoad() chat.NodeInfo               { return chat.NodeInfo{} }
+
+// onlyBroker is a Broker that is no PresenceManager.
+type onlyBroker struct{ chat.Broker }
+
+// TestPresenceManagerSeam: presence goes to Config.Presence when given;
+// without it the Broker must be a PresenceManager, else New names the
+// field.
+func TestPresenceManagerSeam(t *testing.T) {
+	_, err := chat.New(chat.Config{Broker: onlyBroker{chat.NewMemoryBroker()}})
+	var ce *chat.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "Presence" {
+		t.Fatalf("a Broker that is no PresenceManager, no Presence: %v", err)
+	}
+	pm := &countingPresence{MemoryBroker: chat.NewMemoryBroker()}
+	_, _, url := startChat(t, chat.Config{Broker: onlyBroker{chat.NewMemoryBroker()}, Presence: pm}, engine.Config{})
+	c := connect(t, url)
+	c.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
+	c.Expect("nick")
+	if pm.claims.Load() == 0 {
+		t.Fatal("the nick was not claimed through Config.Presence")
+	}
+}
+
+// countingPresence is a PresenceManager that counts nick claims.
+type countingPresence struct {
+	*chat.MemoryBroker
+	claims atomic.Int64
+}
+
+func (p *countingPresence) ClaimNick(key, owner string) error {
+	p.claims.Add(1)
+	return p.MemoryBroker.ClaimNick(key, owner)
+}

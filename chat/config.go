@@ -143,6 +143,10 @@ type Config struct {
 	// Broker carries room messages; nil uses a MemoryBroker (one process).
 	Broker Broker
 
+	// Presence keeps who is where; nil uses the Broker, which must then be
+	// a PresenceManager (MemoryBroker and natsbroker.Broker are).
+	Presence PresenceManager
+
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/cfgerr"
 )
 
 // clientShards is the number of stripes of the client map.
@@ -19,11 +20,12 @@ const clientShards = 64
 // history, and a BrokerHandler that fans room messages out to local
 // members. Create it with New and mount it on an engine.Server.
 type Hub struct {
-	cfg    Config
-	log    *slog.Logger
-	broker Broker
-	node   string // the broker's name for this node; "" alone
-	ep     *engine.Endpoint
+	cfg      Config
+	log      *slog.Logger
+	broker   Broker
+	presence PresenceManager
+	node     string // the broker's name for this node; "" alone
+	ep       *engine.Endpoint
 
 	clients [clientShards]struct {
 		sync.RWMutex
@@ -102,6 +104,14 @@ func New(cfg Config) (*Hub, error) {
 		stop: make(chan struct{}), epoch: time.Now().UnixMilli()}
 	if h.broker == nil {
 		h.broker = NewMemoryBroker()
+	}
+	h.presence = c.Presence
+	if h.presence == nil {
+		pm, ok := h.broker.(PresenceManager)
+		if !ok {
+			return nil, cfgerr.New("Presence", "chat: Presence is required: the Broker (%T) is no PresenceManager", h.broker)
+		}
+		h.presence = pm
 	}
 	for i := range h.clients {
 		h.clients[i].m = make(map[engine.ClientID]*client)
@@ -214,7 +224,7 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 	}
 	h.nickMu.Unlock()
 	if !isGuest(key) {
-		if err := h.broker.ReleaseNick(key, h.owner(id, c.nick)); err != nil {
+		if err := h.presence.ReleaseNick(key, h.owner(id, c.nick)); err != nil {
 			h.log.Warn("releasing a nick", "nick", c.nick, "err", err)
 		}
 	}

@@ -61,11 +61,11 @@ func (h *Hub) setNick(c *client, want string) (old, code, msg string) {
 	if !isGuest(key) {
 		caseOnly := key == oldKey
 		if caseOnly {
-			_ = h.broker.ReleaseNick(key, h.owner(c.id, c.nick))
+			_ = h.presence.ReleaseNick(key, h.owner(c.id, c.nick))
 		}
-		if err := h.broker.ClaimNick(key, h.owner(c.id, shown)); err != nil {
+		if err := h.presence.ClaimNick(key, h.owner(c.id, shown)); err != nil {
 			if caseOnly {
-				_ = h.broker.ClaimNick(key, h.owner(c.id, c.nick))
+				_ = h.presence.ClaimNick(key, h.owner(c.id, c.nick))
 			}
 			if errors.Is(err, ErrNickClaimed) {
 				return "", ErrNickTaken, fmt.Sprintf("%q is taken", shown)
@@ -85,7 +85,7 @@ func (h *Hub) setNick(c *client, want string) (old, code, msg string) {
 	c.nick = shown
 	h.nickMu.Unlock()
 	if key != oldKey && !isGuest(oldKey) {
-		if err := h.broker.ReleaseNick(oldKey, h.owner(c.id, old)); err != nil {
+		if err := h.presence.ReleaseNick(oldKey, h.owner(c.id, old)); err != nil {
 			h.log.Warn("releasing a nick", "nick", old, "err", err)
 		}
 	}
@@ -131,7 +131,7 @@ func (h *Hub) locate(key, asked string) (node string, id engine.ClientID, nick s
 		}
 		return rest[:i], engine.ClientID(n), asked, nil
 	}
-	o, err := h.broker.LookupNick(key)
+	o, err := h.presence.LookupNick(key)
 	if err != nil {
 		return "", 0, "", err
 	}

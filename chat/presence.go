@@ -186,7 +186,7 @@ func (h *Hub) publishPresence(r *room, local int, large bool) {
 	r.sendFull, r.lastLocal = false, local
 	b, err := json.Marshal(np)
 	if err == nil {
-		err = h.broker.PublishPresence(r.name, b)
+		err = h.presence.PublishPresence(r.name, b)
 	}
 	if err != nil && h.brokerLog.allow(time.Now()) {
 		h.log.Warn("publishing presence", "room", r.name, "err", err)

@@ -188,7 +188,7 @@ func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
 	if h.node != "" {
 		// Ask the other nodes who of theirs is here.
 		nr.asked = true
-		if err := h.broker.PublishPresence(name, []byte(`{"count":0,"want":true}`)); err != nil {
+		if err := h.presence.PublishPresence(name, []byte(`{"count":0,"want":true}`)); err != nil {
 			h.log.Warn("asking for a room's presence", "room", name, "err", err)
 		}
 	}

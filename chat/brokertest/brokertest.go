@@ -16,6 +16,13 @@ import (
 	"github.com/parleyhq/parley/chat"
 )
 
+// Broker is what the suite tests: a chat.Broker that is its own
+// chat.PresenceManager, as MemoryBroker and natsbroker.Broker are.
+type Broker interface {
+	chat.Broker
+	chat.PresenceManager
+}
+
 // Handler is a chat.BrokerHandler that records what it is given.
 type Handler struct {
 	mu       sync.Mutex
@@ -179,7 +186,7 @@ func publishID(t testing.TB, b chat.Broker, room, msg, id string) {
 }
 
 // Single tests what every Broker does, alone: b is fresh and not running.
-func Single(t *testing.T, b chat.Broker) {
+func Single(t *testing.T, b Broker) {
 	h := NewHandler()
 	if err := b.Run(h); err != nil {
 		t.Fatal(err)
@@ -286,7 +293,7 @@ func Single(t *testing.T, b chat.Broker) {
 
 // Cluster tests brokers of three nodes of one cluster: fresh, not
 // running, with different Node names.
-func Cluster(t *testing.T, nodes [3]chat.Broker) {
+func Cluster(t *testing.T, nodes [3]Broker) {
 	var hs [3]*Handler
 	for i, b := range nodes {
 		hs[i] = NewHandler()

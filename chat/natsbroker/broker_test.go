@@ -50,7 +50,7 @@ func TestSingle(t *testing.T) {
 
 func TestCluster(t *testing.T) {
 	url := startNATS(t).URL()
-	brokertest.Cluster(t, [3]chat.Broker{newBroker(t, url, "n1"), newBroker(t, url, "n2"), newBroker(t, url, "n3")})
+	brokertest.Cluster(t, [3]brokertest.Broker{newBroker(t, url, "n1"), newBroker(t, url, "n2"), newBroker(t, url, "n3")})
 }
 
 func TestConfigErrors(t *testing.T) {
