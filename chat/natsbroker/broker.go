@@ -1,15 +1,16 @@
-// Package natsbroker is a chat.Broker that lets Parley nodes share rooms
-// through NATS (github.com/nats-io/nats.go).
+// Package natsbroker is a chat.Broker and chat.PresenceManager that lets
+// Parley nodes share rooms through NATS (github.com/nats-io/nats.go).
 //
 // Where order comes from: each room is a JetStream stream (memory storage,
-// the last HistorySize messages) that captures <prefix>.in.<room> and
+// or file storage with Config.FileStorage; the last HistorySize messages)
+// that captures <prefix>.in.<room> and
 // republishes every stored message to <prefix>.room.<room> with its stream
 // sequence number. The stream's sequence is the room's sequence number, so
 // every node numbers and orders a room's messages the same way; a node that
 // opens a room loads its history from the stream, a node that misses a
-// republished message (a reconnect, a slow subscription) fetches it from
-// the stream by number, and a client can resume on any node from the last
-// number it saw. A room's epoch is its stream's creation time: if NATS
+// republished message (a reconnect, a slow subscription) fetches the
+// missing range from the stream, and a client can resume on any node from
+// the last number it saw. A room's epoch is its stream's creation time: if NATS
 // loses the stream (a restart of a server without persistence), nodes make
 // it again and tell their members the room was reset.
 //
@@ -24,8 +25,22 @@
 // before a client sees it. Who may publish is NATS's to say: use its
 // authentication (Config's credentials), which the embedded server
 // (StartServer) always requires. A node subscribes per
-// room it has members in, all into one channel drained by one goroutine:
-// no goroutine per room.
+// room it has members in, all into one channel drained by one goroutine
+// (the dispatcher): no goroutine per room. The dispatcher never waits on
+// NATS: repairs and reopened streams are fetched on goroutines of their
+// own and handed back to it; heartbeats have their own subscription and
+// goroutine, so a node is declared gone for its silence only.
+//
+// Streams follow the rooms: each node records the rooms it has open in
+// <prefix>_rooms, and the live node with the smallest name deletes the
+// stream of a room no node has had open for Config.RoomTTL.
+//
+// The files: broker.go (connection, Run, Close, the dispatcher),
+// roomlog.go (streams, Subscribe, Publish, repairs), presence.go,
+// directory.go (nicks), direct.go (direct messages and their answers),
+// liveness.go (heartbeats), janitor.go (streams of abandoned rooms),
+// rules.go (access rules and broadcasts), stats.go, server.go (embedded
+// NATS).
 package natsbroker
 
 import (
