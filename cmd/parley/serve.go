@@ -454,7 +454,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		cfg.Chat.Broker = broker
 		log = log.With("node", broker.Node())
 		cfg.Chat.Logger = log
-		log.Info("joined the cluster", "nats", cfg.NATS.URL, "history_storage", cfg.HistoryStorage)
+		where := cfg.NATS.URL
+		if cfg.NATS.Embedded != nil {
+			where = "in process"
+		}
+		log.Info("joined the cluster", "nats", where, "history_storage", cfg.HistoryStorage)
 	}
 	hub, err := chat.New(cfg.Chat)
 	if err != nil {
