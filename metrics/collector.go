@@ -80,6 +80,7 @@ var (
 	mNATSControl    = newDesc("parley_nats_control_received_total", "Broadcasts received (DMs to users, disconnections).")
 	mNATSRecreated  = newDesc("parley_nats_streams_recreated_total", "Room streams made again after they were deleted under this node.")
 	mNATSDeleted    = newDesc("parley_nats_streams_deleted_total", "Streams of rooms no node had open for the room TTL, deleted by this node.")
+	mNATSStalls     = newDesc("parley_nats_stalls_total", "Heartbeat ticks that came late because this node stalled (GC, a starved CPU): no other node was judged silent on them.")
 )
 
 // collector reads a snapshot of the sources at each scrape.
@@ -105,7 +106,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Broker != nil {
 		for _, d := range []*prometheus.Desc{mNATSConnected, mClusterNodes, mNATSPublished, mNATSPubErrors, mNATSReceived,
 			mNATSRepaired, mNATSLost, mNATSDuplicates, mNATSPresence, mNATSDirect, mNATSResets, mNATSNodesGone, mNATSSlow,
-			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated, mNATSDeleted} {
+			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated, mNATSDeleted, mNATSStalls} {
 			ch <- d
 		}
 	}
@@ -249,6 +250,7 @@ func collectBroker(ch chan<- prometheus.Metric, st BrokerStats, dropped map[stri
 	counter(ch, mNATSControl, st.ControlReceived)
 	counter(ch, mNATSRecreated, st.Recreated)
 	counter(ch, mNATSDeleted, st.StreamsDeleted)
+	counter(ch, mNATSStalls, st.Stalls)
 	connected := 0.0
 	if st.Connected {
 		connected = 1

@@ -54,6 +54,7 @@ type BrokerStats struct {
 	ControlReceived  uint64
 	Recreated        uint64
 	StreamsDeleted   uint64
+	Stalls           uint64
 	DroppedBeats     uint64
 	DroppedRules     uint64
 }

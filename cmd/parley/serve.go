@@ -60,10 +60,15 @@ type serveConfig struct {
 	APIListen  string
 }
 
-// clusterFlags only act through NATS.
-var clusterFlags = map[string]bool{"node": true, "nats-prefix": true, "node-heartbeat": true, "room-ttl": true,
-	"nats-token-file": true, "nats-user": true, "nats-password-file": true, "nats-nkey-seed": true, "nats-creds": true,
-	"nats-ca": true, "nats-cert": true, "nats-key": true}
+// clusterFlag reports whether the flag called name only acts through NATS.
+func clusterFlag(name string) bool {
+	switch name {
+	case "node", "nats-prefix", "node-heartbeat", "room-ttl", "nats-token-file", "nats-user", "nats-password-file",
+		"nats-nkey-seed", "nats-creds", "nats-ca", "nats-cert", "nats-key":
+		return true
+	}
+	return false
+}
 
 // durationOrOff is a duration flag that also takes "off" (stored as -1,
 // the engine's value for a disabled feature).
@@ -232,7 +237,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	}
 	var alone []string // cluster flags given to a node that is alone: they would do nothing
 	fs.Visit(func(f *flag.Flag) {
-		if clusterFlags[f.Name] {
+		if clusterFlag(f.Name) {
 			alone = append(alone, "--"+f.Name)
 		}
 	})
@@ -562,7 +567,7 @@ func brokerStats(b *natsbroker.Broker) func() metrics.BrokerStats {
 			PresenceReceived: st.PresenceReceived, DirectReceived: st.DirectReceived, Resets: st.Resets,
 			NodesGone: st.NodesGone, SlowConsumer: st.SlowConsumer, Reconnects: st.Reconnects,
 			Disconnects: st.Disconnects, LagBounds: bounds, LagCounts: st.LagCounts, LagSum: st.LagSum.Seconds(),
-			ControlReceived: st.ControlReceived, Recreated: st.Recreated, StreamsDeleted: st.StreamsDeleted, DroppedBeats: st.DroppedBeats, DroppedRules: st.DroppedRules,
+			ControlReceived: st.ControlReceived, Recreated: st.Recreated, StreamsDeleted: st.StreamsDeleted, Stalls: st.Stalls, DroppedBeats: st.DroppedBeats, DroppedRules: st.DroppedRules,
 		}
 	}
 }
