@@ -246,6 +246,9 @@ func (r *Result) merge(ms []workerMessage) {
 		}
 	}
 	r.SendSeconds = sendSeconds
+	if r.MessagesReceived > 0 {
+		r.WireBytesPerMsg = float64(r.WireBytesIn) / float64(r.MessagesReceived)
+	}
 	if sendSeconds > 0 && r.Delivered > 0 {
 		var dps float64
 		for _, m := range ms {

@@ -41,6 +41,10 @@ func TestLoadtestWorkers(t *testing.T) {
 		res.EndToEnd.Count != uint64(res.Delivered) || res.ConnectLatency.Count != 600 || len(res.Series) == 0 {
 		t.Fatalf("merged result %+v", res)
 	}
+	// Derived figures are of the merged counts, not left at zero.
+	if want := float64(res.WireBytesIn) / float64(res.MessagesReceived); res.MessagesReceived == 0 || res.WireBytesPerMsg != want {
+		t.Fatalf("wire bytes per message %.1f, want %.1f (%d bytes, %d messages)", res.WireBytesPerMsg, want, res.WireBytesIn, res.MessagesReceived)
+	}
 }
 
 // TestLoadtestSmoke is CI's load-test smoke: 300 chat clients against the
