@@ -26,6 +26,7 @@ type Hub struct {
 	presence PresenceManager
 	node     string // the broker's name for this node; "" alone
 	ep       *engine.Endpoint
+	scratch  sync.Pool // *[]byte: encodings of room messages, copied into their frames
 
 	clients [clientShards]struct {
 		sync.RWMutex
@@ -102,6 +103,7 @@ func New(cfg Config) (*Hub, error) {
 	c := cfg.withDefaults()
 	h := &Hub{cfg: c, log: c.Logger, broker: c.Broker, nicks: make(map[string]engine.ClientID),
 		stop: make(chan struct{}), epoch: time.Now().UnixMilli()}
+	h.scratch.New = func() any { b := make([]byte, 0, 512); return &b }
 	if h.broker == nil {
 		h.broker = NewMemoryBroker()
 	}

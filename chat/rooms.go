@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,10 +49,20 @@ func (h *Hub) deliver(r *room, seq int64, msg []byte) {
 	if !ok {
 		return
 	}
-	b, _ := r.encode(seq, msg)
-	r.appendHistory(seq, b, time.Now().UnixNano())
+	// The frame is a copy: the encoding is scratch, and the history keeps
+	// msg alone (it may share its array with the broker's headers).
+	bp := h.scratch.Get().(*[]byte)
+	b, _ := r.encode((*bp)[:0], seq, msg)
 	_, _ = r.group.Send(engine.Text, b)
+	*bp = b
+	if cap(b) <= maxScratch {
+		h.scratch.Put(bp)
+	}
+	r.appendHistory(seq, bytes.Clone(msg), time.Now().UnixNano())
 }
+
+// maxScratch is the largest encoding buffer the hub keeps for reuse.
+const maxScratch = 64 << 10
 
 // HandleReset implements BrokerHandler: the room's log began again (the
 // broker lost it); its members are told to count from st.Seq in the new
@@ -100,12 +111,11 @@ func (h *Hub) load(r *room, st RoomState) {
 	now := time.Now().UnixNano()
 	for _, m := range st.Messages {
 		if msg, ok := h.sanitize(r.name, m.Data); ok {
-			b, _ := r.encode(m.Seq, msg)
 			at := m.Time
 			if at <= 0 || at > now {
 				at = now
 			}
-			r.appendHistory(m.Seq, b, at)
+			r.appendHistory(m.Seq, bytes.Clone(msg), at)
 		}
 	}
 	r.trimHistory(now)

@@ -44,13 +44,33 @@ func TestSanitize(t *testing.T) {
 		if !ok {
 			continue
 		}
-		b, enc := r.encode(7, got)
+		b, enc := r.encode([]byte("kept"), 7, got)
 		var m map[string]any
-		if !enc || json.Unmarshal(b, &m) != nil || m["type"] != "message" || m["seq"] != 7.0 || m["room"] != "lobby" {
+		if !enc || string(b[:4]) != "kept" || json.Unmarshal(b[4:], &m) != nil || m["type"] != "message" || m["seq"] != 7.0 || m["room"] != "lobby" {
 			t.Errorf("sanitize(%q) then encode: %s", tc.msg, b)
 		}
 	}
 	if st := h.Stats(); st.Dropped["message"] != 14 {
 		t.Errorf("dropped %d, want 14", st.Dropped["message"])
+	}
+}
+
+// TestEncodedLen: the history counts its bytes as members receive them,
+// without encoding them (encodedLen); the two must agree.
+func TestEncodedLen(t *testing.T) {
+	r := newRoom("a \"room\" é", nil, historyLimits{})
+	for _, msg := range []string{`{}`, `{ }`, "{\n}", `{"from":"alice","text":"hi","ts":1}`, `{ "a":1 }`} {
+		for _, seq := range []int64{0, 1, 9, 10, 99, 100, 12345678901, -1, -10} {
+			b, ok := r.encode(nil, seq, []byte(msg))
+			if !ok {
+				t.Fatalf("encode(%d, %q) refused", seq, msg)
+			}
+			if n := r.encodedLen(seq, []byte(msg)); n != len(b) {
+				t.Errorf("encodedLen(%d, %q) = %d, encode gave %d bytes: %s", seq, msg, n, len(b), b)
+			}
+			if !json.Valid(b) {
+				t.Errorf("encode(%d, %q) = %s: not JSON", seq, msg, b)
+			}
+		}
 	}
 }
