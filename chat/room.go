@@ -154,7 +154,7 @@ func (r *room) encode(b []byte, seq int64, msg []byte) ([]byte, bool) {
 	b = append(b, r.nameJSON...)
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendInt(b, seq, 10)
-	if len(bytes.TrimSpace(msg[1:len(msg)-1])) > 0 {
+	if hasFields(msg) {
 		b = append(b, ',')
 	}
 	return append(b, msg[1:]...), true
@@ -163,11 +163,15 @@ func (r *room) encode(b []byte, seq int64, msg []byte) ([]byte, bool) {
 // encodedLen is the length of encode's output for msg, an object.
 func (r *room) encodedLen(seq int64, msg []byte) int {
 	n := len(`{"type":"message","room":,"seq":`) + len(r.nameJSON) + digits(seq) + len(msg) - 1
-	if len(bytes.TrimSpace(msg[1:len(msg)-1])) > 0 {
-		n++
+	if hasFields(msg) {
+		n++ // the comma
 	}
 	return n
 }
+
+// hasFields reports whether the object msg is not empty: encode puts a
+// comma between its own fields and msg's.
+func hasFields(msg []byte) bool { return len(bytes.TrimSpace(msg[1:len(msg)-1])) > 0 }
 
 // digits is the length of n in decimal.
 func digits(n int64) int {

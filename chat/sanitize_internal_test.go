@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
@@ -71,6 +72,33 @@ func TestEncodedLen(t *testing.T) {
 			if !json.Valid(b) {
 				t.Errorf("encode(%d, %q) = %s: not JSON", seq, msg, b)
 			}
+		}
+	}
+}
+
+// TestHistoryBytesCountEncoded: HistoryBytes bounds the history as members
+// receive it (and a join replays it), though it stores messages as
+// published: a limit of exactly three encoded messages keeps three.
+func TestHistoryBytesCountEncoded(t *testing.T) {
+	msg := []byte(`{"from":"alice","text":"hi","ts":1}`)
+	probe := newRoom("lobby", nil, historyLimits{})
+	limit := 0
+	for seq := int64(8); seq <= 10; seq++ {
+		b, _ := probe.encode(nil, seq, msg)
+		limit += len(b)
+	}
+	r := newRoom("lobby", nil, historyLimits{count: 100, bytes: limit})
+	for seq := int64(1); seq <= 10; seq++ {
+		r.appendHistory(seq, bytes.Clone(msg), 0)
+	}
+	out, _ := r.history(-1, 0, 100)
+	if len(out) != 3 || r.histBytes != limit {
+		t.Fatalf("kept %d messages in %d bytes, want 3 in %d", len(out), r.histBytes, limit)
+	}
+	for i, m := range out {
+		want, _ := probe.encode(nil, int64(8+i), msg)
+		if !bytes.Equal(m, want) {
+			t.Errorf("replayed %s, want %s", m, want)
 		}
 	}
 }
