@@ -86,6 +86,7 @@ type Broker struct {
 	// as if NATS had lost it.
 	testFetch func(room string)
 	testDrop  func(room string, seq uint64) bool
+	testBeat  func(bye bool)
 	dms       directs // direct messages awaiting their answer
 	acks      chan pending
 	stop      chan struct{}
@@ -305,12 +306,15 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
+	// The heartbeat goroutine stops before the bye is said: a heartbeat
+	// published after it would make the others take this node for alive
+	// again (and its nicks for held) until three heartbeats had passed.
+	close(b.stop)
+	b.wg.Wait()
 	if b.nc.IsConnected() {
 		b.beat(true)
 		_ = b.nc.FlushTimeout(time.Second) // the others hear of it now, not in three heartbeats
 	}
-	close(b.stop)
-	b.wg.Wait()
 	b.nc.Close()
 	return nil
 }

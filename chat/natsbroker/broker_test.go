@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/parleyhq/parley/chat"
@@ -276,5 +277,110 @@ func TestStreamsFollowRooms(t *testing.T) {
 	}
 	if n := brokers[0].Stats().StreamsDeleted; n != rooms {
 		t.Fatalf("node 1 (the leader) deleted %d streams, want %d", n, rooms)
+	}
+}
+
+// TestByeIsLast: a node that closes says nothing after its bye. A heartbeat
+// after it made the others take the node for alive again, and its nicks for
+// held, until three heartbeats had passed. The hook holds the closing node
+// right after its bye for up to 20 heartbeats, long enough for any heartbeat
+// that could still follow it to be published.
+func TestByeIsLast(t *testing.T) {
+	t.Parallel()
+	s := startNATS(t)
+	nc, err := nats.Connect(s.URL(), nats.Token(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	beats := make(chan *nats.Msg, 1<<16)
+	if _, err := nc.ChanSubscribe(natsbroker.DefaultPrefix+".nodes", beats); err != nil {
+		t.Fatal(err)
+	}
+	const heartbeat = 10 * time.Millisecond
+	b, err := natsbroker.New(natsbroker.Config{URL: s.URL(), Node: "leaving", Token: testToken, Heartbeat: heartbeat, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var said atomic.Bool // the bye
+	later := make(chan struct{}, 1)
+	natsbroker.SetBeatHook(b, func(bye bool) {
+		switch {
+		case bye:
+			said.Store(true)
+			select {
+			case <-later:
+			case <-time.After(20 * heartbeat):
+			}
+		case said.Load():
+			later <- struct{}{}
+		}
+	})
+	if err := b.Run(brokertest.NewHandler()); err != nil {
+		t.Fatal(err)
+	}
+	nextBeat(t, beats)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A marker published now arrives after anything the node said.
+	if err := nc.Publish(natsbroker.DefaultPrefix+".nodes", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	bye := false
+	for m := nextBeat(t, beats); string(m.Data) != "marker"; m = nextBeat(t, beats) {
+		if bye {
+			t.Fatalf("%s after the bye", m.Data)
+		}
+		bye = strings.Contains(string(m.Data), `"bye":true`)
+	}
+	if !bye {
+		t.Fatal("no bye")
+	}
+}
+
+func nextBeat(t *testing.T, beats <-chan *nats.Msg) *nats.Msg {
+	t.Helper()
+	select {
+	case m := <-beats:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no heartbeat within 10 s")
+		return nil
+	}
+}
+
+// TestNickContention: nodes claiming and releasing one nick at once get it
+// or are told it is taken, never an error: a record released or taken over
+// between a claim's read and its write is read again.
+func TestNickContention(t *testing.T) {
+	t.Parallel()
+	url := startNATS(t).URL()
+	errs := make(chan error, 3)
+	for i := range 3 {
+		b := newBroker(t, url, fmt.Sprintf("c%d", i))
+		t.Cleanup(func() { b.Close() })
+		owner := b.Node() + "/1/x"
+		go func() {
+			for range 100 {
+				switch err := b.ClaimNick("x", owner); {
+				case errors.Is(err, chat.ErrNickClaimed):
+				case err != nil:
+					errs <- err
+					return
+				default:
+					if err := b.ReleaseNick("x", owner); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

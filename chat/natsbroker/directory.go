@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -37,34 +38,61 @@ func (b *Broker) kv() jetstream.KeyValue {
 }
 
 // ClaimNick implements chat.Broker: a create in the nick bucket, or a
-// take-over of a record whose node is gone.
+// take-over of a record whose node is gone. Both are compare-and-set: a
+// record that changed between the read and the write (released, or taken
+// over from a node gone) is read again, a few times, before the nick is
+// called taken.
 func (b *Broker) ClaimNick(key, owner string) error {
 	ctx, cancel := b.ctx()
 	defer cancel()
 	kv, k := b.kv(), token(key)
-	_, err := kv.Create(ctx, k, []byte(owner))
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		var e jetstream.KeyValueEntry
-		if e, err = kv.Get(ctx, k); err == nil {
-			switch held := string(e.Value()); {
-			case held == owner:
-			case b.ownerAlive(held):
-				return chat.ErrNickClaimed
-			default:
-				_, err = kv.Update(ctx, k, []byte(owner), e.Revision())
-			}
-		}
+	err := errNickChanged
+	for try := 0; try < claimTries && errors.Is(err, errNickChanged); try++ {
+		err = b.claimOnce(ctx, kv, k, owner)
 	}
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return chat.ErrNickClaimed // taken meanwhile
-		}
+	switch {
+	case errors.Is(err, errNickChanged):
+		return chat.ErrNickClaimed // it kept changing: others want it too
+	case errors.Is(err, chat.ErrNickClaimed):
+		return err
+	case err != nil:
 		return fmt.Errorf("natsbroker: claim nick %q: %w", key, err)
 	}
 	b.mu.Lock()
 	b.claims[key] = owner
 	b.mu.Unlock()
 	return nil
+}
+
+// claimTries bounds the reads of a nick record that keeps changing.
+const claimTries = 3
+
+// errNickChanged: the nick record changed between a read and a write.
+var errNickChanged = errors.New("nick record changed meanwhile")
+
+// claimOnce makes one attempt of ClaimNick.
+func (b *Broker) claimOnce(ctx context.Context, kv jetstream.KeyValue, k, owner string) error {
+	_, err := kv.Create(ctx, k, []byte(owner))
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return err
+	}
+	e, err := kv.Get(ctx, k)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return errNickChanged // released since the create
+	case err != nil:
+		return err
+	}
+	switch held := string(e.Value()); {
+	case held == owner:
+		return nil
+	case b.ownerAlive(held):
+		return chat.ErrNickClaimed
+	}
+	if _, err = kv.Update(ctx, k, []byte(owner), e.Revision()); errors.Is(err, jetstream.ErrKeyExists) {
+		return errNickChanged
+	}
+	return err
 }
 
 // ReleaseNick implements chat.Broker.

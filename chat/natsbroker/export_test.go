@@ -6,3 +6,7 @@ package natsbroker
 func SetTestHooks(b *Broker, fetch func(room string), drop func(room string, seq uint64) bool) {
 	b.testFetch, b.testDrop = fetch, drop
 }
+
+// SetBeatHook makes b call beat after it publishes each heartbeat, and its
+// bye. Set before Run.
+func SetBeatHook(b *Broker, beat func(bye bool)) { b.testBeat = beat }

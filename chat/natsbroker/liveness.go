@@ -43,6 +43,9 @@ func (b *Broker) beat(bye bool) {
 	}
 	data, _ := json.Marshal(bm)
 	_ = b.nc.Publish(b.cfg.Prefix+".nodes", data) // fails only while disconnected
+	if b.testBeat != nil {
+		b.testBeat(bye)
+	}
 }
 
 // beatsSize bounds the heartbeats waiting to be read; past it NATS drops
