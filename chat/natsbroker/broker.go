@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -88,7 +89,8 @@ type Broker struct {
 	testDrop  func(room string, seq uint64) bool
 	testBeat  func(bye bool)
 	dms       directs // direct messages awaiting their answer
-	acks      chan pending
+	out       *outbox // room messages on their way to NATS
+	runID     string  // this run of the node: starts the ids of messages published without one
 	stop      chan struct{}
 	wg        sync.WaitGroup
 
@@ -103,9 +105,10 @@ type Broker struct {
 	known  map[string]chat.Rule // rules by KV key, to tell which one a delete ends
 	closed bool
 
-	started time.Time
-	stats   stats
-	dropLog logLimit
+	replicas int // of every stream and bucket (Config.Replicas, or chosen)
+	started  time.Time
+	stats    stats
+	dropLog  logLimit
 }
 
 var _ chat.Broker = (*Broker)(nil)
@@ -140,9 +143,11 @@ func New(cfg Config) (*Broker, error) {
 	}
 	c := cfg.withDefaults()
 	b := &Broker{cfg: c, log: c.Logger.With("node", c.Node), inbox: make(chan *nats.Msg, inboxSize),
-		jobs: make(chan func(), 1024), opens: make(chan struct{}, maxOpens), acks: make(chan pending, maxPending), stop: make(chan struct{}), rooms: make(map[string]*roomSub),
+		jobs: make(chan func(), 1024), opens: make(chan struct{}, maxOpens), stop: make(chan struct{}), rooms: make(map[string]*roomSub),
 		routes: make(map[string]route), claims: make(map[string]string), seen: make(map[string]time.Time),
-		left: make(map[string]bool), started: time.Now(), loads: make(map[string]chat.NodeInfo), known: make(map[string]chat.Rule)}
+		left: make(map[string]bool), started: time.Now(), loads: make(map[string]chat.NodeInfo), known: make(map[string]chat.Rule),
+		runID: c.Node + "." + randomNode()}
+	b.out = newOutbox(b)
 	opts, err := c.natsOptions()
 	if err != nil {
 		return nil, err
@@ -160,11 +165,13 @@ func New(cfg Config) (*Broker, error) {
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			b.stats.disconnects.Add(1)
 			b.log.Warn("disconnected from NATS", "err", err)
+			b.out.disconnected()
 			b.pause()
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.stats.reconnects.Add(1)
 			b.log.Info("reconnected to NATS", "url", nc.ConnectedUrlRedacted())
+			b.out.reconnected()
 			b.resync()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
@@ -179,8 +186,11 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("natsbroker: connect to %q: %w", c.url(), err)
 	}
 	b.nc = nc
-	b.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxPending),
-		jetstream.WithPublishAsyncTimeout(c.PublishTimeout), jetstream.WithDefaultTimeout(c.RequestTimeout))
+	b.replicas = c.Replicas
+	if b.replicas == 0 {
+		b.replicas = defaultReplicas(len(nc.Servers()))
+	}
+	b.js, err = jetstream.New(nc, jetstream.WithDefaultTimeout(c.RequestTimeout))
 	if err == nil {
 		err = b.openNicks()
 	}
@@ -196,6 +206,35 @@ func New(cfg Config) (*Broker, error) {
 	}
 	return b, nil
 }
+
+// defaultReplicas is Config.Replicas's choice for a NATS of servers
+// servers: 3 where three can hold a copy each, else 1.
+func defaultReplicas(servers int) int {
+	if servers >= 3 {
+		return 3
+	}
+	return 1
+}
+
+// JetStream's error codes for replicas it cannot place (nats-server's
+// JSStreamReplicasNotSupportedErr, JSInsufficientResourcesErr,
+// JSClusterNoPeersErrF).
+const (
+	errReplicasNotSupported  jetstream.ErrorCode = 10074
+	errInsufficientResources jetstream.ErrorCode = 10023
+	errNoPeers               jetstream.ErrorCode = 10005
+)
+
+// replicaErr says what err, from making or changing a stream or bucket,
+// means when it is that NATS cannot hold the replicas asked for.
+func (b *Broker) replicaErr(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && slices.Contains([]jetstream.ErrorCode{errReplicasNotSupported, errInsufficientResources, errNoPeers}, apiErr.ErrorCode) {
+		return fmt.Errorf("Replicas %d: this NATS cannot hold %d copies (a lone server holds 1; a JetStream cluster as many as it has servers): %w", b.replicas, b.replicas, err)
+	}
+	return err
+}
+
 func (b *Broker) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
 }
@@ -262,10 +301,13 @@ func (b *Broker) Run(h chat.BrokerHandler) error {
 		b.wg.Add(1)
 		go b.janitor()
 	}
+	if err := b.out.listen(); err != nil {
+		return err
+	}
 	b.wg.Add(3)
 	go b.dispatch()
 	go b.heartbeat(beats)
-	go b.acknowledge()
+	go b.out.sweep()
 	return nil
 }
 

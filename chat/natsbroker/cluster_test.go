@@ -281,9 +281,11 @@ func TestClusterNodeStops(t *testing.T) {
 }
 
 // TestNATSRestart: NATS goes away and comes back empty (no persistence).
-// Meanwhile senders are told their messages were not delivered; then the
-// nodes reconnect by themselves, count it, make the rooms' logs again and
-// tell the members the rooms were reset; the chat goes on across nodes.
+// A message said meanwhile is kept by its node and stored once NATS is
+// back; the nodes reconnect by themselves, count it, make the rooms' logs
+// again and tell the members the rooms were reset, then the kept message
+// comes, once, and the chat goes on across nodes. A message that waits
+// longer than PublishTimeout is refused: its sender is told.
 func TestNATSRestart(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -310,10 +312,8 @@ func TestNATSRestart(t *testing.T) {
 	poll.Until(t, "both nodes see NATS gone", func() bool {
 		return !brokers[0].Stats().Connected && !brokers[1].Stats().Connected
 	})
-	a.Send(chat.Request{Type: chat.TypeSay, ID: "m1", Room: "r", Text: "into the void"})
-	if e := a.ExpectError(chat.ErrNotDelivered); e.Request == nil || e.Request.ID != "m1" {
-		t.Fatalf("the error does not name the message: %+v", e)
-	}
+	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "kept"})
+	poll.Until(t, "the message kept", func() bool { return brokers[0].Stats().BufferedMsgs == 1 })
 
 	ns, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Token: testToken, Logger: quiet()})
 	if err != nil {
@@ -332,23 +332,53 @@ func TestNATSRestart(t *testing.T) {
 		if !reset["r"] || !reset["lobby"] {
 			t.Fatalf("%s: resets of %v, want lobby and r", c.Nick, reset)
 		}
+		if m := messages(t, c, 1); m[0] != (said{1, a.Nick, "kept"}) {
+			t.Fatalf("%s: the message kept through the outage: %v", c.Nick, m)
+		}
 	}
 	for i, br := range brokers {
-		if st := br.Stats(); st.Reconnects != 1 || st.Disconnects != 1 || st.Resets != 2 || !st.Connected {
+		if st := br.Stats(); st.Reconnects != 1 || st.Disconnects != 1 || st.Resets != 2 || !st.Connected || st.PublishErrors != 0 {
 			t.Fatalf("node %d after the restart: %+v", i+1, st)
 		}
 	}
+	if st := brokers[0].Stats(); st.PublishRetries == 0 || st.BufferedMsgs != 0 || st.BufferedBytes != 0 {
+		t.Fatalf("node 1's outbox after the restart: %+v", st)
+	}
 	b.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "after"})
 	for _, c := range []*chattest.Client{a, b} {
-		if m := messages(t, c, 1); m[0] != (said{1, b.Nick, "after"}) {
+		if m := messages(t, c, 1); m[0] != (said{2, b.Nick, "after"}) {
 			t.Fatalf("%s after the restart: %v", c.Nick, m)
 		}
 	}
 }
 
-// waitUntil polls cond every 10 ms for at most 10 s.
-// TestLongRoomNames: rooms whose names are as long as a name may be, in
-// bytes (32 letters of 4 bytes each), or plain and long, work across nodes:
+// TestPublishGivesUp: past PublishTimeout without NATS, the sender of a
+// message is told it was not delivered, and so is the sender of the one
+// behind it in the room; the outbox is empty again.
+func TestPublishGivesUp(t *testing.T) {
+	t.Parallel()
+	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Token: testToken, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := startBrokered(t, natsbroker.Config{URL: ns.URL(), Token: testToken, PublishTimeout: 300 * time.Millisecond}, 1, 1, chat.Config{})
+	a := chattest.Connect(t, nodes[0].url)
+	join(a, "r")
+	ns.Shutdown()
+	poll.Until(t, "NATS gone", func() bool { return !nodes[0].broker.Stats().Connected })
+	for _, id := range []string{"m1", "m2"} {
+		a.Send(chat.Request{Type: chat.TypeSay, ID: id, Room: "r", Text: id})
+	}
+	for _, id := range []string{"m1", "m2"} {
+		if e := a.ExpectError(chat.ErrNotDelivered); e.Request == nil || e.Request.ID != id {
+			t.Fatalf("the error does not name %s: %+v", id, e)
+		}
+	}
+	if st := nodes[0].broker.Stats(); st.PublishErrors != 2 || st.BufferedMsgs != 0 || st.BufferedBytes != 0 {
+		t.Fatalf("after giving up: %+v", st)
+	}
+}
+
 // the stream name stays short whatever the room's.
 func TestLongRoomNames(t *testing.T) {
 	nodes := startCluster(t, 2)

@@ -14,7 +14,8 @@ import (
 const (
 	DefaultPrefix         = "parley"
 	DefaultHeartbeat      = time.Second
-	DefaultPublishTimeout = 5 * time.Second
+	DefaultPublishTimeout = 30 * time.Second
+	DefaultMaxBuffered    = 64 << 20
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultRoomTTL        = 10 * time.Minute
 )
@@ -70,10 +71,30 @@ type Config struct {
 	// its nicks are free). Default 1 s.
 	Heartbeat time.Duration
 
-	// PublishTimeout bounds the wait for NATS to acknowledge a room
-	// message; past it the sender is told the message was not delivered.
-	// Default 5 s.
+	// PublishTimeout bounds how long a room message may wait for NATS to
+	// store it: while NATS, or its stream's leader, is away (a server
+	// restarting, a leader election), the message is kept and published
+	// again, under the same message id (JetStream drops a copy it has), and
+	// the room's later messages wait behind it, in order. Past the bound
+	// the sender is told the message was not delivered, and so are those
+	// of the same room queued behind it. Default 30 s; at most 1 min (a
+	// stream's deduplication window is 2 min).
 	PublishTimeout time.Duration
+
+	// MaxBuffered bounds the bytes of room messages this node holds for
+	// NATS (sent and not yet acknowledged, or waiting out an outage);
+	// past it a message is refused at once (the sender is told it was not
+	// delivered). Default 64 MiB.
+	MaxBuffered int
+
+	// Replicas is how many NATS servers keep each room's stream and each
+	// bucket (nicks, rules, rooms): with 3, the cluster's history, nicks
+	// and rules survive the loss of any one server. 0 (the default)
+	// chooses: 3 when the NATS cluster has three servers or more, else 1.
+	// A NATS that cannot hold Replicas (a lone server, too few JetStream
+	// servers) is an error at New. Streams and buckets made with another
+	// count are changed to this one when the node opens them.
+	Replicas int
 
 	// RequestTimeout bounds NATS requests: opening a room, nick claims and
 	// lookups. Default 5 s.
@@ -116,6 +137,9 @@ func (c *Config) withDefaults() Config {
 	if d.PublishTimeout == 0 {
 		d.PublishTimeout = DefaultPublishTimeout
 	}
+	if d.MaxBuffered == 0 {
+		d.MaxBuffered = DefaultMaxBuffered
+	}
 	if d.RequestTimeout == 0 {
 		d.RequestTimeout = DefaultRequestTimeout
 	}
@@ -127,6 +151,14 @@ func (c *Config) withDefaults() Config {
 	}
 	return d
 }
+
+// dedupWindow is every room stream's deduplication window: a message
+// published again within it under the same id is stored once.
+const dedupWindow = 2 * time.Minute
+
+// maxPublishTimeout bounds PublishTimeout: retries end well within the
+// deduplication window.
+const maxPublishTimeout = time.Minute
 
 // Validate reports the first invalid field, after defaults are applied.
 func (c *Config) Validate() error {
@@ -142,6 +174,12 @@ func (c *Config) Validate() error {
 		return cfgerr.New("HistoryMaxAge", "natsbroker: HistoryMaxAge (%v) must not be negative", d.HistoryMaxAge)
 	case d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second:
 		return cfgerr.New("HistoryMaxAge", "natsbroker: HistoryMaxAge (%v) must be at least 1s", d.HistoryMaxAge)
+	case d.Replicas < 0 || d.Replicas > 5:
+		return cfgerr.New("Replicas", "natsbroker: Replicas (%d) must be 1 to 5 (JetStream's most), or 0 to choose", d.Replicas)
+	case d.PublishTimeout > maxPublishTimeout:
+		return cfgerr.New("PublishTimeout", "natsbroker: PublishTimeout (%v) must be at most %v: a retry must fall within the streams' deduplication window (%v)", d.PublishTimeout, maxPublishTimeout, dedupWindow)
+	case d.MaxBuffered < 0:
+		return cfgerr.New("MaxBuffered", "natsbroker: MaxBuffered (%d) must not be negative", d.MaxBuffered)
 	}
 	if !validName(d.Node, 16) {
 		return cfgerr.New("Node", "natsbroker: Node %q: 1 to 16 lower-case letters, digits or '_'", d.Node)

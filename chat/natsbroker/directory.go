@@ -15,9 +15,9 @@ func (b *Broker) openNicks() error {
 	ctx, cancel := b.ctx()
 	defer cancel()
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.cfg.Prefix + "_nicks", Storage: jetstream.MemoryStorage, History: 1})
+		Bucket: b.cfg.Prefix + "_nicks", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
 	if err != nil {
-		return fmt.Errorf("nick bucket: %w", err)
+		return fmt.Errorf("nick bucket: %w", b.replicaErr(err))
 	}
 	b.mu.Lock()
 	b.nicks = kv

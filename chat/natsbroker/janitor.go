@@ -20,9 +20,9 @@ func (b *Broker) openRooms() error {
 	ctx, cancel := b.ctx()
 	defer cancel()
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.cfg.Prefix + "_rooms", Storage: jetstream.MemoryStorage, History: 1})
+		Bucket: b.cfg.Prefix + "_rooms", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
 	if err != nil {
-		return err
+		return b.replicaErr(err)
 	}
 	b.mu.Lock()
 	b.roomDir = kv

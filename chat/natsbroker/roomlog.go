@@ -16,10 +16,6 @@ import (
 	"github.com/parleyhq/parley/chat"
 )
 
-// maxPending bounds the room messages awaiting NATS's acknowledgement;
-// past it Publish waits (briefly, then fails).
-const maxPending = 1 << 14
-
 // roomSub is a room this node subscribes to. last and ready are used by
 // the dispatcher goroutine and Subscribe, under mu.
 type roomSub struct {
@@ -91,6 +87,8 @@ func (b *Broker) streamConfig(tok string) jetstream.StreamConfig {
 		MaxMsgs:     int64(b.cfg.HistorySize),
 		MaxAge:      b.cfg.HistoryMaxAge,
 		Discard:     jetstream.DiscardOld,
+		Replicas:    b.replicas,
+		Duplicates:  dedupWindow,
 		AllowDirect: true,
 		RePublish:   &jetstream.RePublish{Source: in, Destination: b.cfg.Prefix + ".room." + tok},
 	}
@@ -103,7 +101,16 @@ func (b *Broker) openStream(tok string) (jetstream.Stream, *jetstream.StreamInfo
 	cfg := b.streamConfig(tok)
 	s, err := b.js.CreateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		s, err = b.js.Stream(ctx, cfg.Name) // made by a node with other settings: use it as it is
+		// Made by a node with other settings: use it as it is, but for its
+		// replicas, which follow this node's.
+		if s, err = b.js.Stream(ctx, cfg.Name); err == nil {
+			if old := s.CachedInfo().Config; old.Replicas != cfg.Replicas {
+				b.log.Info("changing a room stream's replicas", "stream", cfg.Name, "from", old.Replicas, "to", cfg.Replicas)
+				old.Replicas = cfg.Replicas
+				s, err = b.js.UpdateStream(ctx, old)
+				err = b.replicaErr(err)
+			}
+		}
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("natsbroker: stream %q: %w", cfg.Name, err)
@@ -234,113 +241,6 @@ func (b *Broker) unsubscribe(rs *roomSub) {
 	}
 }
 
-// pending is a publication awaiting its acknowledgement.
-type pending struct {
-	f     jetstream.PubAckFuture
-	room  string
-	msg   *nats.Msg
-	retry bool // published again after its room's stream was re-created
-	done  func(error)
-}
-
-// Publish implements chat.Broker: an asynchronous JetStream publish; done
-// runs when NATS acknowledges it (or does not, within PublishTimeout).
-func (b *Broker) Publish(room string, msg []byte, id string, done func(error)) {
-	b.mu.RLock()
-	rs, closed := b.rooms[room], b.closed
-	b.mu.RUnlock()
-	fail := func(err error) {
-		b.stats.publishErrors.Add(1)
-		if done != nil {
-			done(err)
-		}
-	}
-	if closed {
-		fail(chat.ErrBrokerNotRunning)
-		return
-	}
-	subj := b.cfg.Prefix + ".in." + token(room)
-	if rs != nil {
-		subj = rs.subIn
-	}
-	m := &nats.Msg{Subject: subj, Data: msg}
-	if id != "" {
-		m.Header = nats.Header{jetstream.MsgIDHeader: {id}} // JetStream drops a repeat within its duplicate window
-	}
-	f, err := b.js.PublishMsgAsync(m)
-	if err != nil {
-		fail(fmt.Errorf("natsbroker: publish to %q: %w", room, err))
-		return
-	}
-	b.stats.published.Add(1)
-	if done != nil {
-		select {
-		case b.acks <- pending{f: f, room: room, msg: m, done: done}:
-		case <-b.stop: // closed meanwhile: nobody will wait for the ack
-			done(chat.ErrBrokerNotRunning)
-		}
-	}
-}
-
-// acknowledge calls the done functions of publications as NATS answers
-// them (or they time out), in publish order.
-func (b *Broker) acknowledge() {
-	defer b.wg.Done()
-	for {
-		select {
-		case <-b.stop:
-			return
-		case p := <-b.acks:
-			select {
-			case <-p.f.Ok():
-				p.done(nil)
-			case err := <-p.f.Err():
-				if !p.retry && noStream(err) {
-					// The room's stream is gone (deleted under us): make it
-					// again now, not at the next reconnect, and publish
-					// once more.
-					go b.recreate(p)
-					continue
-				}
-				b.stats.publishErrors.Add(1)
-				p.done(fmt.Errorf("natsbroker: publish to %q: %w", p.room, err))
-			}
-		}
-	}
-}
-
-// noStream reports whether a publication failed for want of a stream.
-func noStream(err error) bool {
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
-}
-
-// recreate makes p's room stream again, then publishes p once more. It
-// runs on a goroutine of its own.
-func (b *Broker) recreate(p pending) {
-	b.mu.RLock()
-	rs := b.rooms[p.room]
-	b.mu.RUnlock()
-	s, info, err := b.openStream(token(p.room))
-	if err != nil {
-		b.log.Warn("re-creating a room's stream", "room", p.room, "err", err)
-	} else if rs != nil {
-		b.later(func() { b.reopened(rs, s, info) }) // its members are told of the reset
-	}
-	b.stats.recreated.Add(1)
-	f, err := b.js.PublishMsgAsync(p.msg)
-	if err != nil {
-		b.stats.publishErrors.Add(1)
-		p.done(fmt.Errorf("natsbroker: publish to %q: %w", p.room, err))
-		return
-	}
-	p.f, p.retry = f, true
-	select {
-	case b.acks <- p:
-	case <-b.stop:
-		p.done(chat.ErrBrokerNotRunning)
-	}
-}
-
 // streamGone re-creates a subscribed room's stream deleted under this
 // node (JetStream's advisory names it), so that its members are told of
 // the reset and later messages are stored.
@@ -434,12 +334,63 @@ func (b *Broker) catchUp(rs *roomSub, upTo uint64) {
 		if b.testFetch != nil {
 			b.testFetch(rs.name)
 		}
-		msgs, err := b.fetchRange(s, from, to)
-		if err != nil {
-			b.log.Warn("fetching a room's missed messages", "room", rs.name, "from", from, "to", to, "err", err)
+		// NATS away, or the stream without a leader for a while: the
+		// messages are there, try again. Only those the stream no longer
+		// has are lost.
+		backoff := minBackoff
+		for {
+			msgs, err := b.fetchMissed(s, epoch, from, to)
+			if err == nil {
+				b.later(func() { b.repaired(rs, epoch, from, to, msgs) })
+				return
+			}
+			b.stats.fetchRetries.Add(1)
+			if b.dropLog.allow() {
+				b.log.Warn("fetching a room's missed messages; trying again", "room", rs.name, "from", from, "to", to, "err", err)
+			}
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, maxBackoff)
+			rs.mu.Lock()
+			s = rs.stream // reopened meanwhile
+			reset := rs.epoch != epoch
+			rs.mu.Unlock()
+			if reset { // the log was lost: reopened told the members
+				b.later(func() { b.repaired(rs, epoch, from, to, nil) })
+				return
+			}
 		}
-		b.later(func() { b.repaired(rs, epoch, from, to, msgs) })
 	}()
+}
+
+// errShortRead: a fetch ended before the last message asked for.
+var errShortRead = errors.New("the stream sent fewer messages than it holds")
+
+// fetchMissed reads the messages numbered from to to that the stream of
+// epoch still has; an error means they may be there but could not be
+// read (NATS away, no leader), never that they are gone.
+func (b *Broker) fetchMissed(s jetstream.Stream, epoch int64, from, to uint64) ([]chat.StoredMessage, error) {
+	ctx, cancel := b.ctx()
+	info, err := s.Info(ctx)
+	cancel()
+	switch {
+	case err != nil:
+		return nil, err
+	case info.Created.UnixMilli() != epoch:
+		return nil, nil // another log: repaired drops what it is given
+	}
+	first, last := max(from, info.State.FirstSeq), min(to, info.State.LastSeq)
+	if first > last {
+		return nil, nil // trimmed
+	}
+	msgs, err := b.fetchRange(s, first, last)
+	if err == nil && (len(msgs) == 0 || msgs[len(msgs)-1].Seq != int64(last)) {
+		err = fmt.Errorf("%w: %d to %d asked, %d read", errShortRead, first, last, len(msgs))
+	}
+	return msgs, err
 }
 
 // repaired delivers the messages a repair fetched (those it could not

@@ -22,9 +22,9 @@ func (b *Broker) openRules() error {
 	ctx, cancel := b.ctx()
 	defer cancel()
 	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.cfg.Prefix + "_rules", Storage: b.storage(), History: 1, MaxValueSize: maxRuleSize})
+		Bucket: b.cfg.Prefix + "_rules", Storage: b.storage(), History: 1, MaxValueSize: maxRuleSize, Replicas: b.replicas})
 	if err != nil {
-		return fmt.Errorf("rule bucket: %w", err)
+		return fmt.Errorf("rule bucket: %w", b.replicaErr(err))
 	}
 	b.rules = kv
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -43,6 +44,20 @@ type ServerConfig struct {
 	// Logger receives the server's warnings and errors. Default
 	// slog.Default().
 	Logger *slog.Logger
+
+	// A NATS cluster: with ClusterAddr set, the server listens there for
+	// routes from the other servers of the cluster, connects to those at
+	// Routes (host:port of their ClusterAddr; the others are found from
+	// them), and its JetStream is clustered: streams and buckets may have
+	// replicas (Config.Replicas) on several servers and survive the loss of
+	// one. Routes authenticate with Token too. Name names the server in the
+	// cluster (unique; default "parley-embedded"). A clustered JetStream
+	// needs a majority of its servers up to elect a leader: StartServer
+	// does not wait for one (the others may not have started yet); use
+	// WaitJetStream.
+	Name        string
+	ClusterAddr string
+	Routes      []string
 }
 
 // NewToken returns a random secret for an embedded server: 32 bytes,
@@ -97,8 +112,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 			}
 		}()
 	}
-	ns, err := server.NewServer(&server.Options{
-		ServerName: "parley-embedded",
+	if cfg.Name == "" {
+		cfg.Name = "parley-embedded"
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
 		Host:       host,
 		Port:       p,
 		JetStream:  true,
@@ -109,7 +127,11 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		// Authentication is required (a token); NATS compares it in
 		// constant time.
 		Authorization: cfg.Token,
-	})
+	}
+	if err := cfg.cluster(opts); err != nil {
+		return nil, err
+	}
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsbroker: embedded NATS: %w", err)
 	}
@@ -121,6 +143,62 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	s.ns = ns
 	return s, nil
+}
+
+// clusterUser is the user routes between embedded servers authenticate
+// as (with the token as password).
+const clusterUser = "parley-route"
+
+// cluster sets opts's cluster options from cfg's.
+func (cfg *ServerConfig) cluster(opts *server.Options) error {
+	if cfg.ClusterAddr == "" {
+		if len(cfg.Routes) > 0 {
+			return fmt.Errorf("natsbroker: embedded NATS routes %q without a cluster address", cfg.Routes)
+		}
+		return nil
+	}
+	if cfg.InProcess {
+		return fmt.Errorf("natsbroker: an embedded NATS in process cannot be clustered")
+	}
+	host, port, err := net.SplitHostPort(cfg.ClusterAddr)
+	p, perr := strconv.Atoi(port)
+	if err != nil || perr != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("natsbroker: embedded NATS cluster address %q: want host:port", cfg.ClusterAddr)
+	}
+	if p == 0 {
+		p = server.RANDOM_PORT
+	}
+	opts.Cluster = server.ClusterOpts{Name: "parley", Host: host, Port: p, Username: clusterUser, Password: cfg.Token}
+	for _, r := range cfg.Routes {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			return fmt.Errorf("natsbroker: embedded NATS route %q: want host:port", r)
+		}
+		opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", User: url.UserPassword(clusterUser, cfg.Token), Host: r})
+	}
+	return nil
+}
+
+// ClusterAddr is host:port where the server takes routes from the other
+// servers of its cluster ("" when not clustered).
+func (s *Server) ClusterAddr() string {
+	if a := s.ns.ClusterAddr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
+
+// WaitJetStream waits until the server's JetStream can be used: at once
+// for a lone server; in a cluster, once a JetStream leader is elected (a
+// majority of the servers are up) and this server is current with it.
+func (s *Server) WaitJetStream(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !s.ns.JetStreamIsCurrent() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natsbroker: embedded NATS %s: no JetStream leader within %v (are a majority of the cluster's servers up?)", s.ns.Name(), timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 // URL is the server's client URL.

@@ -12,14 +12,22 @@ type stats struct {
 	presenceReceived, directReceived, resets, nodesGone, slow      atomic.Uint64
 	reconnects, disconnects, controlReceived, recreated            atomic.Uint64
 	droppedBeats, droppedRules, streamsDeleted, stalls, beats      atomic.Uint64
+	retries, publishTimeouts, bufferFull, overtook, fetchRetries   atomic.Uint64
 	lag                                                            histogram
 }
 
 // Stats is a snapshot of a Broker's counters.
 type Stats struct {
 	Connected        bool   // connected to NATS now
-	Published        uint64 // room messages handed to NATS
-	PublishErrors    uint64 // room messages NATS did not take (refused, timed out, disconnected)
+	Published        uint64 // room messages accepted for NATS
+	PublishErrors    uint64 // room messages given up (not stored within PublishTimeout, refused, outbox full): their senders were told
+	PublishRetries   uint64 // room messages sent again (an outage, a timeout, a leader change): stored once all the same
+	PublishTimeouts  uint64 // sends unacknowledged within 2 s (the room's queue was then sent again)
+	BufferFull       uint64 // room messages refused because MaxBuffered bytes waited for NATS
+	Overtaken        uint64 // room messages stored before one accepted earlier in their room (should stay 0)
+	FetchRetries     uint64 // repairs that could not read their stream (NATS away, no leader) and tried again
+	BufferedBytes    int    // bytes of room messages waiting for NATS now (sent and unacknowledged, or held through an outage)
+	BufferedMsgs     int    // room messages waiting for NATS now
 	Received         uint64 // room messages handed to the hub (repaired ones included)
 	Repaired         uint64 // room messages fetched from their stream after a miss
 	Lost             uint64 // missed room messages the stream no longer had
@@ -79,7 +87,9 @@ func (b *Broker) Stats() Stats {
 		Disconnects: s.disconnects.Load(), Nodes: b.liveNodes(), LagSum: time.Duration(s.lag.sum.Load()),
 		ControlReceived: s.controlReceived.Load(), Recreated: s.recreated.Load(), DroppedBeats: s.droppedBeats.Load(),
 		DroppedRules: s.droppedRules.Load(), StreamsDeleted: s.streamsDeleted.Load(),
-		Stalls: s.stalls.Load(), Beats: s.beats.Load()}
+		Stalls: s.stalls.Load(), Beats: s.beats.Load(), PublishRetries: s.retries.Load(), PublishTimeouts: s.publishTimeouts.Load(),
+		BufferFull: s.bufferFull.Load(), Overtaken: s.overtook.Load(), FetchRetries: s.fetchRetries.Load()}
+	st.BufferedBytes, st.BufferedMsgs = b.out.buffered()
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {
 		st.LagCounts[i] = s.lag.counts[i].Load()
