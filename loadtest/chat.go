@@ -50,6 +50,7 @@ type chatState struct {
 	received, dups, gaps, stray atomic.Int64
 	churns, churnFails          atomic.Int64
 	reconnects, resumed, resent atomic.Int64
+	retried                     atomic.Int64 // says answered not_delivered, said again
 }
 
 // closed is a client the server closed, and when.
@@ -89,6 +90,7 @@ var (
 	messagePrefix = []byte(`{"type":"message"`)
 	historyPrefix = []byte(`{"type":"history","room":"lt-`)
 	resetPrefix   = []byte(`{"type":"reset","room":"lt-`)
+	undelivered   = []byte(`{"type":"error","code":"not_delivered"`)
 )
 
 // onMessage handles a frame to local client i; it runs on i's poller.
@@ -115,6 +117,8 @@ func (cs *chatState) onMessage(i int, data []byte, r *run) {
 		cs.resend(i, r)
 		cs.resuming[i].Store(false)
 		cs.resumed.Add(1)
+	case bytes.HasPrefix(data, undelivered):
+		cs.retry(i, data, r)
 	case bytes.HasPrefix(data, resetPrefix) && cs.lastSeq != nil:
 		cs.lastSeq[i], _ = jsonInt(data, `"seq":`)
 		cs.epoch[i], _ = jsonInt(data, `"epoch":`)
@@ -187,6 +191,32 @@ func (cs *chatState) resend(i int, r *run) {
 		if r.pool.Send(i, cs.say(buf[:0], i, seq, time.Now().UnixNano())) == nil {
 			cs.resent.Add(1)
 		}
+	}
+}
+
+// retry says again, under the same id, a message of local client i's that
+// the server answered not_delivered (as the browser page does): the
+// server kept it as long as it could, and its id keeps a copy that did get
+// through from being heard twice. Its latency counts from the retry.
+func (cs *chatState) retry(i int, data []byte, r *run) {
+	k := bytes.Index(data, []byte(`"request":{"type":"say","id":"`))
+	if k < 0 {
+		return
+	}
+	id := data[k+len(`"request":{"type":"say","id":"`):]
+	if end := bytes.IndexByte(id, '"'); end >= 0 {
+		id = id[:end]
+	}
+	// nonce.client.seq, as say writes it.
+	rest, ok := bytes.CutPrefix(id, []byte(cs.nonce+"."))
+	g, seqText, ok2 := bytes.Cut(rest, []byte("."))
+	client, err1 := strconv.Atoi(string(g))
+	seq, err2 := strconv.ParseInt(string(seqText), 10, 32)
+	if !ok || !ok2 || err1 != nil || err2 != nil || client != cs.cfg.Offset+i {
+		return
+	}
+	if r.pool.Send(i, cs.say(nil, i, int32(seq), time.Now().UnixNano())) == nil {
+		cs.retried.Add(1)
 	}
 }
 

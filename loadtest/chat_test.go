@@ -2,8 +2,10 @@ package loadtest_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -172,5 +174,40 @@ func TestChatCompressed(t *testing.T) {
 	if z.DeflateClients != 100 || z.CompressedIn == 0 || plain.DeflateClients != 0 || z.WireBytesPerMsg >= plain.WireBytesPerMsg {
 		t.Fatalf("deflate clients %d, compressed %d, wire bytes per message %.0f vs %.0f plain",
 			z.DeflateClients, z.CompressedIn, z.WireBytesPerMsg, plain.WireBytesPerMsg)
+	}
+}
+
+// flakyBroker is a MemoryBroker that answers every fifth publish with an
+// error, as a cluster's broker does past its publish timeout.
+type flakyBroker struct {
+	*chat.MemoryBroker
+	n atomic.Int64
+}
+
+func (b *flakyBroker) Publish(room string, msg []byte, id string, done func(error)) {
+	if b.n.Add(1)%5 == 0 {
+		done(errors.New("NATS did not store it"))
+		return
+	}
+	b.MemoryBroker.Publish(room, msg, id, done)
+}
+
+// TestNotDeliveredRetried: a message the server answers not_delivered is
+// said again under its id, counted, and reaches every member once.
+func TestNotDeliveredRetried(t *testing.T) {
+	hub, err := chat.New(chat.Config{Broker: &flakyBroker{MemoryBroker: chat.NewMemoryBroker()}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := startServerApp(t, engine.Config{}, hub)
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioChat, Targets: []string{url}, Clients: 40, RoomSize: 10, Rate: 4,
+		Duration: time.Second, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Retried == 0 || res.Missing != 0 || res.Duplicated != 0 || res.Delivered != res.Expected || !res.Passed {
+		t.Fatalf("retried %d, delivered %d of %d, missing %d, duplicated %d: %s", res.Retried, res.Delivered, res.Expected, res.Missing, res.Duplicated, res.Verdict)
 	}
 }

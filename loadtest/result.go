@@ -80,9 +80,10 @@ type Result struct {
 	ChurnCycles      int64          `json:"churn_cycles,omitempty"`
 	ChurnFailures    int64          `json:"churn_failures,omitempty"`
 	ChurnLatency     Latency        `json:"churn_connect_latency,omitzero"`
-	Reconnects       int64          `json:"reconnects,omitempty"` // clients closed by the server that came back (Reconnect)
-	Resumed          int64          `json:"resumed,omitempty"`    // of them, rejoined with the replay of what they missed
-	Resent           int64          `json:"resent,omitempty"`     // messages said again after a reconnect, never having come back to their sender
+	Reconnects       int64          `json:"reconnects,omitempty"`  // clients closed by the server that came back (Reconnect)
+	Resumed          int64          `json:"resumed,omitempty"`     // of them, rejoined with the replay of what they missed
+	Resent           int64          `json:"resent,omitempty"`      // messages said again after a reconnect, never having come back to their sender
+	Retried          int64          `json:"not_delivered_retries"` // messages the server answered not_delivered, said again under their id
 	ReconnectLatency Latency        `json:"reconnect_latency,omitzero"`
 	ReconnectRetries map[string]int `json:"reconnect_retries,omitempty"` // failed reconnection attempts (then tried elsewhere), by cause
 	RedialLatency    Latency        `json:"redial_latency,omitzero"`     // the reconnections themselves: connect and upgrade // from the close to the rejoin request
@@ -180,6 +181,9 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "chat        %d joined rooms of %d; sent %d messages in %.1fs\n", r.Joined, r.RoomSize, r.MessagesSent, r.SendSeconds)
 		fmt.Fprintf(w, "delivered   %d of %d (missing %d, duplicated %d, out of order %d, from another room %d)\n",
 			r.Delivered, r.Expected, r.Missing, r.Duplicated, r.OutOfOrder, r.Stray)
+		if r.Retried > 0 {
+			fmt.Fprintf(w, "retried     %d messages answered not_delivered, said again under their id\n", r.Retried)
+		}
 		fmt.Fprintf(w, "throughput  %.0f deliveries/s\n", r.DeliveriesPerSec)
 		fmt.Fprintf(w, "end to end  p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",
 			r.EndToEnd.P50, r.EndToEnd.P90, r.EndToEnd.P99, r.EndToEnd.P999, r.EndToEnd.Max)

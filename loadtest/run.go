@@ -345,6 +345,7 @@ func (r *run) chatPhase(ctx context.Context, res *Result) {
 	res.Duplicated = cs.dups.Load()
 	res.OutOfOrder = cs.gaps.Load()
 	res.Stray = cs.stray.Load()
+	res.Retried = cs.retried.Load()
 	if secs := float64(r.lastRecv.Load()-sendStart.UnixNano()) / 1e9; secs > 0 {
 		res.DeliveriesPerSec = float64(res.Delivered) / secs
 	}

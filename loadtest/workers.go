@@ -187,6 +187,7 @@ func (r *Result) merge(ms []workerMessage) {
 		r.Reconnects += w.Reconnects
 		r.Resumed += w.Resumed
 		r.Resent += w.Resent
+		r.Retried += w.Retried
 		for k, v := range w.ReconnectRetries {
 			if r.ReconnectRetries == nil {
 				r.ReconnectRetries = make(map[string]int)

@@ -63,8 +63,15 @@ var (
 	// A cluster's NATS broker.
 	mNATSConnected  = newDesc("parley_nats_connected", "1 while the node is connected to NATS.")
 	mClusterNodes   = newDesc("parley_cluster_nodes", "Other live nodes this node hears from.")
-	mNATSPublished  = newDesc("parley_nats_published_total", "Room messages handed to NATS.")
-	mNATSPubErrors  = newDesc("parley_nats_publish_errors_total", "Room messages NATS did not take (refused, timed out, disconnected).")
+	mNATSPublished  = newDesc("parley_nats_published_total", "Room messages accepted for NATS.")
+	mNATSPubErrors  = newDesc("parley_nats_publish_errors_total", "Room messages given up (not stored within the publish timeout, refused, the outbox full): their senders got not_delivered.")
+	mNATSRetries    = newDesc("parley_nats_publish_retries_total", "Room messages sent to NATS again (an outage, a timeout, a leader election), stored once all the same.")
+	mNATSPubTimeout = newDesc("parley_nats_publish_timeouts_total", "Sends of room messages NATS did not acknowledge within 2 s (their room's queue was sent again).")
+	mNATSBufFull    = newDesc("parley_nats_buffer_full_total", "Room messages refused at once because --nats-buffer bytes waited for NATS.")
+	mNATSOvertaken  = newDesc("parley_nats_overtaken_total", "Room messages NATS stored before one accepted earlier in their room (the outbox's order broken; should stay 0).")
+	mNATSBufBytes   = newDesc("parley_nats_buffered_bytes", "Bytes of room messages waiting for NATS (unacknowledged, or kept through an outage).")
+	mNATSBufMsgs    = newDesc("parley_nats_buffered_messages", "Room messages waiting for NATS (unacknowledged, or kept through an outage).")
+	mNATSFetchRetry = newDesc("parley_nats_fetch_retries_total", "Repairs of missed room messages that could not read their stream (NATS away, no leader) and tried again.")
 	mNATSReceived   = newDesc("parley_nats_received_total", "Room messages received from NATS (repaired ones included).")
 	mNATSRepaired   = newDesc("parley_nats_repaired_total", "Room messages missed, then fetched from their stream.")
 	mNATSLost       = newDesc("parley_nats_lost_total", "Room messages missed that their stream no longer had.")
@@ -106,7 +113,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Broker != nil {
 		for _, d := range []*prometheus.Desc{mNATSConnected, mClusterNodes, mNATSPublished, mNATSPubErrors, mNATSReceived,
 			mNATSRepaired, mNATSLost, mNATSDuplicates, mNATSPresence, mNATSDirect, mNATSResets, mNATSNodesGone, mNATSSlow,
-			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated, mNATSDeleted, mNATSStalls} {
+			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated, mNATSDeleted, mNATSStalls,
+			mNATSRetries, mNATSPubTimeout, mNATSBufFull, mNATSOvertaken, mNATSBufBytes, mNATSBufMsgs, mNATSFetchRetry} {
 			ch <- d
 		}
 	}
@@ -251,6 +259,13 @@ func collectBroker(ch chan<- prometheus.Metric, st BrokerStats, dropped map[stri
 	counter(ch, mNATSRecreated, st.Recreated)
 	counter(ch, mNATSDeleted, st.StreamsDeleted)
 	counter(ch, mNATSStalls, st.Stalls)
+	counter(ch, mNATSRetries, st.PublishRetries)
+	counter(ch, mNATSPubTimeout, st.PublishTimeouts)
+	counter(ch, mNATSBufFull, st.BufferFull)
+	counter(ch, mNATSOvertaken, st.Overtaken)
+	gauge(ch, mNATSBufBytes, float64(st.BufferedBytes))
+	gauge(ch, mNATSBufMsgs, float64(st.BufferedMsgs))
+	counter(ch, mNATSFetchRetry, st.FetchRetries)
 	connected := 0.0
 	if st.Connected {
 		connected = 1

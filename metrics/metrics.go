@@ -57,6 +57,13 @@ type BrokerStats struct {
 	Stalls           uint64
 	DroppedBeats     uint64
 	DroppedRules     uint64
+	PublishRetries   uint64
+	PublishTimeouts  uint64
+	BufferFull       uint64
+	Overtaken        uint64
+	BufferedBytes    int
+	BufferedMsgs     int
+	FetchRetries     uint64
 }
 
 // APIHit is how many server API calls a route answered with a status.

@@ -64,7 +64,7 @@ type serveConfig struct {
 func clusterFlag(name string) bool {
 	switch name {
 	case "node", "nats-prefix", "node-heartbeat", "room-ttl", "nats-token-file", "nats-user", "nats-password-file",
-		"nats-nkey-seed", "nats-creds", "nats-ca", "nats-cert", "nats-key":
+		"nats-nkey-seed", "nats-creds", "nats-ca", "nats-cert", "nats-key", "replicas", "nats-publish-timeout", "nats-buffer":
 		return true
 	}
 	return false
@@ -218,6 +218,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.NATS.Node, "node", "", "this node's `name` in the cluster: 1-16 of a-z, 0-9, _ (default: random)")
 	fs.StringVar(&cfg.NATS.Prefix, "nats-prefix", natsbroker.DefaultPrefix, "prefix of the NATS subjects, streams and bucket, so several clusters can share a NATS")
 	fs.DurationVar(&cfg.NATS.Heartbeat, "node-heartbeat", natsbroker.DefaultHeartbeat, "how often a node says it is alive; one silent for three is gone")
+	fs.IntVar(&cfg.NATS.Replicas, "replicas", 0, "how many NATS servers keep each room's stream and each bucket, 1 to 5 (0: 3 on a NATS cluster of three servers or more, else 1); a NATS that cannot hold them is an error at start")
+	fs.DurationVar(&cfg.NATS.PublishTimeout, "nats-publish-timeout", natsbroker.DefaultPublishTimeout, "how long a room message may wait for NATS to store it (an outage, a leader election: it is kept and sent again, in order) before its sender is told not_delivered; at most 1m")
+	fs.IntVar(&cfg.NATS.MaxBuffered, "nats-buffer", natsbroker.DefaultMaxBuffered, "most `bytes` of room messages a node holds for NATS (unacknowledged, or kept through an outage); past it a message is refused at once (not_delivered)")
 	fs.StringVar(&cfg.EchoPath, "echo-path", "", "also mount an echo endpoint (every message back with its type, 16 MiB limit) on this `path`, for conformance suites such as Autobahn's")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "serve /metrics on this `host:port` only, instead of on the main listener")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "also serve Go's profiles (/debug/pprof/) on --metrics-listen, which it requires")
@@ -568,6 +571,8 @@ func brokerStats(b *natsbroker.Broker) func() metrics.BrokerStats {
 			NodesGone: st.NodesGone, SlowConsumer: st.SlowConsumer, Reconnects: st.Reconnects,
 			Disconnects: st.Disconnects, LagBounds: bounds, LagCounts: st.LagCounts, LagSum: st.LagSum.Seconds(),
 			ControlReceived: st.ControlReceived, Recreated: st.Recreated, StreamsDeleted: st.StreamsDeleted, Stalls: st.Stalls, DroppedBeats: st.DroppedBeats, DroppedRules: st.DroppedRules,
+			PublishRetries: st.PublishRetries, PublishTimeouts: st.PublishTimeouts, BufferFull: st.BufferFull, Overtaken: st.Overtaken,
+			BufferedBytes: st.BufferedBytes, BufferedMsgs: st.BufferedMsgs, FetchRetries: st.FetchRetries,
 		}
 	}
 }
