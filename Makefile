@@ -6,7 +6,7 @@ REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
-.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout roundtrip loadtest compare hold-100k loadtest-100k loadtest-100k-kill clean
+.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout roundtrip loadtest compare hold-100k loadtest-100k loadtest-100k-kill chaos clean
 
 all: build
 
@@ -89,3 +89,12 @@ loadtest-100k-kill: build
 
 clean:
 	rm -rf bin
+
+# The cluster's promise under failures: a chat of CHAOS_CLIENTS clients on
+# three NATS servers (a NATS cluster) and three nodes, while a NATS server
+# is killed, restarted, every NATS server restarted, a node killed and a
+# node paused; prints lost / duplicated / out of order and the latency
+# around each event (scripts/chaos.sh). Reports in reports/chaos/.
+CHAOS_CLIENTS ?= 3000
+chaos: build
+	scripts/chaos.sh $(CHAOS_CLIENTS) reports/chaos

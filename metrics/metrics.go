@@ -64,6 +64,7 @@ type BrokerStats struct {
 	BufferedBytes    int
 	BufferedMsgs     int
 	FetchRetries     uint64
+	ProvisionRetries uint64
 }
 
 // APIHit is how many server API calls a route answered with a status.

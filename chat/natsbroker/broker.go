@@ -235,6 +235,37 @@ func (b *Broker) replicaErr(err error) error {
 	return err
 }
 
+// provision makes or opens a stream or bucket with make, retrying within
+// RequestTimeout. A JetStream cluster leaves all but one unanswered of the
+// requests that make the same stream at once (nodes joining a new room
+// together, starting together): the stream is made all the same, and
+// asking again finds it. So each attempt waits a short while, longer each
+// time, and only what may go away (retryable) is tried again.
+func (b *Broker) provision(make func(ctx context.Context) error) error {
+	deadline := time.Now().Add(b.cfg.RequestTimeout)
+	wait := provisionWait
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), min(wait, time.Until(deadline)))
+		err := make(ctx)
+		cancel()
+		if err == nil || !retryable(err) || time.Until(deadline) <= 0 {
+			return err
+		}
+		b.stats.provisionRetries.Add(1)
+		wait *= 2
+	}
+}
+
+// retryable reports whether a provisioning error may go away by asking
+// again: a timeout, or a stream another node is making right now (a
+// JetStream cluster may answer "not found" for it in the meantime).
+func retryable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// provisionWait is a provisioning request's first wait for its answer.
+const provisionWait = 500 * time.Millisecond
+
 func (b *Broker) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
 }

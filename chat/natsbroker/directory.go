@@ -12,10 +12,12 @@ import (
 )
 
 func (b *Broker) openNicks() error {
-	ctx, cancel := b.ctx()
-	defer cancel()
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.cfg.Prefix + "_nicks", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
+	var kv jetstream.KeyValue
+	err := b.provision(func(ctx context.Context) (err error) {
+		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: b.cfg.Prefix + "_nicks", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("nick bucket: %w", b.replicaErr(err))
 	}

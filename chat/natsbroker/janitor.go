@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"time"
@@ -17,10 +18,12 @@ import (
 
 // openRooms makes (or finds) the room directory bucket.
 func (b *Broker) openRooms() error {
-	ctx, cancel := b.ctx()
-	defer cancel()
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.cfg.Prefix + "_rooms", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
+	var kv jetstream.KeyValue
+	err := b.provision(func(ctx context.Context) (err error) {
+		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: b.cfg.Prefix + "_rooms", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
+		return err
+	})
 	if err != nil {
 		return b.replicaErr(err)
 	}

@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -94,12 +95,24 @@ func (b *Broker) streamConfig(tok string) jetstream.StreamConfig {
 	}
 }
 
-// openStream makes room's stream, or finds it made by another node.
-func (b *Broker) openStream(tok string) (jetstream.Stream, *jetstream.StreamInfo, error) {
-	ctx, cancel := b.ctx()
-	defer cancel()
+// openStream finds room's stream, or makes it.
+func (b *Broker) openStream(tok string) (s jetstream.Stream, info *jetstream.StreamInfo, err error) {
+	err = b.provision(func(ctx context.Context) error {
+		s, info, err = b.openStreamOnce(ctx, tok)
+		return err
+	})
+	return s, info, err
+}
+
+func (b *Broker) openStreamOnce(ctx context.Context, tok string) (jetstream.Stream, *jetstream.StreamInfo, error) {
 	cfg := b.streamConfig(tok)
-	s, err := b.js.CreateStream(ctx, cfg)
+	s, err := b.js.Stream(ctx, cfg.Name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = b.js.CreateStream(ctx, cfg)
+	case err == nil && s.CachedInfo().Config.Replicas != cfg.Replicas:
+		err = jetstream.ErrStreamNameAlreadyInUse // made with other replicas: changed below
+	}
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		// Made by a node with other settings: use it as it is, but for its
 		// replicas, which follow this node's.
@@ -485,9 +498,13 @@ func (b *Broker) resync() {
 				b.holdRoom(rs.token)
 			}
 		}
-		if err := b.openNicks(); err != nil {
-			b.log.Warn("reopening the nick bucket", "err", err)
-			return
+		for err := b.openNicks(); err != nil; err = b.openNicks() {
+			b.log.Warn("reopening the nick bucket; trying again in a second", "err", err)
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(time.Second):
+			}
 		}
 		b.mu.RLock()
 		claims := make(map[string]string, len(b.claims))

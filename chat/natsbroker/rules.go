@@ -19,10 +19,12 @@ import (
 const maxRuleSize = 1 << 10
 
 func (b *Broker) openRules() error {
-	ctx, cancel := b.ctx()
-	defer cancel()
-	kv, err := b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: b.cfg.Prefix + "_rules", Storage: b.storage(), History: 1, MaxValueSize: maxRuleSize, Replicas: b.replicas})
+	var kv jetstream.KeyValue
+	err := b.provision(func(ctx context.Context) (err error) {
+		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: b.cfg.Prefix + "_rules", Storage: b.storage(), History: 1, MaxValueSize: maxRuleSize, Replicas: b.replicas})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("rule bucket: %w", b.replicaErr(err))
 	}

@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Server is an embedded NATS server with JetStream
@@ -58,6 +61,10 @@ type ServerConfig struct {
 	Name        string
 	ClusterAddr string
 	Routes      []string
+
+	// MonitorAddr, when set, is host:port of NATS's HTTP monitoring
+	// (/healthz answers 200 once JetStream is ready, /jsz, /routez...).
+	MonitorAddr string
 }
 
 // NewToken returns a random secret for an embedded server: 32 bytes,
@@ -127,9 +134,21 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		// Authentication is required (a token); NATS compares it in
 		// constant time.
 		Authorization: cfg.Token,
+		// Stop (lame duck): the streams' leaders move to other servers
+		// first, then the clients are let go over a short while.
+		LameDuckDuration:    2 * time.Second,
+		LameDuckGracePeriod: 500 * time.Millisecond,
 	}
 	if err := cfg.cluster(opts); err != nil {
 		return nil, err
+	}
+	if cfg.MonitorAddr != "" {
+		h, p, err := net.SplitHostPort(cfg.MonitorAddr)
+		port, perr := strconv.Atoi(p)
+		if err != nil || perr != nil || port < 1 || port > 65535 {
+			return nil, fmt.Errorf("natsbroker: embedded NATS monitoring address %q: want host:port", cfg.MonitorAddr)
+		}
+		opts.HTTPHost, opts.HTTPPort = h, port
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -207,7 +226,17 @@ func (s *Server) URL() string { return s.ns.ClientURL() }
 // Token is the secret a client presents (Config.Token).
 func (s *Server) Token() string { return s.token }
 
-// Shutdown stops the server and removes a temporary store.
+// Stop stops the server gracefully, as a NATS server does on SIGTERM in
+// lame duck mode: in a cluster, the streams and buckets it leads get new
+// leaders first (a stop, unlike a crash, costs no leader election's
+// wait), then its clients are let go over 2 s and it shuts down. It
+// returns once the server is down; a temporary store is removed.
+func (s *Server) Stop() {
+	s.ns.LameDuckShutdown()
+	s.Shutdown()
+}
+
+// Shutdown stops the server at once and removes a temporary store.
 func (s *Server) Shutdown() {
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
@@ -226,3 +255,36 @@ func (l slogLogger) Fatalf(format string, v ...any)  { l.l.Error(fmt.Sprintf(for
 func (l slogLogger) Errorf(format string, v ...any)  { l.l.Error(fmt.Sprintf(format, v...)) }
 func (l slogLogger) Debugf(format string, v ...any)  { l.l.Debug(fmt.Sprintf(format, v...)) }
 func (l slogLogger) Tracef(format string, v ...any)  { l.l.Debug(fmt.Sprintf(format, v...)) }
+
+// WaitJetStreamAt waits until JetStream answers at url (a comma-separated
+// list of servers) for a client with token: a NATS cluster that has just
+// started answers once a majority of its servers are up and have elected
+// their leader.
+func WaitJetStreamAt(url, token string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		last = jetStreamAnswers(url, token)
+		if last == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("natsbroker: JetStream at %q did not answer within %v: %w", url, timeout, last)
+}
+
+func jetStreamAnswers(url, token string) error {
+	nc, err := nats.Connect(url, nats.Token(token), nats.Timeout(time.Second))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(ctx)
+	return err
+}

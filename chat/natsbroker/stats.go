@@ -13,6 +13,7 @@ type stats struct {
 	reconnects, disconnects, controlReceived, recreated            atomic.Uint64
 	droppedBeats, droppedRules, streamsDeleted, stalls, beats      atomic.Uint64
 	retries, publishTimeouts, bufferFull, overtook, fetchRetries   atomic.Uint64
+	provisionRetries                                               atomic.Uint64
 	lag                                                            histogram
 }
 
@@ -25,6 +26,7 @@ type Stats struct {
 	PublishTimeouts  uint64 // sends unacknowledged within 2 s (the room's queue was then sent again)
 	BufferFull       uint64 // room messages refused because MaxBuffered bytes waited for NATS
 	Overtaken        uint64 // room messages stored before one accepted earlier in their room (should stay 0)
+	ProvisionRetries uint64 // requests making or opening a stream or bucket that went unanswered and were made again
 	FetchRetries     uint64 // repairs that could not read their stream (NATS away, no leader) and tried again
 	BufferedBytes    int    // bytes of room messages waiting for NATS now (sent and unacknowledged, or held through an outage)
 	BufferedMsgs     int    // room messages waiting for NATS now
@@ -88,7 +90,8 @@ func (b *Broker) Stats() Stats {
 		ControlReceived: s.controlReceived.Load(), Recreated: s.recreated.Load(), DroppedBeats: s.droppedBeats.Load(),
 		DroppedRules: s.droppedRules.Load(), StreamsDeleted: s.streamsDeleted.Load(),
 		Stalls: s.stalls.Load(), Beats: s.beats.Load(), PublishRetries: s.retries.Load(), PublishTimeouts: s.publishTimeouts.Load(),
-		BufferFull: s.bufferFull.Load(), Overtaken: s.overtook.Load(), FetchRetries: s.fetchRetries.Load()}
+		BufferFull: s.bufferFull.Load(), Overtaken: s.overtook.Load(), FetchRetries: s.fetchRetries.Load(),
+		ProvisionRetries: s.provisionRetries.Load()}
 	st.BufferedBytes, st.BufferedMsgs = b.out.buffered()
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {

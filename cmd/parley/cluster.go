@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,10 +21,14 @@ import (
 	"github.com/parleyhq/parley/chat/natsbroker"
 )
 
-// clusterConfig is what `parley cluster` runs: an embedded NATS server and
-// Nodes `parley serve` processes joined through it.
+// clusterConfig is what `parley cluster` runs: an embedded NATS server (or
+// NATSServers `parley nats` processes clustered) and Nodes `parley serve`
+// processes joined through it.
 type clusterConfig struct {
 	Nodes       int
+	NATSServers int    // 1: embedded in this process; more: `parley nats` processes, clustered
+	NATSCluster int    // with NATSServers > 1: server i's route port is NATSCluster+i-1
+	NATSPIDFile string // "server pid addr cluster-addr" per line
 	Addr        string // the first node's host:port; the others count up from it, or share it
 	SharedPort  bool   // every node on Addr with SO_REUSEPORT
 	NATSAddr    string
@@ -44,6 +49,9 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 		fs.PrintDefaults()
 	}
 	fs.IntVar(&cfg.Nodes, "nodes", 3, "how many nodes")
+	fs.IntVar(&cfg.NATSServers, "nats-servers", 1, "how many NATS servers: 1 runs in this process; 3 or more run as `parley nats` processes clustered on loopback (server i on --nats-addr's port+i-1, each with its own JetStream store, under --data-dir if given), and rooms' streams get 3 replicas: the chat survives the loss of one")
+	fs.IntVar(&cfg.NATSCluster, "nats-cluster-port", 16222, "with --nats-servers > 1, the route port of server 1 (server i: port+i-1), on --nats-addr's host")
+	fs.StringVar(&cfg.NATSPIDFile, "nats-pid-file", "", "with --nats-servers > 1, write each NATS server's name, pid, client address and route address to this `file`")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:1337", "`host:port` of node 1; node i listens on port+i-1 (or all on it with --shared-port)")
 	fs.BoolVar(&cfg.SharedPort, "shared-port", false, "every node listens on --addr (SO_REUSEPORT): clients of a node that stops reconnect to the others at the same address")
 	fs.StringVar(&cfg.NATSAddr, "nats-addr", "127.0.0.1:4222", "`host:port` of the embedded NATS server (port 0: a free one)")
@@ -62,6 +70,12 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 	switch {
 	case cfg.Nodes < 1 || cfg.Nodes > 64:
 		return cfg, fmt.Errorf("--nodes %d: must be 1 to 64", cfg.Nodes)
+	case cfg.NATSServers < 1 || cfg.NATSServers > 9:
+		return cfg, fmt.Errorf("--nats-servers %d: must be 1 to 9", cfg.NATSServers)
+	case cfg.NATSServers == 2:
+		return cfg, fmt.Errorf("--nats-servers 2: a NATS cluster of two loses its JetStream with either server; give 1, or 3 or more")
+	case cfg.NATSCluster < 1 || cfg.NATSCluster+cfg.NATSServers > 65536:
+		return cfg, fmt.Errorf("--nats-cluster-port %d: out of range", cfg.NATSCluster)
 	case cfg.NodeProcs < 0:
 		return cfg, fmt.Errorf("--node-gomaxprocs %d: must be positive, or 0 to inherit", cfg.NodeProcs)
 	case cfg.SharedPort && cfg.MetricsPort == 0:
@@ -70,6 +84,11 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 	_, port, err := net.SplitHostPort(cfg.Addr)
 	if p, perr := strconv.Atoi(port); err != nil || perr != nil || p < 1 || p+cfg.Nodes > 65536 {
 		return cfg, fmt.Errorf("--addr %q: want host:port with room for %d ports", cfg.Addr, cfg.Nodes)
+	}
+	if _, np, err := net.SplitHostPort(cfg.NATSAddr); cfg.NATSServers > 1 {
+		if p, perr := strconv.Atoi(np); err != nil || perr != nil || p < 1 || p+cfg.NATSServers > 65536 {
+			return cfg, fmt.Errorf("--nats-addr %q: want host:port with room for %d ports (not port 0: the servers route to each other's)", cfg.NATSAddr, cfg.NATSServers)
+		}
 	}
 	if cfg.MetricsPort < 0 || cfg.MetricsPort+cfg.Nodes > 65536 {
 		return cfg, fmt.Errorf("--metrics-port %d: out of range", cfg.MetricsPort)
@@ -143,46 +162,52 @@ func runCluster(args []string, stderr io.Writer) error {
 			return fmt.Errorf("--data-dir: %w", err)
 		}
 	}
-	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, StoreDir: cfg.DataDir, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer ns.Shutdown()
-	tokenFile, err := writeTokenFile(ns.Token())
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tokenFile)
-	log.Info("embedded NATS server", "url", ns.URL(), "token_file", tokenFile, "data_dir", cfg.DataDir)
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	exits := make(chan *node)
+	var natsURL, tokenFile string
+	var servers []*node
+	if cfg.NATSServers == 1 {
+		ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, StoreDir: cfg.DataDir, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer ns.Shutdown()
+		if tokenFile, err = writeTokenFile(ns.Token()); err != nil {
+			return err
+		}
+		natsURL = ns.URL()
+		log.Info("embedded NATS server", "url", natsURL, "token_file", tokenFile, "data_dir", cfg.DataDir)
+	} else {
+		token := natsbroker.NewToken()
+		if tokenFile, err = writeTokenFile(token); err != nil {
+			return err
+		}
+		defer func() { stopNodes(servers, log) }() // after the nodes (deferred later, run first)
+		if servers, natsURL, err = cfg.startNATS(ctx, exe, tokenFile, stderr, exits, log); err != nil {
+			return err
+		}
+		if err := natsbroker.WaitJetStreamAt(natsURL, token, time.Minute); err != nil {
+			return err
+		}
+		log.Info("NATS cluster ready", "servers", len(servers), "url", natsURL, "token_file", tokenFile, "data_dir", cfg.DataDir)
+	}
+	defer os.Remove(tokenFile)
+
 	var nodes []*node
 	defer func() { stopNodes(nodes, log) }()
-	exits := make(chan *node)
 	var pids strings.Builder
 	for i := 1; i <= cfg.Nodes; i++ {
 		n := &node{exited: make(chan struct{})}
 		var a []string
-		n.name, n.addr, n.metrics, a = cfg.args(i, ns.URL(), tokenFile)
-		n.cmd = exec.Command(exe, a...)
-		n.cmd.Stdout, n.cmd.Stderr = stderr, stderr
+		n.name, n.addr, n.metrics, a = cfg.args(i, natsURL, tokenFile)
+		var env []string
 		if cfg.NodeProcs > 0 {
-			n.cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(cfg.NodeProcs))
+			env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(cfg.NodeProcs))
 		}
-		// Should this process die without stopping them, the nodes get SIGTERM.
-		n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-		if err := n.cmd.Start(); err != nil {
+		if err := n.start(ctx, exe, a, env, stderr, exits); err != nil {
 			return fmt.Errorf("starting node %s: %w", n.name, err)
 		}
-		go func() {
-			n.err = n.cmd.Wait()
-			close(n.exited)
-			select {
-			case exits <- n:
-			case <-ctx.Done():
-			}
-		}()
 		nodes = append(nodes, n)
 		log.Info("node started", "node", n.name, "pid", n.cmd.Process.Pid, "addr", n.addr, "metrics", "http://"+n.metrics+"/metrics")
 		fmt.Fprintf(&pids, "%s %d %s %s\n", n.name, n.cmd.Process.Pid, n.addr, n.metrics)
@@ -198,11 +223,74 @@ func runCluster(args []string, stderr io.Writer) error {
 			log.Info("stopping the cluster")
 			return nil
 		case n := <-exits:
+			if slices.Contains(servers, n) {
+				log.Warn("a NATS server exited; the others go on", "server", n.name, "err", n.err)
+				continue
+			}
 			running--
 			log.Warn("a node exited; the others go on", "node", n.name, "err", n.err, "running", running)
 		}
 	}
 	return errors.New("every node exited")
+}
+
+// start starts n's process with args (and env, if not nil), and reports
+// its exit on exits.
+func (n *node) start(ctx context.Context, exe string, args, env []string, stderr io.Writer, exits chan<- *node) error {
+	n.cmd = exec.Command(exe, args...)
+	n.cmd.Stdout, n.cmd.Stderr, n.cmd.Env = stderr, stderr, env
+	// Should this process die without stopping them, its children get SIGTERM.
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := n.cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		n.err = n.cmd.Wait()
+		close(n.exited)
+		select {
+		case exits <- n:
+		case <-ctx.Done():
+		}
+	}()
+	return nil
+}
+
+// startNATS starts the NATSServers `parley nats` processes of a NATS
+// cluster, and returns them and the URL that names them all.
+func (c *clusterConfig) startNATS(ctx context.Context, exe, tokenFile string, stderr io.Writer, exits chan<- *node, log *slog.Logger) ([]*node, string, error) {
+	host, port, _ := net.SplitHostPort(c.NATSAddr)
+	p, _ := strconv.Atoi(port)
+	var routes, urls []string
+	for i := range c.NATSServers {
+		routes = append(routes, net.JoinHostPort(host, strconv.Itoa(c.NATSCluster+i)))
+		urls = append(urls, "nats://"+net.JoinHostPort(host, strconv.Itoa(p+i)))
+	}
+	var servers []*node
+	var pids strings.Builder
+	for i := range c.NATSServers {
+		n := &node{name: "s" + strconv.Itoa(i+1), addr: net.JoinHostPort(host, strconv.Itoa(p+i)), exited: make(chan struct{})}
+		store := ""
+		if c.DataDir != "" {
+			store = filepath.Join(c.DataDir, "nats-"+n.name)
+		}
+		args := []string{"nats", "--addr", n.addr, "--cluster-addr", routes[i], "--routes", strings.Join(routes, ","),
+			"--name", n.name, "--token-file", tokenFile, "--log-level", c.LogLevel.String()}
+		if store != "" {
+			args = append(args, "--store-dir", store)
+		}
+		if err := n.start(ctx, exe, args, nil, stderr, exits); err != nil {
+			return servers, "", fmt.Errorf("starting NATS server %s: %w", n.name, err)
+		}
+		servers = append(servers, n)
+		log.Info("NATS server started", "server", n.name, "pid", n.cmd.Process.Pid, "addr", n.addr, "routes", routes[i], "store_dir", store)
+		fmt.Fprintf(&pids, "%s %d %s %s\n", n.name, n.cmd.Process.Pid, n.addr, routes[i])
+	}
+	if c.NATSPIDFile != "" {
+		if err := os.WriteFile(c.NATSPIDFile, []byte(pids.String()), 0o644); err != nil {
+			return servers, "", fmt.Errorf("--nats-pid-file: %w", err)
+		}
+	}
+	return servers, strings.Join(urls, ","), nil
 }
 
 // stopNodes sends SIGTERM to the nodes still running and waits for them

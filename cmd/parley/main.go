@@ -4,6 +4,8 @@
 // Usage:
 //
 //	parley serve [flags]     run the server (parley serve --help lists the flags)
+//	parley cluster [flags]   run a one-machine cluster of nodes and NATS servers
+//	parley nats [flags]      run one NATS server (alone or clustered)
 //	parley loadtest [flags]  open many clients against loopback servers and report
 //	parley version           print the version
 package main
@@ -22,6 +24,7 @@ const usage = `Parley: a WebSocket chat server.
 Usage:
   parley serve [flags]     run the server (parley serve --help for flags)
   parley cluster [flags]   run a one-machine cluster: embedded NATS and N nodes (parley cluster --help)
+  parley nats [flags]      run one NATS server, alone or one of a NATS cluster (parley nats --help)
   parley loadtest [flags]  load a server with many clients (parley loadtest --help)
   parley version           print the version and exit
 `
@@ -42,6 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args[1:], stdout, stderr)
 	case "cluster":
 		err = runCluster(args[1:], stderr)
+	case "nats":
+		err = runNATS(args[1:], stderr)
 	case "loadtest":
 		err = runLoadtest(args[1:], stdout, stderr)
 	case "loadtest-worker": // started by `parley loadtest` itself, past 17,000 clients
