@@ -2,7 +2,8 @@
 // Parley nodes share rooms through NATS (github.com/nats-io/nats.go).
 //
 // Where order comes from: each room is a JetStream stream (memory storage,
-// or file storage with Config.FileStorage; the last HistorySize messages)
+// or file storage with Config.FileStorage; the last LogSize messages, of
+// which the last HistorySize are the history)
 // that captures <prefix>.in.<room> and
 // republishes every stored message to <prefix>.room.<room> with its stream
 // sequence number. The stream's sequence is the room's sequence number, so

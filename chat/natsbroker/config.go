@@ -16,6 +16,8 @@ const (
 	DefaultHeartbeat      = time.Second
 	DefaultPublishTimeout = 30 * time.Second
 	DefaultMaxBuffered    = 64 << 20
+	DefaultLogSize        = 1000
+	DefaultLogBytes       = 1 << 20
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultRoomTTL        = 10 * time.Minute
 )
@@ -47,6 +49,18 @@ type Config struct {
 	// history a node loads when it opens a room. Default
 	// chat.DefaultHistorySize (100); set it to the chat's HistorySize.
 	HistorySize int
+
+	// LogSize is how many messages each room's stream keeps: its history
+	// and those a node may have to fetch after missing them (a reconnect,
+	// a NATS server's death: a busy room says 50 a second, and a node may
+	// be away for seconds). A message the stream no longer has when a node
+	// fetches it is lost for that node's members. Default the larger of
+	// HistorySize and 1,000; at least HistorySize.
+	LogSize int
+
+	// LogBytes bounds the bytes each room's stream keeps (its MaxBytes):
+	// the oldest go first. Default 1 MiB.
+	LogBytes int
 
 	// HistoryMaxAge, when positive, also drops a room's messages older
 	// than this (the stream's MaxAge). Default 0: by count only.
@@ -137,6 +151,12 @@ func (c *Config) withDefaults() Config {
 	if d.PublishTimeout == 0 {
 		d.PublishTimeout = DefaultPublishTimeout
 	}
+	if d.LogSize == 0 {
+		d.LogSize = max(d.HistorySize, DefaultLogSize)
+	}
+	if d.LogBytes == 0 {
+		d.LogBytes = DefaultLogBytes
+	}
 	if d.MaxBuffered == 0 {
 		d.MaxBuffered = DefaultMaxBuffered
 	}
@@ -203,6 +223,12 @@ func (c *Config) Validate() error {
 	}
 	if d.HistorySize < 1 {
 		return cfgerr.New("HistorySize", "natsbroker: HistorySize (%d) must be at least 1", d.HistorySize)
+	}
+	if d.LogSize < d.HistorySize {
+		return cfgerr.New("LogSize", "natsbroker: LogSize (%d) must be at least HistorySize (%d)", d.LogSize, d.HistorySize)
+	}
+	if d.LogBytes < 4096 {
+		return cfgerr.New("LogBytes", "natsbroker: LogBytes (%d) must be at least 4096", d.LogBytes)
 	}
 	for _, f := range []struct {
 		name string

@@ -110,8 +110,9 @@ func (c *natsCluster) streamInfo(t *testing.T, url, name string) *jetstream.Stre
 }
 
 // TestReplicasChosen: against a cluster of three, streams and buckets get
-// three replicas without being asked; against a lone server one; asking a
-// lone server for three is an error naming Replicas.
+// three replicas without being asked; a stream and a bucket made with one
+// get three when a node with three opens them; against a lone server one;
+// asking a lone server for three is an error naming Replicas.
 func TestReplicasChosen(t *testing.T) {
 	t.Parallel()
 	cl := startNATSCluster(t, 3)
@@ -124,8 +125,35 @@ func TestReplicasChosen(t *testing.T) {
 		}
 	}
 
+	// A stream made with one replica gets three when a node with three
+	// opens it; the bucket too.
+	one, err := natsbroker.New(natsbroker.Config{URL: cl.urls(), Token: testToken, Replicas: 1, Prefix: "other", Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := one.Subscribe("r"); err != nil {
+		t.Fatal(err)
+	}
+	one.Close()
+	if info := cl.streamInfo(t, cl.urls(), "other_room_r"); info.Config.Replicas != 1 {
+		t.Fatalf("made with 1 replica: %d", info.Config.Replicas)
+	}
+	three, err := natsbroker.New(natsbroker.Config{URL: cl.urls(), Token: testToken, Prefix: "other", Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer three.Close()
+	if _, err := three.Subscribe("r"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"other_room_r", "KV_other_nicks"} {
+		if info := cl.streamInfo(t, cl.urls(), name); info.Config.Replicas != 3 {
+			t.Errorf("%s after a node with 3 replicas opened it: %d", name, info.Config.Replicas)
+		}
+	}
+
 	lone := startNATS(t)
-	_, err := natsbroker.New(natsbroker.Config{URL: lone.URL(), Token: testToken, Replicas: 3, Logger: quiet()})
+	_, err = natsbroker.New(natsbroker.Config{URL: lone.URL(), Token: testToken, Replicas: 3, Logger: quiet()})
 	if err == nil || !strings.Contains(err.Error(), "Replicas 3") {
 		t.Fatalf("three replicas on a lone server: %v, want an error naming Replicas", err)
 	}

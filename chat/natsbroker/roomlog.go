@@ -85,7 +85,8 @@ func (b *Broker) streamConfig(tok string) jetstream.StreamConfig {
 		Name:        b.cfg.Prefix + "_room_" + tok,
 		Subjects:    []string{in},
 		Storage:     b.storage(),
-		MaxMsgs:     int64(b.cfg.HistorySize),
+		MaxMsgs:     int64(b.cfg.LogSize),
+		MaxBytes:    int64(b.cfg.LogBytes),
 		MaxAge:      b.cfg.HistoryMaxAge,
 		Discard:     jetstream.DiscardOld,
 		Replicas:    b.replicas,
@@ -191,8 +192,10 @@ func (b *Broker) load(s jetstream.Stream, info *jetstream.StreamInfo) (chat.Room
 	if info.State.Msgs == 0 {
 		return st, nil
 	}
+	// The history: the last HistorySize of the log.
+	first := max(info.State.FirstSeq, info.State.LastSeq-min(info.State.LastSeq, uint64(b.cfg.HistorySize))+1)
 	var err error
-	st.Messages, err = b.fetchRange(s, info.State.FirstSeq, info.State.LastSeq)
+	st.Messages, err = b.fetchRange(s, first, info.State.LastSeq)
 	return st, err
 }
 

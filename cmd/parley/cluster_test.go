@@ -38,6 +38,10 @@ func TestParseClusterFlags(t *testing.T) {
 		{[]string{"--nats-embedded", "nocolon"}, "--nats-embedded"},
 		{[]string{"--nats", "nats://x:1", "--node-heartbeat", "1ms"}, "Heartbeat (1ms)"},
 		{[]string{"--pprof"}, "--pprof needs --metrics-listen"},
+		{[]string{"--nats", "nats://x:1", "--replicas", "7"}, "Replicas (7)"},
+		{[]string{"--nats", "nats://x:1", "--nats-publish-timeout", "5m"}, "PublishTimeout (5m0s)"},
+		{[]string{"--nats", "nats://x:1", "--history-size", "50", "--nats-log-size", "10"}, "LogSize (10)"},
+		{[]string{"--replicas", "3"}, "--replicas: needs --nats"},
 	} {
 		if _, err := parseServe(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error naming %s", tc.args, err, tc.want)
@@ -53,6 +57,8 @@ func TestParseClusterFlags(t *testing.T) {
 		{[]string{"--addr", "nocolon"}, "--addr"},
 		{[]string{"--", "--node", "x"}, "--node: set by parley cluster"},
 		{[]string{"--", "--max-connections", "-5"}, "MaxConnections (-5)"},
+		{[]string{"--nats-servers", "2"}, "--nats-servers 2"},
+		{[]string{"--nats-servers", "3", "--nats-addr", "127.0.0.1:0"}, "not port 0"},
 	} {
 		if _, err := parseCluster(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("cluster %v: %v, want an error naming %s", tc.args, err, tc.want)
@@ -265,4 +271,67 @@ func TestClusterDataDir(t *testing.T) {
 			t.Fatalf("node %d after the restart: join %+v, history %q; want epoch %d, seq %d, [kept]", i+1, j, h.Texts(t), epoch, m.Seq)
 		}
 	}
+}
+
+// TestClusterNATSServers: `parley cluster --nats-servers 3` runs three
+// `parley nats` processes clustered, each with its store under --data-dir,
+// and nodes whose rooms have three replicas: SIGKILL of a NATS server
+// loses no message, and the cluster still stops cleanly.
+func TestClusterNATSServers(t *testing.T) {
+	port := freePorts(t, 10) // two nodes, their metrics, three NATS servers, their routes
+	mport, nport, rport := port+2, port+4, port+7
+	dir := t.TempDir()
+	natsPIDs := filepath.Join(dir, "nats.txt")
+	cmd := exec.Command(os.Args[0], "cluster", "--nodes", "2", "--nats-servers", "3", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--nats-addr", fmt.Sprintf("127.0.0.1:%d", nport), "--nats-cluster-port", fmt.Sprint(rport), "--metrics-port", fmt.Sprint(mport),
+		"--data-dir", filepath.Join(dir, "data"), "--nats-pid-file", natsPIDs, "--log-level", "warn", "--", "--rate-limit", "100")
+	cmd.Env = append(os.Environ(), "PARLEY_TEST_MAIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var cs []*chattest.Client
+	for i := range 2 {
+		addr := fmt.Sprintf("127.0.0.1:%d", port+i)
+		waitHTTP(t, "http://"+addr+"/test")
+		c := chattest.Connect(t, "ws://"+addr+"/ws")
+		_ = c.SetDeadline(time.Now().Add(time.Minute)) // past a leader election (4-9 s)
+		cs = append(cs, c)
+	}
+	b, err := os.ReadFile(natsPIDs)
+	if err != nil || len(strings.Fields(string(b))) != 12 {
+		t.Fatalf("NATS pid file: %q, %v", b, err)
+	}
+	var s1 int
+	if _, err := fmt.Sscanf(string(b), "s1 %d", &s1); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"nats-s1", "nats-s2", "nats-s3"} {
+		if _, err := os.Stat(filepath.Join(dir, "data", s)); err != nil {
+			t.Fatalf("the store of %s: %v", s, err)
+		}
+	}
+	if err := syscall.Kill(s1, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for i := range n {
+		cs[0].Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: fmt.Sprint(i)})
+	}
+	for _, c := range cs {
+		first := int64(0)
+		for i := range n {
+			m := c.Expect("message")
+			if i == 0 {
+				first = m.Seq
+			}
+			if m.Text != fmt.Sprint(i) || m.Seq != first+int64(i) {
+				t.Fatalf("%s: message %d is %+v", c.Nick, i, m)
+			}
+		}
+	}
+	m := waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", mport))
+	if !strings.Contains(m, "\nparley_nats_publish_errors_total 0\n") {
+		t.Fatalf("node 1 gave up messages:\n%s", m)
+	}
+	stopCluster(t, cmd)
 }
