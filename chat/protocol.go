@@ -264,7 +264,7 @@ const (
 	ErrTooLong      = "too_long"
 	ErrBadText      = "bad_text" // text with control characters or bidi embeddings, overrides or isolates
 	ErrRateLimited  = "rate_limited"
-	ErrNotDelivered = "not_delivered" // the broker could not take a message (a cluster's NATS is down)
+	ErrNotDelivered = "not_delivered" // the broker could not take a message (a cluster's NATS away past its publish timeout)
 	ErrUnavailable  = "unavailable"   // the cluster's shared state cannot be reached now
 	ErrForbidden    = "forbidden"     // a private room without a claim or invitation, or a request the client may not make
 	ErrReadOnly     = "read_only"     // a say in a read-only room without a say claim

@@ -2,20 +2,22 @@
 # The cluster's promise, tried: a chat on three NATS servers (a NATS
 # cluster, `parley nats`) and three nodes (`parley serve`), and during it,
 # one after the other, GAP seconds apart:
-#   nats-kill     SIGKILL of NATS server s1, left down
-#   nats-restart  s1 started again (from its store)
+#   nats-kill     SIGKILL of the NATS server that leads the most rooms'
+#                 streams (s1 when none leads more), left down
+#   nats-restart  that server started again (from its store)
 #   nats-rolling  every NATS server stopped (SIGTERM) and started again, one
 #                 after the other, all within 5 s
 #   node-kill     SIGKILL of node n3 (its clients reconnect to the others and
 #                 resume their rooms from the last sequence number they saw)
 #   node-pause    node n2 stopped (SIGSTOP) for 5 s, then continued
-#   nats-bounce   s1 stopped (SIGTERM) and started again 3 s later: with
+#   nats-bounce   that server stopped (SIGTERM) and started again 3 s later: with
 #                 NATS_SERVERS=1, a lone NATS restarted within 5 s
 # The load generator checks that every message said reaches every member of
 # its room once, in the order said; it says a message answered
 # not_delivered again under its id. Printed: lost / duplicated / out of order
-# for the run, the latency around each event (the worst second's p99 and the
-# worst delivery in the GAP seconds from it), and what the nodes counted.
+# for the run, the latency around each event (in the GAP seconds from it:
+# the worst second's p99, the worst delivery, and how many seconds had a p99
+# over 2 s), and what the nodes counted.
 #
 # Reports in OUT: summary.txt (the load generator's), events.txt, chaos.txt
 # (the table), result.json, report.html, the processes' logs.
@@ -82,7 +84,16 @@ metric() { # sum of a metric over the nodes up
   for i in 1 2 3; do curl -sf --max-time 2 "http://127.0.0.1:$((29100 + i))/metrics" 2>/dev/null || true; done |
     awk -v m="$1" '$1 == m {n += $2} END {print n + 0}'
 }
-stamp() { echo "$1 $(date +%s.%N)" >>"$out/events.txt"; echo "$(date +%T) $1" >&2; }
+stamp() { echo "$1 $(date +%s.%N) ${2:-}" >>"$out/events.txt"; echo "$(date +%T) $1 ${2:-}" >&2; }
+# leader prints the number of the NATS server leading the most rooms'
+# streams, as a server up tells (its /jsz); 1 when none does.
+leader() {
+  for i in $(seq "$servers"); do
+    curl -sf --max-time 2 "http://127.0.0.1:$((28220 + i))/jsz?accounts=true&streams=true" 2>/dev/null && break
+  done | jq -r '[.account_details[]?.stream_detail[]? | select(.name | startswith("parley_room_")) | .cluster.leader // empty]
+    | group_by(.) | map({s: .[0], n: length}) | max_by(.n) | .s // "s1"' 2>/dev/null | tr -dc '0-9' | grep . || echo 1
+}
+victim=1
 
 for i in $(seq "$servers"); do start_nats "$i"; done
 for i in $(seq "$servers"); do up "http://127.0.0.1:$((28220 + i))/healthz" || { echo "NATS s$i did not start:" >&2; cat "$out/nats-s$i.log" >&2; exit 1; }; done
@@ -110,15 +121,18 @@ done
 stamp chat-start
 for e in "${events[@]}"; do
   sleep "$gap"
-  stamp "$e"
   case "$e" in
-  nats-kill) kill -9 "${pid[s1]}" ;;
-  nats-restart) start_nats 1 ;;
+  nats-kill | nats-bounce) victim=$(leader) ;;
+  esac
+  stamp "$e" "s$victim"
+  case "$e" in
+  nats-kill) kill -9 "${pid[s$victim]}" ;;
+  nats-restart) start_nats "$victim" ;;
   nats-bounce)
-    kill "${pid[s1]}"
-    while kill -0 "${pid[s1]}" 2>/dev/null; do sleep 0.05; done
+    kill "${pid[s$victim]}"
+    while kill -0 "${pid[s$victim]}" 2>/dev/null; do sleep 0.05; done
     sleep 3
-    start_nats 1 ;;
+    start_nats "$victim" ;;
   nats-rolling)
     for i in $(seq "$servers"); do
       kill "${pid[s$i]}" 2>/dev/null || true
@@ -141,14 +155,14 @@ start=$(date -d "$(jq -r .started_at "$out/result.json")" +%s.%N)
 {
   printf '%s NATS servers, storage %s, replicas %s; %d clients in rooms of %d at %s msg/s\n' "$servers" "$storage" "$replicas" "$clients" "$room_size" "$rate"
   jq -r '"run: missing \(.missing), duplicated \(.duplicated), out of order \(.out_of_order); delivered \(.deliveries) of \(.deliveries_expected); retried after not_delivered \(.not_delivered_retries); reconnects \(.reconnects // 0)"' "$out/result.json"
-  printf '%-14s %10s %12s %10s %12s\n' event at_s worst_p99_ms max_ms deliveries
-  while read -r name at; do
+  printf '%-14s %8s %13s %10s %14s %12s\n' event at_s worst_p99_ms max_ms s_p99_over_2s deliveries
+  while read -r name at who; do
     [ "$name" = chat-start ] && continue
     t0=$(awk -v a="$at" -v s="$start" 'BEGIN {printf "%.3f", a - s}')
     jq -r --argjson t0 "$t0" --argjson g "$gap" '
       [.series[] | select(.t > $t0 and .t <= $t0 + $g)] as $w
-      | "\([$w[].p99_ms] | max // 0) \([$w[].max_ms] | max // 0) \([$w[].received] | add // 0)"' "$out/result.json" |
-      { read -r p99 mx n; printf '%-14s %10.1f %12.1f %10.1f %12d\n' "$name" "$t0" "$p99" "$mx" "$n"; }
+      | "\([$w[].p99_ms] | max // 0) \([$w[].max_ms] | max // 0) \([$w[] | select(.p99_ms > 2000)] | length) \([$w[].received] | add // 0)"' "$out/result.json" |
+      { read -r p99 mx slow n; printf '%-14s %8.1f %13.1f %10.1f %14d %12d\n' "$name" "$t0" "$p99" "$mx" "$slow" "$n"; }
   done <"$out/events.txt"
   echo "nodes (summed over those up at the end):"
   for m in parley_nats_publish_retries_total parley_nats_publish_errors_total parley_nats_overtaken_total \

@@ -230,3 +230,51 @@ func TestLeaderDies(t *testing.T) {
 		t.Fatalf("node 1 never reconnected: %+v", st)
 	}
 }
+
+// TestMemoryLogLost: every server of a NATS cluster restarts and the
+// rooms' streams, in memory, come back empty but defined as before
+// (JetStream keeps its streams' definitions on disk). A node that finds its
+// room's stream numbering again from below what it delivered makes it anew:
+// the members are told of the reset, and the room's new messages reach
+// them, where they used to pass for old ones and be dropped.
+func TestMemoryLogLost(t *testing.T) {
+	cl := startNATSCluster(t, 3)
+	n := startBrokered(t, natsbroker.Config{URL: cl.urls(), Token: testToken}, 1, 1, chat.Config{})[0]
+	a := chattest.Connect(t, n.url)
+	ja := join(a, "r")
+	for i := range 3 {
+		a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: strconv.Itoa(i)})
+	}
+	if m := messages(t, a, 3); m[2].Seq != 3 {
+		t.Fatalf("before the restart: %v", m)
+	}
+	for _, s := range cl.servers {
+		s.Shutdown()
+	}
+	for i := range cl.servers {
+		cl.start(t, i)
+	}
+	_ = a.SetDeadline(time.Now().Add(time.Minute))
+	for {
+		r := a.Expect("reset")
+		if r.Room == "r" {
+			if r.Epoch <= ja.Epoch {
+				t.Fatalf("reset %+v, want an epoch after %d", r, ja.Epoch)
+			}
+			break
+		}
+	}
+	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "after"})
+	for {
+		m := a.Expect("message")
+		if m.Room == "r" {
+			if m.Text != "after" || m.Seq != 1 {
+				t.Fatalf("after the restart: %+v", m)
+			}
+			break
+		}
+	}
+	if st := n.broker.Stats(); st.Renewed == 0 {
+		t.Fatalf("no stream made anew: %+v", st)
+	}
+}
