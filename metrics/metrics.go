@@ -65,7 +65,6 @@ type BrokerStats struct {
 	BufferedMsgs     int
 	FetchRetries     uint64
 	ProvisionRetries uint64
-	Renewed          uint64
 }
 
 // APIHit is how many server API calls a route answered with a status.

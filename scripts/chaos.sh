@@ -119,6 +119,10 @@ for _ in $(seq 1200); do
   sleep 0.25
 done
 stamp chat-start
+cpu() { awk '{print $14 + $15}' "/proc/${pid[$1]}/stat" 2>/dev/null || echo 0; } # user + system, clock ticks
+procs=("${!pid[@]}")
+declare -A pid0 cpu0
+for k in "${procs[@]}"; do pid0[$k]=${pid[$k]} cpu0[$k]=$(cpu "$k"); done
 for e in "${events[@]}"; do
   sleep "$gap"
   case "$e" in
@@ -147,6 +151,14 @@ for e in "${events[@]}"; do
 done
 status=0
 wait "$lt" || status=$?
+# The servers' CPU over the chat, of the processes up throughout (a
+# process killed or restarted takes its CPU with it: with no events, all).
+steady=() used=0
+for k in "${procs[@]}"; do
+  if [ "${pid[$k]}" = "${pid0[$k]}" ] && kill -0 "${pid[$k]}" 2>/dev/null; then
+    steady+=("$k") used=$((used + $(cpu "$k") - ${cpu0[$k]}))
+  fi
+done
 cat "$out/summary.txt"
 
 # The latency around each event: the seconds of the load generator's
@@ -164,6 +176,8 @@ start=$(date -d "$(jq -r .started_at "$out/result.json")" +%s.%N)
       | "\([$w[].p99_ms] | max // 0) \([$w[].max_ms] | max // 0) \([$w[] | select(.p99_ms > 2000)] | length) \([$w[].received] | add // 0)"' "$out/result.json" |
       { read -r p99 mx slow n; printf '%-14s %8.1f %13.1f %10.1f %14d %12d\n' "$name" "$t0" "$p99" "$mx" "$slow" "$n"; }
   done <"$out/events.txt"
+  jq -r --argjson ticks "$(getconf CLK_TCK)" --argjson c "$used" --arg who "${steady[*]}" \
+    '"servers: \(.deliveries_per_second | floor) deliveries/s; CPU of \($who): \($c / $ticks) s, \(if .deliveries > 0 then ($c / $ticks) / .deliveries * 1e6 | . * 100 | floor / 100 else 0 end) s per million deliveries"' "$out/result.json"
   echo "nodes (summed over those up at the end):"
   for m in parley_nats_publish_retries_total parley_nats_publish_errors_total parley_nats_overtaken_total \
     parley_nats_lost_total parley_nats_room_resets_total parley_nats_repaired_total parley_nats_fetch_retries_total \

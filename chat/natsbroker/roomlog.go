@@ -562,48 +562,11 @@ func (b *Broker) resyncRoom(rs *roomSub) {
 	}()
 }
 
-// renew deletes rs's stream, found numbering again below what was
-// delivered, and makes it anew (on a goroutine of its own); the deletion's
-// advisory reopens it on every node, this one included (streamGone).
-func (b *Broker) renew(rs *roomSub, was *jetstream.StreamInfo) {
-	b.mu.RLock()
-	if b.closed {
-		b.mu.RUnlock()
-		return
-	}
-	b.wg.Add(1)
-	b.mu.RUnlock()
-	b.stats.renewed.Add(1)
-	b.log.Warn("a room's stream lost its messages but not its definition: making it anew", "room", rs.name, "last_seq", was.State.LastSeq)
-	go func() {
-		defer b.wg.Done()
-		ctx, cancel := b.ctx()
-		defer cancel()
-		// Only that stream: another node may have made it anew already.
-		if info, err := b.js.Stream(ctx, was.Config.Name); err == nil && info.CachedInfo().Created.Equal(was.Created) {
-			if err := b.js.DeleteStream(ctx, was.Config.Name); err != nil {
-				b.log.Warn("deleting a room's stream to make it anew", "room", rs.name, "err", err)
-			}
-		}
-		b.resyncRoom(rs)
-	}()
-}
-
 // reopened takes rs's stream as found again: a new epoch resets the room.
 // Dispatcher only.
 func (b *Broker) reopened(rs *roomSub, s jetstream.Stream, info *jetstream.StreamInfo) {
 	epoch := info.Created.UnixMilli()
 	rs.mu.Lock()
-	if epoch == rs.epoch && info.State.LastSeq < rs.last {
-		// The same stream, numbering again from below what was delivered:
-		// NATS lost its messages but kept its definition (memory storage,
-		// every copy restarted). Its new messages would pass for old ones;
-		// it is made anew, in a new epoch, and its members are reset.
-		rs.ready = false
-		rs.mu.Unlock()
-		b.renew(rs, info)
-		return
-	}
 	lost := epoch != rs.epoch
 	rs.stream, rs.ready = s, true
 	if lost {

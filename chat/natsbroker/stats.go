@@ -13,7 +13,7 @@ type stats struct {
 	reconnects, disconnects, controlReceived, recreated            atomic.Uint64
 	droppedBeats, droppedRules, streamsDeleted, stalls, beats      atomic.Uint64
 	retries, publishTimeouts, bufferFull, overtook, fetchRetries   atomic.Uint64
-	provisionRetries, renewed                                      atomic.Uint64
+	provisionRetries                                               atomic.Uint64
 	lag                                                            histogram
 }
 
@@ -37,7 +37,6 @@ type Stats struct {
 	PresenceReceived uint64 // presence news from other nodes
 	DirectReceived   uint64 // direct messages from other nodes
 	Resets           uint64 // rooms whose stream NATS lost (started again)
-	Renewed          uint64 // streams found numbering again below what was delivered (their messages lost, their definition kept), made anew by this node
 	NodesGone        uint64 // nodes that left or went silent
 	SlowConsumer     uint64 // times NATS dropped messages for this node
 	Reconnects       uint64 // reconnections to NATS
@@ -92,7 +91,7 @@ func (b *Broker) Stats() Stats {
 		DroppedRules: s.droppedRules.Load(), StreamsDeleted: s.streamsDeleted.Load(),
 		Stalls: s.stalls.Load(), Beats: s.beats.Load(), PublishRetries: s.retries.Load(), PublishTimeouts: s.publishTimeouts.Load(),
 		BufferFull: s.bufferFull.Load(), Overtaken: s.overtook.Load(), FetchRetries: s.fetchRetries.Load(),
-		ProvisionRetries: s.provisionRetries.Load(), Renewed: s.renewed.Load()}
+		ProvisionRetries: s.provisionRetries.Load()}
 	st.BufferedBytes, st.BufferedMsgs = b.out.buffered()
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {
