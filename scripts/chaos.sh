@@ -26,7 +26,8 @@
 # Usage: scripts/chaos.sh [clients] [out-dir]
 # Environment: ROOM_SIZE (100), RATE (0.5 messages per client per second),
 # GAP (15 s), EVENTS (default: the first five above, in that order; with
-# NATS_SERVERS=1: nats-bounce node-kill node-pause), NATS_SERVERS (3, or 1:
+# NATS_SERVERS=1: nats-bounce node-kill node-pause; "none": a chat without
+# failures, for what it costs), NATS_SERVERS (3, or 1:
 # a lone server), STORAGE (file or memory), REPLICAS (3, or 1 with a lone
 # server; 1 to compare), SERVE_FLAGS, LOADTEST_FLAGS.
 set -euo pipefail
@@ -36,7 +37,10 @@ room_size=${ROOM_SIZE:-100}
 rate=${RATE:-0.5}
 gap=${GAP:-15}
 servers=${NATS_SERVERS:-3}
-if [ "$servers" = 1 ]; then
+if [ "${EVENTS:-}" = none ]; then
+  events=() # a chat without failures: what it costs
+  replicas=${REPLICAS:-$([ "$servers" = 1 ] && echo 1 || echo 3)}
+elif [ "$servers" = 1 ]; then
   events=(${EVENTS:-nats-bounce node-kill node-pause})
   replicas=${REPLICAS:-1}
 else
@@ -87,11 +91,12 @@ metric() { # sum of a metric over the nodes up
 stamp() { echo "$1 $(date +%s.%N) ${2:-}" >>"$out/events.txt"; echo "$(date +%T) $1 ${2:-}" >&2; }
 # leader prints the number of the NATS server leading the most rooms'
 # streams, as a server up tells (its /jsz); 1 when none does.
-leader() {
+leader() { # each server lists the streams it keeps a copy of
   for i in $(seq "$servers"); do
-    curl -sf --max-time 2 "http://127.0.0.1:$((28220 + i))/jsz?accounts=true&streams=true" 2>/dev/null && break
-  done | jq -r '[.account_details[]?.stream_detail[]? | select(.name | startswith("parley_room_")) | .cluster.leader // empty]
-    | group_by(.) | map({s: .[0], n: length}) | max_by(.n) | .s // "s1"' 2>/dev/null | tr -dc '0-9' | grep . || echo 1
+    curl -sf --max-time 2 "http://127.0.0.1:$((28220 + i))/jsz?accounts=true&streams=true" 2>/dev/null || true
+  done | jq -rs '[.[].account_details[]?.stream_detail[]? | select(.name | startswith("parley_room_")) | {name, l: (.cluster.leader // "")}]
+    | unique_by(.name) | map(.l) | map(select(. != "")) | group_by(.) | map({s: .[0], n: length}) | max_by(.n) | .s // "s1"' 2>/dev/null |
+    tr -dc '0-9' | grep . || echo 1
 }
 victim=1
 

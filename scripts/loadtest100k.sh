@@ -16,6 +16,8 @@
 #
 # Usage: scripts/loadtest100k.sh [clients] [nodes] [out-dir]
 # Environment: RATE (0.1), DURATION (30s), KILL_AFTER, KILL_NODE (3),
+# NATS_SERVERS (1: embedded in the cluster process; 3: a NATS cluster of
+# `parley nats` processes, rooms with 3 replicas),
 # NATS_GOMAXPROCS (the cluster process's), SERVE_FLAGS (extra serve flags), LOADTEST_FLAGS (extra loadtest flags),
 # GOMAXPROCS (1).
 set -euo pipefail
@@ -32,7 +34,10 @@ trap '[ -n "$cluster" ] && kill "$cluster" 2>/dev/null; wait 2>/dev/null || true
 
 # Every process, NATS (in the cluster process) included, on one P: NATS_GOMAXPROCS=2
 # gave NATS both cores, with no clear change (p50 438 ms vs 249 ms, noise).
+natsservers=${NATS_SERVERS:-1}
+rm -f "$out/nats-servers.txt"
 GOMAXPROCS=${NATS_GOMAXPROCS:-$GOMAXPROCS} ./bin/parley cluster --node-gomaxprocs "$GOMAXPROCS" --nodes "$nodes" --addr 127.0.0.1:18101 --nats-addr 127.0.0.1:14222 --metrics-port 19101 \
+  --nats-servers "$natsservers" --nats-cluster-port 16222 --nats-pid-file "$out/nats-servers.txt" \
   --pid-file "$out/nodes.txt" --log-level warn -- --max-connections-per-addr -1 --connect-rate-per-addr -1 ${SERVE_FLAGS:-} >"$out/cluster.log" 2>&1 &
 cluster=$!
 for _ in $(seq 100); do [ -s "$out/nodes.txt" ] && break; sleep 0.1; done
@@ -48,7 +53,11 @@ while read -r name pid addr maddr; do
 done <"$out/nodes.txt"
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
-nats0=$(cpu "$cluster")
+# NATS runs in the cluster process, or in the processes of nats-servers.txt.
+natspids=("$cluster")
+[ -s "$out/nats-servers.txt" ] && natspids=($(awk '{print $2}' "$out/nats-servers.txt"))
+natscpu() { for p in "${natspids[@]}"; do cpu "$p"; done | awk '{n += $1} END {print n + 0}'; }
+nats0=$(natscpu)
 began=$(date +%s.%N)
 
 if [ -n "${KILL_AFTER:-}" ]; then
@@ -83,9 +92,9 @@ while read -r name pid addr maddr; do
 done <"$out/nodes.txt" | tee "$out/nodes-metrics.txt"
 awk '{d += $3; w += $5} END { if (d > 0) printf "all nodes: %d deliveries in %d writes: %.3f writes per delivery\n", d, w, w / d }' \
   "$out/nodes-metrics.txt" | tee -a "$out/nodes-metrics.txt"
-nats1=$(cpu "$cluster")
+nats1=$(natscpu)
 ticks=$(getconf CLK_TCK)
 awk -v a="$nats0" -v b="$nats1" -v t="$ticks" -v s="$began" -v e="$(date +%s.%N)" \
-  'BEGIN { printf "NATS (the cluster process) CPU: %.2f s over %.1f s of run\n", (b - a) / t, e - s }' | tee "$out/nats.txt"
+  -v n="$natsservers" 'BEGIN { printf "NATS (%d server(s)) CPU: %.2f s over %.1f s of run\n", n, (b - a) / t, e - s }' | tee "$out/nats.txt"
 [ -f "$out/killed.txt" ] && cat "$out/killed.txt"
 exit "$status"
