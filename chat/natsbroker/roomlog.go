@@ -353,10 +353,13 @@ func (b *Broker) catchUp(rs *roomSub, upTo uint64) {
 		// NATS away, or the stream without a leader for a while: the
 		// messages are there, try again. Only those the stream no longer
 		// has are lost.
-		backoff := minBackoff
+		backoff, began := minBackoff, time.Now()
 		for {
 			msgs, err := b.fetchMissed(s, epoch, from, to)
-			if err == nil {
+			// Past PublishTimeout what could be read is all there will be:
+			// a stream that still says it ends before a message this node
+			// was sent lost it (memory storage, every copy restarted).
+			if err == nil || errors.Is(err, errShortRead) && time.Since(began) > b.cfg.PublishTimeout {
 				b.later(func() { b.repaired(rs, epoch, from, to, msgs) })
 				return
 			}
@@ -399,12 +402,18 @@ func (b *Broker) fetchMissed(s jetstream.Stream, epoch int64, from, to uint64) (
 		return nil, nil // another log: repaired drops what it is given
 	}
 	first, last := max(from, info.State.FirstSeq), min(to, info.State.LastSeq)
-	if first > last {
-		return nil, nil // trimmed
+	var msgs []chat.StoredMessage
+	if first <= last { // else trimmed
+		msgs, err = b.fetchRange(s, first, last)
 	}
-	msgs, err := b.fetchRange(s, first, last)
-	if err == nil && (len(msgs) == 0 || msgs[len(msgs)-1].Seq != int64(last)) {
+	switch {
+	case err != nil:
+	case first <= last && (len(msgs) == 0 || msgs[len(msgs)-1].Seq != int64(last)):
 		err = fmt.Errorf("%w: %d to %d asked, %d read", errShortRead, first, last, len(msgs))
+	case info.State.LastSeq < to:
+		// The stream ends before a message that was republished: this
+		// answer comes from a copy still catching up (a leader change).
+		err = fmt.Errorf("%w: it ends at %d, %d was sent", errShortRead, info.State.LastSeq, to)
 	}
 	return msgs, err
 }
