@@ -16,11 +16,13 @@ build:
 run: build
 	./$(BIN) serve
 
-# A one-machine cluster: an embedded NATS and NODES nodes on ports 1337...,
+# A one-machine cluster: an embedded NATS (or NATS_SERVERS of them,
+# clustered, with three replicas) and NODES nodes on ports 1337...,
 # metrics on 9100... (parley cluster --help).
 NODES ?= 3
+NATS_SERVERS ?= 1
 cluster: build
-	./$(BIN) cluster --nodes $(NODES)
+	./$(BIN) cluster --nodes $(NODES) --nats-servers $(NATS_SERVERS)
 
 vet:
 	$(GO) vet $(PKGS)

@@ -258,10 +258,14 @@ func (b *Broker) provision(make func(ctx context.Context) error) error {
 }
 
 // retryable reports whether a provisioning error may go away by asking
-// again: a timeout, or a stream another node is making right now (a
-// JetStream cluster may answer "not found" for it in the meantime).
+// again: a timeout; a stream another node is making right now (a
+// JetStream cluster may answer "not found" for it in the meantime); no
+// peers to place the replicas on (a cluster just started, whose leader
+// does not know all its servers yet, or one whose server is restarting).
 func retryable(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrStreamNotFound)
+	var apiErr *jetstream.APIError
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == errNoPeers
 }
 
 // provisionWait is a provisioning request's first wait for its answer.

@@ -108,23 +108,20 @@ func (b *Broker) openStream(tok string) (s jetstream.Stream, info *jetstream.Str
 func (b *Broker) openStreamOnce(ctx context.Context, tok string) (jetstream.Stream, *jetstream.StreamInfo, error) {
 	cfg := b.streamConfig(tok)
 	s, err := b.js.Stream(ctx, cfg.Name)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound):
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		s, err = b.js.CreateStream(ctx, cfg)
-	case err == nil && s.CachedInfo().Config.Replicas != cfg.Replicas:
-		err = jetstream.ErrStreamNameAlreadyInUse // made with other replicas: changed below
-	}
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		// Made by a node with other settings: use it as it is, but for its
-		// replicas, which follow this node's.
-		if s, err = b.js.Stream(ctx, cfg.Name); err == nil {
-			if old := s.CachedInfo().Config; old.Replicas != cfg.Replicas {
-				b.log.Info("changing a room stream's replicas", "stream", cfg.Name, "from", old.Replicas, "to", cfg.Replicas)
-				old.Replicas = cfg.Replicas
-				s, err = b.js.UpdateStream(ctx, old)
-				err = b.replicaErr(err)
-			}
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = b.js.Stream(ctx, cfg.Name) // made meanwhile by a node with other settings
 		}
+	}
+	// A stream made by a node with other settings is used as it is, but
+	// for its replicas, which follow this node's.
+	if err == nil && s.CachedInfo().Config.Replicas != cfg.Replicas {
+		up := s.CachedInfo().Config
+		b.log.Info("changing a room stream's replicas", "stream", cfg.Name, "from", up.Replicas, "to", cfg.Replicas)
+		up.Replicas = cfg.Replicas
+		s, err = b.js.UpdateStream(ctx, up)
+		err = b.replicaErr(err)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("natsbroker: stream %q: %w", cfg.Name, err)
