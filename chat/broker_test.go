@@ -85,3 +85,26 @@ func (p *countingPresence) ClaimNick(key, owner string) error {
 	p.claims.Add(1)
 	return p.MemoryBroker.ClaimNick(key, owner)
 }
+
+// downBroker is a MemoryBroker whose rooms named "down" cannot be opened,
+// as a cluster's when NATS cannot make the room's stream.
+type downBroker struct{ *chat.MemoryBroker }
+
+func (b downBroker) Subscribe(room string) (chat.RoomState, error) {
+	if room == "down" {
+		return chat.RoomState{}, errors.New("no suitable peers for placement")
+	}
+	return b.MemoryBroker.Subscribe(room)
+}
+
+// TestJoinUnavailable: a room the broker cannot open now is refused with
+// unavailable, which a client may try again, not with bad_room, which
+// says the name is wrong.
+func TestJoinUnavailable(t *testing.T) {
+	_, _, url := startChat(t, chat.Config{Broker: downBroker{chat.NewMemoryBroker()}}, engine.Config{})
+	c := connect(t, url)
+	c.Send(chat.Request{Type: chat.TypeJoin, Room: "down", ID: "j1"})
+	if e := c.ExpectError(chat.ErrUnavailable); e.Request == nil || e.Request.ID != "j1" {
+		t.Fatalf("the error does not name its request: %+v", e)
+	}
+}

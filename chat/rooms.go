@@ -244,7 +244,7 @@ func (h *Hub) join(c *client, req *Request) {
 		if h.brokerLog.allow(time.Now()) {
 			h.log.Warn("subscribing to a room", "room", req.Room, "err", err)
 		}
-		h.fail(c, req, ErrBadRoom, "the room is not available")
+		h.fail(c, req, ErrUnavailable, "the room cannot be opened right now; try again")
 		return
 	}
 	defer r.mu.Unlock()
