@@ -36,8 +36,15 @@
 // <prefix>_rooms, and the live node with the smallest name deletes the
 // stream of a room no node has had open for Config.RoomTTL.
 //
+// Publishing: a room's messages go out in order under message ids, and a
+// node keeps them through an outage or a leader election and sends them
+// again (outbox.go): JetStream stores each once, none after one accepted
+// later. With Config.Replicas (3 on a NATS cluster of three servers or
+// more) streams and buckets survive the death of a server.
+//
 // The files: broker.go (connection, Run, Close, the dispatcher),
-// roomlog.go (streams, Subscribe, Publish, repairs), presence.go,
+// roomlog.go (streams, Subscribe, repairs), outbox.go (Publish),
+// presence.go,
 // directory.go (nicks), direct.go (direct messages and their answers),
 // liveness.go (heartbeats), janitor.go (streams of abandoned rooms),
 // rules.go (access rules and broadcasts), stats.go, server.go (embedded
