@@ -293,9 +293,12 @@ func (o *outbox) pop(ro *roomOut, calls []call) []call {
 	for n < len(ro.q) && ro.q[n].acked {
 		o.bytes -= ro.q[n].size
 		calls = append(calls, call{ro.q[n].done, nil})
+		ro.q[n] = nil
 		n++
 	}
-	ro.q = slices.Delete(ro.q, 0, n)
+	// Resliced, not shifted: an acknowledgement costs the same however
+	// many messages of the room are in flight behind it.
+	ro.q = ro.q[n:]
 	if len(ro.q) == 0 && !ro.stalled {
 		delete(o.rooms, ro.room)
 	}
@@ -356,14 +359,18 @@ func (o *outbox) sweepOnce(now time.Time) []call {
 	for _, ro := range o.rooms {
 		if ro.inflight > 0 {
 			for _, om := range ro.q {
-				if om.token != 0 && now.Sub(om.sentAt) > attemptTimeout {
+				if om.token == 0 {
+					continue
+				}
+				// The oldest send in flight (sends go in queue order).
+				if now.Sub(om.sentAt) > attemptTimeout {
 					o.b.stats.publishTimeouts.Add(1)
 					for _, e := range ro.q { // and the rest: nothing overtakes it
 						o.forget(e)
 					}
 					o.stall(ro, fmt.Errorf("no acknowledgement within %v", attemptTimeout))
-					break
 				}
+				break
 			}
 		}
 		if !ro.stalled || ro.inflight > 0 || now.Before(ro.retryAt) {
