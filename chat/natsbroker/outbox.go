@@ -19,17 +19,17 @@ import (
 // The outbox: room messages on their way to their streams.
 //
 // Each message is published under a message id (Nats-Msg-Id) with a reply
-// subject of this node's, where JetStream acknowledges it. A room's
-// messages are sent in order, pipelined while NATS answers. When one
-// fails (no acknowledgement within attemptTimeout, no stream to take it,
-// an error, the connection lost) its room stalls: nothing more of it is
-// sent until every message sent has been answered or timed out; then all
-// of the room's unacknowledged messages are sent again, in order, under
-// the same ids, so JetStream stores each once whichever copy arrives, and
-// a message never overtakes one accepted before it. attemptTimeout is
-// below the shortest leader election of NATS (4 s): a message lost with a
-// stream's leader is known to have failed before a new leader could store
-// one sent after it.
+// subject of this node's, where JetStream acknowledges it. A room has one
+// message in flight at a time: the next is sent once the one before is
+// acknowledged, so a message never overtakes one accepted before it. (A
+// pipeline did: a message sent on a connection that was dropping was lost
+// while the next, sent on the new connection before the loss was known,
+// was stored; TestLeaderDies caught it.) When a send fails (no
+// acknowledgement within attemptTimeout, no stream to take it, an error,
+// the connection lost) its room stalls, then the message is sent again
+// under the same id, so JetStream stores it once whichever copy arrives.
+// The cost: a room's messages are stored at most one per round trip to
+// its stream's leader (many rooms are stored at once).
 //
 // A message waits at most PublishTimeout; past it the sender is told it was
 // not delivered, and so are those of the room queued behind it (storing
@@ -150,12 +150,28 @@ func (o *outbox) add(room, subj string, data []byte, id string, done func(error)
 	ro.q = append(ro.q, om)
 	o.bytes += size
 	b.stats.published.Add(1)
-	if !ro.stalled {
+	if !ro.stalled && ro.inflight == 0 {
 		if err := o.send(om); err != nil {
 			o.stall(ro, err)
 		}
 	}
 	o.mu.Unlock()
+}
+
+// sendNext sends ro's first message not yet acknowledged nor in flight, if
+// nothing of ro is in flight. Callers hold mu.
+func (o *outbox) sendNext(ro *roomOut) {
+	if ro.stalled || ro.inflight > 0 {
+		return
+	}
+	for _, om := range ro.q {
+		if !om.acked {
+			if err := o.send(om); err != nil {
+				o.stall(ro, err)
+			}
+			return
+		}
+	}
 }
 
 // send publishes om with a new reply token. Callers hold mu.
@@ -257,11 +273,13 @@ func (o *outbox) answer(m *nats.Msg) {
 			}
 		}
 		calls = o.pop(ro, nil)
+		o.sendNext(ro)
 	case permanent:
 		ro.q = slices.DeleteFunc(ro.q, func(e *outMsg) bool { return e == om })
 		o.bytes -= om.size
 		o.b.stats.publishErrors.Add(1)
 		calls = append(o.pop(ro, nil), call{om.done, fmt.Errorf("publish to %q: %w", ro.room, ackErr)})
+		o.sendNext(ro)
 	default:
 		if errors.Is(ackErr, errNoStream) {
 			ro.reopen = true
@@ -392,8 +410,8 @@ func (o *outbox) sweepOnce(now time.Time) []call {
 	return calls
 }
 
-// resend sends ro's unacknowledged messages again, in order. Callers hold
-// mu.
+// resend sends ro's first unacknowledged message again; the others follow
+// it, one at a time, as it is acknowledged. Callers hold mu.
 func (o *outbox) resend(ro *roomOut, now time.Time) {
 	ro.stalled = false
 	for _, om := range ro.q {
@@ -408,6 +426,7 @@ func (o *outbox) resend(ro *roomOut, now time.Time) {
 			return
 		}
 		o.b.stats.retries.Add(1)
+		break
 	}
 	if ro.backoff = 0; len(ro.q) == 0 {
 		delete(o.rooms, ro.room)
