@@ -20,16 +20,22 @@ import (
 //
 // Each message is published under a message id (Nats-Msg-Id) with a reply
 // subject of this node's, where JetStream acknowledges it. A room has one
-// message in flight at a time: the next is sent once the one before is
-// acknowledged, so a message never overtakes one accepted before it. (A
-// pipeline did: a message sent on a connection that was dropping was lost
-// while the next, sent on the new connection before the loss was known,
-// was stored; TestLeaderDies caught it.) When a send fails (no
-// acknowledgement within attemptTimeout, no stream to take it, an error,
-// the connection lost) its room stalls, then the message is sent again
-// under the same id, so JetStream stores it once whichever copy arrives.
-// The cost: a room's messages are stored at most one per round trip to
-// its stream's leader (many rooms are stored at once).
+// group of messages in flight at a time: what was accepted while a group
+// was in flight goes, all of it, back to back on one connection, once
+// every message of that group is acknowledged (group commit: one round
+// trip per group, however busy the room). A message accepted later never
+// goes out before one accepted earlier is stored. (A free pipeline did:
+// a message sent on a connection that was dropping was lost while the
+// next, sent on the new connection before nats.go's disconnect callback
+// had run, was stored first; TestLeaderDies caught it.) When a send fails
+// (no acknowledgement within attemptTimeout, no stream to take it, an
+// error, the connection lost) its room stalls, then its unacknowledged
+// messages are sent again, in order, under the same ids, so JetStream
+// stores each once whichever copy arrives; for carefulFor after a failure
+// (a leader changing) they go one at a time. Within a group the order
+// rests on the one connection and the one stream leader; a message stored
+// after one of its group that failed is counted
+// (parley_nats_overtaken_total).
 //
 // A message waits at most PublishTimeout; past it the sender is told it was
 // not delivered, and so are those of the room queued behind it (storing
@@ -76,6 +82,7 @@ type roomOut struct {
 	backoff  time.Duration
 	reopen   bool // a send found no stream: open it before the resend
 	lastErr  error
+	failedAt time.Time // the last failure: sends go one at a time for carefulFor after it
 }
 
 type outbox struct {
@@ -158,21 +165,32 @@ func (o *outbox) add(room, subj string, data []byte, id string, done func(error)
 	o.mu.Unlock()
 }
 
-// sendNext sends ro's first message not yet acknowledged nor in flight, if
-// nothing of ro is in flight. Callers hold mu.
+// sendNext sends, once nothing of ro is in flight, every message of ro
+// not yet acknowledged: the next group. Callers hold mu.
 func (o *outbox) sendNext(ro *roomOut) {
 	if ro.stalled || ro.inflight > 0 {
 		return
 	}
+	careful := time.Since(ro.failedAt) < carefulFor
 	for _, om := range ro.q {
-		if !om.acked {
-			if err := o.send(om); err != nil {
-				o.stall(ro, err)
-			}
+		if om.acked {
+			continue
+		}
+		if err := o.send(om); err != nil {
+			o.stall(ro, err)
 			return
+		}
+		if careful {
+			return // one at a time
 		}
 	}
 }
+
+// carefulFor is how long after a failure a room sends one message at a
+// time: while a stream's leader changes, the servers' interest in its
+// subject comes and goes, and of two messages sent together the first
+// may find none (503) where the second finds the new leader.
+const carefulFor = 2 * time.Second
 
 // send publishes om with a new reply token. Callers hold mu.
 func (o *outbox) send(om *outMsg) error {
@@ -200,6 +218,7 @@ func (o *outbox) forget(om *outMsg) {
 
 // stall stops ro's sends until it is resent. Callers hold mu.
 func (o *outbox) stall(ro *roomOut, err error) {
+	ro.failedAt = time.Now()
 	if !ro.stalled {
 		ro.stalled = true
 		ro.backoff = 0
@@ -410,8 +429,9 @@ func (o *outbox) sweepOnce(now time.Time) []call {
 	return calls
 }
 
-// resend sends ro's first unacknowledged message again; the others follow
-// it, one at a time, as it is acknowledged. Callers hold mu.
+// resend sends ro's first unacknowledged message again; the others
+// follow it (sendNext), one at a time while the room is careful. Callers
+// hold mu.
 func (o *outbox) resend(ro *roomOut, now time.Time) {
 	ro.stalled = false
 	for _, om := range ro.q {
