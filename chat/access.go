@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -158,7 +159,25 @@ type identity struct {
 }
 
 func identityOf(id *auth.Identity) *identity {
-	return &identity{user: id.User, rooms: id.Rooms, say: id.Say, expires: id.Expires.UnixNano()}
+	return &identity{user: id.User, rooms: id.Rooms, say: id.Say, expires: unixNano(id.Expires)}
+}
+
+// unixNano is t in Unix ns, saturated: a token's exp past 2262 (9999999999
+// is a common "never") is the latest time there is, not a negative number
+// that would expire its user at once.
+func unixNano(t time.Time) int64 {
+	if t.After(time.Unix(0, math.MaxInt64)) {
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+// unixMilli is t in Unix ms, saturated like unixNano.
+func unixMilli(t time.Time) int64 {
+	if t.After(time.UnixMilli(math.MaxInt64)) {
+		return math.MaxInt64
+	}
+	return t.UnixMilli()
 }
 
 // httpError refuses a handshake, counting its reason.
@@ -560,7 +579,7 @@ func (h *Hub) refresh(c *client, req *Request) {
 	h.nickMu.Lock()
 	c.who = identityOf(&id)
 	h.nickMu.Unlock()
-	h.send(c, Authed{Type: "auth", User: c.userID(), Expires: id.Expires.UnixMilli()})
+	h.send(c, Authed{Type: "auth", User: c.userID(), Expires: unixMilli(id.Expires)})
 }
 
 // control is a message every node receives (Broker.Broadcast): a DM to a

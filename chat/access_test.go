@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -390,5 +391,35 @@ func TestTokenExpiry(t *testing.T) {
 	stays.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "refreshed"})
 	if m := stays.Expect("message"); m.Text != "refreshed" {
 		t.Fatalf("%+v", m)
+	}
+}
+
+// TestTokenFarFuture: a token whose exp is past 2262 (9999999999, a common
+// "never", or larger) keeps its user signed in: the expiry does not
+// overflow into the past. A client with a token of one second is closed
+// by the same sweep that would have closed the others.
+func TestTokenFarFuture(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	_, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	token := func(user string, exp time.Time) string {
+		c := authtest.Claims(user)
+		c.ExpiresAt = jwt.NewNumericDate(exp)
+		return is.Sign(c)
+	}
+	never, w := signedIn(t, u, token("u1", time.Unix(9999999999, 0)))
+	if w.Expires != 9999999999000 {
+		t.Fatalf("welcome expires %d, want 9999999999000", w.Expires)
+	}
+	later, _ := signedIn(t, u, token("u2", time.Unix(1e17, 0)))
+	soon, _ := signedIn(t, u, token("u3", time.Now().Add(time.Second)))
+	if ce, err := soon.ExpectClose(); err != nil || ce.Code != int(chat.CloseTokenExpired) {
+		t.Fatalf("expired client: %+v, %v; want close %d", ce, err, chat.CloseTokenExpired)
+	}
+	for i, c := range []*client{never, later} {
+		text := fmt.Sprintf("still here %d", i)
+		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		for m := c.Expect("message"); m.Text != text; m = c.Expect("message") {
+		}
 	}
 }

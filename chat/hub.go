@@ -167,7 +167,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 		// is not claimed (guests cannot pick nicks beside users).
 		c.nick = u.Nick
 		c.who = identityOf(u)
-		w.User, w.Expires = u.User, u.Expires.UnixMilli()
+		w.User, w.Expires = u.User, unixMilli(u.Expires)
 	} else {
 		h.nickMu.Lock()
 		c.nick = h.guestNick(id)
