@@ -788,3 +788,42 @@ func TestHistoryMaxAge(t *testing.T) {
 		<-time.After(200 * time.Millisecond) // polling the clock: the age limit is about time passing
 	}
 }
+
+// TestBackendRoomsAreSwept: a room the server API opened (even to read its
+// presence or history) is an empty room like any other: evicted first at
+// MaxRoomsTotal, swept after HistoryTTL. They used to stay forever, and
+// two API calls left clients getting room_limit.
+func TestBackendRoomsAreSwept(t *testing.T) {
+	t.Parallel()
+	t.Run("evicted", func(t *testing.T) {
+		t.Parallel()
+		h, _, url := startChat(t, chat.Config{MaxRoomsTotal: 3, RateLimit: -1}, engine.Config{})
+		a := connect(t, url) // the lobby: 1 room
+		if _, err := h.Presence("p"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.History("q", 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"r1", "r2"} { // each evicts one the API opened
+			a.Send(chat.Request{Type: "join", Room: name})
+			a.Expect("join")
+			a.Expect("history")
+		}
+		if n := h.Stats().Rooms; n != 3 {
+			t.Fatalf("%d rooms, want 3", n)
+		}
+	})
+	t.Run("swept", func(t *testing.T) {
+		t.Parallel()
+		h, _, url := startChat(t, chat.Config{HistoryTTL: 50 * time.Millisecond, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+		connect(t, url) // the lobby, kept: it has a member
+		if err := h.Publish("p", "hello", chat.Sender{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Presence("q"); err != nil {
+			t.Fatal(err)
+		}
+		poll.Until(t, "the API's rooms swept", func() bool { return h.Stats().Rooms == 1 })
+	})
+}

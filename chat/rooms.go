@@ -194,6 +194,10 @@ func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
 		h.deliver(nr, e.seq, e.msg)
 	}
 	nr.early, nr.resetTo = nil, nil
+	// Empty until joined: a room the server API opened (a publish, or
+	// only to read its presence or history) is swept and evicted like
+	// any other; a joiner clears this before it unlocks the room.
+	nr.emptySince = time.Now()
 	close(nr.loading)
 	if h.node != "" {
 		// Ask the other nodes who of theirs is here.
