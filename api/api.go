@@ -232,6 +232,8 @@ func (s *Server) call(route string, f func(*http.Request) (any, error)) http.Han
 				ae = &apiError{http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("the body is over %d bytes", maxBody)}
 			case errors.Is(err, chat.ErrInvalid):
 				ae = &apiError{http.StatusBadRequest, "bad_request", err}
+			case errors.Is(err, chat.ErrRuleLimit):
+				ae = &apiError{http.StatusInsufficientStorage, "rule_limit", err}
 			case errors.Is(err, chat.ErrBrokerNotRunning):
 				ae = &apiError{http.StatusServiceUnavailable, "unavailable", err}
 			default:

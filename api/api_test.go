@@ -32,11 +32,16 @@ type env struct {
 	is   *authtest.Issuer
 }
 
-func start(t *testing.T) *env {
+// start starts a hub with the API; opts change its config.
+func start(t *testing.T, opts ...func(*chat.Config)) *env {
 	t.Helper()
 	is := authtest.New(t)
-	hub, err := chat.New(chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed, PrivateRooms: []string{"vip"},
-		PresenceInterval: 20 * time.Millisecond, Logger: testserver.Logger()})
+	cfg := chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed, PrivateRooms: []string{"vip"},
+		PresenceInterval: 20 * time.Millisecond, Logger: testserver.Logger()}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	hub, err := chat.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,5 +289,20 @@ func TestKeyLength(t *testing.T) {
 	}
 	if _, err := api.New(api.Config{Key: "short"}, hub); err == nil || !strings.Contains(err.Error(), "at least 16") {
 		t.Fatalf("a 5-byte key: %v", err)
+	}
+}
+
+// TestRulesCap: past --max-rules a new rule is refused with 507 and a
+// code, not answered 200 and dropped.
+func TestRulesCap(t *testing.T) {
+	e := start(t, func(c *chat.Config) { c.MaxRules = 1 })
+	e.must("PUT", "/api/v1/bans/users/u1", `{"duration":"1h"}`)
+	status, out := e.call("PUT", "/api/v1/rooms/lobby/mutes/u2", `{"duration":"1h"}`)
+	if msg, _ := out["error"].(string); status != http.StatusInsufficientStorage || out["code"] != "rule_limit" || !strings.Contains(msg, "1 rules") {
+		t.Fatalf("a rule past the cap: %d %v", status, out)
+	}
+	e.must("PUT", "/api/v1/bans/users/u1", `{"duration":"2h"}`) // a held one changes
+	if rules := e.must("GET", "/api/v1/rules", "")["rules"].([]any); len(rules) != 1 {
+		t.Fatalf("rules %v", rules)
 	}
 }

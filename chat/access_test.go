@@ -423,3 +423,41 @@ func TestTokenFarFuture(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesCap: past MaxRules a new ban, mute or invitation fails with
+// ErrRuleLimit and is not pretended in force; changing or ending one held
+// still works, and an ended one makes room.
+func TestRulesCap(t *testing.T) {
+	t.Parallel()
+	hub, _, _ := startChat(t, chat.Config{MaxRules: 2}, engine.Config{})
+	until := time.Now().Add(time.Hour).UnixMilli()
+	ban := func(user string) chat.Rule { return chat.Rule{Kind: chat.RuleBanUser, Subject: user, Until: until} }
+	for _, u := range []string{"u1", "u2"} {
+		if err := hub.PutRule(ban(u)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []chat.Rule{ban("u3"), {Kind: chat.RuleMute, Room: "lobby", Subject: "u1", Until: until},
+		{Kind: chat.RuleInvite, Room: "vip", Subject: "u1", Until: until}} {
+		if err := hub.PutRule(r); !errors.Is(err, chat.ErrRuleLimit) || !strings.Contains(err.Error(), "2 rules") {
+			t.Fatalf("%s of %s past the cap: %v, want ErrRuleLimit naming the cap", r.Kind, r.Subject, err)
+		}
+	}
+	if n := len(hub.Rules("")); n != 2 {
+		t.Fatalf("%d rules in force, want 2", n)
+	}
+	longer := ban("u2")
+	longer.Until += 1000
+	if err := hub.PutRule(longer); err != nil {
+		t.Fatalf("changing a rule held at the cap: %v", err)
+	}
+	if err := hub.DeleteRule(ban("u1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.PutRule(ban("u3")); err != nil {
+		t.Fatalf("a rule after one ended: %v", err)
+	}
+	if got := len(hub.Rules(chat.RuleBanUser)); got != 2 {
+		t.Fatalf("%d bans in force, want 2", got)
+	}
+}

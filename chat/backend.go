@@ -19,6 +19,9 @@ var (
 	// ErrNoRoom is returned for a room that does not exist on any node
 	// this one can see.
 	ErrNoRoom = errors.New("chat: no such room")
+	// ErrRuleLimit is returned for a new rule while the hub holds
+	// MaxRules: it would not be in force.
+	ErrRuleLimit = errors.New("chat: too many rules")
 )
 
 // Sender is who a backend's message comes from: a user (ID and Nick), or
@@ -165,10 +168,32 @@ func (h *Hub) PutRule(r Rule) error {
 		p, _ := parseAddrRule(r.Subject)
 		r.Subject = p.String()
 	}
+	if !h.ruleFits(r.Key()) {
+		return fmt.Errorf("%w: %d rules held already (MaxRules); end one, or raise --max-rules", ErrRuleLimit, h.cfg.MaxRules)
+	}
 	if err := h.broker.PutRule(r); err != nil {
 		return fmt.Errorf("chat: put rule: %w", err)
 	}
 	return nil
+}
+
+// ruleFits tells whether a rule of key k would be held: it is held
+// already, or the hub holds fewer than MaxRules once those past their
+// time are dropped. In a cluster every node holds the same rules, so a
+// node's answer is the cluster's but for rules put at the same moment
+// elsewhere (those past the cap are dropped and counted, as before).
+func (h *Hub) ruleFits(k string) bool {
+	h.rules.mu.RLock()
+	_, had := h.rules.m[k]
+	full := len(h.rules.m) >= h.cfg.MaxRules
+	h.rules.mu.RUnlock()
+	if had || !full {
+		return true
+	}
+	h.sweepRules(time.Now())
+	h.rules.mu.RLock()
+	defer h.rules.mu.RUnlock()
+	return len(h.rules.m) < h.cfg.MaxRules
 }
 
 // DeleteRule ends the rule of r's kind, room and subject on every node.

@@ -137,7 +137,8 @@ type Config struct {
 	ReadOnlyRooms []string
 
 	// MaxRules caps the bans, mutes and invitations the hub holds; past
-	// it new ones are dropped (and counted). Default 100,000.
+	// it PutRule refuses a new one with ErrRuleLimit (one put at the same
+	// moment on another node is dropped, and counted). Default 100,000.
 	MaxRules int
 
 	// Broker carries room messages; nil uses a MemoryBroker (one process).
