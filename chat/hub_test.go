@@ -827,3 +827,58 @@ func TestBackendRoomsAreSwept(t *testing.T) {
 		poll.Until(t, "the API's rooms swept", func() bool { return h.Stats().Rooms == 1 })
 	})
 }
+
+// TestDedupeBySender: a message said again with the same request id by
+// the same sender (its resend after a reconnect: a guest by its nick, a
+// user by its id on any connection) is heard once; another sender's
+// message with that id is heard too. Ids used to be a room's alone.
+func TestDedupeBySender(t *testing.T) {
+	t.Parallel()
+	is := authtest.New(t)
+	_, _, url := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed, RateLimit: -1}, engine.Config{})
+	a, b := connect(t, url), connect(t, url)
+	user := func() *client {
+		c := dial(t, url+"?access_token="+is.Token("u1"))
+		c.Expect("welcome")
+		c.Expect("join")
+		c.Expect("history")
+		return c
+	}
+	u1, u1b := user(), user()
+	var heard []string
+	// say has c say text under id, and waits until b hears wait.
+	say := func(c *client, text, id, wait string) {
+		t.Helper()
+		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text, ID: id})
+		if wait == "" {
+			return
+		}
+		for {
+			_, raw, err := b.ReadMessage()
+			if err != nil {
+				t.Fatalf("waiting for %q: %v (heard %q)", wait, err, heard)
+			}
+			var m struct{ Type, Text string }
+			if err := json.Unmarshal(raw, &m); err != nil {
+				t.Fatalf("%s: %v", raw, err)
+			}
+			if m.Type == "message" {
+				heard = append(heard, m.Text)
+				if m.Text == wait {
+					return
+				}
+			}
+		}
+	}
+	say(a, "a once", "m1", "a once")
+	say(a, "a twice", "m1", "") // a resend: dropped...
+	say(a, "a next", "m2", "a next") // ...and this one, after it on the same connection, is heard
+	say(b, "b, the same id", "m1", "b, the same id")
+	say(u1, "u1 once", "m1", "u1 once")
+	say(u1b, "u1 on its other connection", "m1", "") // the same user: dropped
+	say(u1b, "u1 next", "m3", "u1 next")
+	want := []string{"a once", "a next", "b, the same id", "u1 once", "u1 next"}
+	if !slices.Equal(heard, want) {
+		t.Fatalf("heard %q, want %q", heard, want)
+	}
+}

@@ -2,6 +2,8 @@ package chat
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -47,7 +49,7 @@ func (h *Hub) say(c *client, req *Request) {
 		return
 	}
 	id, info := c.id, *req
-	h.broker.Publish(r.name, b, req.ID, func(err error) {
+	h.broker.Publish(r.name, b, dedupeID(c, req.ID), func(err error) {
 		if err == nil {
 			h.stats.published.Add(1)
 			return
@@ -59,6 +61,24 @@ func (h *Hub) say(c *client, req *Request) {
 			h.fail(c, &info, ErrNotDelivered, "the message could not be delivered: "+err.Error())
 		}
 	})
+}
+
+// dedupeID is the id a message said under the request id id is published
+// with (the broker drops a room's repeated ids): a resend by the same
+// sender is dropped, another sender's message with that id is not. A user
+// is its user id on any connection; a guest its nick, which the page keeps
+// across reconnects (?nick=). The sender is hashed: the id stays short and
+// printable whatever the user id holds.
+func dedupeID(c *client, id string) string {
+	if id == "" {
+		return ""
+	}
+	who := "g\x00" + c.nick
+	if u := c.userID(); u != "" {
+		who = "u\x00" + u
+	}
+	sum := sha256.Sum256([]byte(who))
+	return base64.RawURLEncoding.EncodeToString(sum[:12]) + "." + id
 }
 
 // published is a room message as the broker carries it: the Message
