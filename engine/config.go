@@ -173,7 +173,8 @@ type Config struct {
 	MaxConnectionsPerAddr int
 
 	// ConnectRatePerAddr caps the new TCP connections per second from one
-	// address (bursts of up to a second's worth); beyond it, 429. A client
+	// address (bursts of up to a second's worth, at least one: 0.5 admits
+	// one connection every 2 s); beyond it, 429. A client
 	// that reconnects to get a fresh chat rate bucket meets this one.
 	// Default 20; -1: no limit.
 	ConnectRatePerAddr float64

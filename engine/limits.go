@@ -28,7 +28,7 @@ type addrLimits struct {
 
 type addrState struct {
 	conns  int
-	tokens float64 // connection-rate bucket, at most rate (one second's worth)
+	tokens float64 // connection-rate bucket, at most burst()
 	last   time.Time
 }
 
@@ -43,6 +43,11 @@ func newAddrLimits(maxConns int, rate float64) *addrLimits {
 	return &addrLimits{maxConns: maxConns, rate: rate, addrs: make(map[netip.Addr]*addrState),
 		pending: make(map[string]pendingConn)}
 }
+
+// burst is the connection-rate bucket's size: a second's worth, and at
+// least one connection (a rate under one a second admits one every
+// 1/rate seconds, not nobody).
+func (l *addrLimits) burst() float64 { return max(1, l.rate) }
 
 func (l *addrLimits) enabled() bool { return l.maxConns > 0 || l.rate > 0 }
 
@@ -70,14 +75,14 @@ func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
 		if a, valid := addrKey(remote); valid {
 			st := l.addrs[a]
 			if st == nil {
-				st = &addrState{tokens: l.rate, last: now}
+				st = &addrState{tokens: l.burst(), last: now}
 				l.addrs[a] = st
 			}
 			if l.maxConns > 0 && st.conns >= l.maxConns {
 				return false, "count"
 			}
 			if l.rate > 0 {
-				st.tokens = min(l.rate, st.tokens+now.Sub(st.last).Seconds()*l.rate)
+				st.tokens = min(l.burst(), st.tokens+now.Sub(st.last).Seconds()*l.rate)
 				st.last = now
 				if st.tokens < 1 {
 					return false, "rate"
@@ -156,7 +161,7 @@ func (l *addrLimits) sweep(now time.Time) {
 	}
 	l.mu.Lock()
 	for a, st := range l.addrs {
-		if st.conns == 0 && (l.rate <= 0 || st.tokens+now.Sub(st.last).Seconds()*l.rate >= l.rate) {
+		if st.conns == 0 && (l.rate <= 0 || st.tokens+now.Sub(st.last).Seconds()*l.rate >= l.burst()) {
 			delete(l.addrs, a)
 		}
 	}

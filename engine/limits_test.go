@@ -68,6 +68,21 @@ func TestConnectRatePerAddr(t *testing.T) {
 	}
 }
 
+// TestConnectRateBelowOne: a rate under one a second admits one
+// connection, then one per 1/rate seconds; it used to refuse everyone.
+func TestConnectRateBelowOne(t *testing.T) {
+	t.Parallel()
+	_, url := start(t, engine.Config{ConnectRatePerAddr: 0.5}, newRecorder())
+	c, _, err := tryDial(t, url)
+	if err != nil {
+		t.Fatalf("the first connection at 0.5/s: %v", err)
+	}
+	c.Close()
+	if _, resp, err := tryDial(t, url); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a second at once at 0.5/s: %v, want 429", err)
+	}
+}
+
 func TestInboundRateLimits(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
