@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -871,7 +872,7 @@ func TestDedupeBySender(t *testing.T) {
 		}
 	}
 	say(a, "a once", "m1", "a once")
-	say(a, "a twice", "m1", "") // a resend: dropped...
+	say(a, "a twice", "m1", "")      // a resend: dropped...
 	say(a, "a next", "m2", "a next") // ...and this one, after it on the same connection, is heard
 	say(b, "b, the same id", "m1", "b, the same id")
 	say(u1, "u1 once", "m1", "u1 once")
@@ -880,5 +881,34 @@ func TestDedupeBySender(t *testing.T) {
 	want := []string{"a once", "a next", "b, the same id", "u1 once", "u1 next"}
 	if !slices.Equal(heard, want) {
 		t.Fatalf("heard %q, want %q", heard, want)
+	}
+}
+
+// TestResumeSinceBounds: a resume since the largest sequence number there
+// is gets nothing (it used to overflow and replay the whole history); a
+// negative since is a bad request, not a replay of everything.
+func TestResumeSinceBounds(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
+	a := connect(t, url)
+	for i := 1; i <= 3; i++ {
+		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
+		a.Expect("message")
+	}
+	a.Send(chat.Request{Type: "leave", Room: "lobby"})
+	a.Expect("leave")
+	for _, since := range []int64{math.MaxInt64, math.MaxInt64 - 1, 3, 1000} {
+		a.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+		a.Expect("join")
+		if h := a.Expect("history"); len(h.Messages) != 0 || h.Gap {
+			t.Fatalf("since %d: %v gap %v, want nothing", since, h.Texts(t), h.Gap)
+		}
+		a.Send(chat.Request{Type: "leave", Room: "lobby"})
+		a.Expect("leave")
+	}
+	since := int64(-1)
+	a.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	if e := a.ExpectError(chat.ErrBadRequest); !strings.Contains(e.Message, "since") {
+		t.Fatalf("%+v", e)
 	}
 }

@@ -3,6 +3,7 @@ package chat
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -201,9 +202,13 @@ func (r *room) history(after, before int64, limit int) ([]json.RawMessage, bool)
 	if r.keep.maxAge > 0 {
 		r.trimHistory(time.Now().UnixNano()) // an idle room's messages age too
 	}
-	gap := after >= 0 && r.seq > after && (r.histN() == 0 || r.at(0).seq > after+1)
-	// Sequence numbers grow along the store: find the window by bisection.
-	lo := r.search(after + 1)
+	gap := after >= 0 && r.seq > after && (r.histN() == 0 || r.at(0).seq-1 > after)
+	// Sequence numbers grow along the store: find the window by bisection
+	// (after+1 would overflow for the largest after there is).
+	lo := r.histN()
+	if after < math.MaxInt64 {
+		lo = r.search(after + 1)
+	}
 	hi := r.histN()
 	if before > 0 {
 		hi = r.search(before)

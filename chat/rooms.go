@@ -228,6 +228,10 @@ func (h *Hub) join(c *client, req *Request) {
 		h.fail(c, req, ErrBadRoom, "room name "+err.Error())
 		return
 	}
+	if req.Since != nil && *req.Since < 0 {
+		h.fail(c, req, ErrBadRequest, fmt.Sprintf("since %d: want the sequence number of the last message seen, 0 or more", *req.Since))
+		return
+	}
 	if c.room(req.Room) == nil && len(c.rooms) >= h.cfg.MaxRooms {
 		h.fail(c, req, ErrTooManyRooms, fmt.Sprintf("a client is in at most %d rooms", h.cfg.MaxRooms))
 		return
