@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,10 +63,13 @@ func TestEchoBeforeProtocolError(t *testing.T) {
 
 // TestUTF8FailsFast (6.4.1-6.4.4): invalid UTF-8 in a text message closes
 // with 1007 as soon as the bytes that make it invalid arrive, without
-// waiting for the rest of the frame or of the message.
+// waiting for the rest of the frame or of the message; the client's close
+// frame that answers it (sent, as Autobahn does, in the middle of its
+// unfinished frame) ends the connection at once, not after CloseTimeout
+// (it used to be read as the rest of the broken frame).
 func TestUTF8FailsFast(t *testing.T) {
 	t.Parallel()
-	_, url := start(t, engine.Config{}, &engine.Echo{})
+	_, url := start(t, engine.Config{CloseTimeout: 10 * time.Minute}, &engine.Echo{})
 	// κόσμε, then an invalid sequence (F4 90 80 80: above U+10FFFF), then
 	// more that never comes.
 	good := "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5"
@@ -100,6 +104,14 @@ func TestUTF8FailsFast(t *testing.T) {
 			}
 			if ce, err := c.ExpectClose(); err != nil || ce.Code != 1007 {
 				t.Fatalf("close %+v, %v; want 1007 before the message ends", ce, err)
+			}
+			if err := c.WriteClose(1007, ""); err != nil {
+				t.Fatal(err)
+			}
+			// The server drops the socket: far sooner than its CloseTimeout.
+			_ = c.SetDeadline(time.Now().Add(time.Minute))
+			if n, err := io.Copy(io.Discard, c.NetConn()); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("after the close frames: %d bytes, %v; want the socket closed", n, err)
 			}
 		})
 	}

@@ -330,7 +330,7 @@ func (c *conn) validatePartial(h *wsproto.Header, masked []byte) {
 		wsproto.Mask(chunk[:n], h.Key, int(c.fed))
 		c.fed += int32(n)
 		if !c.text.Feed(chunk[:n]) {
-			c.fail(StatusInvalidPayload, "text message is not valid UTF-8")
+			c.failMidFrame(StatusInvalidPayload, "text message is not valid UTF-8")
 			return
 		}
 	}
@@ -598,6 +598,14 @@ func (c *conn) failClose(code StatusCode, reason string) {
 	c.mu.Unlock()
 	c.fail(code, reason)
 }
+
+// failMidFrame fails the client in the middle of a frame whose payload has
+// not all arrived: the client's answer to our close frame comes where the
+// rest of that payload was due (Autobahn 6.4.3-4 sends it there), so it
+// cannot be found in what follows. The socket is dropped once our close is
+// written, as for failClose, rather than held for CloseTimeout waiting for
+// a close frame that cannot be parsed. Callers hold readMu.
+func (c *conn) failMidFrame(code StatusCode, reason string) { c.failClose(code, reason) }
 
 // startClose queues a close frame with code and reason, after whatever is
 // already queued, and records them as the close status unless one is known.
