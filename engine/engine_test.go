@@ -80,6 +80,10 @@ func TestHandshakeRefusedByApp(t *testing.T) {
 	if !errors.Is(err, wstest.ErrBadHandshake) || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("dial without token: %v", err)
 	}
+	// A body without a Content-Type of its own is plain text, never HTML.
+	if ct, nosniff := resp.Header.Get("Content-Type"), resp.Header.Get("X-Content-Type-Options"); ct != "text/plain; charset=utf-8" || nosniff != "nosniff" {
+		t.Fatalf("refusal sent as %q (X-Content-Type-Options %q), want text/plain with nosniff", ct, nosniff)
+	}
 	dial(t, url+"?token=secret", nil)
 	if e := app.next(t, "open"); e.data != "welcome" {
 		t.Fatalf("OnOpen data = %#v, want \"welcome\"", e.data)

@@ -37,7 +37,8 @@ var (
 
 // HTTPError refuses a WebSocket handshake with an HTTP status and body.
 // Application.OnHandshake returns one to turn a client away; any other error
-// is answered with 500.
+// is answered with 500. The body is sent as text/plain (with nosniff)
+// unless Header sets a Content-Type.
 type HTTPError struct {
 	Status int
 	Body   string

@@ -155,7 +155,8 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 				w.Header()[k] = vs
 			}
 			if w.Header().Get("Content-Type") == "" {
-				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.Header().Set("X-Content-Type-Options", "nosniff")
 			}
 			w.WriteHeader(he.Status)
 			_, _ = w.Write([]byte(he.Body))
