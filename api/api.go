@@ -11,6 +11,7 @@
 package api
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -25,7 +26,7 @@ import (
 	"sync"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/parleyhq/parley/internal/strictjson"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
@@ -248,15 +249,21 @@ func (s *Server) call(route string, f func(*http.Request) (any, error)) http.Han
 	})
 }
 
+// writeJSON answers v as JSON, without escaping <, > and & (answers are
+// read in curl, not pasted into HTML; the Content-Type says JSON).
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed","code":"internal"}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":"encoding the answer failed","code":"internal"}` + "\n")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // decode reads the request's JSON body into v strictly; an empty body is
@@ -270,7 +277,7 @@ func decode(r *http.Request, v any) error {
 	if body == "" {
 		body = "{}"
 	}
-	if err := jsonv2.Unmarshal([]byte(body), v, jsonv2.RejectUnknownMembers(true)); err != nil {
+	if err := strictjson.Decode([]byte(body), v); err != nil {
 		return badRequest("body: %v", err)
 	}
 	return nil

@@ -129,9 +129,10 @@ func TestRefusals(t *testing.T) {
 		{"unknown call", "GET", "/api/v1/nope", "", "", 404, "no such call"},
 		{"another method", "GET", "/api/v1/rooms/lobby/messages", "", "", 405, "not a call"},
 		{"another method without a key", "DELETE", "/api/v1/stats", "", "none", 401, "API key"},
-		{"unknown field", "POST", "/api/v1/rooms/lobby/messages", `{"text":"hi","room":"x"}`, "", 400, `unknown`},
-		{"duplicate key", "POST", "/api/v1/rooms/lobby/messages", `{"text":"hi","text":"ho"}`, "", 400, `duplicate`},
-		{"wrong type", "POST", "/api/v1/rooms/lobby/messages", `{"text":5}`, "", 400, `text`},
+		{"unknown field", "POST", "/api/v1/rooms/lobby/messages", `{"text":"hi","room":"x"}`, "", 400, `body: unknown field "room"`},
+		{"duplicate key", "POST", "/api/v1/rooms/lobby/messages", `{"text":"hi","text":"ho"}`, "", 400, `(field "text"): duplicate`},
+		{"wrong type", "POST", "/api/v1/rooms/lobby/messages", `{"text":5}`, "", 400, `field "text": want a string, got a number`},
+		{"wrong type in an object", "POST", "/api/v1/rooms/lobby/messages", `{"text":"hi","from":5}`, "", 400, `field "from": want an object, got a number`},
 		{"not JSON", "POST", "/api/v1/rooms/lobby/messages", `text=hi`, "", 400, `body`},
 		{"empty text", "POST", "/api/v1/rooms/lobby/messages", `{"text":" "}`, "", 400, `empty`},
 		{"bad room", "POST", "/api/v1/rooms/a%20b/messages", `{"text":"hi"}`, "", 400, `room`},
@@ -268,7 +269,8 @@ func TestCalls(t *testing.T) {
 	// Stats: the node's and the cluster's.
 	st := e.must("GET", "/api/v1/stats", "")
 	cluster, _ := st["cluster"].([]any)
-	if st["engine"] == nil || st["chat"] == nil || len(cluster) != 1 || st["clients"] != cluster[0].(map[string]any)["clients"] {
+	if st["engine"] == nil || st["chat"] == nil || len(cluster) != 1 || st["clients"] != cluster[0].(map[string]any)["clients"] ||
+		st["node"] != "local" || cluster[0].(map[string]any)["node"] != "local" { // a lone server is "local", as with --data-dir
 		t.Fatalf("stats: %v", st)
 	}
 	for _, route := range e.api.Routes() {
@@ -304,5 +306,20 @@ func TestRulesCap(t *testing.T) {
 	e.must("PUT", "/api/v1/bans/users/u1", `{"duration":"2h"}`) // a held one changes
 	if rules := e.must("GET", "/api/v1/rules", "")["rules"].([]any); len(rules) != 1 {
 		t.Fatalf("rules %v", rules)
+	}
+}
+
+// TestAnswersAreReadable: answers are JSON as a person reads it in curl:
+// "<key>" is not escaped to \u003ckey\u003e.
+func TestAnswersAreReadable(t *testing.T) {
+	e := start(t)
+	resp, err := http.Get(e.base + "/api/v1/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 401 || !strings.Contains(string(b), "Authorization: Bearer <key>") {
+		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
 }

@@ -190,8 +190,14 @@ func (b *MemoryBroker) Nodes() []NodeInfo {
 	if h == nil {
 		return nil
 	}
-	return []NodeInfo{h.NodeLoad()}
+	n := h.NodeLoad()
+	n.Node = LocalNode
+	return []NodeInfo{n}
 }
+
+// LocalNode is the name of a lone server's node, as the server API and
+// the load reports show it (a cluster's nodes have their own names).
+const LocalNode = "local"
 
 // Close implements Broker.
 func (b *MemoryBroker) Close() error {

@@ -2,14 +2,12 @@ package chat
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
-	jsonv2 "github.com/go-json-experiment/json"
-	"github.com/go-json-experiment/json/jsontext"
+	"github.com/parleyhq/parley/internal/strictjson"
 )
 
 // Request is a client's message. Type selects the action; the other fields
@@ -30,56 +28,9 @@ type Request struct {
 	Limit  int    `json:"limit,omitempty"`  // history: how many (at most HistorySize)
 }
 
-// decodeStrict decodes the JSON object data into v strictly: keys match
-// exactly (encoding/json matches them regardless of case), an unknown key,
-// a key given twice, a value of the wrong type, invalid UTF-8 or anything
-// after the object is an error naming what is wrong. A request never gets
-// a second meaning.
-func decodeStrict(data []byte, v any) error {
-	err := jsonv2.Unmarshal(data, v, jsonv2.RejectUnknownMembers(true))
-	if err == nil {
-		return nil
-	}
-	var se *jsonv2.SemanticError
-	if errors.As(err, &se) {
-		field := strings.TrimPrefix(string(se.JSONPointer), "/")
-		switch {
-		case se.Err != nil && strings.Contains(se.Err.Error(), "unknown object member"):
-			return fmt.Errorf("unknown field %q", field)
-		case field == "":
-			return fmt.Errorf("want a JSON object, got %s", kindName(se.JSONKind))
-		case se.GoType != nil && se.Err != nil:
-			return fmt.Errorf("field %q: %s does not fit a %s: %v", field, kindName(se.JSONKind), se.GoType, se.Err)
-		case se.GoType != nil:
-			return fmt.Errorf("field %q: want a %s, got %s", field, se.GoType, kindName(se.JSONKind))
-		}
-		return fmt.Errorf("field %q: %v", field, se.Err)
-	}
-	var syn *jsontext.SyntacticError
-	if errors.As(err, &syn) {
-		return fmt.Errorf("malformed JSON at byte %d: %v", syn.ByteOffset, syn.Err)
-	}
-	return err
-}
-
-// kindName names a JSON kind for an error message.
-func kindName(k jsontext.Kind) string {
-	switch k {
-	case 'n':
-		return "null"
-	case 'f', 't':
-		return "a boolean"
-	case '"':
-		return "a string"
-	case '0':
-		return "a number"
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	}
-	return "an invalid value"
-}
+// decodeStrict decodes the JSON object data into v strictly
+// (strictjson.Decode): a request never gets a second meaning.
+func decodeStrict(data []byte, v any) error { return strictjson.Decode(data, v) }
 
 // Request types.
 const (

@@ -434,7 +434,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			defer ns.Shutdown()
 			cfg.NATS.URL, cfg.NATS.Embedded = "", ns
 			if cfg.NATS.Node == "" {
-				cfg.NATS.Node = "local"
+				cfg.NATS.Node = chat.LocalNode
 			}
 			log.Info("history on disk: NATS embedded in this process, without a listener", "data_dir", cfg.DataDir)
 		case cfg.NATSEmbedded != "":
