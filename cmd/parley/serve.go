@@ -155,7 +155,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&e.SendQueueHardLimit, "send-queue-hard", engine.DefaultSendQueueHardLimit, "`bytes` queued to a client above which it is closed with 1008")
 	fs.DurationVar(&e.SlowConsumerTimeout, "slow-consumer-timeout", engine.DefaultSlowConsumerTimeout, "time a client may stay above the soft queue limit before it is closed with 1008")
 	e.FlushWindow = engine.DefaultFlushWindow
-	fs.Var((*durationOrOff)(&e.FlushWindow), "flush-window", "shortest time between two write rounds of a writer: messages within it share one write per client; off: write as soon as possible")
+	fs.Var((*durationOrOff)(&e.FlushWindow), "flush-window", "shortest time between a writer's busy round (more than one write) and its next, so that traffic within it shares writes; a round that wrote once (a lone reply) starts no window; off: write as soon as possible")
 	fs.IntVar(&e.SocketReadBuffer, "socket-read-buffer", engine.DefaultSocketReadBuffer, "kernel receive buffer per client socket, in `bytes` (-1: kernel autotuning): what a client can push while the server is not reading it")
 	fs.IntVar(&e.MaxPendingInput, "max-pending-input", engine.DefaultMaxPendingInput, "`bytes` of a client's messages waiting for their handler above which its socket is not read (TCP backpressure)")
 	fs.IntVar(&e.MaxPendingInputTotal, "max-pending-input-total", engine.DefaultMaxPendingInputTotal, "the same over all clients, in `bytes` (-1: no total bound)")
