@@ -13,8 +13,13 @@ all: build
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/parley
 
+# ADDR (host:port) moves the server, or a cluster's first node, off
+# localhost:1337: make run ADDR=0.0.0.0:8080.
+ADDR ?=
+ADDR_FLAG = $(if $(ADDR),--addr $(ADDR))
+
 run: build
-	./$(BIN) serve
+	./$(BIN) serve $(ADDR_FLAG)
 
 # A one-machine cluster: an embedded NATS (or NATS_SERVERS of them,
 # clustered, with three replicas) and NODES nodes on ports 1337...,
@@ -22,7 +27,7 @@ run: build
 NODES ?= 3
 NATS_SERVERS ?= 1
 cluster: build
-	./$(BIN) cluster --nodes $(NODES) --nats-servers $(NATS_SERVERS)
+	./$(BIN) cluster --nodes $(NODES) --nats-servers $(NATS_SERVERS) $(ADDR_FLAG)
 
 vet:
 	$(GO) vet $(PKGS)
