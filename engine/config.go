@@ -215,8 +215,11 @@ type Config struct {
 	// (case-insensitively, a missing port being the scheme's default).
 	// Empty means the server's own origin only: the Origin's scheme must be
 	// the server's (https with TLS, http without) and its host and port the
-	// Host header's. Behind a proxy that terminates TLS, list the public
-	// origin here. "*" allows every origin, which lets any web page act as
+	// Host header's, that host being an IP address, localhost (or a name
+	// under it) or Addr's host name: any other name could be an attacker's
+	// pointed at the server (DNS rebinding). A server reached by another
+	// name, or behind a proxy that terminates TLS, lists its public origin
+	// here. Two Origin headers are refused. "*" allows every origin, which lets any web page act as
 	// its visitors (cross-site WebSocket hijacking): avoid it. Requests
 	// without an Origin header (non-browser clients) are always allowed.
 	AllowedOrigins []string

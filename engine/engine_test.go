@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -290,6 +291,50 @@ func TestOrigin(t *testing.T) {
 	}
 	if got := srv.Stats().RefusedOrigin; got != 9 {
 		t.Errorf("Stats.RefusedOrigin = %d, want 9", got)
+	}
+}
+
+// TestOriginHost: the server's own origin is taken from the Host header
+// only when that host cannot be rebound: an IP address, localhost, or the
+// host name it listens on. A page of rebind.evil.example whose name the
+// attacker pointed at the server (DNS rebinding) sends Host and Origin
+// alike: it used to get 101. Two Origin headers are refused.
+func TestOriginHost(t *testing.T) {
+	t.Parallel()
+	srv, url := start(t, engine.Config{AllowedOrigins: []string{"https://chat.example.com"}}, newRecorder())
+	_, port, _ := net.SplitHostPort(srv.Addr().String())
+	for _, tc := range []struct {
+		name    string
+		host    string
+		origins []string
+		ok      bool
+	}{
+		{"an IP address", "127.0.0.1:" + port, []string{"http://127.0.0.1:" + port}, true},
+		{"an IPv6 address", "[::1]:" + port, []string{"http://[::1]:" + port}, true},
+		{"localhost", "localhost:" + port, []string{"http://localhost:" + port}, true},
+		{"a name under localhost", "app.localhost:" + port, []string{"http://app.localhost:" + port}, true},
+		{"an allow-listed origin, whatever the Host", "chat.example.com", []string{"https://chat.example.com"}, true},
+		{"no Origin: not a browser", "rebind.evil.example:" + port, nil, true},
+		{"DNS rebinding", "rebind.evil.example:" + port, []string{"http://rebind.evil.example:" + port}, false},
+		{"a name that looks local", "localhost.evil.example:" + port, []string{"http://localhost.evil.example:" + port}, false},
+		{"two Origins, both ours", "127.0.0.1:" + port, []string{"http://127.0.0.1:" + port, "http://127.0.0.1:" + port}, false},
+		{"two Origins, one foreign", "127.0.0.1:" + port, []string{"http://127.0.0.1:" + port, "https://evil.example"}, false},
+	} {
+		hdr := http.Header{"Host": {tc.host}}
+		if tc.origins != nil {
+			hdr["Origin"] = tc.origins
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, resp, err := wstest.Dial(ctx, url, hdr)
+		cancel()
+		switch {
+		case tc.ok && err != nil:
+			t.Errorf("%s: refused: %v", tc.name, err)
+		case tc.ok:
+			c.Close()
+		case !errors.Is(err, wstest.ErrBadHandshake) || resp.StatusCode != http.StatusForbidden:
+			t.Errorf("%s: %v, want 403", tc.name, err)
+		}
 	}
 }
 

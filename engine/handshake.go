@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -71,6 +73,9 @@ func (s *Server) checkUpgrade(w http.ResponseWriter, r *http.Request) bool {
 
 // originAllowed applies the origin policy of Config.AllowedOrigins.
 func (s *Server) originAllowed(r *http.Request) bool {
+	if len(r.Header["Origin"]) > 1 {
+		return false // a browser sends one: which would be checked, which believed?
+	}
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true // not a browser: no ambient credentials to abuse
@@ -91,7 +96,28 @@ func (s *Server) originAllowed(r *http.Request) bool {
 		scheme = "https"
 	}
 	own, ok := canonicalHost(r.Host, scheme)
-	return ok && co == scheme+"://"+own
+	if !ok || co != scheme+"://"+own {
+		return false
+	}
+	// The Host header is the page's: a page whose name an attacker pointed
+	// at this server (DNS rebinding) sends its own name in both. Only a
+	// host that cannot be rebound is the server's own; a name it is
+	// reached by must be listed in AllowedOrigins.
+	name, _, _ := net.SplitHostPort(own)
+	return s.ownHost(name)
+}
+
+// ownHost reports whether name (lower-case, without a port) can only mean
+// this server: an IP address, localhost or a name under it (browsers
+// resolve those to loopback themselves), or the host name of Config.Addr.
+func (s *Server) ownHost(name string) bool {
+	if _, err := netip.ParseAddr(name); err == nil {
+		return true
+	}
+	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
+		return true
+	}
+	return name == s.listenName
 }
 
 // reserve takes a client slot under MaxConnections.

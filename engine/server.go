@@ -43,10 +43,13 @@ type Server struct {
 	subtrees  []string // routes ending in /, longest first
 	root      http.Handler
 	origins   map[string]bool
-	limits    *addrLimits
-	tls       *ltls.Config // nil: plain HTTP
-	anyOrigin bool
-	tickEvery time.Duration
+	// listenName is Config.Addr's host when it is a name, lower-case:
+	// the own origin is accepted with it as Host (ownHost).
+	listenName string
+	limits     *addrLimits
+	tls        *ltls.Config // nil: plain HTTP
+	anyOrigin  bool
+	tickEvery  time.Duration
 
 	stats     serverStats
 	deflaters deflaters // pooled flate writers, by level
@@ -102,6 +105,9 @@ func New(cfg Config) (*Server, error) {
 				ltls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, ltls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 				ltls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, ltls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 			}}
+	}
+	if h, _, err := net.SplitHostPort(c.Addr); err == nil {
+		s.listenName = strings.ToLower(h)
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "*" {

@@ -138,7 +138,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&e.Addr, "addr", engine.DefaultAddr, "`host:port` to listen on (port 0 picks a free port)")
 	fs.StringVar(&e.TLSCertFile, "tls-cert", "", "PEM certificate `file`: with --tls-key, serve HTTPS and wss:// only")
 	fs.StringVar(&e.TLSKeyFile, "tls-key", "", "PEM private key `file` for --tls-cert")
-	fs.Var(&origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is always allowed; \"*\" allows any (unsafe)")
+	fs.Var(&origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is allowed when reached by an IP address, localhost or --addr's host name; list any other name it is reached by (DNS rebinding); \"*\" allows any (unsafe)")
 	fs.IntVar(&e.MaxConnections, "max-connections", engine.DefaultMaxConnections, "most open WebSocket clients; more are refused with 503 (-1: no limit)")
 	fs.IntVar(&e.MaxConnectionsPerAddr, "max-connections-per-addr", engine.DefaultMaxConnectionsPerAddr, "most open TCP connections from one address (IPv4, or IPv6 /56), upgraded or not; more get 429 (-1: no limit, for load tests)")
 	fs.Float64Var(&e.MaxPingsPerSecond, "max-pings-per-second", engine.DefaultMaxPingsPerSecond, "pings a client may send per second; more close it with 1008 (-1: no limit)")

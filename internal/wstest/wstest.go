@@ -91,7 +91,11 @@ func dial(ctx context.Context, d *net.Dialer, tlsCfg *tls.Config, rawURL string,
 	_, _ = rand.Read(kb[:])
 	key := base64.StdEncoding.EncodeToString(kb[:])
 	var b strings.Builder
-	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\n", u.RequestURI(), u.Host)
+	host := u.Host // hdr's Host, if any, replaces it: the server sees the name a browser would send
+	if v := hdr.Get("Host"); v != "" {
+		host = v
+	}
+	fmt.Fprintf(&b, "GET %s HTTP/1.1\r\nHost: %s\r\n", u.RequestURI(), host)
 	h := http.Header{
 		"Upgrade":               {"websocket"},
 		"Connection":            {"Upgrade"},
@@ -99,7 +103,9 @@ func dial(ctx context.Context, d *net.Dialer, tlsCfg *tls.Config, rawURL string,
 		"Sec-WebSocket-Version": {"13"},
 	}
 	for k, vs := range hdr {
-		h[http.CanonicalHeaderKey(k)] = vs
+		if http.CanonicalHeaderKey(k) != "Host" {
+			h[http.CanonicalHeaderKey(k)] = vs
+		}
 	}
 	for k, vs := range h {
 		for _, v := range vs {
