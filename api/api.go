@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,13 +61,14 @@ type Config struct {
 
 // Server serves the API. Create it with New.
 type Server struct {
-	cfg  Config
-	hub  *chat.Hub
-	key  [sha256.Size]byte
-	mux  *http.ServeMux
-	log  *slog.Logger
-	mu   sync.Mutex
-	hits map[Hit]uint64
+	cfg   Config
+	hub   *chat.Hub
+	key   [sha256.Size]byte
+	mux   *http.ServeMux
+	log   *slog.Logger
+	mu    sync.Mutex
+	hits  map[Hit]uint64
+	fails keyGuard
 }
 
 // Hit is a route and a status, as counted by Stats.
@@ -117,8 +119,7 @@ func New(cfg Config, hub *chat.Hub) (*Server, error) {
 // refuse answers a request that names no call, after the key check;
 // they are counted under route "/".
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
-	if !s.authorized(r) {
-		s.unauthorized(w, "/")
+	if !s.admit(w, r, "/") {
 		return
 	}
 	s.count("/", status)
@@ -217,8 +218,7 @@ func badRequest(format string, a ...any) error {
 // counting.
 func (s *Server) call(route string, f func(*http.Request) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
-			s.unauthorized(w, route)
+		if !s.admit(w, r, route) {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -361,6 +361,41 @@ func (s *Server) disconnect(r *http.Request) (any, error) {
 type ruleBody struct {
 	Duration string `json:"duration"` // a Go duration: "90s", "1h", "720h"
 	Reason   string `json:"reason,omitempty"`
+	// Force puts an address ban wider than MinBanBits4/MinBanBits6 in
+	// force (0.0.0.0/0 bans everyone, the backend included).
+	Force bool `json:"force,omitempty"`
+}
+
+// The widest address bans put without "force": an IPv4 /8 (16M
+// addresses), an IPv6 /16. A wider one is most likely a typo, and
+// 0.0.0.0/0 turns everyone away.
+const (
+	MinBanBits4 = 8
+	MinBanBits6 = 16
+)
+
+// tooWide refuses an address ban wider than MinBanBits4/6 unless forced.
+func tooWide(subject string, force bool) error {
+	p, err := netip.ParsePrefix(subject)
+	if err != nil || force {
+		return nil // an address, or forced (chat checks the form)
+	}
+	min := MinBanBits4
+	if p.Addr().Is6() && !p.Addr().Is4In6() {
+		min = MinBanBits6
+	}
+	if p.Bits() < min {
+		return badRequest("a ban of %s covers %s: at most a /%d is banned without \"force\": true", subject, coverage(p), min)
+	}
+	return nil
+}
+
+// coverage says how much of its address space p covers.
+func coverage(p netip.Prefix) string {
+	if p.Bits() == 0 {
+		return "every address"
+	}
+	return fmt.Sprintf("1/%d of every address", uint64(1)<<p.Bits())
 }
 
 // RuleAnswer answers a rule's PUT: the rule as put in force.
@@ -389,6 +424,14 @@ func (s *Server) putRule(kind string) func(*http.Request) (any, error) {
 			return nil, badRequest("duration %q: want a positive Go duration (\"90s\", \"1h\") of at most %v", body.Duration, maxDuration)
 		}
 		rule := ruleOf(kind, r)
+		if body.Force && kind != chat.RuleBanAddr {
+			return nil, badRequest("force is for address bans only")
+		}
+		if kind == chat.RuleBanAddr {
+			if err := tooWide(rule.Subject, body.Force); err != nil {
+				return nil, err
+			}
+		}
 		rule.Until, rule.Reason = time.Now().Add(d).UnixMilli(), body.Reason
 		if err := s.hub.PutRule(rule); err != nil {
 			return nil, err

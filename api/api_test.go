@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
 )
 
@@ -144,6 +147,10 @@ func TestRefusals(t *testing.T) {
 		{"endless duration", "PUT", "/api/v1/bans/users/u1", `{"duration":"100000h"}`, "", 400, `duration`},
 		{"bad address", "PUT", "/api/v1/bans/addrs/localhost", `{"duration":"1h"}`, "", 400, `not an IP`},
 		{"address with host bits", "PUT", "/api/v1/bans/addrs/10.0.0.1/8", `{"duration":"1h"}`, "", 400, `bits set`},
+		{"a ban of everyone", "PUT", "/api/v1/bans/addrs/0.0.0.0/0", `{"duration":"1h"}`, "", 400, `covers every address`},
+		{"a ban of half of IPv4", "PUT", "/api/v1/bans/addrs/0.0.0.0/1", `{"duration":"1h"}`, "", 400, `"force": true`},
+		{"a ban of every IPv6 address", "PUT", "/api/v1/bans/addrs/::/0", `{"duration":"1h"}`, "", 400, `covers every address`},
+		{"force on a user ban", "PUT", "/api/v1/bans/users/u1", `{"duration":"1h","force":true}`, "", 400, `address bans only`},
 		{"disconnect code", "POST", "/api/v1/users/u1/disconnect", `{"code":1000}`, "", 400, `4000-4999`},
 		{"history limit", "GET", "/api/v1/rooms/lobby/history?limit=x", "", "", 400, `limit`},
 		{"rule kind", "GET", "/api/v1/rules?kind=exile", "", "", 400, `kind`},
@@ -166,7 +173,7 @@ func TestRefusals(t *testing.T) {
 	}
 	hits := e.api.Stats()
 	if hits[api.Hit{Route: "GET /api/v1/stats", Status: 401}] != 4 || hits[api.Hit{Route: "/", Status: 404}] != 1 || hits[api.Hit{Route: "/", Status: 405}] != 1 ||
-		hits[api.Hit{Route: "PUT /api/v1/bans/users/{user}", Status: 400}] != 3 {
+		hits[api.Hit{Route: "PUT /api/v1/bans/users/{user}", Status: 400}] != 4 {
 		t.Fatalf("counted: %v", hits)
 	}
 }
@@ -322,4 +329,52 @@ func TestAnswersAreReadable(t *testing.T) {
 	if resp.StatusCode != 401 || !strings.Contains(string(b), "Authorization: Bearer <key>") {
 		t.Fatalf("%d %s", resp.StatusCode, b)
 	}
+}
+
+// TestWrongKeysThrottled: past FailedKeyBurst wrong keys an address gets
+// 429 with Retry-After, its key unchecked (a right one too), until its
+// budget refills; another address is not held back.
+func TestWrongKeysThrottled(t *testing.T) {
+	e := start(t)
+	for i := range api.FailedKeyBurst {
+		if status, _ := e.call("GET", "/api/v1/stats", "", "Bearer wrong-key-"+strconv.Itoa(i)); status != 401 {
+			t.Fatalf("wrong key %d: %d, want 401", i, status)
+		}
+	}
+	for _, authz := range []string{"Bearer wrong-key-x", "Bearer " + key} {
+		status, out := e.call("GET", "/api/v1/stats", "", authz)
+		if status != http.StatusTooManyRequests || out["code"] != "too_many_failures" {
+			t.Fatalf("after %d wrong keys, %q: %d %v, want 429", api.FailedKeyBurst, authz[:12], status, out)
+		}
+	}
+	other := &http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{
+		LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext}}
+	req, _ := http.NewRequest("GET", e.base+"/api/v1/stats", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := other.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("another address with the key: %d", resp.StatusCode)
+	}
+	poll.Until(t, "the budget refilled", func() bool {
+		status, _ := e.call("GET", "/api/v1/stats", "")
+		return status == 200
+	})
+	if hits := e.api.Stats(); hits[api.Hit{Route: "GET /api/v1/stats", Status: 429}] < 2 {
+		t.Fatalf("counted: %v", hits)
+	}
+}
+
+// TestForcedWideBan: a ban wider than a /8 goes in force with "force".
+func TestForcedWideBan(t *testing.T) {
+	e := start(t)
+	out := e.must("PUT", "/api/v1/bans/addrs/0.0.0.0/0", `{"duration":"1m","force":true}`)
+	if r := out["rule"].(map[string]any); r["subject"] != "0.0.0.0/0" {
+		t.Fatalf("%v", out)
+	}
+	e.must("PUT", "/api/v1/bans/addrs/10.0.0.0/8", `{"duration":"1m"}`) // a /8 needs no force
+	e.must("DELETE", "/api/v1/bans/addrs/0.0.0.0/0", "")
 }

@@ -1,0 +1,117 @@
+package api
+
+import (
+	"math"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Wrong keys are throttled per address: each address (an IPv4 address, an
+// IPv6 /64) may fail the key check FailedKeyBurst times, then once per
+// second (FailedKeyRate); past that its requests get 429 without their
+// key being looked at, a right one included, until its budget refills. A
+// wrong-key loop on one connection used to get 5,814 answers a second.
+const (
+	// FailedKeyBurst is how many wrong keys an address may send at once.
+	FailedKeyBurst = 10
+	// FailedKeyRate is how many more a second it may send after that.
+	FailedKeyRate = 1.0
+	// maxKeyFailers bounds the addresses remembered; past it, those whose
+	// budget has refilled are forgotten, and if none has, an unknown
+	// address that fails is throttled at once.
+	maxKeyFailers = 1 << 16
+)
+
+// keyGuard counts wrong keys per address.
+type keyGuard struct {
+	mu sync.Mutex
+	m  map[netip.Addr]*keyBudget
+}
+
+type keyBudget struct {
+	tokens float64
+	last   time.Time
+}
+
+// failerKey is the address a request's failures count against.
+func failerKey(remote string) netip.Addr {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{} // not an IP (a test's or a socket's): one shared budget
+	}
+	a := ap.Addr().Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		a = p.Addr()
+	}
+	return a
+}
+
+// wait returns how long a is throttled for (0: not throttled).
+func (g *keyGuard) wait(a netip.Addr, now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.m[a]
+	if b == nil {
+		return 0
+	}
+	b.refill(now)
+	if b.tokens >= 1 {
+		return 0
+	}
+	return time.Duration(math.Ceil((1-b.tokens)/FailedKeyRate)) * time.Second
+}
+
+// failed spends one of a's wrong keys.
+func (g *keyGuard) failed(a netip.Addr, now time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.m[a]
+	if b == nil {
+		if len(g.m) >= maxKeyFailers {
+			for k, o := range g.m {
+				if o.refill(now); o.tokens >= FailedKeyBurst {
+					delete(g.m, k)
+				}
+			}
+		}
+		b = &keyBudget{tokens: FailedKeyBurst, last: now}
+		if len(g.m) >= maxKeyFailers {
+			b.tokens = 0 // no room to remember it: no budget either
+		}
+		if g.m == nil {
+			g.m = make(map[netip.Addr]*keyBudget)
+		}
+		g.m[a] = b
+	}
+	b.refill(now)
+	b.tokens = max(0, b.tokens-1)
+}
+
+func (b *keyBudget) refill(now time.Time) {
+	b.tokens = min(FailedKeyBurst, b.tokens+now.Sub(b.last).Seconds()*FailedKeyRate)
+	b.last = now
+}
+
+// admit answers a request that may not be served (a throttled address:
+// 429; a wrong key: 401), counted under route, and reports whether the
+// request may go on.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) bool {
+	a, now := failerKey(r.RemoteAddr), time.Now()
+	if d := s.fails.wait(a, now); d > 0 {
+		s.count(route, http.StatusTooManyRequests)
+		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)))
+		writeJSON(w, http.StatusTooManyRequests, errorBody{
+			Error: "too many wrong API keys from your address: retry after " + d.String(), Code: "too_many_failures"})
+		return false
+	}
+	if !s.authorized(r) {
+		s.fails.failed(a, now)
+		s.unauthorized(w, route)
+		return false
+	}
+	return true
+}
