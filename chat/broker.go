@@ -173,4 +173,7 @@ var (
 	ErrNickNotFound = errors.New("chat: unknown nick")
 	// ErrNoNode is returned by SendDirect for a node not in the cluster.
 	ErrNoNode = errors.New("chat: no such node")
+	// ErrStoreFull is returned by Subscribe for a room whose log the
+	// broker's store has no room for: a joiner gets room_limit.
+	ErrStoreFull = errors.New("chat: the store holds as many rooms as it may")
 )

@@ -248,6 +248,9 @@ func (h *Hub) join(c *client, req *Request) {
 	case errors.Is(err, errRoomLimit):
 		h.fail(c, req, ErrRoomLimit, fmt.Sprintf("the server holds at most %d rooms, none of them empty", h.cfg.MaxRoomsTotal))
 		return
+	case errors.Is(err, ErrStoreFull):
+		h.fail(c, req, ErrRoomLimit, "the server's store holds as many rooms' histories as it may")
+		return
 	case err != nil:
 		if h.brokerLog.allow(time.Now()) {
 			h.log.Warn("subscribing to a room", "room", req.Room, "err", err)

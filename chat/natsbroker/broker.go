@@ -231,7 +231,19 @@ const (
 	errReplicasNotSupported  jetstream.ErrorCode = 10074
 	errInsufficientResources jetstream.ErrorCode = 10023
 	errNoPeers               jetstream.ErrorCode = 10005
+	errStorageExceeded       jetstream.ErrorCode = 10047 // JSStorageResourcesExceededErr
 )
+
+// storeErr says what err, from making a room's stream, means when NATS
+// has no room left for its reservation (ServerConfig.MaxStore, a server's
+// JetStream max_file_store / max_memory_store): chat.ErrStoreFull.
+func storeErr(err error) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == errStorageExceeded || apiErr.ErrorCode == errInsufficientResources) {
+		return fmt.Errorf("%w: NATS has no room left for another room's log (its JetStream store limit): %w", chat.ErrStoreFull, err)
+	}
+	return err
+}
 
 // replicaErr says what err, from making or changing a stream or bucket,
 // means when it is that NATS cannot hold the replicas asked for.

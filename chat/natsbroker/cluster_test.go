@@ -465,3 +465,48 @@ func TestDurableHistory(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreLimit: an embedded NATS keeps at most MaxStore bytes; each
+// room's stream reserves LogBytes of it, so past MaxStore / LogBytes rooms
+// a new room is refused (room_limit, saying why) instead of filling the
+// disk; a stream keeps at most LogBytes however much is said in it.
+func TestStoreLimit(t *testing.T) {
+	t.Parallel()
+	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Token: testToken,
+		Logger: quiet(), MaxStore: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nodes := startBrokered(t, natsbroker.Config{URL: ns.URL(), Token: testToken, FileStorage: true, LogBytes: 256 << 10},
+		1, 1, chat.Config{RateLimit: -1, RoomCreateRate: -1, MaxRooms: 20})
+	c := chattest.Connect(t, nodes[0].url) // the lobby: one stream
+	made := 1
+	for i := range 10 {
+		c.Send(chat.Request{Type: chat.TypeJoin, Room: fmt.Sprintf("r%d", i)})
+		e := c.ExpectOneOf("join", "error")
+		if e.Type == "error" {
+			if e.Code != chat.ErrRoomLimit || !strings.Contains(e.Message, "store") {
+				t.Fatalf("room %d: %+v, want room_limit naming the store", i, e)
+			}
+			break
+		}
+		c.Expect("history")
+		made++
+	}
+	if made != 4 { // 4 x 256 KiB = 1 MiB
+		t.Fatalf("%d rooms made in a 1 MiB store at 256 KiB each, want 4", made)
+	}
+	// Say 600 KiB in a room: its stream keeps at most 256 KiB.
+	text := strings.Repeat("x", 1900)
+	for range 320 {
+		c.Send(chat.Request{Type: chat.TypeSay, Room: "r0", Text: text})
+	}
+	c.Send(chat.Request{Type: chat.TypeSay, Room: "r0", Text: "last"})
+	for m := c.Expect("message"); m.Text != "last"; m = c.Expect("message") {
+	}
+	used, reserved, err := ns.StoreUsage()
+	if err != nil || used > 1<<20 || reserved > 1<<20 {
+		t.Fatalf("store %d bytes, reserved %d (%v): want at most 1 MiB", used, reserved, err)
+	}
+}

@@ -17,7 +17,7 @@ const (
 	DefaultPublishTimeout = 30 * time.Second
 	DefaultMaxBuffered    = 64 << 20
 	DefaultLogSize        = 1000
-	DefaultLogBytes       = 1 << 20
+	DefaultLogBytes       = 256 << 10
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultRoomTTL        = 10 * time.Minute
 )
@@ -59,7 +59,10 @@ type Config struct {
 	LogSize int
 
 	// LogBytes bounds the bytes each room's stream keeps (its MaxBytes):
-	// the oldest go first. Default 1 MiB.
+	// the oldest go first. JetStream reserves it from its store when the
+	// stream is made (ServerConfig.MaxStore). Default 256 KiB: four times
+	// a room's history in memory (chat.Config.HistoryBytes, 64 KiB), for
+	// the messages a node may have to fetch again after an outage.
 	LogBytes int
 
 	// HistoryMaxAge, when positive, also drops a room's messages older

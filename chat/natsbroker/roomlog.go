@@ -113,6 +113,7 @@ func (b *Broker) openStreamOnce(ctx context.Context, tok string) (jetstream.Stre
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = b.js.Stream(ctx, cfg.Name) // made meanwhile by a node with other settings
 		}
+		err = storeErr(err)
 	}
 	// A stream made by a node with other settings is used as it is, but
 	// for its replicas, which follow this node's.

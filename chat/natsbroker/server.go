@@ -65,7 +65,20 @@ type ServerConfig struct {
 	// MonitorAddr, when set, is host:port of NATS's HTTP monitoring
 	// (/healthz answers 200 once JetStream is ready, /jsz, /routez...).
 	MonitorAddr string
+
+	// MaxStore bounds the bytes JetStream keeps on disk (file storage),
+	// and apart from those in memory (memory storage). Each room's stream
+	// reserves its Config.LogBytes of it when it is made, so the server
+	// holds at most MaxStore / LogBytes rooms' streams (a room past that
+	// is refused, chat.ErrStoreFull) and the disk cannot fill. Default
+	// DefaultMaxStore; -1 leaves nats-server's own limit (75% of the
+	// free disk and of the memory).
+	MaxStore int64
 }
+
+// DefaultMaxStore is ServerConfig.MaxStore's default: 16,384 rooms at the
+// default Config.LogBytes.
+const DefaultMaxStore = 4 << 30
 
 // NewToken returns a random secret for an embedded server: 32 bytes,
 // hex-encoded.
@@ -138,6 +151,14 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 		// first, then the clients are let go over a short while.
 		LameDuckDuration:    2 * time.Second,
 		LameDuckGracePeriod: 500 * time.Millisecond,
+	}
+	switch {
+	case cfg.MaxStore == 0:
+		opts.JetStreamMaxStore, opts.JetStreamMaxMemory = DefaultMaxStore, DefaultMaxStore
+	case cfg.MaxStore > 0:
+		opts.JetStreamMaxStore, opts.JetStreamMaxMemory = cfg.MaxStore, cfg.MaxStore
+	case cfg.MaxStore != -1:
+		return nil, fmt.Errorf("natsbroker: embedded NATS MaxStore (%d): want a positive number of bytes, or -1 for nats-server's own limit", cfg.MaxStore)
 	}
 	if err := cfg.cluster(opts); err != nil {
 		return nil, err
@@ -221,6 +242,16 @@ func (s *Server) WaitJetStream(timeout time.Duration) error {
 }
 
 // URL is the server's client URL.
+// StoreUsage returns the bytes JetStream keeps, on disk and in memory,
+// and those it has reserved for streams' limits.
+func (s *Server) StoreUsage() (used, reserved int64, err error) {
+	info, err := s.ns.Jsz(nil)
+	if err != nil {
+		return 0, 0, fmt.Errorf("natsbroker: JetStream usage: %w", err)
+	}
+	return int64(info.Store + info.Memory), int64(info.ReservedStore + info.ReservedMemory), nil
+}
+
 func (s *Server) URL() string { return s.ns.ClientURL() }
 
 // Token is the secret a client presents (Config.Token).

@@ -32,6 +32,7 @@ type clusterConfig struct {
 	Addr        string // the first node's host:port; the others count up from it, or share it
 	SharedPort  bool   // every node on Addr with SO_REUSEPORT
 	NATSAddr    string
+	NATSStore   int64 // each NATS server's JetStream store limit (natsbroker.ServerConfig.MaxStore)
 	DataDir     string // the embedded NATS's store: rooms' history on disk ("": in memory)
 	MetricsPort int    // node i serves /metrics on MetricsPort+i-1 (0: on its main listener)
 	PIDFile     string // "node pid addr metrics" per line, for scripts
@@ -54,6 +55,7 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 	fs.StringVar(&cfg.NATSPIDFile, "nats-pid-file", "", "with --nats-servers > 1, write each NATS server's name, pid, client address and route address to this `file`")
 	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:1337", "`host:port` of node 1; node i listens on port+i-1 (or all on it with --shared-port)")
 	fs.BoolVar(&cfg.SharedPort, "shared-port", false, "every node listens on --addr (SO_REUSEPORT): clients of a node that stops reconnect to the others at the same address")
+	fs.Int64Var(&cfg.NATSStore, "nats-max-store", natsbroker.DefaultMaxStore, "most `bytes` each NATS server's JetStream keeps, on disk and in memory; each room's stream reserves --nats-log-bytes of it (-1: nats-server's own limit)")
 	fs.StringVar(&cfg.NATSAddr, "nats-addr", "127.0.0.1:4222", "`host:port` of the embedded NATS server (port 0: a free one)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "keep every room's history, epoch and the access rules on disk in this `directory` (the embedded NATS's JetStream file storage; the nodes get --history-storage file), across restarts of the cluster")
 	fs.IntVar(&cfg.MetricsPort, "metrics-port", 9100, "node i serves /metrics on this port+i-1, on --addr's host (0: on each node's main listener)")
@@ -72,6 +74,8 @@ func parseCluster(args []string, stderr io.Writer) (clusterConfig, error) {
 		return cfg, fmt.Errorf("--nodes %d: must be 1 to 64", cfg.Nodes)
 	case cfg.NATSServers < 1 || cfg.NATSServers > 9:
 		return cfg, fmt.Errorf("--nats-servers %d: must be 1 to 9", cfg.NATSServers)
+	case cfg.NATSStore <= 0 && cfg.NATSStore != -1:
+		return cfg, fmt.Errorf("--nats-max-store %d: want a positive number of bytes, or -1", cfg.NATSStore)
 	case cfg.NATSServers == 2:
 		return cfg, fmt.Errorf("--nats-servers 2: a NATS cluster of two loses its JetStream with either server; give 1, or 3 or more")
 	case cfg.NATSCluster < 1 || cfg.NATSCluster+cfg.NATSServers > 65536:
@@ -168,7 +172,7 @@ func runCluster(args []string, stderr io.Writer) error {
 	var natsURL, tokenFile string
 	var servers []*node
 	if cfg.NATSServers == 1 {
-		ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, StoreDir: cfg.DataDir, Logger: log})
+		ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSAddr, StoreDir: cfg.DataDir, MaxStore: cfg.NATSStore, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -274,7 +278,7 @@ func (c *clusterConfig) startNATS(ctx context.Context, exe, tokenFile string, st
 			store = filepath.Join(c.DataDir, "nats-"+n.name)
 		}
 		args := []string{"nats", "--addr", n.addr, "--cluster-addr", routes[i], "--routes", strings.Join(routes, ","),
-			"--name", n.name, "--token-file", tokenFile, "--log-level", c.LogLevel.String()}
+			"--name", n.name, "--token-file", tokenFile, "--max-store", strconv.FormatInt(c.NATSStore, 10), "--log-level", c.LogLevel.String()}
 		if store != "" {
 			args = append(args, "--store-dir", store)
 		}

@@ -58,6 +58,7 @@ func TestParseClusterFlags(t *testing.T) {
 		{[]string{"--", "--node", "x"}, "--node: set by parley cluster"},
 		{[]string{"--", "--max-connections", "-5"}, "MaxConnections (-5)"},
 		{[]string{"--nats-servers", "2"}, "--nats-servers 2"},
+		{[]string{"--nats-max-store", "-5"}, "--nats-max-store -5"},
 		{[]string{"--nats-servers", "3", "--nats-addr", "127.0.0.1:0"}, "not port 0"},
 	} {
 		if _, err := parseCluster(tc.args, io.Discard); err == nil || !strings.Contains(err.Error(), tc.want) {

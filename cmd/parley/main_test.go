@@ -83,6 +83,8 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--history-storage", "memory", "--data-dir", "d"}, "--history-storage memory and --data-dir"},
 		{[]string{"--history-max-age", "10ms"}, "HistoryMaxAge (10ms)"},
 		{[]string{"--room-ttl", "1m"}, "--room-ttl: needs --nats"},
+		{[]string{"--nats-max-store", "1000000"}, "--nats-max-store: only for a NATS this process embeds"},
+		{[]string{"--data-dir", "d", "--nats-max-store", "0"}, "--nats-max-store 0"},
 		{[]string{"--node", "a", "--nats-prefix", "p"}, "--nats-prefix, --node: needs --nats"},
 		{[]string{"--nats", "nats://127.0.0.1:4222", "--room-ttl", "10ms"}, "RoomTTL (10ms)"},
 		{[]string{"--nosuchflag"}, "usage"},

@@ -36,6 +36,7 @@ func parseNATS(args []string, stderr io.Writer) (natsConfig, error) {
 	fs.StringVar(&routes, "routes", "", "comma-separated `host:port` list of the cluster's servers' --cluster-addr (this one's may be in it)")
 	fs.StringVar(&cfg.Server.Name, "name", "", "this server's `name` in the cluster, unique (default: parley-embedded)")
 	fs.StringVar(&cfg.Server.StoreDir, "store-dir", "", "JetStream's `directory`: the rooms' logs with --history-storage file (default: a temporary one, removed at exit)")
+	fs.Int64Var(&cfg.Server.MaxStore, "max-store", natsbroker.DefaultMaxStore, "most `bytes` JetStream keeps, on disk and in memory; each room's stream reserves the nodes' --nats-log-bytes of it (-1: nats-server's own limit, 75% of the free disk)")
 	fs.StringVar(&cfg.Server.MonitorAddr, "monitor-addr", "", "serve NATS's HTTP monitoring on this `host:port` (/healthz: 200 once JetStream is ready)")
 	fs.StringVar(&cfg.TokenFile, "token-file", "", "`file` holding the token clients and routes must present (required)")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`")

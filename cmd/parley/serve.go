@@ -42,6 +42,9 @@ type serveConfig struct {
 	// an embedded NATS server's address (empty: none).
 	NATS         natsbroker.Config
 	NATSEmbedded string
+	// NATSMaxStore is an embedded NATS server's JetStream store limit
+	// (natsbroker.ServerConfig.MaxStore).
+	NATSMaxStore int64
 	// Durable history: the directory of a NATS store (alone: an embedded
 	// server in this process; with NATSEmbedded: its store) and the rooms'
 	// storage, memory or file ("" until parsed: file with DataDir).
@@ -209,6 +212,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.StringVar(&cfg.NATS.CertFile, "nats-cert", "", "PEM client certificate `file` for NATS servers that ask for one (with --nats-key)")
 	fs.StringVar(&cfg.NATS.KeyFile, "nats-key", "", "PEM private key `file` of --nats-cert")
 	fs.StringVar(&cfg.NATS.URL, "nats", "", "join a cluster: share rooms with the other nodes through the NATS server at this `url` (nats://host:port)")
+	fs.Int64Var(&cfg.NATSMaxStore, "nats-max-store", natsbroker.DefaultMaxStore, "with NATS embedded (--data-dir, --nats-embedded): most `bytes` JetStream keeps, on disk and in memory; each room's stream reserves --nats-log-bytes of it, so past max-store/log-bytes rooms a new room is refused (room_limit) and the disk cannot fill; -1: nats-server's own limit (75% of the free disk)")
 	fs.StringVar(&cfg.NATSEmbedded, "nats-embedded", "", "start an embedded NATS server (with JetStream) on this `host:port` and use it, for one-machine clusters")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "keep every room's history and epoch, and the access rules, on disk in this `directory` (JetStream file storage), across restarts: alone, through a NATS server embedded in this process (no listener); with --nats-embedded, in that server's store")
 	fs.StringVar(&cfg.HistoryStorage, "history-storage", "", "where NATS keeps the rooms' logs and the rules: memory (lost when NATS restarts) or file (default: file with --data-dir, else memory); with --nats, on that server's disk")
@@ -246,6 +250,14 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 			alone = append(alone, "--"+f.Name)
 		}
 	})
+	maxStoreSet := false
+	fs.Visit(func(f *flag.Flag) { maxStoreSet = maxStoreSet || f.Name == "nats-max-store" })
+	if maxStoreSet && cfg.NATSEmbedded == "" && cfg.DataDir == "" {
+		return cfg, fmt.Errorf("--nats-max-store: only for a NATS this process embeds (--data-dir, --nats-embedded); a nats-server of your own sets max_file_store and max_memory_store")
+	}
+	if cfg.NATSMaxStore <= 0 && cfg.NATSMaxStore != -1 {
+		return cfg, fmt.Errorf("--nats-max-store %d: want a positive number of bytes, or -1", cfg.NATSMaxStore)
+	}
 	if len(alone) > 0 && !cfg.clustered() {
 		return cfg, fmt.Errorf("%s: needs --nats, --nats-embedded or --data-dir (alone, the node uses no NATS)", strings.Join(alone, ", "))
 	}
@@ -427,7 +439,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		switch {
 		case cfg.NATSEmbedded == "" && cfg.DataDir != "":
-			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{InProcess: true, StoreDir: cfg.DataDir, Logger: log})
+			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{InProcess: true, StoreDir: cfg.DataDir, MaxStore: cfg.NATSMaxStore, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -438,7 +450,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			}
 			log.Info("history on disk: NATS embedded in this process, without a listener", "data_dir", cfg.DataDir)
 		case cfg.NATSEmbedded != "":
-			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSEmbedded, Token: cfg.NATS.Token, StoreDir: cfg.DataDir, Logger: log})
+			ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: cfg.NATSEmbedded, Token: cfg.NATS.Token, StoreDir: cfg.DataDir, MaxStore: cfg.NATSMaxStore, Logger: log})
 			if err != nil {
 				return err
 			}
