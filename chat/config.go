@@ -19,7 +19,7 @@ const (
 	DefaultMaxTextLength    = 2000
 	DefaultMaxRooms         = 10
 	DefaultMaxRoomsTotal    = 10000
-	DefaultRoomCreateRate   = 10 // rooms per minute per client
+	DefaultRoomCreateRate   = 10 // rooms per minute per address
 	DefaultRateLimit        = 10 // requests per second
 	DefaultRateBurst        = 20
 	DefaultPresenceInterval = 250 * time.Millisecond
@@ -69,15 +69,17 @@ type Config struct {
 	MaxRooms int
 
 	// MaxRoomsTotal caps the rooms the hub holds, empty ones (kept for
-	// HistoryTTL) included. At the cap, the room empty longest is removed
-	// to make a new one; with none empty, a join that would make a room
-	// gets room_limit. Default 10,000.
+	// HistoryTTL) included. At the cap, an empty room is removed to make a
+	// new one: first one nobody ever said anything in, of the address with
+	// the most live rooms, then the one empty longest; with none empty, a
+	// join that would make a room gets room_limit. Default 10,000.
 	MaxRoomsTotal int
 
-	// RoomCreateRate is how many rooms one client may make a minute, in
-	// bursts of as many; beyond it a join that would make a room gets
-	// rate_limited. Joining existing rooms is not limited by it. Default
-	// 10; -1: no limit.
+	// RoomCreateRate is how many rooms one address (an IPv4 address, an
+	// IPv6 /64) may make a minute on all its connections, in bursts of as
+	// many, and its network (an IPv4 /24, an IPv6 /48) four times as many;
+	// beyond it a join that would make a room gets rate_limited. Joining
+	// existing rooms is not limited by it. Default 10; -1: no limit.
 	RoomCreateRate float64
 
 	// RateLimit is the sustained number of requests per second a client may

@@ -38,6 +38,7 @@ type Hub struct {
 	rooms     sync.Map     // name -> *room; lock-free reads
 	roomCount atomic.Int64 // rooms in the map (MaxRoomsTotal)
 	roomLocks nameLocks    // per name: orders making and removing a room with the broker's Subscribe and Unsubscribe
+	creators  creators     // room-creation budgets and live rooms, per address and network
 	dirtyMu   sync.Mutex
 	dirty     []*room // rooms with presence changes to send
 
@@ -68,12 +69,10 @@ type client struct {
 	who   *identity // a signed-in user's; nil for a guest (replaced under Hub.nickMu by a refresh)
 	rooms []*room   // at most MaxRooms: a slice costs far less per client than a map
 
-	// Rate limiting. float32: a guest's client stays in the 96-byte size
+	// Rate limiting. float32: a guest's client stays in the 80-byte size
 	// class.
 	tokens, strikes float32
-	creates         float64 // room-creation tokens (RoomCreateRate)
-	createdAt       int64   // unix ns of the last refill
-	last            int64   // unix ns of the last request
+	last            int64 // unix ns of the last request
 	lastTyping      int64
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
+	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
@@ -135,8 +137,8 @@ func TestRooms(t *testing.T) {
 func TestRoomCaps(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{MaxRoomsTotal: 3, RoomCreateRate: 3, RateLimit: -1}, engine.Config{})
-	a := connect(t, url) // made the lobby: 1 room, 2 creations left
-	b := connect(t, url)
+	a := chattest.ConnectFrom(t, url, "127.0.0.2") // made the lobby: 1 room, 2 creations left for its address
+	b := chattest.ConnectFrom(t, url, "127.0.0.3") // budgets are per address (TestRoomBudgetPerAddress)
 	for _, name := range []string{"r1", "r2"} {
 		b.Send(chat.Request{Type: "join", Room: name})
 		b.Expect("join")
@@ -910,5 +912,99 @@ func TestResumeSinceBounds(t *testing.T) {
 	a.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
 	if e := a.ExpectError(chat.ErrBadRequest); !strings.Contains(e.Message, "since") {
 		t.Fatalf("%+v", e)
+	}
+}
+
+// TestRoomBudgetPerAddress: room creations are counted per address and per
+// network (/24, IPv6 /48), not per connection: a client that reconnects
+// does not get a fresh budget (one address could make ~200 rooms a second
+// that way), and many addresses of one network share a larger one.
+func TestRoomBudgetPerAddress(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{RoomCreateRate: 3, RateLimit: -1}, engine.Config{})
+	join := func(c *client, room string) chattest.Event {
+		c.Send(chat.Request{Type: "join", Room: room})
+		e := c.ExpectOneOf("join", "error")
+		if e.Type == "join" {
+			c.Expect("history")
+		}
+		return e
+	}
+	a := chattest.ConnectFrom(t, url, "127.0.0.2") // makes the lobby: 2 creations left
+	for _, r := range []string{"r1", "r2"} {
+		if e := join(a, r); e.Type != "join" {
+			t.Fatalf("%s: %+v", r, e)
+		}
+	}
+	a.Close()
+	again := chattest.ConnectFrom(t, url, "127.0.0.2")
+	if e := join(again, "r3"); e.Code != chat.ErrRateLimited || !strings.Contains(e.Message, "address") {
+		t.Fatalf("a reconnected client's fourth room in a minute: %+v, want rate_limited per address", e)
+	}
+	// The network 127.0.0.0/24 may make 4 x 3 = 12 a minute: 3 are spent
+	// (the lobby, r1, r2; the refused r3 spent nothing); 9 more from three
+	// fresh addresses fit, and the 13th is refused for the network.
+	made, refused := 0, 0
+	for i, ip := range []string{"127.0.0.3", "127.0.0.4", "127.0.0.5"} {
+		c := chattest.ConnectFrom(t, url, ip)
+		for j := range 3 {
+			switch e := join(c, fmt.Sprintf("n%d-%d", i, j)); {
+			case e.Type == "join":
+				made++
+			case e.Code == chat.ErrRateLimited && strings.Contains(e.Message, "network"):
+				refused++
+			default:
+				t.Fatalf("%+v", e)
+			}
+		}
+	}
+	if made != 9 || refused != 0 {
+		t.Fatalf("%d made, %d refused of 9, want all made", made, refused)
+	}
+	c := chattest.ConnectFrom(t, url, "127.0.0.6")
+	if e := join(c, "over"); e.Code != chat.ErrRateLimited || !strings.Contains(e.Message, "network") {
+		t.Fatalf("the network's 13th room in a minute: %+v, want rate_limited per network", e)
+	}
+	if e := join(chattest.ConnectFrom(t, url, "127.0.1.2"), "elsewhere"); e.Type != "join" {
+		t.Fatalf("another network: %+v", e)
+	}
+}
+
+// TestEvictionOrder: at MaxRoomsTotal, the empty room that goes first is
+// one nobody ever said anything in, of the creator with the most rooms;
+// a quiet room's history, kept for its returning members, goes last.
+func TestEvictionOrder(t *testing.T) {
+	t.Parallel()
+	_, _, url := startChat(t, chat.Config{MaxRoomsTotal: 5, RoomCreateRate: -1, RateLimit: -1}, engine.Config{})
+	x := chattest.ConnectFrom(t, url, "127.0.0.2") // the lobby
+	join := func(c *client, room string) {
+		c.Send(chat.Request{Type: "join", Room: room})
+		c.Expect("join")
+		c.Expect("history")
+	}
+	leave := func(c *client, room string) {
+		c.Send(chat.Request{Type: "leave", Room: room})
+		c.Expect("leave")
+	}
+	join(x, "quiet")
+	x.Send(chat.Request{Type: "say", Room: "quiet", Text: "see you tomorrow"})
+	x.Expect("message")
+	leave(x, "quiet") // empty longest, but used
+	h := chattest.ConnectFrom(t, url, "127.0.0.3")
+	for _, r := range []string{"h1", "h2"} {
+		join(h, r)
+		leave(h, r)
+	}
+	y := chattest.ConnectFrom(t, url, "127.0.0.4")
+	join(y, "y1")
+	leave(y, "y1") // 5 rooms: lobby, quiet, h1, h2, y1
+	n := chattest.ConnectFrom(t, url, "127.0.0.5")
+	join(n, "new1") // evicts h1 or h2: never used, and h made 2
+	join(n, "new2") // the other
+	join(n, "new3") // then y1: never used
+	n.Send(chat.Request{Type: "join", Room: "quiet"})
+	n.Expect("join")
+	if hist := n.Expect("history"); !slices.Equal(hist.Texts(t), []string{"see you tomorrow"}) {
+		t.Fatalf("the quiet room's history: %v (it was evicted before never-used rooms)", hist.Texts(t))
 	}
 }

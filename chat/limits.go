@@ -11,26 +11,6 @@ import (
 // The hub's rate limits: requests per client, rooms made per client, and
 // log lines per second.
 
-// mayCreate takes a room-creation token: c may make rate rooms a minute,
-// in bursts of as many.
-func (c *client) mayCreate(rate float64, now time.Time) bool {
-	if rate < 0 {
-		return true
-	}
-	t := now.UnixNano()
-	if c.createdAt == 0 {
-		c.creates = rate
-	} else {
-		c.creates = min(rate, c.creates+float64(t-c.createdAt)/float64(time.Minute)*rate)
-	}
-	c.createdAt = t
-	if c.creates < 1 {
-		return false
-	}
-	c.creates--
-	return true
-}
-
 // allow applies the client's token bucket to req (nil: a request that
 // could not be read); a client that keeps pushing past RateHardLimit
 // refusals is closed with 1008. The refusal names req, as errors do.

@@ -52,6 +52,7 @@ func (h *Hub) presenceLoop() {
 				lastSweep = now
 				h.sweep(now)
 				h.sweepRules(now)
+				h.creators.sweep(h.cfg.RoomCreateRate, now)
 			}
 		}
 	}

@@ -26,6 +26,8 @@ type room struct {
 	early   []earlyMessage
 	resetTo *RoomState
 
+	creator creatorKey // who made it (the zero key: the server), for eviction
+
 	mu        sync.Mutex
 	removed   bool                       // expired; joiners must make a new room
 	members   map[engine.ClientID]string // id -> nick

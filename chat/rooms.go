@@ -124,7 +124,7 @@ func (h *Hub) load(r *room, st RoomState) {
 // Errors of making a room.
 var (
 	errRoomLimit   = errors.New("chat: the server has as many rooms as it holds")
-	errCreateLimit = errors.New("chat: the client made too many rooms lately")
+	errCreateLimit = errors.New("chat: the client's address made too many rooms lately")
 )
 
 // roomFor returns the live room called name, making it if needed (on c's
@@ -133,15 +133,19 @@ func (h *Hub) roomFor(name string, c *client) (*room, error) {
 	for {
 		v, ok := h.rooms.Load(name)
 		if !ok {
-			if c != nil && !c.mayCreate(h.cfg.RoomCreateRate, time.Now()) {
-				return nil, errCreateLimit
+			var by creatorKey // the server's own rooms: no budget
+			if c != nil {
+				var spent string
+				if by, spent = h.mayCreate(c, time.Now()); spent != "" {
+					return nil, &createLimitError{spent}
+				}
 			}
 			if h.roomCount.Load() >= int64(h.cfg.MaxRoomsTotal) {
-				h.evictEmptyRoom() // the oldest empty room goes before any new one is refused
+				h.evictEmptyRoom() // an empty room goes before any new one is refused
 			}
-			r, made, err := h.makeRoom(name)
-			if !made && c != nil {
-				c.creates++ // nothing made on its account
+			r, made, err := h.makeRoom(name, by)
+			if !made && by.IsValid() && h.cfg.RoomCreateRate >= 0 {
+				h.creators.give(by) // nothing made on its account
 			}
 			if made || err != nil {
 				return r, err
@@ -165,13 +169,14 @@ func (h *Hub) roomFor(name string, c *client) (*room, error) {
 // rooms are made meanwhile, and the broker's calls for this one
 // (presence, messages, a reset) do not wait for them. Joiners of the
 // room wait on its loading channel (roomFor).
-func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
+func (h *Hub) makeRoom(name string, by creatorKey) (_ *room, made bool, _ error) {
 	unlock := h.roomLocks.lock(name)
 	defer unlock()
 	if !h.reserveRoom() {
 		return nil, false, errRoomLimit
 	}
 	nr := newRoom(name, h.ep.NewGroup(), h.historyLimits())
+	nr.creator = by
 	if _, loaded := h.rooms.LoadOrStore(name, nr); loaded {
 		h.roomCount.Add(-1)
 		return nil, false, nil
@@ -198,6 +203,7 @@ func (h *Hub) makeRoom(name string) (_ *room, made bool, _ error) {
 	// only to read its presence or history) is swept and evicted like
 	// any other; a joiner clears this before it unlocks the room.
 	nr.emptySince = time.Now()
+	h.creators.made(by)
 	close(nr.loading)
 	if h.node != "" {
 		// Ask the other nodes who of theirs is here.
@@ -243,7 +249,11 @@ func (h *Hub) join(c *client, req *Request) {
 	r, err := h.roomFor(req.Room, c)
 	switch {
 	case errors.Is(err, errCreateLimit):
-		h.fail(c, req, ErrRateLimited, fmt.Sprintf("a client may make at most %g new rooms a minute", h.cfg.RoomCreateRate))
+		msg := fmt.Sprintf("an address may make at most %g new rooms a minute", h.cfg.RoomCreateRate)
+		if e := (*createLimitError)(nil); errors.As(err, &e) && e.spent == "network" {
+			msg = fmt.Sprintf("your network (an IPv4 /24, an IPv6 /48) may make at most %g new rooms a minute", h.cfg.RoomCreateRate*networkCreateShare)
+		}
+		h.fail(c, req, ErrRateLimited, msg)
 		return
 	case errors.Is(err, errRoomLimit):
 		h.fail(c, req, ErrRoomLimit, fmt.Sprintf("the server holds at most %d rooms, none of them empty", h.cfg.MaxRoomsTotal))
@@ -331,21 +341,43 @@ func (h *Hub) leaveRoom(c *client, r *room) {
 	c.rooms = slices.DeleteFunc(c.rooms, func(x *room) bool { return x == r })
 }
 
-// evictEmptyRoom removes the room that has been empty longest, if any.
+// evictEmptyRoom removes an empty room, if any, choosing first one
+// nobody ever said anything in, of the creator with the most live rooms
+// (a room maker's rooms go before anyone else's), then the room empty
+// longest: a quiet room's history, kept for its returning members, goes
+// last.
 func (h *Hub) evictEmptyRoom() {
-	var oldest *room
-	var since time.Time
+	type candidate struct {
+		r      *room
+		unused bool
+		by     creatorKey
+		since  time.Time
+	}
+	var cands []candidate
 	h.rooms.Range(func(_, v any) bool {
 		r := v.(*room)
 		r.mu.Lock()
-		if len(r.members) == 0 && !r.emptySince.IsZero() && (oldest == nil || r.emptySince.Before(since)) {
-			oldest, since = r, r.emptySince
+		if len(r.members) == 0 && !r.emptySince.IsZero() {
+			cands = append(cands, candidate{r, r.seq == 0 && r.histN() == 0, r.creator, r.emptySince})
 		}
 		r.mu.Unlock()
 		return true
 	})
-	if oldest != nil {
-		h.removeRoom(oldest)
+	var best *candidate
+	bestRooms := 0
+	for i := range cands {
+		c := &cands[i]
+		n := h.creators.roomsOf(c.by)
+		switch {
+		case best == nil,
+			c.unused && !best.unused,
+			c.unused == best.unused && n > bestRooms,
+			c.unused == best.unused && n == bestRooms && c.since.Before(best.since):
+			best, bestRooms = c, n
+		}
+	}
+	if best != nil {
+		h.removeRoom(best.r)
 	}
 }
 
@@ -378,6 +410,7 @@ func (h *Hub) removeRoom(r *room) {
 	r.removed = true
 	if h.rooms.CompareAndDelete(r.name, r) {
 		h.roomCount.Add(-1)
+		h.creators.gone(r.creator)
 	}
 	r.mu.Unlock()
 	if err := h.broker.Unsubscribe(r.name); err != nil {

@@ -180,7 +180,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&ch.MaxRooms, "max-rooms", chat.DefaultMaxRooms, "rooms one client may be in at once")
 	fs.IntVar(&ch.MaxRoomsTotal, "max-rooms-total", chat.DefaultMaxRoomsTotal, "rooms the server holds, empty ones included (at the cap the room empty longest goes)")
 	ch.RoomCreateRate = chat.DefaultRoomCreateRate
-	fs.Var((*rateOrOff)(&ch.RoomCreateRate), "room-create-rate", "rooms one client may make a minute; off: no limit")
+	fs.Var((*rateOrOff)(&ch.RoomCreateRate), "room-create-rate", "rooms one address may make a minute, on all its connections (its /24 or IPv6 /48: four times as many); off: no limit")
 	ch.RateLimit = chat.DefaultRateLimit
 	fs.Var((*rateOrOff)(&ch.RateLimit), "rate-limit", "requests per second a client may make, sustained; off: no limit")
 	fs.IntVar(&ch.RateBurst, "rate-burst", chat.DefaultRateBurst, "requests a client may make at once above the rate")

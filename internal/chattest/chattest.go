@@ -6,6 +6,7 @@ package chattest
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -72,9 +73,19 @@ type Client struct {
 // every read has 20 s.
 func Dial(t testing.TB, url string) *Client {
 	t.Helper()
+	return DialFrom(t, url, "")
+}
+
+// DialFrom is Dial from the local address ip ("127.0.0.2"; "" any).
+func DialFrom(t testing.TB, url, ip string) *Client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, _, err := wstest.Dial(ctx, url, nil)
+	d := &net.Dialer{}
+	if ip != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(ip)}
+	}
+	c, _, err := wstest.DialWith(ctx, d, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +98,13 @@ func Dial(t testing.TB, url string) *Client {
 // history.
 func Connect(t testing.TB, url string) *Client {
 	t.Helper()
-	cl := Dial(t, url)
+	return ConnectFrom(t, url, "")
+}
+
+// ConnectFrom is Connect from the local address ip ("" any).
+func ConnectFrom(t testing.TB, url, ip string) *Client {
+	t.Helper()
+	cl := DialFrom(t, url, ip)
 	w := cl.Expect("welcome")
 	cl.Nick, cl.ID = w.Nick, w.ID
 	cl.Expect("join")
