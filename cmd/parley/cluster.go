@@ -32,7 +32,7 @@ type clusterConfig struct {
 	Addr        string // the first node's host:port; the others count up from it, or share it
 	SharedPort  bool   // every node on Addr with SO_REUSEPORT
 	NATSAddr    string
-	NATSStore   int64 // each NATS server's JetStream store limit (natsbroker.ServerConfig.MaxStore)
+	NATSStore   int64  // each NATS server's JetStream store limit (natsbroker.ServerConfig.MaxStore)
 	DataDir     string // the embedded NATS's store: rooms' history on disk ("": in memory)
 	MetricsPort int    // node i serves /metrics on MetricsPort+i-1 (0: on its main listener)
 	PIDFile     string // "node pid addr metrics" per line, for scripts
