@@ -140,9 +140,22 @@ type Config struct {
 	// saves on them). Default 128; -1 compresses every message.
 	CompressionThreshold int
 
+	// MaxInflatedBytesPerSecond caps the bytes a client's compressed
+	// messages may inflate to per second (bursts of a second's worth).
+	// It is counted before the work: a message is inflated only as far as
+	// the client's budget goes, and one that would go past it closes the
+	// client with 1008. Without it, 80-byte messages inflating to 65,000
+	// bytes each made the server inflate 800 times what it read before
+	// any later limit (the chat's message rate) could refuse them.
+	// Default 4 x MaxMessageSize (256 KiB/s); at least MaxMessageSize; -1:
+	// no limit.
+	MaxInflatedBytesPerSecond float64
+
 	// CompressionContextTakeover lets clients compress each message with
 	// the ones before as dictionary (better ratios on repetitive traffic),
-	// at 32 KiB of server memory per such client for its life. Default
+	// at 32 KiB of heap per such client once its window is full
+	// (BenchmarkTakeoverWindow; the process's RSS adds the garbage
+	// collector's headroom, up to as much again at GOGC=100). Default
 	// off: the server answers client_no_context_takeover.
 	CompressionContextTakeover bool
 
@@ -297,6 +310,9 @@ func (c *Config) withDefaults() Config {
 			*f = -1
 		}
 	}
+	if d.MaxInflatedBytesPerSecond == 0 {
+		d.MaxInflatedBytesPerSecond = 4 * float64(d.MaxMessageSize)
+	}
 	if d.MaxPingsPerSecond == 0 {
 		d.MaxPingsPerSecond = DefaultMaxPingsPerSecond
 	}
@@ -372,13 +388,17 @@ func (c *Config) Validate() error {
 		name string
 		v    float64
 	}{{"ConnectRatePerAddr", d.ConnectRatePerAddr}, {"MaxPingsPerSecond", d.MaxPingsPerSecond},
-		{"MaxMessagesPerSecond", d.MaxMessagesPerSecond}, {"MaxBytesPerSecond", d.MaxBytesPerSecond}} {
+		{"MaxMessagesPerSecond", d.MaxMessagesPerSecond}, {"MaxBytesPerSecond", d.MaxBytesPerSecond},
+		{"MaxInflatedBytesPerSecond", d.MaxInflatedBytesPerSecond}} {
 		if f.v < 0 && f.v != -1 {
 			return cfgerr.New(f.name, "engine: %s (%v) must be positive, or -1 for no limit", f.name, f.v)
 		}
 	}
 	if d.MaxMessagesPerSecond > 0 && d.MaxMessagesPerSecond < 1 {
 		return cfgerr.New("MaxMessagesPerSecond", "engine: MaxMessagesPerSecond (%v) must be at least 1", d.MaxMessagesPerSecond)
+	}
+	if d.MaxInflatedBytesPerSecond > 0 && d.MaxInflatedBytesPerSecond < float64(d.MaxMessageSize) {
+		return cfgerr.New("MaxInflatedBytesPerSecond", "engine: MaxInflatedBytesPerSecond (%v) must be at least MaxMessageSize (%d)", d.MaxInflatedBytesPerSecond, d.MaxMessageSize)
 	}
 	if d.MaxBytesPerSecond > 0 && d.MaxBytesPerSecond < float64(d.MaxMessageSize) {
 		return cfgerr.New("MaxBytesPerSecond", "engine: MaxBytesPerSecond (%v) must be at least MaxMessageSize (%d)", d.MaxBytesPerSecond, d.MaxMessageSize)

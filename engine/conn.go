@@ -51,6 +51,7 @@ type conn struct {
 	msgRate  bucket         // MaxMessagesPerSecond (frames)
 	pingRate bucket         // MaxPingsPerSecond
 	byteRate bucket         // MaxBytesPerSecond
+	inflRate bucket         // MaxInflatedBytesPerSecond
 	skip     int64          // payload bytes still to discard (while failed)
 	scanned  int64          // bytes read since the server began closing c
 
@@ -415,9 +416,22 @@ func (c *conn) handleFrame(h *wsproto.Header, payload []byte) {
 // limit's worth: a bomb gets 1009 after that much work), validates its
 // text, and delivers it. It takes ownership of b. Callers hold readMu.
 func (c *conn) deliverCompressed(typ MessageType, b *[]byte) {
-	out, err := inflate(c.deflate, *b, c.ep.maxMessage)
+	// The inflated bytes are counted against the client's budget before
+	// the work: it inflates no further than the budget goes.
+	limit, budgeted := c.ep.maxMessage, false
+	rate, now := c.ep.srv.cfg.MaxInflatedBytesPerSecond, time.Now().UnixNano()
+	if rate > 0 {
+		if left := int(c.inflRate.left(rate, now)); left < limit {
+			limit, budgeted = max(left, 0), true
+		}
+	}
+	out, err := inflate(c.deflate, *b, limit)
 	bufpool.Put(b)
 	switch {
+	case errors.Is(err, wsproto.ErrInflateTooBig) && budgeted:
+		c.ep.srv.stats.rateLimited.Add(1)
+		c.fail(StatusPolicyViolation, "inflated byte rate limit exceeded")
+		return
 	case errors.Is(err, wsproto.ErrInflateTooBig):
 		c.fail(StatusMessageTooBig, "inflated message exceeds the size limit")
 		return
@@ -426,6 +440,9 @@ func (c *conn) deliverCompressed(typ MessageType, b *[]byte) {
 		return
 	}
 	c.ep.srv.stats.inflated.Add(1)
+	if rate > 0 {
+		c.inflRate.take(float64(len(*out)), rate, now)
+	}
 	if typ == Text {
 		var u wsproto.UTF8
 		if !u.Feed(*out) || !u.Complete() {

@@ -151,13 +151,20 @@ func inflate(p *deflateParams, in []byte, limit int) (*[]byte, error) {
 	return out, err
 }
 
-// appendWindow keeps the last maxWindow bytes of dict followed by b.
+// appendWindow keeps the last maxWindow bytes of dict followed by b. The
+// window's array grows by doubling up to exactly maxWindow, never past it
+// (append's growth left arrays of up to 40 KiB).
 func appendWindow(dict, b []byte) []byte {
 	if len(b) >= maxWindow {
-		return append(dict[:0], b[len(b)-maxWindow:]...)
+		b = b[len(b)-maxWindow:]
 	}
 	if keep := maxWindow - len(b); len(dict) > keep {
-		dict = append(dict[:0], dict[len(dict)-keep:]...)
+		dict = append(dict[:0], dict[len(dict)-keep:]...) // within its array
+	}
+	if need := len(dict) + len(b); need > cap(dict) {
+		grown := make([]byte, len(dict), min(maxWindow, max(need, 2*cap(dict))))
+		copy(grown, dict)
+		dict = grown
 	}
 	return append(dict, b...)
 }

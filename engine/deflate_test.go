@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -268,3 +269,50 @@ type relayAll struct {
 }
 
 func (a *relayAll) OnStart(ep *engine.Endpoint) error { a.ep = ep; return nil }
+
+// TestInflationBudget: a client's inflated bytes are counted against a
+// budget (MaxInflatedBytesPerSecond, 4 x MaxMessageSize by default)
+// before the work is done: 70 messages of 80 bytes that inflate to 65,000
+// each used to be inflated in full (4.5 MB from 5.6 KB); now at most a
+// second's budget is inflated and the client is closed with 1008. An
+// honest client under the budget is not.
+func TestInflationBudget(t *testing.T) {
+	t.Parallel()
+	srv, url := start(t, engine.Config{Compression: true, MaxMessageSize: 64 << 10}, &engine.Echo{})
+	d := &deflateClient{}
+	flood := zframe(wsproto.OpText, true, d.compress(t, bytes.Repeat([]byte("a"), 65000)))
+	c, _ := dialExt(t, url, "permessage-deflate")
+	var all []byte
+	for range 70 {
+		all = append(all, flood...)
+	}
+	if err := c.WriteRaw(all); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		h, p, err := c.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading until the close: %v", err)
+		}
+		if h.Op == wsproto.OpClose {
+			code, reason, _ := wsproto.ParseClosePayload(p)
+			if code != 1008 || !strings.Contains(reason, "inflated") {
+				t.Fatalf("close %d %q, want 1008 for the inflated byte rate", code, reason)
+			}
+			break
+		}
+	}
+	if n := srv.Stats().Inflated; n > 4 { // 4 x 64 KiB = 262,144 >= 4 x 65,000
+		t.Fatalf("%d messages inflated of 70, want at most a second's budget (4)", n)
+	}
+	honest, _ := dialExt(t, url, "permessage-deflate")
+	for i := range 20 {
+		msg := []byte(fmt.Sprintf("message %d: %s", i, strings.Repeat("chat ", 200)))
+		if err := honest.WriteRaw(zframe(wsproto.OpText, true, d.compress(t, msg))); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := readData(t, honest); !bytes.Equal(got, msg) {
+			t.Fatalf("echo %d: %q", i, got)
+		}
+	}
+}

@@ -175,6 +175,15 @@ type bucket struct {
 	last int64   // unix ns
 }
 
+// left returns the tokens the bucket holds at time now (unix ns).
+func (b *bucket) left(rate float64, now int64) float64 {
+	if b.last != 0 {
+		b.used = max(0, b.used-float64(now-b.last)/1e9*rate)
+	}
+	b.last = now
+	return rate - b.used
+}
+
 // take spends n tokens at time now (unix ns) and reports whether the
 // bucket had them.
 func (b *bucket) take(n, rate float64, now int64) bool {

@@ -148,6 +148,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.Float64Var(&e.ConnectRatePerAddr, "connect-rate-per-addr", engine.DefaultConnectRatePerAddr, "new TCP connections per second from one address; more get 429 (-1: no limit, for load tests)")
 	fs.Float64Var(&e.MaxMessagesPerSecond, "max-messages-per-second", -1, "frames a client may send per second, pings included; more close it with 1008 (-1: no limit)")
 	fs.Float64Var(&e.MaxBytesPerSecond, "max-bytes-per-second", -1, "bytes a client may send per second; more close it with 1008 (-1: no limit)")
+	fs.Float64Var(&e.MaxInflatedBytesPerSecond, "max-inflated-bytes-per-second", 0, "with --compression, bytes a client's compressed messages may inflate to per second, counted before inflating; more close it with 1008 (0: 4 x --max-message-size; -1: no limit)")
 	fs.IntVar(&e.MaxMessageSize, "max-message-size", engine.DefaultMaxMessageSize, "largest message a client may send, in `bytes`; larger ones close it with 1009")
 	fs.DurationVar(&e.HandshakeTimeout, "handshake-timeout", engine.DefaultHandshakeTimeout, "time a connection has to complete its upgrade (also the HTTP keep-alive idle time)")
 	e.HeartbeatInterval = engine.DefaultHeartbeatInterval
