@@ -151,6 +151,13 @@ type session struct {
 	nick string         // a guest's nick asked for with ?nick=, "" for none
 }
 
+// Privileged implements engine.Privileged: a signed-in user may use the
+// connections kept for users (engine.Config.ReservedConnections) and is
+// never closed to make room for another client.
+func (s *session) Privileged() bool { return s.id != nil }
+
+var _ engine.Privileged = (*session)(nil)
+
 // identity is a signed-in user's, as its latest token gives it.
 type identity struct {
 	user       string

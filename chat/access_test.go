@@ -461,3 +461,22 @@ func TestRulesCap(t *testing.T) {
 		t.Fatalf("%d bans in force, want 2", got)
 	}
 }
+
+// TestUsersHaveReservedSlots: the engine's reserved slots go to signed-in
+// users only: with the guests' share taken by guests who spoke, a guest is
+// refused and a user admitted.
+func TestUsersHaveReservedSlots(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	_, _, u := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed, RateLimit: -1},
+		engine.Config{MaxConnections: 4, ReservedConnections: 2})
+	for range 2 {
+		g := connect(t, u)
+		g.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "here"}) // spoke: never made room for another
+		g.Expect("message")
+	}
+	if status, _, _ := refused(t, u, nil); status != http.StatusServiceUnavailable {
+		t.Fatalf("a guest past the guests' share: %d, want 503", status)
+	}
+	signedIn(t, u, is.Token("u1"))
+}

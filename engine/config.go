@@ -63,10 +63,24 @@ type Config struct {
 	// belongs to one shard. Default GOMAXPROCS.
 	Writers int
 
-	// MaxConnections caps the open WebSocket clients; an upgrade beyond it
-	// is refused with 503. Default DefaultMaxConnections (19,000); -1 means
-	// no limit (the process's open-file limit still applies).
+	// MaxConnections caps the open WebSocket clients. A client beyond it
+	// takes the slot of the oldest guest that never sent a message (closed
+	// with 1013), or is refused with 503 if there is none. Default
+	// DefaultMaxConnections (19,000); -1 means no limit (the process's
+	// open-file limit still applies).
 	MaxConnections int
+
+	// ReservedConnections of MaxConnections are kept for privileged
+	// clients (whose handshake data is Privileged: signed-in users): a
+	// guest finds the server full once MaxConnections-ReservedConnections
+	// are taken. Default a tenth of MaxConnections; -1: none.
+	ReservedConnections int
+
+	// KeepSilentGuests turns off the making of room: a client that finds
+	// the server full is refused with 503 even when guests that never
+	// sent a message hold slots. Default false: the oldest of those is
+	// closed with 1013 to let the new client in.
+	KeepSilentGuests bool
 
 	// MaxMessageSize caps a received message, in bytes, after reassembly of
 	// fragments. A larger one closes the client with 1009. Default
@@ -184,6 +198,13 @@ type Config struct {
 	// small office behind one NAT); raise it for load tests from a few
 	// addresses; -1: no limit.
 	MaxConnectionsPerAddr int
+
+	// MaxConnectionsPerNetwork caps the open TCP connections from one
+	// network (an IPv4 /24, an IPv6 /48), counted like
+	// MaxConnectionsPerAddr, on top of it: an attacker's addresses in one
+	// network share it. Default 4 x MaxConnectionsPerAddr (1,024); -1: no
+	// limit.
+	MaxConnectionsPerNetwork int
 
 	// ConnectRatePerAddr caps the new TCP connections per second from one
 	// address (bursts of up to a second's worth, at least one: 0.5 admits
@@ -322,6 +343,18 @@ func (c *Config) withDefaults() Config {
 	if d.MaxConnectionsPerAddr == 0 {
 		d.MaxConnectionsPerAddr = DefaultMaxConnectionsPerAddr
 	}
+	if d.MaxConnectionsPerNetwork == 0 {
+		d.MaxConnectionsPerNetwork = -1
+		if d.MaxConnectionsPerAddr > 0 {
+			d.MaxConnectionsPerNetwork = 4 * d.MaxConnectionsPerAddr
+		}
+	}
+	switch {
+	case d.ReservedConnections == -1 || d.MaxConnections < 0:
+		d.ReservedConnections = 0
+	case d.ReservedConnections == 0:
+		d.ReservedConnections = d.MaxConnections / 10
+	}
 	return d
 }
 
@@ -380,6 +413,12 @@ func (c *Config) Validate() error {
 	}
 	if d.MaxPendingInputTotal > 0 && d.MaxPendingInputTotal < d.MaxPendingInput {
 		return cfgerr.New("MaxPendingInputTotal", "engine: MaxPendingInputTotal (%d) must be at least MaxPendingInput (%d)", d.MaxPendingInputTotal, d.MaxPendingInput)
+	}
+	if d.MaxConnectionsPerNetwork < -1 || d.MaxConnectionsPerNetwork > 0 && d.MaxConnectionsPerAddr > 0 && d.MaxConnectionsPerNetwork < d.MaxConnectionsPerAddr {
+		return cfgerr.New("MaxConnectionsPerNetwork", "engine: MaxConnectionsPerNetwork (%d) must be at least MaxConnectionsPerAddr (%d), or -1 for no limit", d.MaxConnectionsPerNetwork, d.MaxConnectionsPerAddr)
+	}
+	if d.ReservedConnections < 0 || d.MaxConnections > 0 && d.ReservedConnections >= d.MaxConnections {
+		return cfgerr.New("ReservedConnections", "engine: ReservedConnections (%d) must be under MaxConnections (%d), or -1 for none", d.ReservedConnections, d.MaxConnections)
 	}
 	if d.MaxConnectionsPerAddr < -1 {
 		return cfgerr.New("MaxConnectionsPerAddr", "engine: MaxConnectionsPerAddr (%d) must be positive, or -1 for no limit", d.MaxConnectionsPerAddr)

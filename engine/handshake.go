@@ -120,20 +120,6 @@ func (s *Server) ownHost(name string) bool {
 	return name == s.listenName
 }
 
-// reserve takes a client slot under MaxConnections.
-func (s *Server) reserve() bool {
-	max := int64(s.cfg.MaxConnections)
-	for {
-		n := s.live.Load()
-		if max >= 0 && n >= max {
-			return false
-		}
-		if s.live.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
-
 // release gives back a client slot.
 func (s *Server) release() {
 	if s.live.Add(-1) == 0 && s.draining.Load() {
@@ -158,13 +144,7 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusServiceUnavailable, "503 service unavailable: the server is shutting down")
 		return
 	}
-	if !s.reserve() {
-		s.stats.refusedLimit.Add(1)
-		w.Header().Set("Retry-After", "1")
-		refuse(w, http.StatusServiceUnavailable,
-			fmt.Sprintf("503 service unavailable: the server holds its maximum of %d clients", s.cfg.MaxConnections))
-		return
-	}
+	s.live.Add(1) // an upgrade in progress counts: Shutdown waits for it
 	reserved := true
 	defer func() {
 		if reserved {
@@ -190,6 +170,17 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Error("handshake failed", "path", ep.path, "remote", r.RemoteAddr, "err", err)
 		refuse(w, http.StatusInternalServerError, "500 internal server error")
+		return
+	}
+	// A slot is taken once the application has said who the client is: a
+	// privileged one may use the reserved slots, and any may take a silent
+	// guest's.
+	priv := privileged(data)
+	if !s.admit(priv) {
+		s.stats.refusedLimit.Add(1)
+		w.Header().Set("Retry-After", "1")
+		refuse(w, http.StatusServiceUnavailable,
+			fmt.Sprintf("503 service unavailable: the server holds its maximum of %d clients", s.cfg.MaxConnections))
 		return
 	}
 
@@ -265,6 +256,9 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	// to its writer comes after the 101.
 	ep.add(c)
 	reserved = false // ep.remove releases it from now on
+	if !priv {
+		s.silent.push(ep, id, s.live.Load())
+	}
 	if s.draining.Load() {
 		// Shutdown began while this client upgraded: its writer may have
 		// closed every client before this one was among them.

@@ -19,10 +19,12 @@ import (
 // process's file limit the oldest of them can be dropped to make room.
 type addrLimits struct {
 	maxConns int     // <= 0: no limit
+	maxNet   int     // connections per network (netKey); <= 0: no limit
 	rate     float64 // new connections per second; <= 0: no limit
 
 	mu      sync.Mutex
 	addrs   map[netip.Addr]*addrState
+	nets    map[netip.Prefix]int   // open connections per network, while any
 	pending map[string]pendingConn // by remote address: accepted, not upgraded
 }
 
@@ -39,9 +41,21 @@ type pendingConn struct {
 	at time.Time
 }
 
-func newAddrLimits(maxConns int, rate float64) *addrLimits {
-	return &addrLimits{maxConns: maxConns, rate: rate, addrs: make(map[netip.Addr]*addrState),
-		pending: make(map[string]pendingConn)}
+func newAddrLimits(maxConns, maxNet int, rate float64) *addrLimits {
+	return &addrLimits{maxConns: maxConns, maxNet: maxNet, rate: rate, addrs: make(map[netip.Addr]*addrState),
+		nets: make(map[netip.Prefix]int), pending: make(map[string]pendingConn)}
+}
+
+// netKey is a limit key's network: an IPv4 /24, an IPv6 /48. Per-address
+// limits alone scale with the addresses an attacker holds; a network's
+// are shared by all of them.
+func netKey(a netip.Addr) netip.Prefix {
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // burst is the connection-rate bucket's size: a second's worth, and at
@@ -49,7 +63,7 @@ func newAddrLimits(maxConns int, rate float64) *addrLimits {
 // 1/rate seconds, not nobody).
 func (l *addrLimits) burst() float64 { return max(1, l.rate) }
 
-func (l *addrLimits) enabled() bool { return l.maxConns > 0 || l.rate > 0 }
+func (l *addrLimits) enabled() bool { return l.maxConns > 0 || l.maxNet > 0 || l.rate > 0 }
 
 // key maps a remote address ("ip:port") to its limit key.
 func addrKey(remote string) (netip.Addr, bool) {
@@ -66,8 +80,9 @@ func addrKey(remote string) (netip.Addr, bool) {
 }
 
 // admit takes a slot for a connection just accepted from remote, or
-// reports why not: "count" (too many open) or "rate" (too many new ones
-// per second).
+// reports why not: "count" (too many open from its address), "network"
+// (too many open from its network) or "rate" (too many new ones per
+// second).
 func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -81,6 +96,10 @@ func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
 			if l.maxConns > 0 && st.conns >= l.maxConns {
 				return false, "count"
 			}
+			n := netKey(a)
+			if l.maxNet > 0 && l.nets[n] >= l.maxNet {
+				return false, "network"
+			}
 			if l.rate > 0 {
 				st.tokens = min(l.burst(), st.tokens+now.Sub(st.last).Seconds()*l.rate)
 				st.last = now
@@ -90,6 +109,7 @@ func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
 				st.tokens--
 			}
 			st.conns++
+			l.nets[n]++
 		}
 	}
 	l.pending[remote] = pendingConn{at: now}
@@ -126,6 +146,10 @@ func (l *addrLimits) release(remote string) {
 	if a, ok := addrKey(remote); ok {
 		if st := l.addrs[a]; st != nil && st.conns > 0 {
 			st.conns--
+			n := netKey(a)
+			if l.nets[n]--; l.nets[n] <= 0 {
+				delete(l.nets, n)
+			}
 		}
 	}
 }

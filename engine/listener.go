@@ -50,6 +50,9 @@ func newListener(l net.Listener, srv *Server) *listener {
 // tooManyFromAddr is the answer to a connection over its address's limits.
 const tooManyFromAddr = "429 too many requests: too many connections, or too many new ones, from your address"
 
+// tooManyFromNetwork is the answer to a connection over its network's limit.
+const tooManyFromNetwork = "429 too many requests: too many connections from your network"
+
 func (l *listener) Accept() (net.Conn, error) {
 	for l.spare < 0 && !l.stopping.Load() {
 		fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
@@ -77,17 +80,24 @@ func (l *listener) Accept() (net.Conn, error) {
 		case err != nil:
 			return nil, err
 		}
-		if ok, _ := l.srv.limits.admit(c.RemoteAddr().String(), time.Now()); ok {
+		ok, why := l.srv.limits.admit(c.RemoteAddr().String(), time.Now())
+		if ok {
 			if l.spare >= 0 {
 				_ = syscall.Close(l.spare) // room for nbio's dup of c
 				l.spare = -1
 			}
 			return c, nil
 		}
-		l.srv.stats.refusedAddr.Add(1)
+		body := tooManyFromAddr
+		if why == "network" {
+			l.srv.stats.refusedNet.Add(1)
+			body = tooManyFromNetwork
+		} else {
+			l.srv.stats.refusedAddr.Add(1)
+		}
 		_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 		_, _ = fmt.Fprintf(c, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"+
-			"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(tooManyFromAddr), tooManyFromAddr)
+			"Content-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 		_ = c.Close()
 	}
 }

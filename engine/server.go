@@ -55,6 +55,7 @@ type Server struct {
 	deflaters deflaters // pooled flate writers, by level
 	nextID    atomic.Uint64
 	live      atomic.Int64 // open clients over all endpoints, plus upgrades in progress
+	silent    silentGuests // guests that sent nothing yet: dropped first when full
 
 	// Received messages not yet handled; Shutdown waits for them so that
 	// what they send precedes the close frames.
@@ -90,7 +91,7 @@ func New(cfg Config) (*Server, error) {
 		inflightDone: make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
-	s.limits = newAddrLimits(c.MaxConnectionsPerAddr, c.ConnectRatePerAddr)
+	s.limits = newAddrLimits(c.MaxConnectionsPerAddr, c.MaxConnectionsPerNetwork, c.ConnectRatePerAddr)
 	if c.TLSCertFile != "" {
 		cert, err := ltls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
 		if err != nil {
@@ -460,6 +461,8 @@ func (s *Server) Stats() Stats {
 		RefusedLimit:     s.stats.refusedLimit.Load(),
 		RefusedMalformed: s.stats.refusedBad.Load(),
 		RefusedAddr:      s.stats.refusedAddr.Load(),
+		RefusedNetwork:   s.stats.refusedNet.Load(),
+		EvictedSilent:    s.stats.evicted.Load(),
 		RateLimited:      s.stats.rateLimited.Load(),
 		InputPaused:      s.stats.inputPaused.Load(),
 		PendingInput:     s.pendingIn.Load(),

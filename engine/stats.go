@@ -82,6 +82,8 @@ type serverStats struct {
 	refusedLimit  atomic.Uint64
 	refusedBad    atomic.Uint64
 	refusedAddr   atomic.Uint64
+	refusedNet    atomic.Uint64
+	evicted       atomic.Uint64
 	rateLimited   atomic.Uint64
 	inputPaused   atomic.Uint64
 	refusedApp    atomic.Uint64
@@ -113,6 +115,8 @@ type Stats struct {
 	RefusedLimit     uint64 // handshakes refused by MaxConnections or shutdown (503)
 	RefusedMalformed uint64 // malformed upgrade requests (400, 405, 426)
 	RefusedAddr      uint64 // upgrades refused by the per-address limits (429)
+	RefusedNetwork   uint64 // upgrades refused by the per-network limit (429)
+	EvictedSilent    uint64 // guests that never sent a message, closed (1013) to make room for a new client
 	RateLimited      uint64 // clients closed for sending too fast (1008)
 	InputPaused      uint64 // times a client's socket stopped being read (MaxPendingInput, MaxPendingInputTotal)
 	PendingInput     int64  // bytes of received messages the application has not handled yet

@@ -64,7 +64,7 @@ func TestChurnScenario(t *testing.T) {
 
 // A threshold that is not met fails the run.
 func TestThresholds(t *testing.T) {
-	srv, url := testserver.Start(t, engine.Config{MaxConnections: 10}, engine.BaseApplication{})
+	srv, url := testserver.Start(t, engine.Config{MaxConnections: 10, ReservedConnections: -1, KeepSilentGuests: true}, engine.BaseApplication{})
 	res, err := loadtest.Run(context.Background(), loadtest.Config{
 		Targets: []string{url}, Clients: 12, Hold: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 	})

@@ -106,7 +106,9 @@ func TestBurstCountsMissing(t *testing.T) {
 }
 
 func TestFailuresByCause(t *testing.T) {
-	url := startServer(t, engine.Config{MaxConnections: 50})
+	// Every slot open to these idle guests, and none taken from them: the
+	// run must meet 503s (engine's TestMakingRoom covers making room).
+	url := startServer(t, engine.Config{MaxConnections: 50, ReservedConnections: -1, KeepSilentGuests: true})
 	res, err := loadtest.Run(context.Background(), loadtest.Config{
 		Targets: []string{url}, Clients: 80, Dialers: 4, Hold: 100 * time.Millisecond,
 		Origin: "http://evil.example", Logger: slog.New(slog.DiscardHandler),

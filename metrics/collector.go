@@ -16,8 +16,9 @@ func newDesc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	mConnections    = newDesc("parley_connections", "Open WebSocket clients.")
 	mAccepted       = newDesc("parley_connections_accepted_total", "WebSocket upgrades completed.")
+	mEvicted        = newDesc("parley_connections_evicted_total", "Guests that never sent a message, closed (1013) to make room for a new client when the server was full.")
 	mClosed         = newDesc("parley_connections_closed_total", "Clients gone, by close-code class (normal, going_away, protocol_error, invalid_data, policy, too_big, internal_error, abnormal, other).", "code")
-	mRefused        = newDesc("parley_handshakes_refused_total", "Upgrade requests refused, by reason (origin, limit, address, malformed; the chat's: token_missing, token_invalid, token_expired, token_not_yet_valid, token_audience, forbidden_room, banned, bad_request; application for another application's).", "reason")
+	mRefused        = newDesc("parley_handshakes_refused_total", "Upgrade requests refused, by reason (origin, limit, address, network, malformed; the chat's: token_missing, token_invalid, token_expired, token_not_yet_valid, token_audience, forbidden_room, banned, bad_request; application for another application's).", "reason")
 	mRateClosed     = newDesc("parley_rate_limit_closes_total", "Clients closed for sending too many frames or bytes per second (1008).")
 	mRecvMessages   = newDesc("parley_messages_received_total", "Data messages received from clients.")
 	mRecvFrames     = newDesc("parley_received_frames_total", "WebSocket frames received, control frames included.")
@@ -98,7 +99,7 @@ func newCollector(src Sources) *collector { return &collector{src: src} }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Engine != nil {
-		for _, d := range []*prometheus.Desc{mConnections, mAccepted, mClosed, mRefused, mRecvMessages, mRecvFrames,
+		for _, d := range []*prometheus.Desc{mConnections, mAccepted, mEvicted, mClosed, mRefused, mRecvMessages, mRecvFrames,
 			mRecvBytes, mDeliveries, mSentFrames, mSentBytes, mEncoded, mWrites, mRounds, mSenderRounds, mBatch, mFlush, mWriteDelay,
 			mDispatch, mQueued, mSkipped, mSlowClosed, mHeartbeat, mPings, mPanics, mRateClosed, mPendingIn, mInputPaused,
 			mDeflateClients, mCompressed, mCompressedIn, mCompressedOut, mInflated} {
@@ -188,12 +189,14 @@ func frames(i int) float64 { return float64(engine.BatchBucketUpperBound(i)) }
 func collectEngine(ch chan<- prometheus.Metric, st engine.Stats, appRefusals bool) {
 	gauge(ch, mConnections, float64(st.Clients))
 	counter(ch, mAccepted, st.Accepted)
+	counter(ch, mEvicted, st.EvictedSilent)
 	for i, class := range engine.CloseClasses() {
 		counter(ch, mClosed, st.ClosedByCode[i], class)
 	}
 	counter(ch, mRefused, st.RefusedOrigin, "origin")
 	counter(ch, mRefused, st.RefusedLimit, "limit")
 	counter(ch, mRefused, st.RefusedAddr, "address")
+	counter(ch, mRefused, st.RefusedNetwork, "network")
 	counter(ch, mRefused, st.RefusedMalformed, "malformed")
 	if appRefusals {
 		counter(ch, mRefused, st.RefusedByApp, "application")

@@ -181,6 +181,8 @@ func TestScrapeAfterKnownTraffic(t *testing.T) {
 		`parley_handshakes_refused_total{reason="origin"}`:        2,
 		`parley_handshakes_refused_total{reason="malformed"}`:     1,
 		`parley_handshakes_refused_total{reason="limit"}`:         0,
+		`parley_handshakes_refused_total{reason="network"}`:       0,
+		"parley_connections_evicted_total":                        0,
 		`parley_handshakes_refused_total{reason="token_missing"}`: 0,
 		"parley_messages_received_total":                          msgs,
 		"parley_received_frames_total":                            msgs,
