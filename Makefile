@@ -6,7 +6,7 @@ REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
-.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout roundtrip loadtest compare hold-100k loadtest-100k loadtest-100k-kill chaos clean
+.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout roundtrip loadtest compare hold-100k loadtest-100k loadtest-100k-kill chaos siege clean
 
 all: build
 
@@ -106,3 +106,8 @@ clean:
 CHAOS_CLIENTS ?= 3000
 chaos: build
 	scripts/chaos.sh $(CHAOS_CLIENTS) reports/chaos
+
+# Many addresses against one server (scripts/siege.sh; MODE=before for the
+# server without its defences).
+siege: build
+	scripts/siege.sh reports/siege

@@ -1,6 +1,9 @@
 package engine
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Admission when the server is full. Limits per address and per network
 // (addrLimits) scale with the addresses an attacker holds: 75 addresses
@@ -12,7 +15,10 @@ import "sync"
 //   - A client that finds no slot takes the one of the oldest guest that
 //     never sent a message since its upgrade (silent): that guest is
 //     closed with 1013 and dropped once the close frame is out. Only when
-//     no silent guest is left is a client refused with 503.
+//     no silent guest is left is a client refused with 503. An address
+//     whose silent guest was closed so may not make room itself for a
+//     minute (evictionMemory): idle clients that come back at once do not
+//     take each other's slots without end.
 
 // Privileged is implemented by handshake data (what
 // Application.OnHandshake returns) of a client that may use the slots kept
@@ -91,7 +97,7 @@ func (g *silentGuests) pop() *conn {
 // application has said who the client is: it does under the limit that
 // applies to it, or in place of the oldest silent guest, which it closes
 // (that one gives its slot back when its socket closes).
-func (s *Server) admit(priv bool) bool {
+func (s *Server) admit(priv bool, remote string) bool {
 	max := int64(s.cfg.MaxConnections)
 	if max < 0 {
 		return true
@@ -103,11 +109,13 @@ func (s *Server) admit(priv bool) bool {
 	if s.live.Load() <= limit {
 		return true
 	}
-	if s.cfg.KeepSilentGuests {
+	now := time.Now()
+	if s.cfg.KeepSilentGuests || !s.limits.mayEvict(remote, now) {
 		return false
 	}
 	if c := s.silent.pop(); c != nil {
 		c.evict()
+		s.limits.evictedFrom(c.remoteAddr, now)
 		s.stats.evicted.Add(1)
 		return true
 	}

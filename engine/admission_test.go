@@ -104,3 +104,38 @@ func TestMaxConnectionsPerNetwork(t *testing.T) {
 		t.Fatalf("refused by network %d, by address %d; want 2 and 1", st.RefusedNetwork, st.RefusedAddr)
 	}
 }
+
+// TestEvictedAddressWaits: an address whose silent guest was closed to
+// make room may not make room itself for a while, so idle clients that
+// come back at once do not take each other's slots without end; another
+// address still may.
+func TestEvictedAddressWaits(t *testing.T) {
+	t.Parallel()
+	srv, url := start(t, engine.Config{MaxConnections: 4, ReservedConnections: -1, MaxConnectionsPerAddr: 10, ConnectRatePerAddr: 100}, newRecorder())
+	from := func(ip string) (*wstest.Conn, *http.Response, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return wstest.DialWith(ctx, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, url, nil)
+	}
+	var idle []*wstest.Conn
+	for range 4 {
+		c, _, err := from("127.0.0.2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	if _, _, err := from("127.0.0.3"); err != nil { // makes room: closes one of 127.0.0.2's
+		t.Fatalf("a new address against silent guests: %v", err)
+	}
+	if ce, err := idle[0].ExpectClose(); err != nil || ce.Code != 1013 {
+		t.Fatalf("%+v, %v", ce, err)
+	}
+	poll.Until(t, "the evicted guest gone", func() bool { return srv.Stats().Clients == 4 })
+	if _, resp, err := from("127.0.0.2"); resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("the evicted guest's address coming back: %v, want 503", err)
+	}
+	if _, _, err := from("127.0.0.4"); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+}

@@ -176,7 +176,7 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	// privileged one may use the reserved slots, and any may take a silent
 	// guest's.
 	priv := privileged(data)
-	if !s.admit(priv) {
+	if !s.admit(priv, r.RemoteAddr) {
 		s.stats.refusedLimit.Add(1)
 		w.Header().Set("Retry-After", "1")
 		refuse(w, http.StatusServiceUnavailable,

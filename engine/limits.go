@@ -29,9 +29,46 @@ type addrLimits struct {
 }
 
 type addrState struct {
-	conns  int
-	tokens float64 // connection-rate bucket, at most burst()
-	last   time.Time
+	conns   int
+	tokens  float64 // connection-rate bucket, at most burst()
+	last    time.Time
+	evicted time.Time // when one of its silent guests was last closed to make room
+}
+
+// evictionMemory is how long an address whose silent guest was closed to
+// make room may not make room itself: an attacker whose idle clients come
+// back as soon as they are dropped would otherwise take each other's
+// slots without end (one address reconnecting at its connection rate
+// churned 1,400 upgrades a second against 250 addresses), while a healthy
+// client, which speaks, is never closed and keeps the right.
+const evictionMemory = time.Minute
+
+// evictedFrom records that a silent guest from remote was closed to make
+// room.
+func (l *addrLimits) evictedFrom(remote string, now time.Time) {
+	a, ok := addrKey(remote)
+	if !ok || !l.enabled() {
+		return
+	}
+	l.mu.Lock()
+	if st := l.addrs[a]; st != nil {
+		st.evicted = now
+	}
+	l.mu.Unlock()
+}
+
+// mayEvict reports whether a client from remote may take a silent guest's
+// slot: not while one of its own was closed to make room within
+// evictionMemory.
+func (l *addrLimits) mayEvict(remote string, now time.Time) bool {
+	a, ok := addrKey(remote)
+	if !ok || !l.enabled() {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := l.addrs[a]
+	return st == nil || st.evicted.IsZero() || now.Sub(st.evicted) >= evictionMemory
 }
 
 // pendingConn is a connection that has not upgraded: nc is nil until
@@ -185,7 +222,8 @@ func (l *addrLimits) sweep(now time.Time) {
 	}
 	l.mu.Lock()
 	for a, st := range l.addrs {
-		if st.conns == 0 && (l.rate <= 0 || st.tokens+now.Sub(st.last).Seconds()*l.rate >= l.burst()) {
+		if st.conns == 0 && (l.rate <= 0 || st.tokens+now.Sub(st.last).Seconds()*l.rate >= l.burst()) &&
+			(st.evicted.IsZero() || now.Sub(st.evicted) >= evictionMemory) {
 			delete(l.addrs, a)
 		}
 	}

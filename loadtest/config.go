@@ -125,9 +125,10 @@ type Config struct {
 	// Default 10 s.
 	ConnectTimeout time.Duration
 
-	// Sources is the range of loopback source addresses connections are
-	// bound to, round-robin ("127.0.0.2-127.0.0.17", or one address), so
-	// that ephemeral ports never run out. Default DefaultSources.
+	// Sources is the loopback source addresses connections are bound to,
+	// round-robin: a comma-separated list of addresses and ranges
+	// ("127.0.0.2-127.0.0.17", "127.1.0.2,127.2.0.2"), so that ephemeral
+	// ports never run out. Default DefaultSources.
 	Sources string
 
 	// Origin, if set, is sent as the Origin header.
@@ -153,6 +154,10 @@ type Config struct {
 	// /proc while the clients are held, to report the server's memory per
 	// connection. Optional.
 	ServerPIDs []int
+
+	// IdleSockets is the siege scenario's TCP connections that never send
+	// their upgrade, beside its Clients idle WebSocket clients. Default 0.
+	IdleSockets int
 
 	// Flooders is the number of hostile clients of the flood scenario: each
 	// sends FloodKind requests as fast as its socket takes them, and comes
@@ -250,7 +255,7 @@ func (c *Config) withDefaults() Config {
 		switch d.Scenario {
 		case ScenarioBurst:
 			d.TimeLimit += time.Duration(d.Rounds) * d.RoundTimeout
-		case ScenarioChat, ScenarioChurn, ScenarioFlood:
+		case ScenarioChat, ScenarioChurn, ScenarioFlood, ScenarioSiege:
 			d.TimeLimit += d.Duration + time.Minute
 		}
 	}
@@ -287,8 +292,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch {
-	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst && !isChat(d.Scenario):
-		return cfgerr.New("Scenario", "loadtest: Scenario %q: want hold, burst, chat, churn or flood", d.Scenario)
+	case d.Scenario != ScenarioHold && d.Scenario != ScenarioBurst && d.Scenario != ScenarioSiege && !isChat(d.Scenario):
+		return cfgerr.New("Scenario", "loadtest: Scenario %q: want hold, burst, chat, churn, flood or siege", d.Scenario)
+	case d.IdleSockets < 0 || d.IdleSockets > 0 && d.Scenario != ScenarioSiege:
+		return cfgerr.New("IdleSockets", "loadtest: IdleSockets (%d): a number of sockets, for the siege scenario only", d.IdleSockets)
+	case d.Scenario == ScenarioSiege && d.Clients+d.IdleSockets > maxSiegeSockets:
+		return cfgerr.New("Clients", "loadtest: the siege scenario runs in one process: Clients + IdleSockets (%d) must be at most %d", d.Clients+d.IdleSockets, maxSiegeSockets)
 	case d.Scenario == ScenarioFlood && d.Clients > d.PerWorker:
 		return cfgerr.New("Clients", "loadtest: the flood scenario runs in one process: Clients (%d) must be at most PerWorker (%d)", d.Clients, d.PerWorker)
 	case d.Flooders < 0 || d.Flooders > maxFlooders:
@@ -364,8 +373,24 @@ func parseTarget(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// parseSources parses "A" or "A-B" (loopback IPv4 addresses, A <= B).
+// parseSources parses a comma-separated list of "A" or "A-B" (loopback
+// IPv4 addresses, A <= B): "127.0.0.2-127.0.0.17", "127.1.0.2,127.2.0.2".
 func parseSources(s string) ([]net.IP, error) {
+	var ips []net.IP
+	for _, item := range strings.Split(s, ",") {
+		r, err := parseSourceRange(item)
+		if err != nil {
+			return nil, err
+		}
+		if ips = append(ips, r...); len(ips) > 1<<16 {
+			return nil, fmt.Errorf("loadtest: Sources %q: more than %d addresses", s, 1<<16)
+		}
+	}
+	return ips, nil
+}
+
+// parseSourceRange parses "A" or "A-B".
+func parseSourceRange(s string) ([]net.IP, error) {
 	lo, hi, found := strings.Cut(s, "-")
 	if !found {
 		hi = lo

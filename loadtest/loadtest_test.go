@@ -290,3 +290,26 @@ func TestBurstCountsLate(t *testing.T) {
 		t.Fatalf("late %d missing %d in time %d duplicated %d; want 100, 0, 0, 0", res.Late, res.Missing, res.Delivered, res.Duplicated)
 	}
 }
+
+// TestSiege: besiegers hold slots and come back when dropped; against a
+// full server the newest take the oldest silent ones' slots (1013), and
+// never-upgraded sockets are dropped after the handshake timeout.
+func TestSiege(t *testing.T) {
+	srv, url := testserver.Start(t, engine.Config{MaxConnections: 10, ReservedConnections: -1, HandshakeTimeout: 300 * time.Millisecond},
+		engine.BaseApplication{})
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioSiege, Targets: []string{url}, Clients: 14, IdleSockets: 3, Duration: 2 * time.Second,
+		Sources: "127.0.0.2-127.0.0.3,127.1.0.2", Dialers: 4, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sg := res.Siege
+	if sg == nil || sg.Sources != 3 || sg.Upgrades < 14 || sg.ClosedByServer["closed by server with 1013"] == 0 ||
+		sg.SocketsOpened < 4 || sg.SocketsDropped == 0 {
+		t.Fatalf("siege: %+v", sg)
+	}
+	if st := srv.Stats(); st.EvictedSilent == 0 {
+		t.Fatalf("server: %+v", st)
+	}
+}

@@ -58,6 +58,7 @@ type Result struct {
 	ClosedByServer   map[string]int `json:"closed_by_server"`
 	MessagesReceived int64          `json:"messages_received"`
 	Flood            *FloodResult   `json:"flood,omitempty"` // the flood scenario's hostile clients
+	Siege            *SiegeResult   `json:"siege,omitempty"` // the siege scenario's besiegers
 	MessagesSent     int64          `json:"messages_sent,omitempty"`
 	Rounds           []Round        `json:"rounds,omitempty"`
 	Expected         int64          `json:"deliveries_expected,omitempty"`
@@ -220,6 +221,18 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "throughput  %.0f deliveries/s over all rounds\n", r.DeliveriesPerSec)
 		fmt.Fprintf(w, "end to end  p50 %.1fms  p90 %.1fms  p99 %.1fms  p99.9 %.1fms  max %.1fms\n",
 			r.EndToEnd.P50, r.EndToEnd.P90, r.EndToEnd.P99, r.EndToEnd.P999, r.EndToEnd.Max)
+	}
+	if sg := r.Siege; sg != nil {
+		fmt.Fprintf(w, "siege       %d idle clients and %d never-upgraded sockets from %d addresses for %.1fs\n", sg.Clients, sg.IdleSockets, sg.Sources, r.Seconds)
+		fmt.Fprintf(w, "  clients:  %d upgrades, %d held at the end (peak %d)\n", sg.Upgrades, sg.ClientsHeld, sg.ClientsPeak)
+		for _, k := range sortedKeys(sg.ClosedByServer) {
+			fmt.Fprintf(w, "    ended: %-40s %d\n", k, sg.ClosedByServer[k])
+		}
+		for _, k := range sortedKeys(sg.Refused) {
+			fmt.Fprintf(w, "    refused: %-38s %d\n", k, sg.Refused[k])
+		}
+		fmt.Fprintf(w, "  sockets:  %d connected, %d held at the end, %d dropped by the server, %d connects failed\n",
+			sg.SocketsOpened, sg.SocketsHeld, sg.SocketsDropped, sg.SocketsRefused)
 	}
 	fmt.Fprintf(w, "client RSS  %.1f MB (%.0f B per connection)\n", float64(r.ClientRSSBytes)/1e6, r.ClientRSSPerConn)
 	fmt.Fprintf(w, "client CPU  %.2fs\n", r.ClientCPUSeconds)

@@ -175,7 +175,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if d := cfg.withDefaults(); workers(d) > 1 {
+	if d := cfg.withDefaults(); d.Scenario == ScenarioSiege {
+		return runSiege(ctx, d)
+	} else if workers(d) > 1 {
 		return runWorkers(ctx, d)
 	}
 	return runWith(ctx, cfg, nil)

@@ -42,12 +42,13 @@ func parseLoadtest(args []string, stderr io.Writer) (loadtest.Config, loadtestOu
 		fmt.Fprintf(stderr, "Usage: parley loadtest [flags]\n\nOpens many WebSocket clients against loopback targets, holds them, and reports.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.Scenario, "scenario", loadtest.ScenarioHold, "`name`: hold (connect, hold, measure memory), burst (client 0 sends bursts every client must receive), chat (rooms, each client says --rate messages per second, all checked), churn (chat while some clients keep leaving and coming back), flood (chat while --flooders hostile clients send as fast as they can)")
+	fs.StringVar(&cfg.Scenario, "scenario", loadtest.ScenarioHold, "`name`: hold (connect, hold, measure memory), burst (client 0 sends bursts every client must receive), chat (rooms, each client says --rate messages per second, all checked), churn (chat while some clients keep leaving and coming back), flood (chat while --flooders hostile clients send as fast as they can), siege (for --duration, idle clients that never say anything and --idle-sockets never-upgraded sockets hold the server's slots, each dialed again when dropped: run a chat from other --sources beside it, scripts/siege.sh)")
 	fs.IntVar(&cfg.RoomSize, "room-size", loadtest.DefaultRoomSize, "members per room (chat, churn)")
 	fs.Float64Var(&cfg.Rate, "rate", loadtest.DefaultRate, "messages per second each client says (chat, churn)")
 	fs.DurationVar(&cfg.Duration, "duration", loadtest.DefaultDuration, "how long the clients chat (chat, churn)")
 	fs.Float64Var(&cfg.ChurnFraction, "churn-fraction", loadtest.DefaultChurnFraction, "share of the clients that keep leaving and coming back (churn)")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", loadtest.DefaultChurnRate, "reconnections per second (churn)")
+	fs.IntVar(&cfg.IdleSockets, "idle-sockets", 0, "TCP connections that never send their upgrade, beside the idle clients, each dialed again when dropped (siege)")
 	fs.IntVar(&cfg.Flooders, "flooders", loadtest.DefaultFlooders, "hostile clients, each sending as fast as its socket takes it and coming back when closed (flood)")
 	fs.StringVar(&cfg.FloodKind, "flood-kind", loadtest.FloodMixed, "what flooders send: say, typing, history, ping, or mixed (flood)")
 	fs.IntVar(&cfg.FloodSize, "flood-size", loadtest.DefaultFloodSize, "`bytes` of text in a flooder's say or typing request (flood)")
@@ -124,7 +125,7 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	logging.SetLogger(nbioLogger{log.With("component", "nbio")})
+	logging.SetLogger(newNbioLogger(log.With("component", "nbio")))
 	raiseOpenFileLimit(log)
 	cfg.Logger = log
 	cfg.Progress = stderr
@@ -166,7 +167,7 @@ func runLoadtest(args []string, stdout, stderr io.Writer) error {
 // its configuration and phases come on stdin, its events go to stdout.
 func runLoadtestWorker(stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	logging.SetLogger(nbioLogger{log.With("component", "nbio")})
+	logging.SetLogger(newNbioLogger(log.With("component", "nbio")))
 	raiseOpenFileLimit(log)
 	return loadtest.RunWorker(context.Background(), os.Stdin, os.Stdout)
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -421,7 +422,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-	logging.SetLogger(nbioLogger{log.With("component", "nbio")})
+	logging.SetLogger(newNbioLogger(log.With("component", "nbio")))
 	raiseOpenFileLimit(log)
 
 	cfg.Engine.Logger = log
@@ -693,9 +694,40 @@ func raiseOpenFileLimit(log *slog.Logger) {
 }
 
 // nbioLogger routes nbio's printf-style logs into slog.
-type nbioLogger struct{ l *slog.Logger }
+//
+// nbio logs some errors once per connection (a connection refused past its
+// MaxLoad, say): under attack that is a log line per attempt. Warnings and
+// errors are logged at most once a second, with the count of those left
+// out meanwhile.
+type nbioLogger struct {
+	l *slog.Logger
 
-func (n nbioLogger) Debug(f string, v ...any) { n.l.Debug(fmt.Sprintf(f, v...)) }
-func (n nbioLogger) Info(f string, v ...any)  { n.l.Debug(fmt.Sprintf(f, v...)) } // nbio's info is start-up chatter
-func (n nbioLogger) Warn(f string, v ...any)  { n.l.Warn(fmt.Sprintf(f, v...)) }
-func (n nbioLogger) Error(f string, v ...any) { n.l.Error(fmt.Sprintf(f, v...)) }
+	mu      sync.Mutex
+	last    time.Time
+	skipped int
+}
+
+func newNbioLogger(l *slog.Logger) *nbioLogger { return &nbioLogger{l: l} }
+
+func (n *nbioLogger) Debug(f string, v ...any) { n.l.Debug(fmt.Sprintf(f, v...)) }
+func (n *nbioLogger) Info(f string, v ...any)  { n.l.Debug(fmt.Sprintf(f, v...)) } // nbio's info is start-up chatter
+func (n *nbioLogger) Warn(f string, v ...any)  { n.limited(slog.LevelWarn, f, v) }
+func (n *nbioLogger) Error(f string, v ...any) { n.limited(slog.LevelError, f, v) }
+
+func (n *nbioLogger) limited(level slog.Level, f string, v []any) {
+	now := time.Now()
+	n.mu.Lock()
+	if now.Sub(n.last) < time.Second {
+		n.skipped++
+		n.mu.Unlock()
+		return
+	}
+	skipped := n.skipped
+	n.last, n.skipped = now, 0
+	n.mu.Unlock()
+	if skipped > 0 {
+		n.l.Log(context.Background(), level, fmt.Sprintf(f, v...), "left_out_since_last", skipped)
+		return
+	}
+	n.l.Log(context.Background(), level, fmt.Sprintf(f, v...))
+}
