@@ -72,11 +72,7 @@ func TestMakingRoom(t *testing.T) {
 func TestMaxConnectionsPerNetwork(t *testing.T) {
 	t.Parallel()
 	srv, url := start(t, engine.Config{MaxConnectionsPerAddr: 2, MaxConnectionsPerNetwork: 3}, newRecorder())
-	from := func(ip string) (*wstest.Conn, *http.Response, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return wstest.DialWith(ctx, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, url, nil)
-	}
+	from := func(ip string) (*wstest.Conn, *http.Response, error) { return dialFrom(url, ip) }
 	for _, tc := range []struct {
 		ip   string
 		want string // "" admitted, else the 429's body names it
@@ -112,11 +108,7 @@ func TestMaxConnectionsPerNetwork(t *testing.T) {
 func TestEvictedAddressWaits(t *testing.T) {
 	t.Parallel()
 	srv, url := start(t, engine.Config{MaxConnections: 4, ReservedConnections: -1, MaxConnectionsPerAddr: 10, ConnectRatePerAddr: 100}, newRecorder())
-	from := func(ip string) (*wstest.Conn, *http.Response, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return wstest.DialWith(ctx, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, url, nil)
-	}
+	from := func(ip string) (*wstest.Conn, *http.Response, error) { return dialFrom(url, ip) }
 	var idle []*wstest.Conn
 	for range 4 {
 		c, _, err := from("127.0.0.2")
@@ -138,4 +130,11 @@ func TestEvictedAddressWaits(t *testing.T) {
 	if _, _, err := from("127.0.0.4"); err != nil {
 		t.Fatalf("another address: %v", err)
 	}
+}
+
+// dialFrom dials url from the local address ip.
+func dialFrom(url, ip string) (*wstest.Conn, *http.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return wstest.DialWith(ctx, &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}, url, nil)
 }
