@@ -832,14 +832,15 @@ func TestBackendRoomsAreSwept(t *testing.T) {
 }
 
 // TestDedupeBySender: a message said again with the same request id by
-// the same sender (its resend after a reconnect: a guest by its nick, a
-// user by its id on any connection) is heard once; another sender's
-// message with that id is heard too. Ids used to be a room's alone.
+// the same sender is heard once: a user on any of its connections, a guest
+// from its address (a reconnect keeps it; its nick may change). Another
+// sender's message with that id is heard. Ids used to be a room's alone,
+// and another client reusing one was silently not heard.
 func TestDedupeBySender(t *testing.T) {
 	t.Parallel()
 	is := authtest.New(t)
 	_, _, url := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed, RateLimit: -1}, engine.Config{})
-	a, b := connect(t, url), connect(t, url)
+	a, b := chattest.ConnectFrom(t, url, "127.0.0.2"), chattest.ConnectFrom(t, url, "127.0.0.3")
 	user := func() *client {
 		c := dial(t, url+"?access_token="+is.Token("u1"))
 		c.Expect("welcome")
@@ -874,13 +875,16 @@ func TestDedupeBySender(t *testing.T) {
 		}
 	}
 	say(a, "a once", "m1", "a once")
-	say(a, "a twice", "m1", "")      // a resend: dropped...
-	say(a, "a next", "m2", "a next") // ...and this one, after it on the same connection, is heard
+	say(a, "a twice", "m1", "")                       // a resend: dropped...
+	say(a, "a next", "m2", "a next")                  // ...and this one, after it on the same connection, is heard
+	back := chattest.ConnectFrom(t, url, "127.0.0.2") // a reconnect: another connection, another nick
+	say(back, "a after a reconnect", "m1", "")
+	say(back, "a back", "m3", "a back")
 	say(b, "b, the same id", "m1", "b, the same id")
 	say(u1, "u1 once", "m1", "u1 once")
 	say(u1b, "u1 on its other connection", "m1", "") // the same user: dropped
-	say(u1b, "u1 next", "m3", "u1 next")
-	want := []string{"a once", "a next", "b, the same id", "u1 once", "u1 next"}
+	say(u1b, "u1 next", "m4", "u1 next")
+	want := []string{"a once", "a next", "a back", "b, the same id", "u1 once", "u1 next"}
 	if !slices.Equal(heard, want) {
 		t.Fatalf("heard %q, want %q", heard, want)
 	}

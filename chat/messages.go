@@ -49,7 +49,7 @@ func (h *Hub) say(c *client, req *Request) {
 		return
 	}
 	id, info := c.id, *req
-	h.broker.Publish(r.name, b, dedupeID(c, req.ID), func(err error) {
+	h.broker.Publish(r.name, b, h.dedupeID(c, req.ID), func(err error) {
 		if err == nil {
 			h.stats.published.Add(1)
 			return
@@ -66,16 +66,21 @@ func (h *Hub) say(c *client, req *Request) {
 // dedupeID is the id a message said under the request id id is published
 // with (the broker drops a room's repeated ids): a resend by the same
 // sender is dropped, another sender's message with that id is not. A user
-// is its user id on any connection; a guest its nick, which the page keeps
-// across reconnects (?nick=). The sender is hashed: the id stays short and
-// printable whatever the user id holds.
-func dedupeID(c *client, id string) string {
+// is its user id, on any connection; a guest is its address (an IPv4
+// address, an IPv6 /64), the one thing of it that a reconnect keeps (its
+// nick may change). The sender is hashed: the id stays short and printable
+// whatever the user id holds.
+func (h *Hub) dedupeID(c *client, id string) string {
 	if id == "" {
 		return ""
 	}
-	who := "g\x00" + c.nick
+	var who string
 	if u := c.userID(); u != "" {
 		who = "u\x00" + u
+	} else if info, err := h.ep.Info(c.id); err == nil {
+		if k, ok := addrKey(info.RemoteAddr); ok {
+			who = "g\x00" + k.String()
+		}
 	}
 	sum := sha256.Sum256([]byte(who))
 	return base64.RawURLEncoding.EncodeToString(sum[:12]) + "." + id
