@@ -402,6 +402,14 @@ function connect() {
   const askNick = !token && !!state.wantNick;
   if (token) url += "?access_token=" + encodeURIComponent(token);
   else if (askNick) url += "?nick=" + encodeURIComponent(state.wantNick);
+  // One socket at a time: Retry pressed while a retry was connecting left
+  // the first socket open, and its welcome said "open" while requests went
+  // to the second, still connecting (and were dropped).
+  const old = state.ws;
+  if (old && old.readyState <= WebSocket.OPEN) {
+    old.onmessage = old.onclose = null;
+    old.close();
+  }
   const ws = new WebSocket(url);
   state.ws = ws;
   state.askedNick = askNick;
@@ -409,6 +417,7 @@ function connect() {
   let opened = false;
   ws.onopen = () => { opened = true; };
   ws.onmessage = (e) => {
+    if (state.ws !== ws) return;
     let ev;
     try { ev = JSON.parse(e.data); } catch { return; }
     const h = handlers[ev.type];
@@ -544,6 +553,7 @@ const handlers = {
     renderLists();
     const wanted = decodeURIComponent(location.hash.slice(1));
     if (wanted && !conv("room:" + wanted).joined) request({ type: "join", room: wanted });
+    pump(); // what was asked while offline
   },
   join(ev) {
     const key = "room:" + ev.room;
@@ -814,7 +824,7 @@ $("join-form").addEventListener("submit", (e) => {
   if (!room) return;
   const c = conv("room:" + room);
   if (c.joined) select(c.key);
-  else request({ type: "join", room });
+  else paced({ type: "join", room }); // kept until the socket is open, if it is not
   els.join.value = "";
 });
 
