@@ -65,6 +65,7 @@ type BrokerStats struct {
 	BufferedMsgs     int
 	FetchRetries     uint64
 	ProvisionRetries uint64
+	LateAcks         uint64
 }
 
 // APIHit is how many server API calls a route answered with a status.

@@ -497,9 +497,9 @@ func TestStoreLimit(t *testing.T) {
 	if made != 4 { // 4 x 256 KiB = 1 MiB
 		t.Fatalf("%d rooms made in a 1 MiB store at 256 KiB each, want 4", made)
 	}
-	// Say 600 KiB in a room: its stream keeps at most 256 KiB.
+	// Say 300 KiB in a room: its stream keeps at most 256 KiB.
 	text := strings.Repeat("x", 1900)
-	for range 320 {
+	for range 160 {
 		c.Send(chat.Request{Type: chat.TypeSay, Room: "r0", Text: text})
 	}
 	c.Send(chat.Request{Type: chat.TypeSay, Room: "r0", Text: "last"})

@@ -68,6 +68,7 @@ type outMsg struct {
 	accepted time.Time
 	sentAt   time.Time
 	token    uint64 // the reply token of its send in flight; 0: none
+	lateTok  uint64 // the reply token of its last send that timed out; 0: none
 	acked    bool
 }
 
@@ -92,13 +93,15 @@ type outbox struct {
 	mu     sync.Mutex
 	rooms  map[string]*roomOut // rooms with messages queued
 	flying map[uint64]*outMsg  // by reply token
+	late   map[uint64]*outMsg  // sends that timed out, by reply token: their acknowledgement still counts
 	next   uint64              // the last reply token given
 	ids    uint64              // the last message id made here
 	bytes  int
 }
 
 func newOutbox(b *Broker) *outbox {
-	return &outbox{b: b, prefix: nats.NewInbox() + ".", rooms: make(map[string]*roomOut), flying: make(map[uint64]*outMsg)}
+	return &outbox{b: b, prefix: nats.NewInbox() + ".", rooms: make(map[string]*roomOut), flying: make(map[uint64]*outMsg),
+		late: make(map[uint64]*outMsg)}
 }
 
 // listen subscribes to the acknowledgements.
@@ -216,6 +219,29 @@ func (o *outbox) forget(om *outMsg) {
 	}
 }
 
+// expire takes om's send out of flight because it timed out, keeping its
+// token: an acknowledgement that comes later still says the message is
+// stored. (On a machine so busy that every acknowledgement took more than
+// attemptTimeout, ignoring them held a room's messages until
+// PublishTimeout.) Callers hold mu.
+func (o *outbox) expire(om *outMsg) {
+	tok := om.token
+	o.forget(om)
+	if tok != 0 {
+		o.dropLate(om)
+		om.lateTok = tok
+		o.late[tok] = om
+	}
+}
+
+// dropLate forgets om's timed-out send, if any. Callers hold mu.
+func (o *outbox) dropLate(om *outMsg) {
+	if om.lateTok != 0 {
+		delete(o.late, om.lateTok)
+		om.lateTok = 0
+	}
+}
+
 // stall stops ro's sends until it is resent. Callers hold mu.
 func (o *outbox) stall(ro *roomOut, err error) {
 	ro.failedAt = time.Now()
@@ -273,9 +299,16 @@ func (o *outbox) answer(m *nats.Msg) {
 	o.mu.Lock()
 	om := o.flying[tok]
 	if om == nil {
-		o.mu.Unlock()
-		return // answered after it timed out, or after the connection was lost: it was sent again
+		// Answered after it timed out: a success still counts (the
+		// message is stored; its resend, if any, will be a duplicate).
+		// Otherwise it was sent again: ignored.
+		if om = o.late[tok]; om == nil || ackErr != nil || om.acked || o.rooms[om.ro.room] != om.ro {
+			o.mu.Unlock()
+			return
+		}
+		o.b.stats.lateAcks.Add(1)
 	}
+	o.dropLate(om)
 	o.forget(om)
 	ro := om.ro
 	var calls []call
@@ -294,6 +327,7 @@ func (o *outbox) answer(m *nats.Msg) {
 		calls = o.pop(ro, nil)
 		o.sendNext(ro)
 	case permanent:
+		o.dropLate(om)
 		ro.q = slices.DeleteFunc(ro.q, func(e *outMsg) bool { return e == om })
 		o.bytes -= om.size
 		o.b.stats.publishErrors.Add(1)
@@ -328,6 +362,7 @@ func run(calls []call) {
 func (o *outbox) pop(ro *roomOut, calls []call) []call {
 	n := 0
 	for n < len(ro.q) && ro.q[n].acked {
+		o.dropLate(ro.q[n])
 		o.bytes -= ro.q[n].size
 		calls = append(calls, call{ro.q[n].done, nil})
 		ro.q[n] = nil
@@ -403,7 +438,7 @@ func (o *outbox) sweepOnce(now time.Time) []call {
 				if now.Sub(om.sentAt) > attemptTimeout {
 					o.b.stats.publishTimeouts.Add(1)
 					for _, e := range ro.q { // and the rest: nothing overtakes it
-						o.forget(e)
+						o.expire(e)
 					}
 					o.stall(ro, fmt.Errorf("no acknowledgement within %v", attemptTimeout))
 				}
@@ -459,6 +494,7 @@ func (o *outbox) giveUp(ro *roomOut, calls []call) []call {
 	err := fmt.Errorf("publish to %q: NATS did not store it within %v: %w", ro.room, o.b.cfg.PublishTimeout, ro.lastErr)
 	for _, om := range ro.q {
 		o.forget(om)
+		o.dropLate(om)
 		o.bytes -= om.size
 		if om.acked {
 			calls = append(calls, call{om.done, nil})
@@ -506,6 +542,7 @@ func (o *outbox) closeAll() {
 	for _, ro := range o.rooms {
 		for _, om := range ro.q {
 			o.forget(om)
+			o.dropLate(om)
 			o.bytes -= om.size
 			if om.acked {
 				calls = append(calls, call{om.done, nil})
