@@ -380,12 +380,12 @@ func tooWide(subject string, force bool) error {
 	if err != nil || force {
 		return nil // an address, or forced (chat checks the form)
 	}
-	min := MinBanBits4
+	least := MinBanBits4
 	if p.Addr().Is6() && !p.Addr().Is4In6() {
-		min = MinBanBits6
+		least = MinBanBits6
 	}
-	if p.Bits() < min {
-		return badRequest("a ban of %s covers %s: at most a /%d is banned without \"force\": true", subject, coverage(p), min)
+	if p.Bits() < least {
+		return badRequest("a ban of %s covers %s: at most a /%d is banned without \"force\": true", subject, coverage(p), least)
 	}
 	return nil
 }

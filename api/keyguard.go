@@ -19,16 +19,16 @@ const (
 	FailedKeyBurst = 10
 	// FailedKeyRate is how many more a second it may send after that.
 	FailedKeyRate = 1.0
-	// maxKeyFailers bounds the addresses remembered; past it, those whose
-	// budget has refilled are forgotten, and if none has, an unknown
-	// address that fails is throttled at once.
+	// maxKeyFailers bounds the addresses remembered (keyGuard.failed).
 	maxKeyFailers = 1 << 16
 )
 
 // keyGuard counts wrong keys per address.
 type keyGuard struct {
-	mu sync.Mutex
-	m  map[netip.Addr]*keyBudget
+	mu       sync.Mutex
+	m        map[netip.Addr]*keyBudget
+	sweptAt  time.Time // the last time a full map was swept: at most once a second
+	fullTill time.Time // until then, an address it has no room for is throttled
 }
 
 type keyBudget struct {
@@ -56,6 +56,9 @@ func (g *keyGuard) wait(a netip.Addr, now time.Time) time.Duration {
 	defer g.mu.Unlock()
 	b := g.m[a]
 	if b == nil {
+		if now.Before(g.fullTill) {
+			return time.Second // no room to count its failures: no budget either
+		}
 		return 0
 	}
 	b.refill(now)
@@ -65,26 +68,32 @@ func (g *keyGuard) wait(a netip.Addr, now time.Time) time.Duration {
 	return time.Duration(math.Ceil((1-b.tokens)/FailedKeyRate)) * time.Second
 }
 
-// failed spends one of a's wrong keys.
+// failed spends one of a's wrong keys. With maxKeyFailers addresses
+// remembered, those whose budget has refilled are forgotten (a sweep at
+// most once a second: addresses without end must not cost a scan each);
+// if that makes no room, a is not remembered, and every address the guard
+// has no room for is throttled for a second.
 func (g *keyGuard) failed(a netip.Addr, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	b := g.m[a]
 	if b == nil {
-		if len(g.m) >= maxKeyFailers {
+		if len(g.m) >= maxKeyFailers && now.Sub(g.sweptAt) >= time.Second {
+			g.sweptAt = now
 			for k, o := range g.m {
 				if o.refill(now); o.tokens >= FailedKeyBurst {
 					delete(g.m, k)
 				}
 			}
 		}
-		b = &keyBudget{tokens: FailedKeyBurst, last: now}
 		if len(g.m) >= maxKeyFailers {
-			b.tokens = 0 // no room to remember it: no budget either
+			g.fullTill = now.Add(time.Second)
+			return
 		}
 		if g.m == nil {
 			g.m = make(map[netip.Addr]*keyBudget)
 		}
+		b = &keyBudget{tokens: FailedKeyBurst, last: now}
 		g.m[a] = b
 	}
 	b.refill(now)
