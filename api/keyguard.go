@@ -7,10 +7,12 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/parleyhq/parley/internal/netkey"
 )
 
 // Wrong keys are throttled per address: each address (an IPv4 address, an
-// IPv6 /64) may fail the key check FailedKeyBurst times, then once per
+// IPv6 /56: netkey) may fail the key check FailedKeyBurst times, then once per
 // second (FailedKeyRate); past that its requests get 429 without their
 // key being looked at, a right one included, until its budget refills. A
 // wrong-key loop on one connection used to get 5,814 answers a second.
@@ -26,7 +28,7 @@ const (
 // keyGuard counts wrong keys per address.
 type keyGuard struct {
 	mu       sync.Mutex
-	m        map[netip.Addr]*keyBudget
+	m        map[netip.Prefix]*keyBudget
 	sweptAt  time.Time // the last time a full map was swept: at most once a second
 	fullTill time.Time // until then, an address it has no room for is throttled
 }
@@ -36,22 +38,8 @@ type keyBudget struct {
 	last   time.Time
 }
 
-// failerKey is the address a request's failures count against.
-func failerKey(remote string) netip.Addr {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{} // not an IP (a test's or a socket's): one shared budget
-	}
-	a := ap.Addr().Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(64)
-		a = p.Addr()
-	}
-	return a
-}
-
 // wait returns how long a is throttled for (0: not throttled).
-func (g *keyGuard) wait(a netip.Addr, now time.Time) time.Duration {
+func (g *keyGuard) wait(a netip.Prefix, now time.Time) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	b := g.m[a]
@@ -73,7 +61,7 @@ func (g *keyGuard) wait(a netip.Addr, now time.Time) time.Duration {
 // most once a second: addresses without end must not cost a scan each);
 // if that makes no room, a is not remembered, and every address the guard
 // has no room for is throttled for a second.
-func (g *keyGuard) failed(a netip.Addr, now time.Time) {
+func (g *keyGuard) failed(a netip.Prefix, now time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	b := g.m[a]
@@ -91,7 +79,7 @@ func (g *keyGuard) failed(a netip.Addr, now time.Time) {
 			return
 		}
 		if g.m == nil {
-			g.m = make(map[netip.Addr]*keyBudget)
+			g.m = make(map[netip.Prefix]*keyBudget)
 		}
 		b = &keyBudget{tokens: FailedKeyBurst, last: now}
 		g.m[a] = b
@@ -109,7 +97,8 @@ func (b *keyBudget) refill(now time.Time) {
 // 429; a wrong key: 401), counted under route, and reports whether the
 // request may go on.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, route string) bool {
-	a, now := failerKey(r.RemoteAddr), time.Now()
+	a, _ := netkey.Of(r.RemoteAddr) // not an IP (a test's or a socket's): one shared budget
+	now := time.Now()
 	if d := s.fails.wait(a, now); d > 0 {
 		s.count(route, http.StatusTooManyRequests)
 		w.Header().Set("Retry-After", strconv.Itoa(int(d/time.Second)))

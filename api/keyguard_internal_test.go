@@ -12,7 +12,9 @@ import (
 func TestKeyGuardBounded(t *testing.T) {
 	var g keyGuard
 	now := time.Now()
-	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}) }
+	addr := func(i int) netip.Prefix {
+		return netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+	}
 	for i := range maxKeyFailers {
 		g.failed(addr(i), now)
 	}

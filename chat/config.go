@@ -76,7 +76,7 @@ type Config struct {
 	MaxRoomsTotal int
 
 	// RoomCreateRate is how many rooms one address (an IPv4 address, an
-	// IPv6 /64) may make a minute on all its connections, in bursts of as
+	// IPv6 /56) may make a minute on all its connections, in bursts of as
 	// many, and its network (an IPv4 /24, an IPv6 /48) four times as many;
 	// beyond it a join that would make a room gets rate_limited. Joining
 	// existing rooms is not limited by it. Default 10; -1: no limit.

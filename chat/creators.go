@@ -4,9 +4,11 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/parleyhq/parley/internal/netkey"
 )
 
-// Room creation is budgeted per address (an IPv4 address, an IPv6 /64)
+// Room creation is budgeted per address (an IPv4 address, an IPv6 /56: netkey)
 // and per network (an IPv4 /24, an IPv6 /48), not per connection: a
 // client that reconnected got a fresh budget, so one address could make
 // about 200 rooms a second and, at MaxRoomsTotal, evict every quiet
@@ -15,7 +17,7 @@ import (
 const networkCreateShare = 4
 
 // creatorKey is who a room is made by, for budgets and eviction: an
-// address (or IPv6 /64), or the zero Prefix for the server's own rooms.
+// address (netkey.Of), or the zero Prefix for the server's own rooms.
 type creatorKey = netip.Prefix
 
 // creators holds the budgets and live room counts of addresses and
@@ -31,36 +33,6 @@ type creator struct {
 	at     int64   // unix ns of the last refill
 	rooms  int     // live rooms made by this address (address keys only)
 }
-
-// addrKey returns remote's ("ip:port") creator key: its IPv4 address or
-// IPv6 /64.
-func addrKey(remote string) (creatorKey, bool) {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return creatorKey{}, false
-	}
-	a := ap.Addr().Unmap()
-	bits := 64
-	if a.Is4() {
-		bits = 32
-	}
-	k, _ := a.Prefix(bits)
-	return k, true
-}
-
-// networkOf returns the network of an address key: an IPv4 /24, an IPv6
-// /48.
-func networkOf(k creatorKey) netip.Prefix {
-	bits := 48
-	if k.Addr().Is4() {
-		bits = 24
-	}
-	n, _ := k.Addr().Prefix(bits)
-	return n
-}
-
-// isNetwork tells a network key from an address key.
-func isNetwork(k netip.Prefix) bool { return k.Bits() == 24 && k.Addr().Is4() || k.Bits() == 48 }
 
 // refill brings c's tokens up to now at rate a minute, at most rate.
 func (c *creator) refill(rate float64, now int64) {
@@ -84,7 +56,7 @@ func (cs *creators) get(k netip.Prefix, rate float64, now int64) *creator {
 // take spends a creation of addr's and of network's, or reports which
 // budget is spent: "address" or "network".
 func (cs *creators) take(addr creatorKey, rate float64, now time.Time) (ok bool, spent string) {
-	network, t := networkOf(addr), now.UnixNano()
+	network, t := netkey.Network(addr), now.UnixNano()
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	a := cs.get(addr, rate, t)
@@ -100,10 +72,9 @@ func (cs *creators) take(addr creatorKey, rate float64, now time.Time) (ok bool,
 	return true, ""
 }
 
-// give returns a creation taken for nothing (the room was made meanwhile
-// by someone else, or could not be made).
+// give returns a creation taken for a room that could not be made.
 func (cs *creators) give(addr creatorKey) {
-	network := networkOf(addr)
+	network := netkey.Network(addr)
 	cs.mu.Lock()
 	if a := cs.m[addr]; a != nil {
 		a.tokens++
@@ -154,7 +125,7 @@ func (cs *creators) sweep(rate float64, now time.Time) {
 	cs.mu.Lock()
 	for k, c := range cs.m {
 		r := rate
-		if isNetwork(k) {
+		if netkey.IsNetwork(k) {
 			r *= networkCreateShare
 		}
 		if c.refill(r, t); c.rooms <= 0 && c.tokens >= r {
@@ -172,7 +143,7 @@ func (h *Hub) mayCreate(c *client, now time.Time) (creatorKey, string) {
 	if err != nil {
 		return creatorKey{}, ""
 	}
-	addr, ok := addrKey(info.RemoteAddr)
+	addr, ok := netkey.Of(info.RemoteAddr)
 	if !ok || h.cfg.RoomCreateRate < 0 {
 		return addr, ""
 	}
@@ -180,6 +151,14 @@ func (h *Hub) mayCreate(c *client, now time.Time) (creatorKey, string) {
 		return addr, spent
 	}
 	return addr, ""
+}
+
+// refund gives back the creation of by's (zero: the server's) for a room
+// that could not be made.
+func (h *Hub) refund(by creatorKey) {
+	if by.IsValid() && h.cfg.RoomCreateRate >= 0 {
+		h.creators.give(by)
+	}
 }
 
 // createLimitError is a creation refused for its address's or its

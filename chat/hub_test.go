@@ -1012,3 +1012,57 @@ func TestEvictionOrder(t *testing.T) {
 		t.Fatalf("the quiet room's history: %v (it was evicted before never-used rooms)", hist.Texts(t))
 	}
 }
+
+// TestJoinRaceSpendsOneCreation: clients of one network joining new rooms
+// at once make each once, and only those creations are charged: each
+// joiner used to take a creation before finding the room made by another,
+// and racing joiners spent the network's budget and were refused
+// rate_limited (a 600-client load test lost a third of its joins so).
+func TestJoinRaceSpendsOneCreation(t *testing.T) {
+	t.Parallel()
+	// An address may make 10 rooms a minute, a network 40: enough for
+	// these 10 rooms, whoever makes them, unless racers are charged too.
+	_, _, url := startChat(t, chat.Config{RoomCreateRate: 10, RateLimit: -1, MaxRooms: 20}, engine.Config{})
+	chattest.ConnectFrom(t, url, "127.0.1.2") // the lobby, made from another network
+	var cs []*client
+	for i := range 100 {
+		cs = append(cs, chattest.ConnectFrom(t, url, fmt.Sprintf("127.0.0.%d", i+2)))
+	}
+	var all []byte
+	for r := range 10 { // 10 rooms, each joined by all 100 at once
+		all = wsproto.AppendMaskedFrame(all[:0], wsproto.OpText, true, fmt.Appendf(nil, `{"type":"join","room":"r%d"}`, r), [4]byte{1, 2, 3, 4})
+		for _, c := range cs {
+			if err := c.WriteRaw(all); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, c := range cs {
+		for range 10 {
+			if e := c.ExpectOneOf("join", "error"); e.Type != "join" {
+				t.Fatalf("client %d: %+v", i, e)
+			}
+			c.Expect("history")
+		}
+	}
+	// The network made 10 of its 40: 30 more from fresh addresses (10
+	// each), then rate_limited for the network.
+	for i := range 4 {
+		c := chattest.ConnectFrom(t, url, fmt.Sprintf("127.0.0.%d", 200+i))
+		for r := range 10 {
+			c.Send(chat.Request{Type: chat.TypeJoin, Room: fmt.Sprintf("x%d-%d", i, r)})
+			e := c.ExpectOneOf("join", "error")
+			switch {
+			case i < 3 && e.Type != "join":
+				t.Fatalf("fresh address %d, room %d: %+v", i, r, e)
+			case i < 3:
+				c.Expect("history")
+			case e.Code != chat.ErrRateLimited || !strings.Contains(e.Message, "network"):
+				t.Fatalf("the network's 41st room: %+v, want rate_limited", e)
+			default:
+				return
+			}
+		}
+	}
+	t.Fatal("the network was never refused")
+}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/parleyhq/parley/internal/netkey"
 )
 
 // Saying: a client's message to a room, and the checks a room message
@@ -67,7 +69,7 @@ func (h *Hub) say(c *client, req *Request) {
 // with (the broker drops a room's repeated ids): a resend by the same
 // sender is dropped, another sender's message with that id is not. A user
 // is its user id, on any connection; a guest is its address (an IPv4
-// address, an IPv6 /64), the one thing of it that a reconnect keeps (its
+// address, an IPv6 /56: netkey), the one thing of it that a reconnect keeps (its
 // nick may change). The sender is hashed: the id stays short and printable
 // whatever the user id holds.
 func (h *Hub) dedupeID(c *client, id string) string {
@@ -78,7 +80,7 @@ func (h *Hub) dedupeID(c *client, id string) string {
 	if u := c.userID(); u != "" {
 		who = "u\x00" + u
 	} else if info, err := h.ep.Info(c.id); err == nil {
-		if k, ok := addrKey(info.RemoteAddr); ok {
+		if k, ok := netkey.Of(info.RemoteAddr); ok {
 			who = "g\x00" + k.String()
 		}
 	}

@@ -133,20 +133,7 @@ func (h *Hub) roomFor(name string, c *client) (*room, error) {
 	for {
 		v, ok := h.rooms.Load(name)
 		if !ok {
-			var by creatorKey // the server's own rooms: no budget
-			if c != nil {
-				var spent string
-				if by, spent = h.mayCreate(c, time.Now()); spent != "" {
-					return nil, &createLimitError{spent}
-				}
-			}
-			if h.roomCount.Load() >= int64(h.cfg.MaxRoomsTotal) {
-				h.evictEmptyRoom() // an empty room goes before any new one is refused
-			}
-			r, made, err := h.makeRoom(name, by)
-			if !made && by.IsValid() && h.cfg.RoomCreateRate >= 0 {
-				h.creators.give(by) // nothing made on its account
-			}
+			r, made, err := h.makeRoom(name, c)
 			if made || err != nil {
 				return r, err
 			}
@@ -162,31 +149,52 @@ func (h *Hub) roomFor(name string, c *client) (*room, error) {
 	}
 }
 
-// makeRoom makes the room called name and subscribes to it, unless another
-// goroutine made it first (made false). The room is returned locked.
+// makeRoom makes the room called name on c's account (c nil for the
+// server's own rooms) and subscribes to it, unless another goroutine made
+// it first (made false). The room is returned locked.
+//
+// Only a room that is made is charged to its maker's budget, under the
+// name's lock: joiners racing to make the same room each took a creation
+// before (50 at once spent a network's 40 and were refused rate_limited),
+// and at MaxRoomsTotal an empty room is evicted only for a creation the
+// budget allows.
 //
 // The broker's round trips are made holding no lock but the name's: other
 // rooms are made meanwhile, and the broker's calls for this one
 // (presence, messages, a reset) do not wait for them. Joiners of the
 // room wait on its loading channel (roomFor).
-func (h *Hub) makeRoom(name string, by creatorKey) (_ *room, made bool, _ error) {
+func (h *Hub) makeRoom(name string, c *client) (_ *room, made bool, _ error) {
 	unlock := h.roomLocks.lock(name)
 	defer unlock()
+	// Rooms are stored and deleted under their name's lock: what Load
+	// says now holds until unlock.
+	if _, ok := h.rooms.Load(name); ok {
+		return nil, false, nil // made meanwhile: the caller joins it
+	}
+	var by creatorKey // the server's own rooms: no budget
+	if c != nil {
+		var spent string
+		if by, spent = h.mayCreate(c, time.Now()); spent != "" {
+			return nil, false, &createLimitError{spent}
+		}
+	}
+	if h.roomCount.Load() >= int64(h.cfg.MaxRoomsTotal) {
+		h.evictEmptyRoom() // an empty room goes before any new one is refused
+	}
 	if !h.reserveRoom() {
+		h.refund(by)
 		return nil, false, errRoomLimit
 	}
 	nr := newRoom(name, h.ep.NewGroup(), h.historyLimits())
 	nr.creator = by
-	if _, loaded := h.rooms.LoadOrStore(name, nr); loaded {
-		h.roomCount.Add(-1)
-		return nil, false, nil
-	}
+	h.rooms.Store(name, nr)
 	st, err := h.broker.Subscribe(name)
 	nr.mu.Lock()
 	if err != nil {
 		nr.removed = true
 		h.rooms.CompareAndDelete(name, nr)
 		h.roomCount.Add(-1)
+		h.refund(by)
 		close(nr.loading)
 		nr.mu.Unlock()
 		return nil, false, err

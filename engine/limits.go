@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/parleyhq/parley/internal/netkey"
 )
 
 // addrLimits enforces Config.MaxConnectionsPerAddr and
@@ -19,11 +21,11 @@ import (
 // process's file limit the oldest of them can be dropped to make room.
 type addrLimits struct {
 	maxConns int     // <= 0: no limit
-	maxNet   int     // connections per network (netKey); <= 0: no limit
+	maxNet   int     // connections per network (netkey.Network); <= 0: no limit
 	rate     float64 // new connections per second; <= 0: no limit
 
 	mu      sync.Mutex
-	addrs   map[netip.Addr]*addrState
+	addrs   map[netip.Prefix]*addrState
 	nets    map[netip.Prefix]int   // open connections per network, while any
 	pending map[string]pendingConn // by remote address: accepted, not upgraded
 }
@@ -46,7 +48,7 @@ const evictionMemory = time.Minute
 // evictedFrom records that a silent guest from remote was closed to make
 // room.
 func (l *addrLimits) evictedFrom(remote string, now time.Time) {
-	a, ok := addrKey(remote)
+	a, ok := netkey.Of(remote)
 	if !ok || !l.enabled() {
 		return
 	}
@@ -61,7 +63,7 @@ func (l *addrLimits) evictedFrom(remote string, now time.Time) {
 // slot: not while one of its own was closed to make room within
 // evictionMemory.
 func (l *addrLimits) mayEvict(remote string, now time.Time) bool {
-	a, ok := addrKey(remote)
+	a, ok := netkey.Of(remote)
 	if !ok || !l.enabled() {
 		return true
 	}
@@ -79,20 +81,8 @@ type pendingConn struct {
 }
 
 func newAddrLimits(maxConns, maxNet int, rate float64) *addrLimits {
-	return &addrLimits{maxConns: maxConns, maxNet: maxNet, rate: rate, addrs: make(map[netip.Addr]*addrState),
+	return &addrLimits{maxConns: maxConns, maxNet: maxNet, rate: rate, addrs: make(map[netip.Prefix]*addrState),
 		nets: make(map[netip.Prefix]int), pending: make(map[string]pendingConn)}
-}
-
-// netKey is a limit key's network: an IPv4 /24, an IPv6 /48. Per-address
-// limits alone scale with the addresses an attacker holds; a network's
-// are shared by all of them.
-func netKey(a netip.Addr) netip.Prefix {
-	bits := 48
-	if a.Is4() {
-		bits = 24
-	}
-	p, _ := a.Prefix(bits)
-	return p
 }
 
 // burst is the connection-rate bucket's size: a second's worth, and at
@@ -102,20 +92,6 @@ func (l *addrLimits) burst() float64 { return max(1, l.rate) }
 
 func (l *addrLimits) enabled() bool { return l.maxConns > 0 || l.maxNet > 0 || l.rate > 0 }
 
-// key maps a remote address ("ip:port") to its limit key.
-func addrKey(remote string) (netip.Addr, bool) {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	a := ap.Addr().Unmap()
-	if a.Is6() {
-		p, _ := a.Prefix(56)
-		a = p.Addr()
-	}
-	return a, true
-}
-
 // admit takes a slot for a connection just accepted from remote, or
 // reports why not: "count" (too many open from its address), "network"
 // (too many open from its network) or "rate" (too many new ones per
@@ -124,7 +100,7 @@ func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.enabled() {
-		if a, valid := addrKey(remote); valid {
+		if a, valid := netkey.Of(remote); valid {
 			st := l.addrs[a]
 			if st == nil {
 				st = &addrState{tokens: l.burst(), last: now}
@@ -133,7 +109,7 @@ func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
 			if l.maxConns > 0 && st.conns >= l.maxConns {
 				return false, "count"
 			}
-			n := netKey(a)
+			n := netkey.Network(a)
 			if l.maxNet > 0 && l.nets[n] >= l.maxNet {
 				return false, "network"
 			}
@@ -180,10 +156,10 @@ func (l *addrLimits) release(remote string) {
 	if !l.enabled() {
 		return
 	}
-	if a, ok := addrKey(remote); ok {
+	if a, ok := netkey.Of(remote); ok {
 		if st := l.addrs[a]; st != nil && st.conns > 0 {
 			st.conns--
-			n := netKey(a)
+			n := netkey.Network(a)
 			if l.nets[n]--; l.nets[n] <= 0 {
 				delete(l.nets, n)
 			}
