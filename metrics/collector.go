@@ -74,6 +74,7 @@ var (
 	mNATSBufMsgs    = newDesc("parley_nats_buffered_messages", "Room messages waiting for NATS (unacknowledged, or kept through an outage).")
 	mNATSProvRetry  = newDesc("parley_nats_provision_retries_total", "Requests making or opening a stream or bucket that went unanswered and were made again (a JetStream cluster answers one of several made at once).")
 	mNATSLateAcks   = newDesc("parley_nats_late_acks_total", "Acknowledgements of room messages that came after their send timed out (2 s), taken all the same.")
+	mNATSTailRepair = newDesc("parley_nats_tail_repairs_total", "Repairs started by another node's heartbeat naming a room message this node had not received (its republished copy was lost).")
 	mNATSFetchRetry = newDesc("parley_nats_fetch_retries_total", "Repairs of missed room messages that could not read their stream (NATS away, no leader) and tried again.")
 	mNATSReceived   = newDesc("parley_nats_received_total", "Room messages received from NATS (repaired ones included).")
 	mNATSRepaired   = newDesc("parley_nats_repaired_total", "Room messages missed, then fetched from their stream.")
@@ -117,7 +118,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		for _, d := range []*prometheus.Desc{mNATSConnected, mClusterNodes, mNATSPublished, mNATSPubErrors, mNATSReceived,
 			mNATSRepaired, mNATSLost, mNATSDuplicates, mNATSPresence, mNATSDirect, mNATSResets, mNATSNodesGone, mNATSSlow,
 			mNATSReconnects, mNATSDisconnect, mNATSLag, mNATSControl, mNATSRecreated, mNATSDeleted, mNATSStalls,
-			mNATSRetries, mNATSPubTimeout, mNATSBufFull, mNATSOvertaken, mNATSBufBytes, mNATSBufMsgs, mNATSFetchRetry, mNATSProvRetry, mNATSLateAcks} {
+			mNATSRetries, mNATSPubTimeout, mNATSBufFull, mNATSOvertaken, mNATSBufBytes, mNATSBufMsgs, mNATSFetchRetry, mNATSProvRetry, mNATSLateAcks, mNATSTailRepair} {
 			ch <- d
 		}
 	}
@@ -273,6 +274,7 @@ func collectBroker(ch chan<- prometheus.Metric, st BrokerStats, dropped map[stri
 	counter(ch, mNATSFetchRetry, st.FetchRetries)
 	counter(ch, mNATSProvRetry, st.ProvisionRetries)
 	counter(ch, mNATSLateAcks, st.LateAcks)
+	counter(ch, mNATSTailRepair, st.TailRepairs)
 	connected := 0.0
 	if st.Connected {
 		connected = 1

@@ -66,6 +66,7 @@ type BrokerStats struct {
 	FetchRetries     uint64
 	ProvisionRetries uint64
 	LateAcks         uint64
+	TailRepairs      uint64
 }
 
 // APIHit is how many server API calls a route answered with a status.

@@ -285,7 +285,7 @@ func fakeBroker() metrics.BrokerStats {
 		Lost: 5, Duplicates: 6, PresenceReceived: 7, DirectReceived: 8, Resets: 9, NodesGone: 10, SlowConsumer: 11,
 		Reconnects: 12, Disconnects: 13, LagBounds: []float64{0.001, 0.01}, LagCounts: []uint64{5, 3, 2}, LagSum: 0.5,
 		ControlReceived: 14, Recreated: 15, DroppedBeats: 16, DroppedRules: 17, StreamsDeleted: 18, Stalls: 19,
-		PublishRetries: 20, PublishTimeouts: 21, BufferFull: 22, Overtaken: 23, BufferedBytes: 24, BufferedMsgs: 25, FetchRetries: 26, ProvisionRetries: 27, LateAcks: 28}
+		PublishRetries: 20, PublishTimeouts: 21, BufferFull: 22, Overtaken: 23, BufferedBytes: 24, BufferedMsgs: 25, FetchRetries: 26, ProvisionRetries: 27, LateAcks: 28, TailRepairs: 29}
 }
 
 // TestBrokerMetrics: a cluster broker's counters, each under its name.
@@ -301,7 +301,7 @@ func TestBrokerMetrics(t *testing.T) {
 		"parley_nats_lag_seconds_count": 10, "parley_broker_publish_failed_total": 0,
 		"parley_nats_control_received_total": 14, "parley_nats_streams_recreated_total": 15, "parley_nats_streams_deleted_total": 18, "parley_nats_stalls_total": 19,
 		"parley_nats_publish_retries_total": 20, "parley_nats_publish_timeouts_total": 21, "parley_nats_buffer_full_total": 22,
-		"parley_nats_overtaken_total": 23, "parley_nats_buffered_bytes": 24, "parley_nats_buffered_messages": 25, "parley_nats_fetch_retries_total": 26, "parley_nats_provision_retries_total": 27, "parley_nats_late_acks_total": 28,
+		"parley_nats_overtaken_total": 23, "parley_nats_buffered_bytes": 24, "parley_nats_buffered_messages": 25, "parley_nats_fetch_retries_total": 26, "parley_nats_provision_retries_total": 27, "parley_nats_late_acks_total": 28, "parley_nats_tail_repairs_total": 29,
 		`parley_bus_dropped_total{kind="heartbeat"}`: 16, `parley_bus_dropped_total{kind="rule"}`: 17,
 		`parley_bus_dropped_total{kind="message"}`:                          0,
 		`parley_api_requests_total{route="GET /api/v1/stats",status="200"}`: 3,

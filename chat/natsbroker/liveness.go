@@ -30,6 +30,9 @@ type beatMsg struct {
 	Clients int    `json:"clients"`
 	Users   int    `json:"users"`
 	Rooms   int    `json:"rooms"`
+	// Tails: rooms this node wrote to lately, and the sequence number its
+	// last message there was stored under (tails.go).
+	Tails map[string]uint64 `json:"tails,omitempty"`
 }
 
 func (b *Broker) beat(bye bool) {
@@ -40,6 +43,9 @@ func (b *Broker) beat(bye bool) {
 	if h != nil {
 		l := h.NodeLoad()
 		bm.Clients, bm.Users, bm.Rooms = l.Clients, l.Users, l.Rooms
+	}
+	if !bye {
+		bm.Tails = b.out.recentTails(time.Now(), b.cfg.Heartbeat)
 	}
 	data, _ := json.Marshal(bm)
 	_ = b.nc.Publish(b.cfg.Prefix+".nodes", data) // fails only while disconnected
@@ -122,7 +128,7 @@ func (b *Broker) heardAll(now time.Time) {
 // the dispatcher.
 func (b *Broker) nodeBeat(m *nats.Msg) {
 	var bm beatMsg
-	if err := strict(m.Data, &bm); err != nil || !validName(bm.Node, 16) || bm.Clients < 0 || bm.Users < 0 || bm.Rooms < 0 {
+	if err := strict(m.Data, &bm); err != nil || !validName(bm.Node, 16) || bm.Clients < 0 || bm.Users < 0 || bm.Rooms < 0 || len(bm.Tails) > maxTails {
 		b.stats.droppedBeats.Add(1)
 		if b.dropLog.allow() {
 			b.log.Warn("dropping a heartbeat that does not decode", "err", err, "data", string(m.Data[:min(len(m.Data), 200)]))
@@ -133,6 +139,13 @@ func (b *Broker) nodeBeat(m *nats.Msg) {
 		return
 	}
 	b.stats.beats.Add(1)
+	if len(bm.Tails) > 0 {
+		b.post(func() {
+			for room, seq := range bm.Tails {
+				b.tailHeard(room, seq)
+			}
+		})
+	}
 	b.mu.Lock()
 	_, known := b.seen[bm.Node]
 	if bm.Bye {

@@ -97,11 +97,12 @@ type outbox struct {
 	next   uint64              // the last reply token given
 	ids    uint64              // the last message id made here
 	bytes  int
+	tails  map[string]tailMark // rooms' last stored sequence numbers, announced in heartbeats (tails.go)
 }
 
 func newOutbox(b *Broker) *outbox {
 	return &outbox{b: b, prefix: nats.NewInbox() + ".", rooms: make(map[string]*roomOut), flying: make(map[uint64]*outMsg),
-		late: make(map[uint64]*outMsg)}
+		late: make(map[uint64]*outMsg), tails: make(map[string]tailMark)}
 }
 
 // listen subscribes to the acknowledgements.
@@ -282,10 +283,10 @@ func (o *outbox) answer(m *nats.Msg) {
 	}
 	var ackErr error
 	permanent := false
+	var a pubAck
 	if m.Header.Get("Status") == "503" {
 		ackErr = errNoStream
 	} else {
-		var a pubAck
 		switch err := json.Unmarshal(m.Data, &a); {
 		case err != nil:
 			ackErr = fmt.Errorf("an acknowledgement that does not decode: %w", err)
@@ -315,6 +316,7 @@ func (o *outbox) answer(m *nats.Msg) {
 	switch {
 	case ackErr == nil:
 		om.acked = true
+		o.stored(ro.room, a.Seq)
 		for _, e := range ro.q {
 			if e == om {
 				break

@@ -37,6 +37,7 @@ type roomSub struct {
 	repairing bool
 	want      uint64      // the highest number known to exist: repairs go up to it
 	held      []*nats.Msg // at most maxHeld; past it they are fetched too
+	checking  bool        // a heartbeat named a message not seen here: its stream's end is being asked (tails.go)
 }
 
 // maxHeld bounds the live messages a room holds while it repairs.
@@ -533,20 +534,28 @@ func (b *Broker) resync() {
 	}
 }
 
+// spawn runs f on a goroutine Close waits for, unless the broker is
+// closed (then it reports false and f never runs).
+func (b *Broker) spawn(f func()) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed { // Close waits for the group: no Add after it
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f()
+	}()
+	return true
+}
+
 // resyncRoom opens rs's stream again (at most maxOpens at a time, on
 // goroutines of their own) and hands the result to the dispatcher
 // (reopened). A room whose stream was lost starts anew; the others fetch
 // what they missed.
 func (b *Broker) resyncRoom(rs *roomSub) {
-	b.mu.RLock()
-	if b.closed { // (Close waits for the group: no Add after it)
-		b.mu.RUnlock()
-		return
-	}
-	b.wg.Add(1)
-	b.mu.RUnlock()
-	go func() {
-		defer b.wg.Done()
+	b.spawn(func() {
 		select {
 		case b.opens <- struct{}{}:
 		case <-b.stop:
@@ -566,7 +575,7 @@ func (b *Broker) resyncRoom(rs *roomSub) {
 			return
 		}
 		b.later(func() { b.reopened(rs, s, info) })
-	}()
+	})
 }
 
 // reopened takes rs's stream as found again: a new epoch resets the room.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/parleyhq/parley/chat/brokertest"
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/internal/poll"
@@ -93,5 +95,73 @@ func TestNoStallDuringRepair(t *testing.T) {
 	poll.Until(t, "the room's messages in order", func() bool { return slices.Equal(hs[0].Messages("slow"), want) })
 	if st := brokers[0].Stats(); st.Repaired != 1 || st.Lost != 0 {
 		t.Fatalf("repaired %d, lost %d; want 1 and 0", st.Repaired, st.Lost)
+	}
+}
+
+// TestLostTailRepaired: a room's last message lost on its way to a node
+// (its republished copy dropped, as when the node reconnects while it is
+// sent) reaches it all the same although nothing follows it in the room:
+// the sender's heartbeats name the room's tail. A forged heartbeat naming
+// a tail the stream does not have delivers nothing and holds nothing
+// back.
+func TestLostTailRepaired(t *testing.T) {
+	ns := startNATS(t)
+	var brokers []*natsbroker.Broker
+	var hs []*brokertest.Handler
+	for i := range 2 {
+		b, err := natsbroker.New(natsbroker.Config{URL: ns.URL(), Node: fmt.Sprintf("n%d", i+1), Token: testToken,
+			Heartbeat: 50 * time.Millisecond, Logger: quiet(), PublishTimeout: time.Minute}) // a repair waiting for a forged tail would wait that long
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			natsbroker.SetTestHooks(b, nil, func(room string, seq uint64) bool { return room == "quiet" && seq == 2 })
+		}
+		h := brokertest.NewHandler()
+		if err := b.Run(h); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		if _, err := b.Subscribe("quiet"); err != nil {
+			t.Fatal(err)
+		}
+		brokers, hs = append(brokers, b), append(hs, h)
+	}
+	publish := func(text string) {
+		t.Helper()
+		done := make(chan error, 1)
+		brokers[1].Publish("quiet", []byte(text), "", func(err error) { done <- err })
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("a")
+	publish("b") // the last word: lost on its way to n1
+	poll.Until(t, "n1 to get the lost last message", func() bool {
+		return slices.Equal(hs[0].Messages("quiet"), []string{"1:a", "2:b"})
+	})
+	if st := brokers[0].Stats(); st.TailRepairs == 0 || st.Repaired != 1 || st.Lost != 0 {
+		t.Fatalf("tail repairs %d, repaired %d, lost %d; want 1 or more, 1, 0", st.TailRepairs, st.Repaired, st.Lost)
+	}
+
+	nc, err := nats.Connect(ns.URL(), nats.Token(testToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	forged := []byte(`{"node":"n9","clients":0,"users":0,"rooms":1,"tails":{"quiet":1000000}}`)
+	beats := brokers[0].Stats().Beats
+	for range 5 {
+		if err := nc.Publish(natsbroker.DefaultPrefix+".nodes", forged); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll.Until(t, "n1 to hear the forged heartbeats", func() bool { return brokers[0].Stats().Beats >= beats+5 })
+	publish("c")
+	poll.Until(t, "the next message, at once", func() bool {
+		return slices.Equal(hs[0].Messages("quiet"), []string{"1:a", "2:b", "3:c"})
+	})
+	if st := brokers[0].Stats(); st.Lost != 0 {
+		t.Fatalf("lost %d after a forged tail", st.Lost)
 	}
 }

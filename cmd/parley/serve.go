@@ -591,7 +591,7 @@ func brokerStats(b *natsbroker.Broker) func() metrics.BrokerStats {
 			Disconnects: st.Disconnects, LagBounds: bounds, LagCounts: st.LagCounts, LagSum: st.LagSum.Seconds(),
 			ControlReceived: st.ControlReceived, Recreated: st.Recreated, StreamsDeleted: st.StreamsDeleted, Stalls: st.Stalls, DroppedBeats: st.DroppedBeats, DroppedRules: st.DroppedRules,
 			PublishRetries: st.PublishRetries, PublishTimeouts: st.PublishTimeouts, BufferFull: st.BufferFull, Overtaken: st.Overtaken,
-			BufferedBytes: st.BufferedBytes, BufferedMsgs: st.BufferedMsgs, FetchRetries: st.FetchRetries, ProvisionRetries: st.ProvisionRetries, LateAcks: st.LateAcks,
+			BufferedBytes: st.BufferedBytes, BufferedMsgs: st.BufferedMsgs, FetchRetries: st.FetchRetries, ProvisionRetries: st.ProvisionRetries, LateAcks: st.LateAcks, TailRepairs: st.TailRepairs,
 		}
 	}
 }
