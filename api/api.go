@@ -135,6 +135,7 @@ type route struct {
 func (s *Server) routes() []route {
 	return []route{
 		{"POST /api/v1/rooms/{room}/messages", s.publish},
+		{"DELETE /api/v1/rooms/{room}/messages/{seq}", s.deleteMessage},
 		{"GET /api/v1/rooms/{room}/history", s.history},
 		{"GET /api/v1/rooms/{room}/presence", s.presence},
 		{"POST /api/v1/users/{user}/messages", s.dm},
@@ -233,6 +234,8 @@ func (s *Server) call(route string, f func(*http.Request) (any, error)) http.Han
 				ae = &apiError{http.StatusRequestEntityTooLarge, "too_large", fmt.Errorf("the body is over %d bytes", maxBody)}
 			case errors.Is(err, chat.ErrInvalid):
 				ae = &apiError{http.StatusBadRequest, "bad_request", err}
+			case errors.Is(err, chat.ErrNoMessage):
+				ae = &apiError{http.StatusNotFound, "not_found", err}
 			case errors.Is(err, chat.ErrRuleLimit):
 				ae = &apiError{http.StatusInsufficientStorage, "rule_limit", err}
 			case errors.Is(err, chat.ErrBrokerNotRunning):
@@ -320,6 +323,18 @@ func (s *Server) publish(r *http.Request) (any, error) {
 		err = s.hub.Publish(r.PathValue("room"), text, from)
 	}
 	if err != nil {
+		return nil, err
+	}
+	return ok{true}, nil
+}
+
+func (s *Server) deleteMessage(r *http.Request) (any, error) {
+	v := r.PathValue("seq")
+	seq, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || seq < 1 {
+		return nil, badRequest("message %q: want a sequence number (1 or more)", v)
+	}
+	if err := s.hub.DeleteMessage(r.PathValue("room"), seq); err != nil {
 		return nil, err
 	}
 	return ok{true}, nil

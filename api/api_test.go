@@ -195,6 +195,24 @@ func TestCalls(t *testing.T) {
 			t.Fatalf("%s: %+v", c.Nick, m)
 		}
 	}
+	// A moderator's delete: the message leaves the history, every member
+	// is told. One the history does not hold is not found.
+	e.must("DELETE", "/api/v1/rooms/lobby/messages/2", "")
+	for _, c := range []*chattest.Client{alice, bob, guest} {
+		if d := c.Expect("deleted"); d.Deletes != 2 || !d.Mod || !d.System || d.From != "system" {
+			t.Fatalf("%s: %+v", c.Nick, d)
+		}
+	}
+	if h := e.must("GET", "/api/v1/rooms/lobby/history", ""); strings.Contains(fmt.Sprint(h), "hello from the shop") {
+		t.Fatalf("history after the delete: %v", h)
+	}
+	for path, status := range map[string]int{"/api/v1/rooms/lobby/messages/2": 404, "/api/v1/rooms/lobby/messages/3": 404,
+		"/api/v1/rooms/lobby/messages/0": 400, "/api/v1/rooms/lobby/messages/x": 400} {
+		if got, out := e.call("DELETE", path, ""); got != status {
+			t.Fatalf("DELETE %s: %d %v, want %d", path, got, out, status)
+		}
+	}
+
 	// A room nobody is in: opened, and its history kept.
 	e.must("POST", "/api/v1/rooms/empty-room/messages", `{"text":"for later"}`)
 	h := e.must("GET", "/api/v1/rooms/empty-room/history", "")

@@ -136,15 +136,19 @@ type Claims struct {
 	Rooms []string `json:"rooms,omitempty"`
 	// Say are the read-only rooms the user may say in, as Rooms.
 	Say []string `json:"say,omitempty"`
+	// Moderate are the rooms where the user may delete anyone's
+	// messages, as Rooms.
+	Moderate []string `json:"moderate,omitempty"`
 }
 
 // Identity is who a valid token names, and what it grants.
 type Identity struct {
-	User    string    // the "sub" claim
-	Nick    string    // the "nick" claim, "" if none
-	Rooms   []string  // private rooms it may join (names or prefixes ending in '*')
-	Say     []string  // read-only rooms it may say in
-	Expires time.Time // the "exp" claim
+	User     string    // the "sub" claim
+	Nick     string    // the "nick" claim, "" if none
+	Rooms    []string  // private rooms it may join (names or prefixes ending in '*')
+	Say      []string  // read-only rooms it may say in
+	Moderate []string  // rooms where it may delete anyone's messages
+	Expires  time.Time // the "exp" claim
 }
 
 // Errors of Verify, by reason. Verify's errors wrap one of them.
@@ -271,7 +275,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	default:
 		return Identity{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	id := Identity{User: c.Subject, Nick: c.Nick, Rooms: c.Rooms, Say: c.Say, Expires: c.ExpiresAt.Time}
+	id := Identity{User: c.Subject, Nick: c.Nick, Rooms: c.Rooms, Say: c.Say, Moderate: c.Moderate, Expires: c.ExpiresAt.Time}
 	if err := id.check(); err != nil {
 		return Identity{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -343,8 +347,8 @@ func (id *Identity) check() error {
 		return fmt.Errorf(`"sub" longer than %d bytes`, MaxUserLength)
 	case !printable(id.User):
 		return errors.New(`"sub" holds a control character`)
-	case len(id.Rooms) > MaxRoomClaims || len(id.Say) > MaxRoomClaims:
-		return fmt.Errorf(`more than %d "rooms" or "say" entries`, MaxRoomClaims)
+	case len(id.Rooms) > MaxRoomClaims || len(id.Say) > MaxRoomClaims || len(id.Moderate) > MaxRoomClaims:
+		return fmt.Errorf(`more than %d "rooms", "say" or "moderate" entries`, MaxRoomClaims)
 	}
 	return nil
 }

@@ -162,11 +162,12 @@ var _ engine.Privileged = (*session)(nil)
 type identity struct {
 	user       string
 	rooms, say []string // private rooms it may join, read-only rooms it may say in
+	moderate   []string // rooms where it may delete anyone's messages
 	expires    int64    // Unix ns
 }
 
 func identityOf(id *auth.Identity) *identity {
-	return &identity{user: id.User, rooms: id.Rooms, say: id.Say, expires: unixNano(id.Expires)}
+	return &identity{user: id.User, rooms: id.Rooms, say: id.Say, moderate: id.Moderate, expires: unixNano(id.Expires)}
 }
 
 // unixNano is t in Unix ns, saturated: a token's exp past 2262 (9999999999

@@ -22,6 +22,9 @@ var (
 	// ErrRuleLimit is returned for a new rule while the hub holds
 	// MaxRules: it would not be in force.
 	ErrRuleLimit = errors.New("chat: too many rules")
+	// ErrNoMessage is returned for a message the room's history does not
+	// hold (or holds deleted).
+	ErrNoMessage = errors.New("chat: no such message")
 )
 
 // Sender is who a backend's message comes from: a user (ID and Nick), or
@@ -76,7 +79,13 @@ func (h *Hub) Publish(room, text string, from Sender) error {
 		return fmt.Errorf("chat: open room %q: %w", room, err)
 	}
 	r.mu.Unlock()
-	b, err := marshal(published{From: nick, User: user, System: user == "", Text: text, TS: now()})
+	return h.publishWait(room, published{From: nick, User: user, System: user == "", Text: text, TS: now()})
+}
+
+// publishWait publishes the backend's entry p in room's log and waits
+// for the broker to have it.
+func (h *Hub) publishWait(room string, p published) error {
+	b, err := marshal(p)
 	if err != nil {
 		return err
 	}
@@ -88,6 +97,29 @@ func (h *Hub) Publish(room, text string, from Sender) error {
 	}
 	h.stats.published.Add(1)
 	return nil
+}
+
+// DeleteMessage deletes message seq of room as a moderator would: its
+// members get a deleted event (mod set, from "system"), and the history
+// holds it without its text. The room's history must hold it: an older
+// one is ErrNoMessage.
+func (h *Hub) DeleteMessage(room string, seq int64) error {
+	if err := validRoom(room); err != nil {
+		return fmt.Errorf("%w: room %q %v", ErrInvalid, room, err)
+	}
+	if seq <= 0 {
+		return fmt.Errorf("%w: message %d", ErrInvalid, seq)
+	}
+	r, err := h.roomFor(room, nil)
+	if err != nil {
+		return fmt.Errorf("chat: open room %q: %w", room, err)
+	}
+	_, _, found := r.message(seq)
+	r.mu.Unlock()
+	if !found {
+		return fmt.Errorf("%w: room %q holds no message %d (deleted, not a message, or older than its history)", ErrNoMessage, room, seq)
+	}
+	return h.publishWait(room, published{Deletes: seq, From: systemNick, System: true, Mod: true, TS: now()})
 }
 
 // SendDM sends text to every connection of user, on every node, as from.

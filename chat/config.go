@@ -27,6 +27,7 @@ const (
 	DefaultLargeRoom        = 200
 	DefaultLargeRoomCounts  = 5 * time.Second
 	DefaultMaxRules         = 100000
+	DefaultEditWindow       = time.Hour
 )
 
 // Config configures a Hub. The zero value is valid: zero fields take the
@@ -64,6 +65,11 @@ type Config struct {
 
 	// MaxTextLength caps a message's text, in bytes. Default 2000.
 	MaxTextLength int
+
+	// EditWindow is how long after saying a message its sender may edit
+	// or delete it (a moderator deletes at any time, as long as the
+	// history holds it). Default 1 h; -1: as long as the history holds it.
+	EditWindow time.Duration
 
 	// MaxRooms caps the rooms one client is in at once. Default 10.
 	MaxRooms int
@@ -174,6 +180,9 @@ func (c *Config) withDefaults() Config {
 	if d.MaxTextLength == 0 {
 		d.MaxTextLength = DefaultMaxTextLength
 	}
+	if d.EditWindow == 0 {
+		d.EditWindow = DefaultEditWindow
+	}
 	if d.MaxRooms == 0 {
 		d.MaxRooms = DefaultMaxRooms
 	}
@@ -258,6 +267,9 @@ func (c *Config) Validate() error {
 	}
 	if d.HistoryMaxAge < 0 || d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second {
 		return cfgerr.New("HistoryMaxAge", "chat: HistoryMaxAge (%v) must be at least 1s, or 0 for no limit", d.HistoryMaxAge)
+	}
+	if d.EditWindow < 0 && d.EditWindow != -1 {
+		return cfgerr.New("EditWindow", "chat: EditWindow (%v) must be positive, or -1 for as long as the history holds a message", d.EditWindow)
 	}
 	if d.ResumeWindow < 0 && d.ResumeWindow != -1 {
 		return cfgerr.New("ResumeWindow", "chat: ResumeWindow (%v) must be positive, or -1 to turn it off", d.ResumeWindow)

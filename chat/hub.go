@@ -2,6 +2,7 @@ package chat
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -42,7 +43,8 @@ type Hub struct {
 	dirtyMu   sync.Mutex
 	dirty     []*room // rooms with presence changes to send
 
-	epoch int64 // when the hub was made, Unix ms
+	epoch  int64    // when the hub was made, Unix ms
+	sidKey [32]byte // keys guests' sender ids (sid); made at New
 
 	users    users // signed-in users' clients, by user id
 	rules    rules // bans, mutes, invitations
@@ -103,6 +105,9 @@ func New(cfg Config) (*Hub, error) {
 	h := &Hub{cfg: c, log: c.Logger, broker: c.Broker, nicks: make(map[string]engine.ClientID),
 		stop: make(chan struct{}), epoch: time.Now().UnixMilli()}
 	h.scratch.New = func() any { b := make([]byte, 0, 512); return &b }
+	if _, err := rand.Read(h.sidKey[:]); err != nil {
+		return nil, fmt.Errorf("chat: a key for guests' sender ids: %w", err)
+	}
 	if h.broker == nil {
 		h.broker = NewMemoryBroker()
 	}
@@ -160,6 +165,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	w := Welcome{Type: "welcome", ID: uint64(id), Room: sess.room, Epoch: h.epoch, Limits: Limits{
 		MaxTextLength: h.cfg.MaxTextLength, MaxRooms: h.cfg.MaxRooms, MaxNickLength: MaxNickLength,
 		RatePerSecond: h.cfg.RateLimit, RateBurst: h.cfg.RateBurst, HistorySize: h.cfg.HistorySize,
+		EditWindow: max(-1, h.cfg.EditWindow.Milliseconds()),
 	}}
 	if u := sess.id; u != nil {
 		// A user's nick is its token's, on every connection and node: it
@@ -183,7 +189,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 			refused = &Error{Type: "error", Code: code, Message: msg, Request: &ReqInfo{Type: TypeNick}}
 		}
 	}
-	w.Nick = c.nick
+	w.Nick, w.SID = c.nick, h.sid(c)
 	s := &h.clients[id%clientShards]
 	s.Lock()
 	s.m[id] = c
@@ -281,6 +287,10 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		h.typing(c, &req)
 	case TypeAuth:
 		h.refresh(c, &req)
+	case TypeEdit:
+		h.edit(c, &req)
+	case TypeDelete:
+		h.del(c, &req)
 	case "":
 		h.fail(c, &req, ErrBadRequest, "a request needs a type")
 	default:

@@ -30,22 +30,46 @@ func (h *Hub) text(c *client, req *Request) bool {
 	return false
 }
 
-func (h *Hub) say(c *client, req *Request) {
+// speaking returns the room c's say or edit req speaks in, once its text
+// and c's right to speak there are checked (c is answered if not).
+func (h *Hub) speaking(c *client, req *Request) (*room, bool) {
 	r := c.room(req.Room)
 	if r == nil {
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q before saying something there", req.Room))
-		return
+		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q before a %s there", req.Room, req.Type))
+		return nil, false
 	}
 	if !h.text(c, req) {
-		return
+		return nil, false
 	}
 	if code, msg := h.maySay(c, r.name); code != "" {
 		h.fail(c, req, code, msg)
+		return nil, false
+	}
+	return r, true
+}
+
+func (h *Hub) say(c *client, req *Request) {
+	r, ok := h.speaking(c, req)
+	if !ok {
 		return
 	}
-	// The broker numbers the message and hands it to every node with
-	// members in the room, this one included (HandleMessage).
-	b, err := marshal(published{From: c.nick, User: c.userID(), Text: req.Text, TS: now(), ID: req.ID})
+	p := published{From: c.nick, User: c.userID(), SID: h.sid(c), Text: req.Text, TS: now(), ID: req.ID}
+	if req.Reply != 0 {
+		ref, ok := h.replyTo(c, req, r)
+		if !ok {
+			return
+		}
+		p.Reply = ref
+	}
+	h.publishEntry(c, req, r, p)
+}
+
+// publishEntry publishes c's entry p (a message, an edit, a delete) for
+// req in r's log. The broker numbers it and hands it to every node with
+// members in the room, this one included (HandleMessage).
+func (h *Hub) publishEntry(c *client, req *Request, r *room, p published) {
+	p.ID = req.ID
+	b, err := marshal(p)
 	if err != nil {
 		h.log.Error("encoding a chat message", "err", err)
 		return
@@ -88,24 +112,50 @@ func (h *Hub) dedupeID(c *client, id string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:12]) + "." + id
 }
 
-// published is a room message as the broker carries it: the Message
-// without the fields each node adds (type, room, seq).
+// published is a room log entry as the broker carries it: a Message (or
+// an Edit) without the fields each node adds (type, room, seq). Edits and
+// Deletes come first: an entry's kind is told by its first bytes
+// (kindOf), and the nodes' own entries are encoded in this order.
 type published struct {
-	From   string `json:"from"`
-	User   string `json:"user,omitempty"`
-	System bool   `json:"system,omitempty"`
-	Text   string `json:"text"`
-	TS     int64  `json:"ts"`
-	ID     string `json:"id,omitempty"`
+	Edits   int64     `json:"edits,omitempty"`   // this entry edits that message: Text is its new text
+	Deletes int64     `json:"deletes,omitempty"` // this entry deletes that message
+	From    string    `json:"from"`
+	User    string    `json:"user,omitempty"`
+	SID     string    `json:"sid,omitempty"` // a guest sender's id (Hub.sid)
+	System  bool      `json:"system,omitempty"`
+	Mod     bool      `json:"mod,omitempty"` // a delete by a moderator
+	Text    string    `json:"text"`
+	TS      int64     `json:"ts"`
+	ID      string    `json:"id,omitempty"`
+	Reply   *ReplyRef `json:"reply,omitempty"`
+	// Set by a node on its history's copy of a message, never on the bus.
+	Edited  int64 `json:"edited,omitempty"`
+	Deleted int64 `json:"deleted,omitempty"`
 }
 
 // check refuses what no client of this server could have published: a
 // message from the bus is held to the rules its sender was.
 func (p *published) check(h *Hub) error {
-	if err := h.checkBusText(p.Text); err != nil {
+	if p.Deletes != 0 {
+		if p.Text != "" {
+			return errors.New("a delete with a text")
+		}
+	} else if err := h.checkBusText(p.Text); err != nil {
 		return err
 	}
 	switch {
+	case p.Edited != 0 || p.Deleted != 0:
+		return errors.New("edited or deleted set on the bus")
+	case p.Edits < 0 || p.Deletes < 0 || p.Edits > 0 && p.Deletes > 0:
+		return fmt.Errorf("edits %d, deletes %d", p.Edits, p.Deletes)
+	case p.Mod && (p.Deletes == 0 || p.User == "" && !p.System):
+		return errors.New("mod set on what is not a user's or the system's delete")
+	case p.Reply != nil && (p.Edits != 0 || p.Deletes != 0):
+		return errors.New("a reply on an edit or delete")
+	case p.Reply != nil && p.Reply.check(h) != nil:
+		return fmt.Errorf("reply: %w", p.Reply.check(h))
+	case p.SID != "" && (p.User != "" || p.System || !validSID(p.SID)):
+		return fmt.Errorf("bad sid %q", p.SID)
 	case p.TS <= 0:
 		return errors.New("no time")
 	case !validID(p.ID):
@@ -137,17 +187,32 @@ const systemKey = "systern"
 // the bus cannot carry a type, room or seq of its own, and the fields hold
 // what a client's say could. What passes is spliced as it came (room.encode
 // puts the server's fields first); what does not is dropped and counted.
-func (h *Hub) sanitize(room string, msg []byte) ([]byte, bool) {
-	var p published
-	err := decodeStrict(msg, &p)
+//
+// The entry decoded is left in p. An edit or delete is encoded again, in
+// published's order, so that its first bytes tell its kind (kindOf); a
+// message that would look like one ("edits":0 first) is refused.
+func (h *Hub) sanitize(room string, msg []byte, p *published) ([]byte, bool) {
+	*p = published{}
+	err := decodeStrict(msg, p)
 	if err == nil {
 		err = p.check(h)
+	}
+	msg = bytes.TrimSpace(msg) // one object: '{' ... '}' once trimmed
+	if err == nil {
+		switch k := kindOf(msg); {
+		case p.Edits != 0 || p.Deletes != 0:
+			if msg, err = marshal(p); err == nil {
+				msg = bytes.TrimSpace(msg)
+			}
+		case k != kindMessage:
+			err = errors.New(`a message starting with "edits" or "deletes"`)
+		}
 	}
 	if err != nil {
 		h.dropped("message", fmt.Errorf("room %q: %w", room, err))
 		return nil, false
 	}
-	return bytes.TrimSpace(msg), true // one object: '{' ... '}' once trimmed
+	return msg, true
 }
 
 // validID checks a say's id, which the broker uses to drop a message

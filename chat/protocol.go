@@ -26,6 +26,8 @@ type Request struct {
 	Epoch  int64  `json:"epoch,omitempty"`  // join: the epoch Since counts in (0: the room's current one)
 	Before int64  `json:"before,omitempty"` // history: messages before this sequence number (0: the latest)
 	Limit  int    `json:"limit,omitempty"`  // history: how many (at most HistorySize)
+	Seq    int64  `json:"seq,omitempty"`    // edit, delete: the message's sequence number
+	Reply  int64  `json:"reply,omitempty"`  // say: the sequence number of the room's message it answers
 }
 
 // decodeStrict decodes the JSON object data into v strictly
@@ -42,6 +44,8 @@ const (
 	TypeHistory = "history"
 	TypeTyping  = "typing"
 	TypeAuth    = "auth"
+	TypeEdit    = "edit"
+	TypeDelete  = "delete"
 )
 
 // Message is a room message as members receive it and history keeps it.
@@ -57,6 +61,43 @@ type Message struct {
 	Text   string `json:"text"`
 	TS     int64  `json:"ts"`           // server time, Unix milliseconds
 	ID     string `json:"id,omitempty"` // the say's id, if it had one
+	// SID is a guest sender's id: the same on all its messages while it
+	// stays connected, another after it reconnects. With User, it says
+	// whose a message is (a nick can pass to someone else).
+	SID   string    `json:"sid,omitempty"`
+	Reply *ReplyRef `json:"reply,omitempty"` // the message this one answers
+	// Edited is when the text was last edited (Unix ms); Deleted when the
+	// message was deleted (its text is then empty).
+	Edited  int64 `json:"edited,omitempty"`
+	Deleted int64 `json:"deleted,omitempty"`
+}
+
+// ReplyRef is the message a reply answers: its sequence number, its
+// sender and the start of its text (emptied if it is deleted).
+type ReplyRef struct {
+	Seq     int64  `json:"seq"`
+	From    string `json:"from"`
+	User    string `json:"user,omitempty"`
+	Excerpt string `json:"excerpt"`
+}
+
+// Edit is an edited or deleted event: the room's log entry Seq changed
+// message Edits (Text is its new text) or deleted message Deletes.
+// History carries these too, after the message (which it holds as
+// changed).
+type Edit struct {
+	Type    string `json:"type"` // "edited" or "deleted"
+	Room    string `json:"room"`
+	Seq     int64  `json:"seq"`
+	Edits   int64  `json:"edits,omitempty"`
+	Deletes int64  `json:"deletes,omitempty"`
+	From    string `json:"from"`
+	User    string `json:"user,omitempty"`
+	SID     string `json:"sid,omitempty"`
+	System  bool   `json:"system,omitempty"`
+	Mod     bool   `json:"mod,omitempty"` // deleted by a moderator, not its sender
+	Text    string `json:"text"`
+	TS      int64  `json:"ts"`
 }
 
 // Welcome is the first message a client receives.
@@ -69,7 +110,10 @@ type Welcome struct {
 	// fresh one ({"type":"auth"}), or is closed with 4001.
 	User    string `json:"user,omitempty"`
 	Expires int64  `json:"expires,omitempty"`
-	Room    string `json:"room"` // the room joined on connect (?room=, or the default room)
+	// SID is a guest's sender id, as its room messages carry it: its own
+	// are those with this SID (a user's, those with its User).
+	SID  string `json:"sid,omitempty"`
+	Room string `json:"room"` // the room joined on connect (?room=, or the default room)
 	// Epoch identifies this server's life (its start, Unix ms). Rooms
 	// have epochs of their own (Joined.Epoch).
 	Epoch  int64  `json:"epoch"`
@@ -84,6 +128,7 @@ type Limits struct {
 	RatePerSecond float64 `json:"rate_per_second"` // -1: no limit
 	RateBurst     int     `json:"rate_burst"`
 	HistorySize   int     `json:"history_size"`
+	EditWindow    int64   `json:"edit_window"` // ms a message may be edited or deleted after it is said; -1: while the history holds it
 }
 
 // Joined answers a join: the room's state for the joiner.
@@ -221,12 +266,14 @@ const (
 	ErrReadOnly     = "read_only"     // a say in a read-only room without a say claim
 	ErrMuted        = "muted"         // a say in a room where the user is muted
 	ErrBadToken     = "bad_token"     // an auth request whose token is not valid
+	ErrNotFound     = "not_found"     // an edit, delete or reply of a message the room's history does not hold (or deleted)
+	ErrTooLate      = "too_late"      // an edit or delete past EditWindow
 )
 
 // errorCodes lists every error code, so that counters exist from the start.
 var errorCodes = []string{ErrBadRequest, ErrUnknownType, ErrBinary, ErrBadRoom, ErrNotInRoom, ErrTooManyRooms, ErrRoomLimit,
 	ErrBadNick, ErrNickTaken, ErrUnknownNick, ErrEmpty, ErrTooLong, ErrBadText, ErrRateLimited, ErrNotDelivered, ErrUnavailable,
-	ErrForbidden, ErrReadOnly, ErrMuted, ErrBadToken}
+	ErrForbidden, ErrReadOnly, ErrMuted, ErrBadToken, ErrNotFound, ErrTooLate}
 
 // badTextRune reports the characters a message's text may not hold:
 // control characters other than tab and newline, and the bidi

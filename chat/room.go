@@ -146,14 +146,17 @@ func (r *room) trimHistory(now int64) {
 // histN is the number of stored messages. Callers hold r.mu.
 func (r *room) histN() int { return len(r.hist) - r.histHead }
 
-// encode appends to b the message members receive from msg, as published
+// encode appends to b the event members receive from msg, as published
 // (a JSON object): {"type":"message","room":...,"seq":seq, then msg's
-// fields. It reports false for a msg that is not a JSON object.
+// fields ("edited" or "deleted" for an edit or a delete: kindOf). It
+// reports false for a msg that is not a JSON object.
 func (r *room) encode(b []byte, seq int64, msg []byte) ([]byte, bool) {
 	if len(msg) < 2 || msg[0] != '{' || msg[len(msg)-1] != '}' {
 		return b, false
 	}
-	b = append(b, `{"type":"message","room":`...)
+	b = append(b, `{"type":"`...)
+	b = append(b, kindOf(msg).event()...)
+	b = append(b, `","room":`...)
 	b = append(b, r.nameJSON...)
 	b = append(b, `,"seq":`...)
 	b = strconv.AppendInt(b, seq, 10)
@@ -165,7 +168,7 @@ func (r *room) encode(b []byte, seq int64, msg []byte) ([]byte, bool) {
 
 // encodedLen is the length of encode's output for msg, an object.
 func (r *room) encodedLen(seq int64, msg []byte) int {
-	n := len(`{"type":"message","room":,"seq":`) + len(r.nameJSON) + digits(seq) + len(msg) - 1
+	n := len(`{"type":"","room":,"seq":`) + len(kindOf(msg).event()) + len(r.nameJSON) + digits(seq) + len(msg) - 1
 	if hasFields(msg) {
 		n++ // the comma
 	}

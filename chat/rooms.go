@@ -45,8 +45,13 @@ func (h *Hub) deliver(r *room, seq int64, msg []byte) {
 		return // a message the room's state had already
 	}
 	r.seq = seq // numbered, even if dropped: the next one follows it
-	msg, ok := h.sanitize(roomName, msg)
+	var p published
+	msg, ok := h.sanitize(roomName, msg, &p)
 	if !ok {
+		return
+	}
+	now := time.Now().UnixNano()
+	if (p.Edits != 0 || p.Deletes != 0) && !h.applyEntry(r, seq, &p, now) {
 		return
 	}
 	// The frame is a copy: the encoding is scratch, and the history keeps
@@ -58,7 +63,7 @@ func (h *Hub) deliver(r *room, seq int64, msg []byte) {
 	if cap(b) <= maxScratch {
 		h.scratch.Put(bp)
 	}
-	r.appendHistory(seq, bytes.Clone(msg), time.Now().UnixNano())
+	r.appendHistory(seq, bytes.Clone(msg), now)
 }
 
 // maxScratch is the largest encoding buffer the hub keeps for reuse.
@@ -109,12 +114,17 @@ func (h *Hub) load(r *room, st RoomState) {
 	r.epoch, r.seq = st.Epoch, st.Seq
 	r.resetHistory()
 	now := time.Now().UnixNano()
+	var p published
 	for _, m := range st.Messages {
-		if msg, ok := h.sanitize(r.name, m.Data); ok {
-			at := m.Time
-			if at <= 0 || at > now {
-				at = now
-			}
+		msg, ok := h.sanitize(r.name, m.Data, &p)
+		if !ok {
+			continue
+		}
+		at := m.Time
+		if at <= 0 || at > now {
+			at = now
+		}
+		if (p.Edits == 0 && p.Deletes == 0) || h.applyEntry(r, m.Seq, &p, at) {
 			r.appendHistory(m.Seq, bytes.Clone(msg), at)
 		}
 	}

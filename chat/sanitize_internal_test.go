@@ -14,10 +14,34 @@ func TestSanitize(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRoom("lobby", nil, historyLimits{})
+	sid := "AAAAAAAAAAAAAAAA"
 	for _, tc := range []struct {
 		msg string
 		ok  bool
 	}{
+		// Edits, deletes, replies and sender ids.
+		{`{"edits":3,"from":"alice","user":"7","text":"fixed","ts":1}`, true},
+		{`{"from":"alice","user":"7","text":"fixed","ts":1,"edits":3}`, true}, // encoded again, its kind first
+		{`{"deletes":3,"from":"alice","sid":"` + sid + `","text":"","ts":1}`, true},
+		{`{"deletes":3,"from":"Ada","user":"7","mod":true,"text":"","ts":1}`, true},
+		{`{"from":"alice","text":"yes","ts":1,"reply":{"seq":2,"from":"bob","excerpt":"hi"}}`, true},
+		{`{"edits":0,"from":"alice","text":"hi","ts":1}`, false}, // would read as an edit
+		{`{"deletes":3,"from":"alice","text":"gone","ts":1}`, false},
+		{`{"edits":3,"deletes":4,"from":"alice","text":"x","ts":1}`, false},
+		{`{"edits":-3,"from":"alice","text":"x","ts":1}`, false},
+		{`{"edits":3,"from":"alice","text":"","ts":1}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"edited":5}`, false},
+		{`{"from":"alice","text":"","ts":1,"deleted":5}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"mod":true}`, false},
+		{`{"deletes":3,"from":"alice","mod":true,"text":"","ts":1}`, false}, // a guest is no moderator
+		{`{"from":"alice","sid":"short","text":"hi","ts":1}`, false},
+		{`{"from":"alice","user":"7","sid":"` + sid + `","text":"hi","ts":1}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"reply":{"seq":0,"from":"bob","excerpt":"hi"}}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"reply":{"seq":2,"from":"b b","excerpt":"hi"}}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"reply":{"seq":2,"from":"bob","excerpt":"\u0007"}}`, false},
+		{`{"from":"alice","text":"hi","ts":1,"reply":{"seq":2,"from":"bob","excerpt":"hi","x":1}}`, false},
+		{`{"edits":3,"from":"alice","text":"x","ts":1,"reply":{"seq":2,"from":"bob","excerpt":"hi"}}`, false},
+
 		{`{"from":"alice","text":"hi","ts":1}`, true},
 		{" \n{\"from\":\"alice\",\"text\":\"padded\",\"ts\":1}\t ", true},
 		{`{"from":"system","system":true,"text":"hi","ts":1}`, true},
@@ -37,7 +61,8 @@ func TestSanitize(t *testing.T) {
 		{`{"from":"alice","text":"hi","ts":"1"}`, false},
 		{"{\"from\":\"alice\",\"text\":\"\xff\",\"ts\":1}", false},
 	} {
-		got, ok := h.sanitize("lobby", []byte(tc.msg))
+		var p published
+		got, ok := h.sanitize("lobby", []byte(tc.msg), &p)
 		if ok != tc.ok {
 			t.Errorf("sanitize(%q) = %v, want %v", tc.msg, ok, tc.ok)
 			continue
@@ -47,12 +72,19 @@ func TestSanitize(t *testing.T) {
 		}
 		b, enc := r.encode([]byte("kept"), 7, got)
 		var m map[string]any
-		if !enc || string(b[:4]) != "kept" || json.Unmarshal(b[4:], &m) != nil || m["type"] != "message" || m["seq"] != 7.0 || m["room"] != "lobby" {
+		typ := "message"
+		switch {
+		case p.Edits != 0:
+			typ = "edited"
+		case p.Deletes != 0:
+			typ = "deleted"
+		}
+		if !enc || string(b[:4]) != "kept" || json.Unmarshal(b[4:], &m) != nil || m["type"] != typ || m["seq"] != 7.0 || m["room"] != "lobby" {
 			t.Errorf("sanitize(%q) then encode: %s", tc.msg, b)
 		}
 	}
-	if st := h.Stats(); st.Dropped["message"] != 14 {
-		t.Errorf("dropped %d, want 14", st.Dropped["message"])
+	if st := h.Stats(); st.Dropped["message"] != 30 {
+		t.Errorf("dropped %d, want 30", st.Dropped["message"])
 	}
 }
 
@@ -60,7 +92,7 @@ func TestSanitize(t *testing.T) {
 // without encoding them (encodedLen); the two must agree.
 func TestEncodedLen(t *testing.T) {
 	r := newRoom("a \"room\" é", nil, historyLimits{})
-	for _, msg := range []string{`{}`, `{ }`, "{\n}", `{"from":"alice","text":"hi","ts":1}`, `{ "a":1 }`} {
+	for _, msg := range []string{`{}`, `{ }`, "{\n}", `{"from":"alice","text":"hi","ts":1}`, `{ "a":1 }`, `{"edits":1,"text":"x"}`, `{"deletes":1}`} {
 		for _, seq := range []int64{0, 1, 9, 10, 99, 100, 12345678901, -1, -10} {
 			b, ok := r.encode(nil, seq, []byte(msg))
 			if !ok {

@@ -510,3 +510,45 @@ func TestStoreLimit(t *testing.T) {
 		t.Fatalf("store %d bytes, reserved %d (%v): want at most 1 MiB", used, reserved, err)
 	}
 }
+
+// TestClusterEdits: an edit, a reply and a delete made on one node reach
+// the members on the others, numbered in the room's log like messages,
+// and the other nodes' histories hold them applied.
+func TestClusterEdits(t *testing.T) {
+	nodes := startCluster(t, 2)
+	cs := joinEach(t, nodes, "r")
+	expect := func(typ string) []chattest.Event {
+		t.Helper()
+		var out []chattest.Event
+		for _, c := range cs {
+			for {
+				if e := c.Read(); e.Type == typ {
+					out = append(out, e)
+					break
+				}
+			}
+		}
+		return out
+	}
+	cs[0].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "frist"})
+	m := expect("message")[1]
+	cs[1].Send(chat.Request{Type: chat.TypeEdit, Room: "r", Seq: m.Seq, Text: "x"})
+	cs[1].ExpectError(chat.ErrForbidden) // node 2 knows whose message it is
+	cs[0].Send(chat.Request{Type: chat.TypeEdit, Room: "r", Seq: m.Seq, Text: "first"})
+	if e := expect("edited")[1]; e.Edits != m.Seq || e.Text != "first" || e.Seq != m.Seq+1 {
+		t.Fatalf("node 2's member got %+v", e)
+	}
+	cs[1].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "agreed", Reply: m.Seq})
+	if r := expect("message")[0]; r.Reply == nil || r.Reply.Excerpt != "first" || r.Reply.From != cs[0].Nick {
+		t.Fatalf("node 1's member got %+v", r)
+	}
+	cs[0].Send(chat.Request{Type: chat.TypeDelete, Room: "r", Seq: m.Seq})
+	expect("deleted")
+	late := chattest.Connect(t, nodes[1].url)
+	join(late, "r")
+	late.Send(chat.Request{Type: chat.TypeHistory, Room: "r"})
+	h := late.Expect("history").Entries(t)
+	if len(h) != 4 || h[0].Deleted == 0 || h[0].Text != "" || h[2].Reply == nil || h[2].Reply.Excerpt != "" {
+		t.Fatalf("node 2's history: %+v", h)
+	}
+}

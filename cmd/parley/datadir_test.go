@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -78,5 +79,37 @@ func stop(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
 	case <-done:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("parley serve did not exit within 30 s of %v", sig)
+	}
+}
+
+// TestServeDataDirEdits: edits and deletes are entries of the room's log:
+// after a SIGKILL and a restart from --data-dir the history holds the
+// edited text and the tombstone, with the events where they were.
+func TestServeDataDirEdits(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	cmd, addr := startParley(t, "--data-dir", dir)
+	c := chattest.Connect(t, "ws://"+addr+"/ws")
+	for _, req := range []chat.Request{
+		{Type: chat.TypeSay, Room: "lobby", Text: "my password is hunter2"},
+		{Type: chat.TypeSay, Room: "lobby", Text: "tpyo"},
+		{Type: chat.TypeDelete, Room: "lobby", Seq: 1},
+		{Type: chat.TypeEdit, Room: "lobby", Seq: 2, Text: "typo"},
+	} {
+		c.Send(req)
+		c.ExpectOneOf("message", "edited", "deleted")
+	}
+	stop(t, cmd, syscall.SIGKILL)
+	_, addr = startParley(t, "--data-dir", dir)
+	d := chattest.Dial(t, "ws://"+addr+"/ws")
+	d.Expect("welcome")
+	d.Expect("join")
+	h := d.Expect("history").Entries(t)
+	var got []string
+	for _, e := range h {
+		got = append(got, fmt.Sprintf("%d %s %q", e.Seq, e.Type, e.Text))
+	}
+	want := []string{`1 message ""`, `2 message "typo"`, `3 deleted ""`, `4 edited "typo"`} // nothing of hunter2
+	if !slices.Equal(got, want) || h[0].Deleted == 0 || h[1].Edited == 0 {
+		t.Fatalf("history after a restart: %q, want %q", got, want)
 	}
 }

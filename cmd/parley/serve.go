@@ -182,6 +182,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&ch.HistoryBytes, "history-bytes", chat.DefaultHistoryBytes, "most `bytes` of history a room keeps (and a join replays); the oldest go first")
 	fs.DurationVar(&ch.HistoryTTL, "history-ttl", chat.DefaultHistoryTTL, "how long an empty room keeps its history")
 	fs.IntVar(&ch.MaxTextLength, "max-text-length", chat.DefaultMaxTextLength, "longest chat message, in `bytes`")
+	fs.DurationVar(&ch.EditWindow, "edit-window", chat.DefaultEditWindow, "how long after saying a message its sender may edit or delete it (moderators: always); -1ns: while the history holds it")
 	fs.IntVar(&ch.MaxRooms, "max-rooms", chat.DefaultMaxRooms, "rooms one client may be in at once")
 	fs.IntVar(&ch.MaxRoomsTotal, "max-rooms-total", chat.DefaultMaxRoomsTotal, "rooms the server holds, empty ones included (at the cap the room empty longest goes)")
 	ch.RoomCreateRate = chat.DefaultRoomCreateRate

@@ -45,6 +45,27 @@ type Event struct {
 	System    bool              `json:"system"`
 	FromUser  string            `json:"from_user"`
 	ToUser    string            `json:"to_user"`
+	SID       string            `json:"sid"`
+	Edits     int64             `json:"edits"`
+	Deletes   int64             `json:"deletes"`
+	Mod       bool              `json:"mod"`
+	Edited    int64             `json:"edited"`
+	Deleted   int64             `json:"deleted"`
+	Reply     *chat.ReplyRef    `json:"reply"`
+}
+
+// Entries decodes a history event's messages (and edited and deleted
+// events) as Events.
+func (e Event) Entries(t testing.TB) []Event {
+	var out []Event
+	for _, m := range e.Messages {
+		var ev Event
+		if err := json.Unmarshal(m, &ev); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+	return out
 }
 
 // Texts returns the texts of a history event's messages.
@@ -66,6 +87,7 @@ type Client struct {
 	t    testing.TB
 	Nick string // from the welcome, once Connect has read it
 	ID   uint64
+	SID  string // a guest's sender id, from the welcome
 }
 
 // Dial opens a chat connection and reads nothing: the welcome, join and
@@ -106,7 +128,7 @@ func ConnectFrom(t testing.TB, url, ip string) *Client {
 	t.Helper()
 	cl := DialFrom(t, url, ip)
 	w := cl.Expect("welcome")
-	cl.Nick, cl.ID = w.Nick, w.ID
+	cl.Nick, cl.ID, cl.SID = w.Nick, w.ID, w.SID
 	cl.Expect("join")
 	cl.Expect("history")
 	return cl
