@@ -30,7 +30,21 @@ const state = {
   outbox: [],
   bucket: { tokens: 20, last: Date.now(), rate: 10, burst: 20 },
   maxBytes: 2000,
+  // Who this client is, as room messages say it: a signed-in user's id,
+  // or a guest connection's sender id. "Own" lines are by these, never by
+  // nick (a nick can pass to someone else).
+  user: "",
+  sid: "",
+  nickSince: 0, // when this client took its nick: older mentions of it were someone else's
+  replyTo: null, // {seq, from, text}: the message the composer answers
+  editing: 0, // the seq of our message the composer edits
 };
+
+// own reports whether a room line (or event) is this client's.
+function own(line) {
+  if (line.user) return line.user === state.user;
+  return !!line.sid && line.sid === state.sid;
+}
 
 function conv(key) {
   let c = state.convs.get(key);
@@ -52,7 +66,9 @@ function time(ms) {
 function lineElement(line) {
   const li = document.createElement("li");
   if (line.kind === "msg") {
-    if (line.from === state.me) li.className = "own";
+    const mine = line.seq ? own(line) : line.from === state.me; // DMs carry no sender id
+    if (mine) li.className = "own";
+    if (line.seq) li.dataset.seq = line.seq;
     const meta = document.createElement("time");
     meta.className = "meta";
     meta.textContent = time(line.ts);
@@ -65,9 +81,35 @@ function lineElement(line) {
     const text = document.createElement("span");
     text.className = "text";
     text.dir = "auto"; // an Arabic or Hebrew line reads right to left
-    text.append(...richText(line.text));
-    if (line.kind === "msg" && line.from !== state.me && mentions(line.text)) li.classList.add("mention");
-    li.append(meta, " ", from, " ", text);
+    if (line.deleted) {
+      text.textContent = "message deleted";
+      li.classList.add("deleted");
+    } else {
+      text.append(...richText(line.text, line));
+    }
+    if (!mine && !line.deleted && mentionsMe(line)) li.classList.add("mention");
+    const parts = [meta, " ", from];
+    if (mine) {
+      const you = document.createElement("span");
+      you.className = "you";
+      you.textContent = "(you)";
+      parts.push(" ", you);
+    }
+    if (line.reply) {
+      const q = document.createElement("span");
+      q.className = "quote";
+      q.textContent = "↪ " + line.reply.from + ": " + (line.reply.excerpt || "message deleted");
+      parts.push(" ", q); // a block of its own: no space before the text under it
+    }
+    parts.push(...(line.reply ? [text] : [" ", text]));
+    if (line.edited && !line.deleted) {
+      const e = document.createElement("span");
+      e.className = "edited";
+      e.textContent = "(edited)";
+      parts.push(" ", e);
+    }
+    li.append(...parts);
+    if (line.seq && !line.deleted) li.append(actions(line, mine));
   } else {
     li.className = line.kind; // system or error
     li.textContent = line.text;
@@ -79,7 +121,7 @@ function lineElement(line) {
 // clickable (rel=noopener, a new tab), @mentions of this client
 // highlighted, everything else text. Nothing is ever parsed as HTML.
 const linkOrMention = /(https?:\/\/[^\s<>"]+[^\s<>".,;:!?)\]'])|(@[\p{L}\p{N}_.-]+)/gu;
-function richText(text) {
+function richText(text, line) {
   const out = [];
   let last = 0;
   for (const m of text.matchAll(linkOrMention)) {
@@ -91,7 +133,7 @@ function richText(text) {
       a.target = "_blank";
       a.rel = "noopener noreferrer";
       out.push(a);
-    } else if (state.me && m[2].slice(1).toLowerCase() === state.me.toLowerCase()) {
+    } else if (state.me && m[2].slice(1).toLowerCase() === state.me.toLowerCase() && (!line || mentionTime(line))) {
       const b = document.createElement("mark");
       b.textContent = m[2];
       out.push(b);
@@ -109,6 +151,82 @@ function mentions(text) {
   if (!state.me) return false;
   for (const m of text.matchAll(linkOrMention)) if (m[2] && m[2].slice(1).toLowerCase() === state.me.toLowerCase()) return true;
   return false;
+}
+
+// mentionTime reports whether a mention of our nick in line is of us: a
+// signed-in user's nick is its own for good; a guest's only since it
+// took it (an older "@alice" was for the alice of then).
+function mentionTime(line) {
+  return !!state.user || !line.ts || line.ts >= state.nickSince;
+}
+
+// mentionsMe reports whether a line mentions this client, by identity.
+function mentionsMe(line) {
+  return mentions(line.text) && mentionTime(line);
+}
+
+// actions are a line's buttons: reply, and, on our own lines, edit and
+// delete.
+function actions(line, mine) {
+  const span = document.createElement("span");
+  span.className = "actions";
+  const button = (label, name, f) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = name; // its label is the stylesheet's (::before): kept out of the line's text, as copied or read
+    b.setAttribute("aria-label", label + " " + line.from + "'s message");
+    b.addEventListener("click", f);
+    span.append(b);
+  };
+  button("Reply", "reply", () => startReply(line));
+  if (mine) {
+    button("Edit", "edit", () => startEdit(line));
+    button("Delete", "delete", () => {
+      const [, name] = split(state.current);
+      paced({ type: "delete", room: name, seq: line.seq });
+    });
+  }
+  return span;
+}
+
+// startReply and startEdit set the composer to answer or edit a line;
+// cancelCompose sets it back.
+function startReply(line) {
+  state.editing = 0;
+  state.replyTo = { seq: line.seq, from: line.from, text: line.text };
+  showCompose("Replying to " + line.from + ": " + line.text.slice(0, 80));
+  els.input.focus();
+}
+function startEdit(line) {
+  state.replyTo = null;
+  state.editing = line.seq;
+  els.input.value = line.text;
+  checkLength();
+  showCompose("Editing your message");
+  els.input.focus();
+}
+function showCompose(text) {
+  $("compose-what").textContent = text;
+  $("compose-state").hidden = false;
+}
+function cancelCompose() {
+  const wasEditing = state.editing;
+  state.replyTo = null;
+  state.editing = 0;
+  $("compose-state").hidden = true;
+  if (wasEditing) els.input.value = "";
+}
+
+// changeLine applies an edited or deleted event to the line it names,
+// on screen too.
+function changeLine(key, seq, f) {
+  const c = conv(key);
+  const line = c.lines.find((l) => l.kind === "msg" && l.seq === seq);
+  if (!line) return;
+  f(line);
+  if (key !== state.current) return;
+  const old = els.messages.querySelector('li[data-seq="' + seq + '"]');
+  if (old) old.replaceWith(lineElement(line));
 }
 
 function atBottom() {
@@ -513,7 +631,10 @@ const handlers = {
       const c = conv(key);
       if (key.startsWith("room:") && !c.wasJoined) c.rejoin = true;
     }
+    if (ev.nick !== state.me || ev.user !== state.user || !state.nickSince) state.nickSince = Date.now();
     state.me = ev.nick;
+    state.user = ev.user || "";
+    state.sid = ev.sid || "";
     state.defaultRoom = ev.room;
     state.maxBytes = ev.limits.max_text_length; // bytes: checked as typed (checkLength)
     if (ev.limits.rate_per_second > 0) {
@@ -582,8 +703,7 @@ const handlers = {
       // An older page: put it above, where the reader is, keeping their place.
       c.loadingOlder = false;
       const first = c.lines.find((l) => l.kind === "msg" && l.seq);
-      const older = ev.messages.filter((m) => !first || m.seq < first.seq)
-        .map((m) => ({ kind: "msg", from: m.from, text: m.text, ts: m.ts, seq: m.seq }));
+      const older = ev.messages.filter((m) => m.type === "message" && (!first || m.seq < first.seq)).map(lineOf);
       if (older.length === 0) { c.noOlder = true; return; }
       c.lines.unshift(...older);
       if (key === state.current) {
@@ -594,10 +714,10 @@ const handlers = {
       return;
     }
     if (ev.gap) system(key, "some messages from while you were away are no longer kept");
-    for (const m of ev.messages) handlers.message(m);
+    for (const m of ev.messages) (handlers[m.type] || handlers.message)(m); // edited and deleted events among them
     if (c.resend) {
       c.resend = false;
-      for (const [id, p] of state.pending) if (p.room === ev.room) request({ type: "say", room: p.room, text: p.text, id });
+      for (const [id, p] of state.pending) if (p.room === ev.room) request(sayAgain(p, id));
     }
     if (key === state.current) renderLists();
   },
@@ -612,16 +732,29 @@ const handlers = {
     const key = "room:" + ev.room;
     const c = conv(key);
     if (ev.id) state.pending.delete(ev.id); // ours, home safe
-    if (ev.seq <= c.lastSeq) return; // seen already (a resumed history)
-    if (c.lastSeq > 0 && ev.seq > c.lastSeq + 1) system(key, "missed " + (ev.seq - c.lastSeq - 1) + " message(s)");
-    c.lastSeq = ev.seq;
+    if (!advance(c, key, ev.seq)) return;
     c.typing.delete(ev.from);
-    addLine(key, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts, seq: ev.seq });
-    if (ev.from !== state.me && mentions(ev.text)) notify(ev.from + " in #" + ev.room, ev.text);
+    const line = lineOf(ev);
+    addLine(key, line);
+    if (!own(line) && !line.deleted && mentionsMe(line)) notify(ev.from + " in #" + ev.room, ev.text);
     if (key === state.current) renderTyping();
+  },
+  edited(ev) {
+    const key = "room:" + ev.room;
+    if (!advance(conv(key), key, ev.seq)) return;
+    changeLine(key, ev.edits, (l) => { l.text = ev.text; l.edited = ev.ts; });
+  },
+  deleted(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    if (!advance(c, key, ev.seq)) return;
+    changeLine(key, ev.deletes, (l) => { l.text = ""; l.deleted = ev.ts; l.reply = null; });
+    for (const l of c.lines) if (l.reply && l.reply.seq === ev.deletes && l.reply.excerpt) changeLine(key, l.seq, (r) => { r.reply = { ...r.reply, excerpt: "" }; });
+    if (state.editing === ev.deletes && state.current === key) cancelCompose();
   },
   leave(ev) {
     const key = "room:" + ev.room;
+    if (state.current === key) cancelCompose();
     conv(key).joined = false;
     if (state.current === key) select("room:" + state.defaultRoom);
     else renderLists();
@@ -659,6 +792,7 @@ const handlers = {
     if (ev.nick === tabs.taking) tabs.taking = "";
     if (tabs.ch) tabs.ch.postMessage({ type: "nick", nick: ev.nick });
     state.me = ev.nick;
+    state.nickSince = Date.now();
     state.wantNick = ev.nick;
     localStorage.setItem("parley.nick", ev.nick);
     els.nick.value = ev.nick;
@@ -670,13 +804,13 @@ const handlers = {
     if (p && ev.code === "not_delivered" && p.tries < 5) {
       // The server could not pass it on (its cluster's NATS is away): try again.
       p.tries++;
-      setTimeout(() => request({ type: "say", room: p.room, text: p.text, id: ev.request.id }), 1000 * 2 ** p.tries);
+      setTimeout(() => request(sayAgain(p, ev.request.id)), 1000 * 2 ** p.tries);
       system("room:" + p.room, "not delivered yet, trying again: " + p.text, "error");
       return;
     }
     if (p && ev.code === "rate_limited") {
       // The server's clock and ours disagreed: say it again a little later.
-      setTimeout(() => paced({ type: "say", room: p.room, text: p.text, id: ev.request.id }), 1000);
+      setTimeout(() => paced(sayAgain(p, ev.request.id)), 1000);
       return;
     }
     const d = ev.request && ev.request.id && state.dmPending.get(ev.request.id);
@@ -762,6 +896,29 @@ function offerMove(nick) {
   els.messages.append(li);
 }
 
+// sayAgain is the say of a pending message, to send again.
+function sayAgain(p, id) {
+  const req = { type: "say", room: p.room, text: p.text, id };
+  if (p.reply) req.reply = p.reply;
+  return req;
+}
+
+// lineOf is the line a room message event shows.
+function lineOf(m) {
+  return { kind: "msg", from: m.from, text: m.text, ts: m.ts, seq: m.seq, user: m.user || "", sid: m.sid || "",
+    reply: m.reply || null, edited: m.edited || 0, deleted: m.deleted || 0 };
+}
+
+// advance counts a room log entry (a message, an edit, a delete) seen:
+// false if it was seen already (a resumed history); a jump says what
+// was missed.
+function advance(c, key, seq) {
+  if (seq <= c.lastSeq) return false;
+  if (c.lastSeq > 0 && seq > c.lastSeq + 1) system(key, "missed " + (seq - c.lastSeq - 1) + " message(s)");
+  c.lastSeq = seq;
+  return true;
+}
+
 // ---- input ---------------------------------------------------------------------
 
 let lastTyping = 0;
@@ -791,12 +948,20 @@ $("composer").addEventListener("submit", (e) => {
   const text = els.input.value;
   if (text.trim() === "" || encoder.encode(text).length > state.maxBytes) return;
   const [kind, name] = split(state.current);
-  if (kind === "room") {
+  if (kind === "room" && state.editing) {
+    if (!online()) { system(state.current, "offline: the edit was not sent", "error"); return; }
+    paced({ type: "edit", room: name, seq: state.editing, text });
+    cancelCompose();
+  } else if (kind === "room") {
     // Said once, even if the connection drops now: kept until it comes back.
     const id = newID();
-    state.pending.set(id, { room: name, text, tries: 0 });
-    if (online()) paced({ type: "say", room: name, text, id });
+    const reply = state.replyTo ? state.replyTo.seq : 0;
+    state.pending.set(id, { room: name, text, tries: 0, reply });
+    const req = { type: "say", room: name, text, id };
+    if (reply) req.reply = reply;
+    if (online()) paced(req);
     else system(state.current, "offline: this will be said once reconnected: " + text);
+    cancelCompose();
   } else if (online()) {
     const id = newID();
     state.dmPending.set(id, { to: name, text });
@@ -808,6 +973,8 @@ $("composer").addEventListener("submit", (e) => {
   lastTyping = 0;
   els.input.focus();
 });
+
+$("compose-cancel").addEventListener("click", () => { cancelCompose(); els.input.focus(); });
 
 $("nick-form").addEventListener("submit", (e) => {
   e.preventDefault();
@@ -857,7 +1024,7 @@ for (const [btn, panel] of [[$("toggle-nav"), els.nav], [$("toggle-members"), el
 
 // Alt+Up / Alt+Down walk the conversations; Escape closes the drawers.
 document.addEventListener("keydown", (e) => {
-  if (e.key === "Escape") { closeDrawers(); return; }
+  if (e.key === "Escape") { closeDrawers(); if (state.replyTo || state.editing) cancelCompose(); return; }
   if (!e.altKey || (e.key !== "ArrowUp" && e.key !== "ArrowDown")) return;
   const keys = [...state.convs.values()].filter((c) => c.joined || c.key.startsWith("dm:")).map((c) => c.key);
   const i = keys.indexOf(state.current);

@@ -57,6 +57,18 @@ func chatServerWith(t *testing.T, addr string, cfg chat.Config) *engine.Server {
 	return srv
 }
 
+// freeAddr is a loopback address with a free port: a server restarted on
+// it is where the pages left it.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 func stop(srv *engine.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -73,15 +85,8 @@ func submit(form string) chromedp.Action[chromedp.Void] {
 // most) for a JavaScript condition in it.
 func browser(t *testing.T, exe string, limit time.Duration) (context.Context, func(what, cond string)) {
 	t.Helper()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), chromedp.ExecPath(exe), chromedp.Headless,
-		chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1100, 760),
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true))
-	ctx, cancel := chromedp.NewContext(allocCtx)
-	if err := chromedp.Do(ctx); err != nil { // the first run starts the browser, without a timeout
-		t.Fatalf("start chromium: %v", err)
-	}
-	tctx, cancelT := context.WithTimeout(ctx, limit)
-	t.Cleanup(func() { cancelT(); cancel(); cancelAlloc() })
+	tctx, cancelT := context.WithTimeout(people(t, exe), limit)
+	t.Cleanup(cancelT)
 	return tctx, func(what, cond string) {
 		t.Helper()
 		if err := chromedp.Do(tctx, chromedp.Poll[chromedp.Void](cond, chromedp.WithPollingInterval(50*time.Millisecond),
@@ -127,12 +132,7 @@ func browserChat(t *testing.T, phone bool) {
 	logging.SetLevel(logging.LevelNone)
 	exe := chromium(t)
 	// A fixed port, so the restarted server is at the same address.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	srv := chatServer(t, addr)
 	defer func() { stop(srv) }()
 	url := "http://" + addr + "/#e2e"
@@ -575,12 +575,7 @@ func TestBrowserToken(t *testing.T) {
 func TestBrowserHistory(t *testing.T) {
 	logging.SetLevel(logging.LevelNone)
 	exe := chromium(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	cfg := chat.Config{RateLimit: -1, HistoryBytes: 256 << 10}
 	srv := chatServerWith(t, addr, cfg)
 	defer func() { stop(srv) }()
