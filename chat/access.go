@@ -601,6 +601,9 @@ type control struct {
 	TS     int64             `json:"ts,omitempty"`
 	Code   engine.StatusCode `json:"code,omitempty"`
 	Reason string            `json:"reason,omitempty"`
+	Room   string            `json:"room,omitempty"`  // a read mark's
+	Seq    int64             `json:"seq,omitempty"`   // a read mark's
+	Epoch  int64             `json:"epoch,omitempty"` // a read mark's
 }
 
 // HandleControl implements BrokerHandler.
@@ -632,6 +635,8 @@ func (h *Hub) HandleControl(data []byte) {
 			return
 		}
 		_, _ = h.ep.Multicast(ids, engine.Text, b)
+	case "read":
+		h.pushRead(&m)
 	case "disconnect":
 		if m.Code < 4000 || m.Code > 4999 || len(m.Reason) > MaxReasonLength {
 			h.dropped("control", fmt.Errorf("a disconnection with code %d", m.Code))

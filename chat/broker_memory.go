@@ -17,6 +17,7 @@ type MemoryBroker struct {
 	rooms     map[string]*memoryRoom
 	nicks     map[string]string
 	lastEpoch int64
+	reads     memoryReads
 }
 
 type memoryRoom struct {

@@ -156,6 +156,11 @@ type Config struct {
 	// a PresenceManager (MemoryBroker and natsbroker.Broker are).
 	Presence PresenceManager
 
+	// Reads keeps signed-in users' read positions; nil uses the Broker
+	// if it is a ReadStore (MemoryBroker and natsbroker.Broker are), else
+	// none are kept (a read request gets unavailable).
+	Reads ReadStore
+
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
 }

@@ -43,6 +43,9 @@ type Hub struct {
 	dirtyMu   sync.Mutex
 	dirty     []*room // rooms with presence changes to send
 
+	reads ReadStore   // signed-in users' read positions; nil: none kept
+	readQ chan func() // calls to reads, for the read workers
+
 	epoch  int64    // when the hub was made, Unix ms
 	sidKey [32]byte // keys guests' sender ids (sid); made at New
 
@@ -124,6 +127,11 @@ func New(cfg Config) (*Hub, error) {
 	}
 	h.users.m = make(map[string][]engine.ClientID)
 	h.rules.m = make(map[string]Rule)
+	h.reads = c.Reads
+	if h.reads == nil {
+		h.reads, _ = h.broker.(ReadStore)
+	}
+	h.readQ = make(chan func(), readJobs)
 	return h, nil
 }
 
@@ -134,8 +142,11 @@ func (h *Hub) OnStart(ep *engine.Endpoint) error {
 		return fmt.Errorf("chat: start broker: %w", err)
 	}
 	h.node = h.broker.Node()
-	h.wg.Add(1)
+	h.wg.Add(1 + readWorkers)
 	go h.presenceLoop()
+	for range readWorkers {
+		go h.readWork()
+	}
 	return nil
 }
 
@@ -291,6 +302,8 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		h.edit(c, &req)
 	case TypeDelete:
 		h.del(c, &req)
+	case TypeRead:
+		h.read(c, &req)
 	case "":
 		h.fail(c, &req, ErrBadRequest, "a request needs a type")
 	default:

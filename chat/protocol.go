@@ -26,7 +26,7 @@ type Request struct {
 	Epoch  int64  `json:"epoch,omitempty"`  // join: the epoch Since counts in (0: the room's current one)
 	Before int64  `json:"before,omitempty"` // history: messages before this sequence number (0: the latest)
 	Limit  int    `json:"limit,omitempty"`  // history: how many (at most HistorySize)
-	Seq    int64  `json:"seq,omitempty"`    // edit, delete: the message's sequence number
+	Seq    int64  `json:"seq,omitempty"`    // edit, delete: the message's sequence number; read: the last one read
 	Reply  int64  `json:"reply,omitempty"`  // say: the sequence number of the room's message it answers
 }
 
@@ -46,6 +46,7 @@ const (
 	TypeAuth    = "auth"
 	TypeEdit    = "edit"
 	TypeDelete  = "delete"
+	TypeRead    = "read"
 )
 
 // Message is a room message as members receive it and history keeps it.

@@ -321,6 +321,7 @@ func (h *Hub) join(c *client, req *Request) {
 	// later message follows the history, none is missed or repeated.
 	_ = r.group.Add(c.id)
 	c.rooms = append(c.rooms, r)
+	h.sendReadPos(c, r)
 	if news {
 		r.joined = append(r.joined, c.nick)
 		h.markDirty(r)

@@ -16,6 +16,9 @@ type hubStats struct {
 	rateLimited     atomic.Uint64
 	presenceChanges atomic.Uint64
 	presenceSent    atomic.Uint64
+	reads           atomic.Uint64
+	readsFailed     atomic.Uint64
+	readsRefused    atomic.Uint64
 	errMu           sync.Mutex
 	errors          map[string]uint64
 	refused         map[string]uint64 // handshakes, by reason
@@ -62,6 +65,9 @@ type Stats struct {
 	RateLimited     uint64            // requests refused by the rate limit
 	PresenceChanges uint64            // joins, leaves and renames
 	PresenceSent    uint64            // presence messages sent (each to a whole room)
+	Reads           uint64            // read marks that moved a user's position (and were pushed to its connections)
+	ReadsFailed     uint64            // read-state calls the store failed
+	ReadsRefused    uint64            // read-state calls refused because readJobs waited for the store
 	Errors          map[string]uint64 // errors sent, by code (every code, 0 if none)
 	Users           int               // signed-in users connected here (each counted once)
 	Refused         map[string]uint64 // handshakes refused, by reason (every Refused* reason, 0 if none)
@@ -86,6 +92,9 @@ func (h *Hub) Stats() Stats {
 		RateLimited:     h.stats.rateLimited.Load(),
 		PresenceChanges: h.stats.presenceChanges.Load(),
 		PresenceSent:    h.stats.presenceSent.Load(),
+		Reads:           h.stats.reads.Load(),
+		ReadsFailed:     h.stats.readsFailed.Load(),
+		ReadsRefused:    h.stats.readsRefused.Load(),
 		Errors:          make(map[string]uint64),
 		Refused:         make(map[string]uint64),
 		Dropped:         make(map[string]uint64),

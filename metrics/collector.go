@@ -57,6 +57,8 @@ var (
 	mPresenceSent   = newDesc("parley_presence_messages_total", "Presence messages sent, each to a whole room: changes coalesced into them.")
 	mChatErrors     = newDesc("parley_chat_errors_total", "Errors sent to chat clients, by code.", "code")
 	mPublishFailed  = newDesc("parley_broker_publish_failed_total", "Room messages the broker could not take: their senders got not_delivered.")
+	mReadMarks      = newDesc("parley_read_marks_total", "Read marks of signed-in users that moved their position (each pushed to the user's connections on every node).")
+	mReadErrors     = newDesc("parley_read_errors_total", "Read-state calls that failed: store (the store failed them) or queue (too many waited for it).", "reason")
 	mUsers          = newDesc("parley_users", "Signed-in users connected to this node, each counted once however many connections it has.")
 	mBusDropped     = newDesc("parley_bus_dropped_total", "Messages from the cluster bus refused (they did not decode strictly, or held what no client could send), by kind (message, presence, direct, control, rule, heartbeat).", "kind")
 	mAPIRequests    = newDesc("parley_api_requests_total", "Server API calls, by route and status.", "route", "status")
@@ -110,7 +112,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Chat != nil {
 		for _, d := range []*prometheus.Desc{mRooms, mMembers, mPublished, mReceived, mDMs, mRateLimited,
-			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed, mUsers, mBusDropped} {
+			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed, mUsers, mBusDropped, mReadMarks, mReadErrors} {
 			ch <- d
 		}
 	}
@@ -243,6 +245,9 @@ func collectChat(ch chan<- prometheus.Metric, st ChatStats) {
 	counter(ch, mPresenceChange, st.PresenceChanges)
 	counter(ch, mPresenceSent, st.PresenceSent)
 	counter(ch, mPublishFailed, st.PublishFailed)
+	counter(ch, mReadMarks, st.Reads)
+	counter(ch, mReadErrors, st.ReadsFailed, "store")
+	counter(ch, mReadErrors, st.ReadsRefused, "queue")
 	for _, code := range sortedKeys(st.Errors) {
 		counter(ch, mChatErrors, st.Errors[code], code)
 	}

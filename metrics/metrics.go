@@ -24,6 +24,9 @@ type ChatStats struct {
 	PresenceChanges uint64
 	PresenceSent    uint64
 	PublishFailed   uint64
+	Reads           uint64            // read marks that moved a position
+	ReadsFailed     uint64            // read-state calls the store failed
+	ReadsRefused    uint64            // read-state calls refused: too many waited
 	Errors          map[string]uint64 // by code
 	Users           int
 	Refused         map[string]uint64 // handshakes, by reason

@@ -111,10 +111,52 @@ function lineElement(line) {
     li.append(...parts);
     if (line.seq && !line.deleted) li.append(actions(line, mine));
   } else {
-    li.className = line.kind; // system or error
+    li.className = line.kind; // system, error or marker
     li.textContent = line.text;
   }
   return li;
+}
+
+// ---- read state --------------------------------------------------------------
+// A signed-in user's read position in each room is the server's: this
+// page marks a room read as its lines are seen (shown, the page visible,
+// scrolled to the bottom), at most twice a second, and takes the marks of
+// the user's other devices, clearing its unread counts. Guests count in
+// the page alone.
+
+// unreadOf counts the lines of c past its read position, but our own.
+function unreadOf(c) {
+  let n = 0;
+  for (const l of c.lines) if (l.kind === "msg" && l.seq > c.readSeq && !l.deleted && !own(l)) n++;
+  return n;
+}
+
+// markRead tells the server the current room is read to its last line,
+// if the reader can see it.
+function markRead() {
+  const key = state.current, c = conv(key);
+  if (!state.user || !key.startsWith("room:") || document.hidden || !atBottom()) return;
+  if (!c.lastSeq || c.lastSeq <= (c.readSeq || 0) || c.lastSeq <= (c.readSent || 0)) return;
+  clearTimeout(c.readTimer);
+  c.readTimer = setTimeout(() => {
+    if (!online() || c.lastSeq <= (c.readSent || 0)) return;
+    c.readAt = Date.now();
+    c.readSent = c.lastSeq;
+    paced({ type: "read", room: split(key)[1], seq: c.lastSeq });
+  }, Math.max(0, 500 - (Date.now() - (c.readAt || 0))));
+}
+
+// placeMarker puts "new since you left" above the first line past c's
+// read position (once a page load, when the server first tells it).
+function placeMarker(c) {
+  const i = c.lines.findIndex((l) => l.kind === "msg" && l.seq > c.readSeq && !own(l));
+  if (i < 0) return;
+  c.lines.splice(i, 0, { kind: "marker", text: "new since you left" });
+  if (c.key === state.current) {
+    const fromBottom = els.messages.scrollHeight - els.messages.scrollTop;
+    els.messages.replaceChildren(...lineElements(c.lines, ""));
+    els.messages.scrollTop = els.messages.scrollHeight - fromBottom;
+  }
 }
 
 // richText turns a message's text into nodes: http(s) links made
@@ -239,7 +281,7 @@ function addLine(key, line) {
   c.lines.push(line);
   if (c.lines.length > MAX_LINES) c.lines.shift();
   if (key !== state.current) {
-    if (line.kind === "msg") c.unread++;
+    if (line.kind === "msg") c.unread = c.readKnown ? unreadOf(c) : c.unread + 1;
     renderLists();
     return;
   }
@@ -310,6 +352,7 @@ function renderMessages() {
   renderMembers();
   renderTyping();
   renderLists();
+  markRead();
 }
 
 function split(key) {
@@ -616,6 +659,7 @@ function setIcon(n) {
 
 document.addEventListener("visibilitychange", () => {
   if (document.hidden) return;
+  markRead();
   state.unseen = 0;
   document.title = "Parley";
   setIcon(0);
@@ -737,7 +781,19 @@ const handlers = {
     const line = lineOf(ev);
     addLine(key, line);
     if (!own(line) && !line.deleted && mentionsMe(line)) notify(ev.from + " in #" + ev.room, ev.text);
-    if (key === state.current) renderTyping();
+    if (key === state.current) { renderTyping(); markRead(); }
+  },
+  read(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    if (c.epoch && ev.epoch !== c.epoch) return; // of the room's log before it began again
+    if (c.readKnown && ev.seq <= c.readSeq) return;
+    const first = !c.readKnown;
+    c.readKnown = true;
+    c.readSeq = ev.seq;
+    if (first) placeMarker(c);
+    c.unread = key === state.current && !document.hidden && atBottom() ? 0 : unreadOf(c);
+    renderLists();
   },
   edited(ev) {
     const key = "room:" + ev.room;
@@ -999,6 +1055,7 @@ els.messages.addEventListener("scroll", () => {
   if (atBottom()) {
     els.jump.hidden = true;
     trimLines();
+    markRead();
   }
   if (els.messages.scrollTop < 40) loadOlder();
 });

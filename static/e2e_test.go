@@ -41,9 +41,15 @@ func chatServerWith(t *testing.T, addr string, cfg chat.Config) *engine.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pageServer(t, addr, hub)
+}
+
+// pageServer serves the page and hub on addr.
+func pageServer(t *testing.T, addr string, hub *chat.Hub) *engine.Server {
+	t.Helper()
 	// Compression on, threshold off: Chromium negotiates permessage-deflate
 	// and every message both ways is compressed.
-	srv, err := engine.New(engine.Config{Addr: addr, Logger: quiet, Root: static.FS(), CloseTimeout: 500 * time.Millisecond,
+	srv, err := engine.New(engine.Config{Addr: addr, Logger: slog.New(slog.DiscardHandler), Root: static.FS(), CloseTimeout: 500 * time.Millisecond,
 		Compression: true, CompressionThreshold: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -84,6 +84,7 @@ type Broker struct {
 	js    jetstream.JetStream
 	nicks jetstream.KeyValue
 	rules jetstream.KeyValue
+	reads jetstream.KeyValue // read positions (reads.go)
 
 	roomDir jetstream.KeyValue // which node has which room open (janitor.go)
 
@@ -207,6 +208,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if err == nil {
 		err = b.openRooms()
+	}
+	if err == nil {
+		err = b.openReads()
 	}
 	if err != nil {
 		nc.Close()

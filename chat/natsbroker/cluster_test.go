@@ -13,6 +13,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
@@ -473,12 +474,12 @@ func TestDurableHistory(t *testing.T) {
 func TestStoreLimit(t *testing.T) {
 	t.Parallel()
 	ns, err := natsbroker.StartServer(natsbroker.ServerConfig{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Token: testToken,
-		Logger: quiet(), MaxStore: 1 << 20})
+		Logger: quiet(), MaxStore: 1<<20 + 64<<10}) // the rooms' 1 MiB, and the read-state bucket's 64 KiB
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(ns.Shutdown)
-	nodes := startBrokered(t, natsbroker.Config{URL: ns.URL(), Token: testToken, FileStorage: true, LogBytes: 256 << 10},
+	nodes := startBrokered(t, natsbroker.Config{URL: ns.URL(), Token: testToken, FileStorage: true, LogBytes: 256 << 10, MaxReadBytes: 64 << 10},
 		1, 1, chat.Config{RateLimit: -1, RoomCreateRate: -1, MaxRooms: 20})
 	c := chattest.Connect(t, nodes[0].url) // the lobby: one stream
 	made := 1
@@ -506,8 +507,8 @@ func TestStoreLimit(t *testing.T) {
 	for m := c.Expect("message"); m.Text != "last"; m = c.Expect("message") {
 	}
 	used, reserved, err := ns.StoreUsage()
-	if err != nil || used > 1<<20 || reserved > 1<<20 {
-		t.Fatalf("store %d bytes, reserved %d (%v): want at most 1 MiB", used, reserved, err)
+	if err != nil || used > 1<<20+64<<10 || reserved > 1<<20+64<<10 {
+		t.Fatalf("store %d bytes, reserved %d (%v): want at most 1 MiB and 64 KiB", used, reserved, err)
 	}
 }
 
@@ -550,5 +551,37 @@ func TestClusterEdits(t *testing.T) {
 	h := late.Expect("history").Entries(t)
 	if len(h) != 4 || h[0].Deleted == 0 || h[0].Text != "" || h[2].Reply == nil || h[2].Reply.Excerpt != "" {
 		t.Fatalf("node 2's history: %+v", h)
+	}
+}
+
+// TestClusterReads: a user's read on one node reaches its connection on
+// another, and a connection that joins later, on either, learns it from
+// the bucket.
+func TestClusterReads(t *testing.T) {
+	is := authtest.New(t)
+	nodes := startNodesWith(t, startNATS(t).URL(), 2, 1, chat.Config{Verifier: is.Verifier()})
+	phone := chattest.Connect(t, nodes[0].url+"?access_token="+is.Token("u1"))
+	laptop := chattest.Connect(t, nodes[1].url+"?access_token="+is.Token("u1"))
+	phone.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "hi"})
+	m := phone.Expect("message")
+	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: m.Seq})
+	for _, c := range []*chattest.Client{phone, laptop} {
+		for {
+			if e := c.Read(); e.Type == "read" {
+				if e.Seq != m.Seq || e.Room != "lobby" {
+					t.Fatalf("%+v", e)
+				}
+				break
+			}
+		}
+	}
+	tablet := chattest.Dial(t, nodes[1].url+"?access_token="+is.Token("u1"))
+	for {
+		if e := tablet.Read(); e.Type == "read" {
+			if e.Seq != m.Seq {
+				t.Fatalf("%+v", e)
+			}
+			break
+		}
 	}
 }

@@ -18,6 +18,8 @@ const (
 	DefaultMaxBuffered    = 64 << 20
 	DefaultLogSize        = 1000
 	DefaultLogBytes       = 256 << 10
+	DefaultMaxReadBytes   = 64 << 20
+	ReadTTL               = 90 * 24 * time.Hour
 	DefaultRequestTimeout = 5 * time.Second
 	DefaultRoomTTL        = 10 * time.Minute
 )
@@ -64,6 +66,13 @@ type Config struct {
 	// a room's history in memory (chat.Config.HistoryBytes, 64 KiB), for
 	// the messages a node may have to fetch again after an outage.
 	LogBytes int
+
+	// MaxReadBytes bounds the read-state bucket (users' read positions,
+	// about 100 bytes each): JetStream reserves it from its store. A full
+	// bucket refuses a new user's or room's position (the read request
+	// gets unavailable); positions not moved for ReadTTL (90 days) go.
+	// Default 64 MiB.
+	MaxReadBytes int64
 
 	// HistoryMaxAge, when positive, also drops a room's messages older
 	// than this (the stream's MaxAge). Default 0: by count only.
@@ -157,6 +166,9 @@ func (c *Config) withDefaults() Config {
 	if d.LogSize == 0 {
 		d.LogSize = max(d.HistorySize, DefaultLogSize)
 	}
+	if d.MaxReadBytes == 0 {
+		d.MaxReadBytes = DefaultMaxReadBytes
+	}
 	if d.LogBytes == 0 {
 		d.LogBytes = DefaultLogBytes
 	}
@@ -229,6 +241,9 @@ func (c *Config) Validate() error {
 	}
 	if d.LogSize < d.HistorySize {
 		return cfgerr.New("LogSize", "natsbroker: LogSize (%d) must be at least HistorySize (%d)", d.LogSize, d.HistorySize)
+	}
+	if d.MaxReadBytes < 4096 {
+		return cfgerr.New("MaxReadBytes", "natsbroker: MaxReadBytes (%d) must be at least 4096", d.MaxReadBytes)
 	}
 	if d.LogBytes < 4096 {
 		return cfgerr.New("LogBytes", "natsbroker: LogBytes (%d) must be at least 4096", d.LogBytes)

@@ -13,7 +13,7 @@ type stats struct {
 	reconnects, disconnects, controlReceived, recreated            atomic.Uint64
 	droppedBeats, droppedRules, streamsDeleted, stalls, beats      atomic.Uint64
 	retries, publishTimeouts, bufferFull, overtook, fetchRetries   atomic.Uint64
-	lateAcks, tailRepairs                                          atomic.Uint64
+	lateAcks, tailRepairs, droppedReads                            atomic.Uint64
 	provisionRetries                                               atomic.Uint64
 	lag                                                            histogram
 }
@@ -30,6 +30,7 @@ type Stats struct {
 	ProvisionRetries uint64 // requests making or opening a stream or bucket that went unanswered and were made again
 	LateAcks         uint64 // acknowledgements that came after their send timed out, taken all the same
 	TailRepairs      uint64 // repairs started by another node's heartbeat naming a room message this node had not received
+	DroppedReads     uint64 // read positions in the bucket that did not decode strictly (taken as none)
 	FetchRetries     uint64 // repairs that could not read their stream (NATS away, no leader) and tried again
 	BufferedBytes    int    // bytes of room messages waiting for NATS now (sent and unacknowledged, or held through an outage)
 	BufferedMsgs     int    // room messages waiting for NATS now
@@ -94,7 +95,7 @@ func (b *Broker) Stats() Stats {
 		DroppedRules: s.droppedRules.Load(), StreamsDeleted: s.streamsDeleted.Load(),
 		Stalls: s.stalls.Load(), Beats: s.beats.Load(), PublishRetries: s.retries.Load(), PublishTimeouts: s.publishTimeouts.Load(),
 		BufferFull: s.bufferFull.Load(), Overtaken: s.overtook.Load(), FetchRetries: s.fetchRetries.Load(),
-		ProvisionRetries: s.provisionRetries.Load(), LateAcks: s.lateAcks.Load(), TailRepairs: s.tailRepairs.Load()}
+		ProvisionRetries: s.provisionRetries.Load(), LateAcks: s.lateAcks.Load(), TailRepairs: s.tailRepairs.Load(), DroppedReads: s.droppedReads.Load()}
 	st.BufferedBytes, st.BufferedMsgs = b.out.buffered()
 	st.LagCounts = make([]uint64, len(s.lag.counts))
 	for i := range s.lag.counts {

@@ -68,7 +68,7 @@ type serveConfig struct {
 func clusterFlag(name string) bool {
 	switch name {
 	case "node", "nats-prefix", "node-heartbeat", "room-ttl", "nats-token-file", "nats-user", "nats-password-file",
-		"nats-nkey-seed", "nats-creds", "nats-ca", "nats-cert", "nats-key", "replicas", "nats-publish-timeout", "nats-buffer", "nats-log-size", "nats-log-bytes":
+		"nats-nkey-seed", "nats-creds", "nats-ca", "nats-cert", "nats-key", "replicas", "nats-publish-timeout", "nats-buffer", "nats-log-size", "nats-log-bytes", "nats-read-bytes":
 		return true
 	}
 	return false
@@ -231,6 +231,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&cfg.NATS.Replicas, "replicas", 0, "how many NATS servers keep each room's stream and each bucket, 1 to 5 (0: 3 on a NATS cluster of three servers or more, else 1); a NATS that cannot hold them is an error at start")
 	fs.IntVar(&cfg.NATS.LogSize, "nats-log-size", 0, "messages each room's stream keeps in NATS: the history and those a node may have to fetch again after an outage (0: the larger of --history-size and 1000)")
 	fs.IntVar(&cfg.NATS.LogBytes, "nats-log-bytes", natsbroker.DefaultLogBytes, "most `bytes` each room's stream keeps in NATS (the oldest go first)")
+	fs.Int64Var(&cfg.NATS.MaxReadBytes, "nats-read-bytes", natsbroker.DefaultMaxReadBytes, "most `bytes` of signed-in users' read positions NATS keeps (about 100 each; reserved from its store); when full a new position is refused; one unmoved for 90 days goes")
 	fs.DurationVar(&cfg.NATS.PublishTimeout, "nats-publish-timeout", natsbroker.DefaultPublishTimeout, "how long a room message may wait for NATS to store it (an outage, a leader election: it is kept and sent again, in order) before its sender is told not_delivered; at most 1m")
 	fs.IntVar(&cfg.NATS.MaxBuffered, "nats-buffer", natsbroker.DefaultMaxBuffered, "most `bytes` of room messages a node holds for NATS (unacknowledged, or kept through an outage); past it a message is refused at once (not_delivered)")
 	fs.StringVar(&cfg.EchoPath, "echo-path", "", "also mount an echo endpoint (every message back with its type, 16 MiB limit) on this `path`, for conformance suites such as Autobahn's")
@@ -568,6 +569,7 @@ func chatStats(hub *chat.Hub) func() metrics.ChatStats {
 			Rooms: st.Rooms, Members: st.Members, Published: st.Published, Received: st.Received, DMs: st.DMs,
 			RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,
 			PublishFailed: st.PublishFailed, Errors: st.Errors, Users: st.Users, Refused: st.Refused, Dropped: st.Dropped,
+			Reads: st.Reads, ReadsFailed: st.ReadsFailed, ReadsRefused: st.ReadsRefused,
 		}
 	}
 }

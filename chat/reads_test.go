@@ -1,0 +1,69 @@
+package chat_test
+
+import (
+	"testing"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/authtest"
+)
+
+// TestReadState: a signed-in user's read position is the server's: a
+// read on one connection reaches its others, never moves back, never
+// past the room's last message, and a new connection learns it when it
+// joins. Guests keep theirs in their page.
+func TestReadState(t *testing.T) {
+	t.Parallel()
+	is := authtest.New(t)
+	hub, _, url := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed}, engine.Config{})
+	phone := connect(t, url+"?access_token="+is.Token("u1"))
+	laptop := connect(t, url+"?access_token="+is.Token("u1"))
+	other := connect(t, url+"?access_token="+is.Token("u2"))
+	guest := connect(t, url)
+	for _, text := range []string{"a", "b", "c"} {
+		other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+	}
+	for _, c := range []*client{phone, laptop, guest} {
+		for range 3 {
+			c.Expect("message")
+		}
+	}
+	expectRead := func(c *client, seq int64) {
+		t.Helper()
+		if r := c.Expect("read"); r.Room != "lobby" || r.Seq != seq || r.Epoch == 0 {
+			t.Fatalf("read %+v, want seq %d", r, seq)
+		}
+	}
+	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 2})
+	expectRead(phone, 2)
+	expectRead(laptop, 2)
+	laptop.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 1}) // behind: nothing moves
+	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 99}) // past the last: the last
+	expectRead(phone, 3)
+	expectRead(laptop, 3)
+
+	tablet := dial(t, url+"?access_token="+is.Token("u1"))
+	tablet.Expect("welcome")
+	tablet.Expect("join")
+	tablet.Expect("history")
+	expectRead(tablet, 3)
+
+	guest.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 1})
+	guest.ExpectError(chat.ErrForbidden)
+	phone.Send(chat.Request{Type: chat.TypeRead, Room: "elsewhere", Seq: 1})
+	phone.ExpectError(chat.ErrNotInRoom)
+	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: -1})
+	phone.ExpectError(chat.ErrBadRequest)
+	if st := hub.Stats(); st.Reads != 2 {
+		t.Fatalf("reads %d, want 2", st.Reads)
+	}
+	// u2 heard none of it.
+	other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "d"})
+	for {
+		if e := other.Read(); e.Type == "message" && e.Text == "d" {
+			break
+		} else if e.Type == "read" {
+			t.Fatalf("another user got %+v", e)
+		}
+	}
+}
