@@ -477,14 +477,26 @@ func (h *Hub) sweepRules(now time.Time) {
 
 // users indexes connected users' clients by user id.
 type users struct {
-	mu sync.Mutex
-	m  map[string][]engine.ClientID
+	mu     sync.Mutex
+	m      map[string][]engine.ClientID
+	byNick map[string]string // nick key -> user id, of the users here (their mentions: notify.go)
 }
 
-func (h *Hub) addUser(user string, id engine.ClientID) {
+func (h *Hub) addUser(user, nick string, id engine.ClientID) {
 	h.users.mu.Lock()
 	h.users.m[user] = append(h.users.m[user], id)
+	if h.users.byNick == nil {
+		h.users.byNick = make(map[string]string)
+	}
+	h.users.byNick[keyOf(nick)] = user
 	h.users.mu.Unlock()
+}
+
+// userByNick returns the user here whose nick has key, or "".
+func (h *Hub) userByNick(key string) string {
+	h.users.mu.Lock()
+	defer h.users.mu.Unlock()
+	return h.users.byNick[key]
 }
 
 func (h *Hub) removeUser(user string, id engine.ClientID) {
@@ -499,6 +511,11 @@ func (h *Hub) removeUser(user string, id engine.ClientID) {
 	}
 	if len(ids) == 0 {
 		delete(h.users.m, user)
+		for k, u := range h.users.byNick {
+			if u == user {
+				delete(h.users.byNick, k)
+			}
+		}
 	} else {
 		h.users.m[user] = ids
 	}
@@ -637,6 +654,10 @@ func (h *Hub) HandleControl(data []byte) {
 		_, _ = h.ep.Multicast(ids, engine.Text, b)
 	case "read":
 		h.pushRead(&m)
+	case "read_dms":
+		if m.TS > 0 {
+			h.readNotes(m.User, func(n *Notification) bool { return n.Kind == "dm" && n.TS <= m.TS })
+		}
 	case "disconnect":
 		if m.Code < 4000 || m.Code > 4999 || len(m.Reason) > MaxReasonLength {
 			h.dropped("control", fmt.Errorf("a disconnection with code %d", m.Code))

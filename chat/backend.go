@@ -143,12 +143,14 @@ func (h *Hub) dmUser(c *client, req *Request) {
 		h.fail(c, req, ErrBadRequest, "user: "+err.Error())
 		return
 	}
-	err := h.broadcast(control{Kind: "dm", User: req.User, From: c.nick, FromID: c.userID(), Text: req.Text, TS: now()})
+	ts := now()
+	err := h.broadcast(control{Kind: "dm", User: req.User, From: c.nick, FromID: c.userID(), Text: req.Text, TS: ts})
 	if err != nil {
 		h.fail(c, req, ErrNotDelivered, "the message could not be delivered: "+err.Error())
 		return
 	}
 	h.stats.dms.Add(1)
+	h.noteDM(req.User, c, req.Text, ts)
 	if c.userID() == "" {
 		// A guest's copy (a signed-in sender's came with the broadcast,
 		// to all its connections).

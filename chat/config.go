@@ -28,6 +28,7 @@ const (
 	DefaultLargeRoomCounts  = 5 * time.Second
 	DefaultMaxRules         = 100000
 	DefaultEditWindow       = time.Hour
+	DefaultNotifyDelay      = 30 * time.Second
 )
 
 // Config configures a Hub. The zero value is valid: zero fields take the
@@ -156,6 +157,15 @@ type Config struct {
 	// a PresenceManager (MemoryBroker and natsbroker.Broker are).
 	Presence PresenceManager
 
+	// Notifier, if set, is handed the mentions of signed-in users and the
+	// DMs to them that none of their connections read within NotifyDelay
+	// (notify.Poster posts them to a backend).
+	Notifier Notifier
+
+	// NotifyDelay is how long a mention or DM may stay unread before the
+	// Notifier hears of it. Default 30 s.
+	NotifyDelay time.Duration
+
 	// Reads keeps signed-in users' read positions; nil uses the Broker
 	// if it is a ReadStore (MemoryBroker and natsbroker.Broker are), else
 	// none are kept (a read request gets unavailable).
@@ -184,6 +194,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.MaxTextLength == 0 {
 		d.MaxTextLength = DefaultMaxTextLength
+	}
+	if d.NotifyDelay == 0 {
+		d.NotifyDelay = DefaultNotifyDelay
 	}
 	if d.EditWindow == 0 {
 		d.EditWindow = DefaultEditWindow
@@ -272,6 +285,9 @@ func (c *Config) Validate() error {
 	}
 	if d.HistoryMaxAge < 0 || d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second {
 		return cfgerr.New("HistoryMaxAge", "chat: HistoryMaxAge (%v) must be at least 1s, or 0 for no limit", d.HistoryMaxAge)
+	}
+	if d.NotifyDelay < 0 {
+		return cfgerr.New("NotifyDelay", "chat: NotifyDelay (%v) must be positive", d.NotifyDelay)
 	}
 	if d.EditWindow < 0 && d.EditWindow != -1 {
 		return cfgerr.New("EditWindow", "chat: EditWindow (%v) must be positive, or -1 for as long as the history holds a message", d.EditWindow)

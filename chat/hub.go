@@ -43,6 +43,7 @@ type Hub struct {
 	dirtyMu   sync.Mutex
 	dirty     []*room // rooms with presence changes to send
 
+	notes notes       // unread notifications waiting for NotifyDelay
 	reads ReadStore   // signed-in users' read positions; nil: none kept
 	readQ chan func() // calls to reads, for the read workers
 
@@ -154,6 +155,7 @@ func (h *Hub) OnStart(ep *engine.Endpoint) error {
 func (h *Hub) OnStop() {
 	close(h.stop)
 	h.wg.Wait()
+	h.stopNotes()
 	if err := h.broker.Close(); err != nil {
 		h.log.Warn("closing the broker", "err", err)
 	}
@@ -206,7 +208,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	s.m[id] = c
 	s.Unlock()
 	if c.who != nil {
-		h.addUser(c.who.user, id)
+		h.addUser(c.who.user, c.nick, id)
 		h.watchExpiry(id, c.who.expires)
 	}
 	h.send(c, w)

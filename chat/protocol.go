@@ -28,6 +28,7 @@ type Request struct {
 	Limit  int    `json:"limit,omitempty"`  // history: how many (at most HistorySize)
 	Seq    int64  `json:"seq,omitempty"`    // edit, delete: the message's sequence number; read: the last one read
 	Reply  int64  `json:"reply,omitempty"`  // say: the sequence number of the room's message it answers
+	DM     bool   `json:"dm,omitempty"`     // read: every DM so far is read (no notification of them)
 }
 
 // decodeStrict decodes the JSON object data into v strictly

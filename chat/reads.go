@@ -87,10 +87,20 @@ func (h *Hub) queueRead(f func()) bool {
 // connection of the user, on every node, is told.
 func (h *Hub) read(c *client, req *Request) {
 	user := c.userID()
+	if req.DM && user != "" && req.Room == "" {
+		// Every DM to the user so far is read: no notification of them.
+		if err := h.broadcast(control{Kind: "read_dms", User: user, TS: now()}); err != nil {
+			h.fail(c, req, ErrUnavailable, "the read mark could not be passed on: "+err.Error())
+		}
+		return
+	}
 	r := c.room(req.Room)
 	switch {
 	case user == "":
 		h.fail(c, req, ErrForbidden, "guests keep their read state in their page: sign in to keep it on the server")
+		return
+	case req.DM:
+		h.fail(c, req, ErrBadRequest, "a read mark is of a room or of the DMs (dm), not both")
 		return
 	case h.reads == nil:
 		h.fail(c, req, ErrUnavailable, "this server keeps no read state")
@@ -154,6 +164,9 @@ func (h *Hub) pushRead(m *control) {
 		h.dropped("control", fmt.Errorf("a read mark of room %q, seq %d, epoch %d", m.Room, m.Seq, m.Epoch))
 		return
 	}
+	h.readNotes(m.User, func(n *Notification) bool {
+		return n.Kind == "mention" && n.Room == m.Room && n.Epoch == m.Epoch && n.Seq <= m.Seq
+	})
 	ids := h.userClients(m.User)
 	if len(ids) == 0 {
 		return

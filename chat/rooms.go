@@ -64,6 +64,9 @@ func (h *Hub) deliver(r *room, seq int64, msg []byte) {
 		h.scratch.Put(bp)
 	}
 	r.appendHistory(seq, bytes.Clone(msg), now)
+	if p.Edits == 0 && p.Deletes == 0 {
+		h.noteMentions(r, seq, &p)
+	}
 }
 
 // maxScratch is the largest encoding buffer the hub keeps for reuse.

@@ -19,6 +19,9 @@ type hubStats struct {
 	reads           atomic.Uint64
 	readsFailed     atomic.Uint64
 	readsRefused    atomic.Uint64
+	notified        atomic.Uint64
+	notesRead       atomic.Uint64
+	notesDropped    atomic.Uint64
 	errMu           sync.Mutex
 	errors          map[string]uint64
 	refused         map[string]uint64 // handshakes, by reason
@@ -68,6 +71,9 @@ type Stats struct {
 	Reads           uint64            // read marks that moved a user's position (and were pushed to its connections)
 	ReadsFailed     uint64            // read-state calls the store failed
 	ReadsRefused    uint64            // read-state calls refused because readJobs waited for the store
+	Notified        uint64            // unread mentions and DMs handed to the Notifier
+	NotesRead       uint64            // mentions and DMs read within NotifyDelay (no notification)
+	NotesDropped    uint64            // notifications dropped: MaxPendingNotes waited already
 	Errors          map[string]uint64 // errors sent, by code (every code, 0 if none)
 	Users           int               // signed-in users connected here (each counted once)
 	Refused         map[string]uint64 // handshakes refused, by reason (every Refused* reason, 0 if none)
@@ -95,6 +101,9 @@ func (h *Hub) Stats() Stats {
 		Reads:           h.stats.reads.Load(),
 		ReadsFailed:     h.stats.readsFailed.Load(),
 		ReadsRefused:    h.stats.readsRefused.Load(),
+		Notified:        h.stats.notified.Load(),
+		NotesRead:       h.stats.notesRead.Load(),
+		NotesDropped:    h.stats.notesDropped.Load(),
 		Errors:          make(map[string]uint64),
 		Refused:         make(map[string]uint64),
 		Dropped:         make(map[string]uint64),

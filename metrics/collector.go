@@ -59,6 +59,9 @@ var (
 	mPublishFailed  = newDesc("parley_broker_publish_failed_total", "Room messages the broker could not take: their senders got not_delivered.")
 	mReadMarks      = newDesc("parley_read_marks_total", "Read marks of signed-in users that moved their position (each pushed to the user's connections on every node).")
 	mReadErrors     = newDesc("parley_read_errors_total", "Read-state calls that failed: store (the store failed them) or queue (too many waited for it).", "reason")
+	mUnread         = newDesc("parley_unread_notes_total", "Mentions of and DMs to signed-in users: notified (unread after --notify-delay), read (in time), dropped (too many waited).", "result")
+	mNotify         = newDesc("parley_notify_posts_total", "Unread notifications posted to --notify-url: sent (2xx), retried, failed (given up, or refused with a 4xx), dropped (the queue was full).", "result")
+	mNotifyQueued   = newDesc("parley_notify_queued", "Unread notifications waiting to be posted (or posted again).")
 	mUsers          = newDesc("parley_users", "Signed-in users connected to this node, each counted once however many connections it has.")
 	mBusDropped     = newDesc("parley_bus_dropped_total", "Messages from the cluster bus refused (they did not decode strictly, or held what no client could send), by kind (message, presence, direct, control, rule, heartbeat).", "kind")
 	mAPIRequests    = newDesc("parley_api_requests_total", "Server API calls, by route and status.", "route", "status")
@@ -112,7 +115,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Chat != nil {
 		for _, d := range []*prometheus.Desc{mRooms, mMembers, mPublished, mReceived, mDMs, mRateLimited,
-			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed, mUsers, mBusDropped, mReadMarks, mReadErrors} {
+			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed, mUsers, mBusDropped, mReadMarks, mReadErrors, mUnread} {
 			ch <- d
 		}
 	}
@@ -126,6 +129,10 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.API != nil {
 		ch <- mAPIRequests
+	}
+	if c.src.Notify != nil {
+		ch <- mNotify
+		ch <- mNotifyQueued
 	}
 }
 
@@ -155,6 +162,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for _, h := range hits {
 			counter(ch, mAPIRequests, h.Count, h.Route, strconv.Itoa(h.Status))
 		}
+	}
+	if c.src.Notify != nil {
+		st := c.src.Notify()
+		counter(ch, mNotify, st.Sent, "sent")
+		counter(ch, mNotify, st.Retried, "retried")
+		counter(ch, mNotify, st.Failed, "failed")
+		counter(ch, mNotify, st.Dropped, "dropped")
+		gauge(ch, mNotifyQueued, float64(st.Queued))
 	}
 }
 
@@ -248,6 +263,9 @@ func collectChat(ch chan<- prometheus.Metric, st ChatStats) {
 	counter(ch, mReadMarks, st.Reads)
 	counter(ch, mReadErrors, st.ReadsFailed, "store")
 	counter(ch, mReadErrors, st.ReadsRefused, "queue")
+	counter(ch, mUnread, st.Notified, "notified")
+	counter(ch, mUnread, st.NotesRead, "read")
+	counter(ch, mUnread, st.NotesDropped, "dropped")
 	for _, code := range sortedKeys(st.Errors) {
 		counter(ch, mChatErrors, st.Errors[code], code)
 	}

@@ -27,6 +27,9 @@ type ChatStats struct {
 	Reads           uint64            // read marks that moved a position
 	ReadsFailed     uint64            // read-state calls the store failed
 	ReadsRefused    uint64            // read-state calls refused: too many waited
+	Notified        uint64            // unread mentions and DMs handed to the poster
+	NotesRead       uint64            // read within the delay: not posted
+	NotesDropped    uint64            // dropped: too many waited for the delay
 	Errors          map[string]uint64 // by code
 	Users           int
 	Refused         map[string]uint64 // handshakes, by reason
@@ -85,6 +88,14 @@ type Sources struct {
 	Chat   func() ChatStats
 	Broker func() BrokerStats // a cluster's broker; nil alone
 	API    func() []APIHit    // the server API; nil when off
+	Notify func() NotifyStats // the poster of unread notifications; nil when off
+}
+
+// NotifyStats is the notification poster's part of a scrape (cmd maps
+// notify.Stats onto it).
+type NotifyStats struct {
+	Sent, Retried, Failed, Dropped uint64
+	Queued                         int
 }
 
 // Build describes the binary for parley_build_info. Zero fields are filled

@@ -135,7 +135,17 @@ function unreadOf(c) {
 // if the reader can see it.
 function markRead() {
   const key = state.current, c = conv(key);
-  if (!state.user || !key.startsWith("room:") || document.hidden || !atBottom()) return;
+  if (!state.user || document.hidden || !atBottom()) return;
+  if (key.startsWith("dm:")) {
+    // DMs seen: the server posts no unread notification of them.
+    const last = c.lines.filter((l) => l.kind === "msg" && l.from !== state.me).pop();
+    if (last && last.ts > (state.dmsRead || 0) && online()) {
+      state.dmsRead = last.ts;
+      paced({ type: "read", dm: true });
+    }
+    return;
+  }
+  if (!key.startsWith("room:")) return;
   if (!c.lastSeq || c.lastSeq <= (c.readSeq || 0) || c.lastSeq <= (c.readSent || 0)) return;
   clearTimeout(c.readTimer);
   c.readTimer = setTimeout(() => {
@@ -837,6 +847,7 @@ const handlers = {
     const peer = ev.from === state.me ? ev.to : ev.from;
     addLine("dm:" + peer, { kind: "msg", from: ev.from, text: ev.text, ts: ev.ts });
     renderLists();
+    if (state.current === "dm:" + peer) markRead();
   },
   typing(ev) {
     const c = conv(ev.room ? "room:" + ev.room : "dm:" + ev.nick); // no room: typing a DM to us

@@ -87,6 +87,10 @@ func TestParseServeErrors(t *testing.T) {
 		{[]string{"--data-dir", "d", "--nats-max-store", "0"}, "--nats-max-store 0"},
 		{[]string{"--node", "a", "--nats-prefix", "p"}, "--nats-prefix, --node: needs --nats"},
 		{[]string{"--nats", "nats://127.0.0.1:4222", "--room-ttl", "10ms"}, "RoomTTL (10ms)"},
+		{[]string{"--notify-url", "http://127.0.0.1:9/hook"}, "--notify-url needs --notify-secret-file"},
+		{[]string{"--notify-secret-file", "s"}, "--notify-secret-file needs --notify-url"},
+		{[]string{"--notify-delay", "-1s"}, "NotifyDelay (-1s)"},
+		{[]string{"--edit-window", "-2s"}, "EditWindow (-2s)"},
 		{[]string{"--nosuchflag"}, "usage"},
 		{[]string{"extra"}, "usage"},
 	} {

@@ -24,6 +24,7 @@ import (
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/metrics"
+	"github.com/parleyhq/parley/notify"
 	"github.com/parleyhq/parley/static"
 )
 
@@ -61,7 +62,11 @@ type serveConfig struct {
 	// The server API: its key's file (empty: no API) and its own
 	// listener (empty: under /api/v1/ on the main one).
 	APIKeyFile string
-	APIListen  string
+	// NotifyURL and NotifySecretFile: where unread mentions and DMs are
+	// posted, and the HMAC secret they are signed with (notify).
+	NotifyURL        string
+	NotifySecretFile string
+	APIListen        string
 }
 
 // clusterFlag reports whether the flag called name only acts through NATS.
@@ -207,6 +212,9 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.Var(&private, "private-room", "a `room` (or prefix*) only users whose token's rooms claim names it, or who were invited, may join; repeatable")
 	fs.Var(&readOnly, "read-only-room", "a `room` (or prefix*) only users whose token's say claim names it may say in; repeatable")
 	fs.IntVar(&ch.MaxRules, "max-rules", chat.DefaultMaxRules, "most bans, mutes and invitations held")
+	fs.StringVar(&cfg.NotifyURL, "notify-url", "", "post signed-in users' mentions and DMs that none of their connections read within --notify-delay to this http(s) `URL` (JSON, signed: X-Parley-Signature; docs/API.md)")
+	fs.StringVar(&cfg.NotifySecretFile, "notify-secret-file", "", "`file` holding the HMAC secret (>= 16 bytes) that signs --notify-url's posts; required with it")
+	fs.DurationVar(&ch.NotifyDelay, "notify-delay", chat.DefaultNotifyDelay, "how long a mention or DM may stay unread before --notify-url hears of it")
 	fs.StringVar(&cfg.APIKeyFile, "api-key-file", "", "`file` holding the server API's key (>= 16 bytes); enables the API (docs/API.md) under /api/v1/")
 	fs.StringVar(&cfg.APIListen, "api-listen", "", "serve the server API on this `host:port` only, instead of on the main listener")
 	fs.StringVar(&cfg.NATSTokenFile, "nats-token-file", "", "`file` holding the NATS token; with --nats-embedded, the token the embedded server requires (default: a new one, written to a file named in the log)")
@@ -264,6 +272,12 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	}
 	if cfg.NATSMaxStore <= 0 && cfg.NATSMaxStore != -1 {
 		return cfg, fmt.Errorf("--nats-max-store %d: want a positive number of bytes, or -1", cfg.NATSMaxStore)
+	}
+	if cfg.NotifyURL == "" && cfg.NotifySecretFile != "" {
+		return cfg, fmt.Errorf("--notify-secret-file needs --notify-url")
+	}
+	if cfg.NotifyURL != "" && cfg.NotifySecretFile == "" {
+		return cfg, fmt.Errorf("--notify-url needs --notify-secret-file: the backend must be able to tell the server's posts from others")
 	}
 	if len(alone) > 0 && !cfg.clustered() {
 		return cfg, fmt.Errorf("%s: needs --nats, --nats-embedded or --data-dir (alone, the node uses no NATS)", strings.Join(alone, ", "))
@@ -392,6 +406,34 @@ func (c *serveConfig) keyed() bool {
 
 // readSecret reads a secret from a file: its content without the trailing
 // newline, refused when empty.
+// startNotify starts the poster of unread notifications, if asked for.
+func startNotify(cfg serveConfig, log *slog.Logger) (*notify.Poster, error) {
+	if cfg.NotifyURL == "" {
+		return nil, nil
+	}
+	secret, err := readSecret(cfg.NotifySecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("--notify-secret-file: %w", err)
+	}
+	p, err := notify.New(notify.Config{URL: cfg.NotifyURL, Secret: []byte(secret), Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("--notify-url: %w", err)
+	}
+	log.Info("unread mentions and DMs are posted", "url", cfg.NotifyURL, "delay", cfg.Chat.NotifyDelay.String())
+	return p, nil
+}
+
+// notifyStats maps the poster's and the hub's counters onto a scrape's.
+func notifyStats(p *notify.Poster) func() metrics.NotifyStats {
+	if p == nil {
+		return nil
+	}
+	return func() metrics.NotifyStats {
+		st := p.Stats()
+		return metrics.NotifyStats{Sent: st.Sent, Retried: st.Retried, Failed: st.Failed, Dropped: st.Dropped, Queued: st.Queued}
+	}
+}
+
 func readSecret(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -489,6 +531,14 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		log.Info("joined the cluster", "nats", where, "history_storage", cfg.HistoryStorage)
 	}
+	poster, err := startNotify(cfg, log)
+	if err != nil {
+		return err
+	}
+	if poster != nil {
+		defer poster.Close()
+		cfg.Chat.Notifier = poster
+	}
 	hub, err := chat.New(cfg.Chat)
 	if err != nil {
 		return err
@@ -507,7 +557,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: buildVersion, Revision: buildRevision}},
-		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub), Broker: brokerStats(broker), API: apiStats(apiSrv)})
+		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub), Broker: brokerStats(broker), API: apiStats(apiSrv), Notify: notifyStats(poster)})
 	if err != nil {
 		return err
 	}
@@ -570,6 +620,7 @@ func chatStats(hub *chat.Hub) func() metrics.ChatStats {
 			RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,
 			PublishFailed: st.PublishFailed, Errors: st.Errors, Users: st.Users, Refused: st.Refused, Dropped: st.Dropped,
 			Reads: st.Reads, ReadsFailed: st.ReadsFailed, ReadsRefused: st.ReadsRefused,
+			Notified: st.Notified, NotesRead: st.NotesRead, NotesDropped: st.NotesDropped,
 		}
 	}
 }
