@@ -61,8 +61,10 @@ func (k entryKind) event() string {
 	return "message"
 }
 
-// sidLen is the length of a guest's sender id: 12 bytes in base64.
-const sidLen = 16
+// sidLen is the length of a guest's sender id: 8 bytes (64 bits: no two
+// guests share one) in base64, 11 characters. Every guest message carries
+// it: each character is a byte of every delivery.
+const sidLen = 11
 
 // sid is a guest's sender id: a keyed hash of this node and the
 // connection, so it is unique across a cluster's nodes, cannot be guessed
@@ -79,7 +81,7 @@ func (h *Hub) sid(c *client) string {
 	buf = append(buf, 0)
 	buf = strconv.AppendUint(buf, uint64(c.id), 10)
 	sum := sha256.Sum256(buf)
-	return base64.RawURLEncoding.EncodeToString(sum[:sidLen*3/4])
+	return base64.RawURLEncoding.EncodeToString(sum[:8])
 }
 
 // validSID checks a sender id from the bus.
@@ -87,8 +89,8 @@ func validSID(s string) bool {
 	if len(s) != sidLen {
 		return false
 	}
-	_, err := base64.RawURLEncoding.DecodeString(s)
-	return err == nil
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return err == nil && len(b) == 8
 }
 
 // owns reports whether the message t is c's own: by user id for a

@@ -181,8 +181,8 @@ func TestForgedEdit(t *testing.T) {
 	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "mine"})
 	a.Expect("message")
 	for _, forged := range []string{
-		`{"edits":1,"from":"eve","sid":"AAAAAAAAAAAAAAAA","text":"pwned","ts":1}`,
-		`{"deletes":1,"from":"eve","sid":"AAAAAAAAAAAAAAAA","text":"","ts":1}`,
+		`{"edits":1,"from":"eve","sid":"AAAAAAAAAAA","text":"pwned","ts":1}`,
+		`{"deletes":1,"from":"eve","sid":"AAAAAAAAAAA","text":"","ts":1}`,
 		`{"deletes":1,"from":"eve","text":"","ts":1}`,
 		`{"edits":9,"from":"eve","sid":"` + a.SID + `","text":"later","ts":1}`,
 	} {

@@ -14,7 +14,7 @@ func TestSanitize(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRoom("lobby", nil, historyLimits{})
-	sid := "AAAAAAAAAAAAAAAA"
+	sid := "AAAAAAAAAAA"
 	for _, tc := range []struct {
 		msg string
 		ok  bool
