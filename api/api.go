@@ -137,6 +137,8 @@ func (s *Server) routes() []route {
 		{"POST /api/v1/rooms/{room}/messages", s.publish},
 		{"DELETE /api/v1/rooms/{room}/messages/{seq}", s.deleteMessage},
 		{"GET /api/v1/rooms/{room}/history", s.history},
+		{"GET /api/v1/rooms/{room}/search", s.search},
+		{"GET /api/v1/rooms", s.rooms},
 		{"GET /api/v1/rooms/{room}/presence", s.presence},
 		{"POST /api/v1/users/{user}/messages", s.dm},
 		{"POST /api/v1/users/{user}/disconnect", s.disconnect},
@@ -338,6 +340,51 @@ func (s *Server) deleteMessage(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return ok{true}, nil
+}
+
+// rooms lists the rooms, private ones included (the backend sees all).
+func (s *Server) rooms(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	limit, err := positive(q.Get("limit"))
+	if err != nil {
+		return nil, err
+	}
+	list, next, err := s.hub.Rooms(q.Get("q"), q.Get("after"), limit, func(string) bool { return true })
+	if err != nil {
+		return nil, err
+	}
+	if list == nil {
+		list = []chat.RoomInfo{}
+	}
+	return struct {
+		Rooms []chat.RoomInfo `json:"rooms"`
+		Next  string          `json:"next,omitempty"`
+	}{list, next}, nil
+}
+
+func (s *Server) search(r *http.Request) (any, error) {
+	q := r.URL.Query()
+	limit, err := positive(q.Get("limit"))
+	if err != nil {
+		return nil, err
+	}
+	before, err := positive(q.Get("before"))
+	if err != nil {
+		return nil, err
+	}
+	return s.hub.Search(r.PathValue("room"), q.Get("q"), int64(before), limit)
+}
+
+// positive parses an optional positive number ("": 0).
+func positive(v string) (int, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, badRequest("%q: want a positive number", v)
+	}
+	return n, nil
 }
 
 func (s *Server) dm(r *http.Request) (any, error) {

@@ -213,6 +213,19 @@ func TestCalls(t *testing.T) {
 		}
 	}
 
+	// The directory (private rooms too) and a search of a room's history.
+	if l := e.must("GET", "/api/v1/rooms?q=LOB", ""); fmt.Sprint(l["rooms"]) != "[map[count:3 room:lobby]]" {
+		t.Fatalf("rooms: %v", l)
+	}
+	if s := e.must("GET", "/api/v1/rooms/lobby/search?q=noon", ""); len(s["messages"].([]any)) != 1 || s["q"] != "noon" {
+		t.Fatalf("search: %v", s)
+	}
+	for _, path := range []string{"/api/v1/rooms/lobby/search", "/api/v1/rooms/lobby/search?q=x&limit=0", "/api/v1/rooms?limit=x"} {
+		if got, out := e.call("GET", path, ""); got != 400 {
+			t.Fatalf("GET %s: %d %v, want 400", path, got, out)
+		}
+	}
+
 	// A room nobody is in: opened, and its history kept.
 	e.must("POST", "/api/v1/rooms/empty-room/messages", `{"text":"for later"}`)
 	h := e.must("GET", "/api/v1/rooms/empty-room/history", "")

@@ -306,6 +306,10 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		h.del(c, &req)
 	case TypeRead:
 		h.read(c, &req)
+	case TypeRooms:
+		h.listRooms(c, &req)
+	case TypeSearch:
+		h.searchRoom(c, &req)
 	case "":
 		h.fail(c, &req, ErrBadRequest, "a request needs a type")
 	default:

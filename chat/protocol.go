@@ -29,6 +29,8 @@ type Request struct {
 	Seq    int64  `json:"seq,omitempty"`    // edit, delete: the message's sequence number; read: the last one read
 	Reply  int64  `json:"reply,omitempty"`  // say: the sequence number of the room's message it answers
 	DM     bool   `json:"dm,omitempty"`     // read: every DM so far is read (no notification of them)
+	Q      string `json:"q,omitempty"`      // rooms: what names hold; search: what texts hold
+	After  string `json:"after,omitempty"`  // rooms: list the names after this one (the last page's next)
 }
 
 // decodeStrict decodes the JSON object data into v strictly
@@ -48,6 +50,8 @@ const (
 	TypeEdit    = "edit"
 	TypeDelete  = "delete"
 	TypeRead    = "read"
+	TypeRooms   = "rooms"
+	TypeSearch  = "search"
 )
 
 // Message is a room message as members receive it and history keeps it.

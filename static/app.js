@@ -370,7 +370,7 @@ function split(key) {
   return [key.slice(0, i), key.slice(i + 1)];
 }
 
-function listItem(label, key, badge, onLeave) {
+function listItem(label, key, badge, onLeave, onClick) {
   const li = document.createElement("li");
   if (key === state.current) li.className = "current";
   const b = document.createElement("button");
@@ -378,6 +378,7 @@ function listItem(label, key, badge, onLeave) {
   b.type = "button";
   b.textContent = label;
   if (key) b.addEventListener("click", () => select(key)); // member entries bring their own
+  else if (onClick) b.addEventListener("click", onClick);
   li.append(b);
   if (badge) {
     const s = document.createElement("span");
@@ -855,6 +856,27 @@ const handlers = {
     c.typing.set(ev.nick, setTimeout(() => { c.typing.delete(ev.nick); if (state.current === c.key) renderTyping(); }, 3000));
     if (state.current === c.key) renderTyping();
   },
+  rooms(ev) {
+    const title = $("found-title");
+    title.hidden = false;
+    title.textContent = ev.rooms.length ? "Rooms" + (ev.q ? " with “" + ev.q + "”" : "") + ":" : "No room found" + (ev.q ? " with “" + ev.q + "”" : "") + ".";
+    $("found").replaceChildren(...ev.rooms.map((r) => listItem("#" + r.room + " (" + r.count + ")", null, "", null, () => {
+      const c = conv("room:" + r.room);
+      if (c.joined) select(c.key);
+      else paced({ type: "join", room: r.room });
+    })));
+  },
+  search(ev) {
+    const title = $("found-title");
+    title.hidden = false;
+    title.textContent = (ev.messages.length ? "Found in #" + ev.room : "Nothing found in #" + ev.room) + " for “" + ev.q + "”" + (ev.messages.length ? ":" : ".");
+    $("found").replaceChildren(...ev.messages.map((m) => {
+      const li = document.createElement("li");
+      li.className = "hit";
+      li.textContent = time(m.ts) + " " + m.from + ": " + m.text;
+      return li;
+    }));
+  },
   nick(ev) {
     if (ev.nick === tabs.taking) tabs.taking = "";
     if (tabs.ch) tabs.ch.postMessage({ type: "nick", nick: ev.nick });
@@ -1039,6 +1061,19 @@ $("composer").addEventListener("submit", (e) => {
   els.input.value = "";
   lastTyping = 0;
   els.input.focus();
+});
+
+$("find-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  paced({ type: "rooms", q: $("find").value.trim() });
+});
+$("search-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const q = $("search").value.trim();
+  const [kind, name] = split(state.current);
+  if (!q) return;
+  if (kind !== "room") { system(state.current, "search works in rooms", "error"); return; }
+  paced({ type: "search", room: name, q });
 });
 
 $("compose-cancel").addEventListener("click", () => { cancelCompose(); els.input.focus(); });

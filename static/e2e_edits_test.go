@@ -10,6 +10,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/lesismal/nbio/logging"
+
+	"github.com/parleyhq/parley/chat"
+	"github.com/parleyhq/parley/internal/chattest"
 )
 
 // page is one person's browser on the chat, for the tests below.
@@ -187,4 +190,31 @@ func browserEdits(t *testing.T, phone bool) {
 		document.querySelectorAll("#messages li.mention").length === 0 && document.querySelectorAll("#messages li button.edit").length === 0`)
 	carol.say("I am the new alice")
 	carol.wait("her own line is", line("the new alice")+`?.classList.contains("own")`)
+}
+
+// TestBrowserFindAndSearch: the page finds rooms by part of their name
+// (with their member counts) and joins one with a click, and searches
+// the room it shows.
+func TestBrowserFindAndSearch(t *testing.T) {
+	logging.SetLevel(logging.LevelNone)
+	exe := chromium(t)
+	addr := freeAddr(t)
+	srv := chatServer(t, addr)
+	defer func() { stop(srv) }()
+	other := chattest.Connect(t, "ws://"+addr+"/ws")
+	other.Send(chat.Request{Type: chat.TypeJoin, Room: "dev-ops"})
+	other.Expect("join")
+	other.Expect("history")
+	other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "deploy at noon"})
+	other.Expect("message")
+	p, _ := openPage(t, people(t, exe), "reader", "http://"+addr+"/", false)
+	p.js("find dev", `(() => { document.querySelector("#find").value = "DEV"; document.querySelector("#find-form").requestSubmit(); })()`)
+	p.wait("found, with its count", `document.querySelector("#found-title").textContent === "Rooms with “DEV”:" &&
+		[...document.querySelectorAll("#found li")].map(li => li.textContent).join() === "#dev-ops (1)"`)
+	p.js("join it", `document.querySelector("#found li button").click()`)
+	p.wait("in #dev-ops", `document.querySelector("#title").textContent === "#dev-ops"`)
+	p.js("back to the lobby", `[...document.querySelectorAll("#rooms li button.item")].find(b => b.textContent === "#lobby").click()`)
+	p.js("search noon", `(() => { document.querySelector("#search").value = "NOON"; document.querySelector("#search-form").requestSubmit(); })()`)
+	p.wait("the message found", `document.querySelector("#found-title").textContent === "Found in #lobby for “NOON”:" &&
+		document.querySelector("#found li").textContent.endsWith("deploy at noon")`)
 }

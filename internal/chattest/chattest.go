@@ -52,6 +52,9 @@ type Event struct {
 	Edited    int64             `json:"edited"`
 	Deleted   int64             `json:"deleted"`
 	Reply     *chat.ReplyRef    `json:"reply"`
+	Rooms     []chat.RoomInfo   `json:"rooms"`
+	Next      string            `json:"next"`
+	Before    int64             `json:"before"`
 }
 
 // Entries decodes a history event's messages (and edited and deleted
