@@ -3,6 +3,7 @@ package chat
 import (
 	"container/heap"
 	"errors"
+	"io"
 	"fmt"
 	"math"
 	"net/http"
@@ -199,34 +200,71 @@ func (h *Hub) refuse(reason string, status int, body string, hdr http.Header) er
 // any, must be valid (and is required unless guests are admitted); a
 // room asked for with ?room= must be one the client may join.
 func (h *Hub) OnHandshake(r *http.Request) (any, error) {
+	s, err := h.handshake(r, h.refuse)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// CheckHandler answers whether a WebSocket handshake with the same
+// request (its access_token, Authorization, room and nick) would be
+// accepted: 200 "ok", or the status and one-line reason the handshake
+// would be refused with. A browser cannot read a refused WebSocket
+// handshake's answer: the page asks here after a connection failed
+// before it opened, to say why (a sign-in screen, a ban) instead of
+// retrying in vain. Nothing is counted.
+func (h *Hub) CheckHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		status, body := http.StatusOK, "ok\n"
+		if _, err := h.handshake(r, checkRefusal); err != nil {
+			var he *engine.HTTPError
+			if errors.As(err, &he) {
+				status, body = he.Status, he.Body
+			}
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, body)
+	})
+}
+
+// checkRefusal is refuse without counting: CheckHandler's.
+func checkRefusal(_ string, status int, body string, hdr http.Header) error {
+	return &engine.HTTPError{Status: status, Body: body + "\n", Header: hdr}
+}
+
+// handshake is OnHandshake's checks; a refusal is made by refuse.
+func (h *Hub) handshake(r *http.Request, refuse func(reason string, status int, body string, hdr http.Header) error) (*session, error) {
 	if b, ok := h.addrBanned(r.RemoteAddr); ok {
-		return nil, h.refuse(RefusedBanned, http.StatusForbidden, banText(b), nil)
+		return nil, refuse(RefusedBanned, http.StatusForbidden, banText(b), nil)
 	}
 	q := r.URL.Query()
 	s := &session{room: h.cfg.DefaultRoom}
 	if rooms := q["room"]; len(rooms) > 1 {
-		return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 room given more than once", nil)
+		return nil, refuse(RefusedBadRequest, http.StatusBadRequest, "400 room given more than once", nil)
 	} else if len(rooms) == 1 {
 		if err := validRoom(rooms[0]); err != nil {
-			return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 room name "+err.Error(), nil)
+			return nil, refuse(RefusedBadRequest, http.StatusBadRequest, "400 room name "+err.Error(), nil)
 		}
 		s.room = rooms[0]
 	}
 	if nicks := q["nick"]; len(nicks) > 1 {
-		return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick given more than once", nil)
+		return nil, refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick given more than once", nil)
 	} else if len(nicks) == 1 {
 		if _, err := normalizeNick(nicks[0]); err != nil {
-			return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick "+err.Error(), nil)
+			return nil, refuse(RefusedBadRequest, http.StatusBadRequest, "400 nick "+err.Error(), nil)
 		}
 		s.nick = nicks[0]
 	}
 	token, err := bearer(r, q)
 	if err != nil {
-		return nil, h.refuse(RefusedBadRequest, http.StatusBadRequest, "400 "+err.Error(), nil)
+		return nil, refuse(RefusedBadRequest, http.StatusBadRequest, "400 "+err.Error(), nil)
 	}
 	switch {
 	case token != "" && h.cfg.Verifier == nil:
-		return nil, h.refuse(RefusedTokenInvalid, http.StatusUnauthorized, "401 token invalid: this server has no key to check tokens with",
+		return nil, refuse(RefusedTokenInvalid, http.StatusUnauthorized, "401 token invalid: this server has no key to check tokens with",
 			http.Header{"WWW-Authenticate": {`Bearer error="invalid_token"`}})
 	case token != "":
 		id, err := h.cfg.Verifier.Verify(token)
@@ -239,21 +277,21 @@ func (h *Hub) OnHandshake(r *http.Request) (any, error) {
 			if reason == "" {
 				reason = RefusedTokenInvalid
 			}
-			return nil, h.refuse(reason, http.StatusUnauthorized, "401 "+err.Error(),
+			return nil, refuse(reason, http.StatusUnauthorized, "401 "+err.Error(),
 				http.Header{"WWW-Authenticate": {`Bearer error="invalid_token"`}})
 		}
 		s.id = &id
 	case !h.guestsAllowed():
-		return nil, h.refuse(RefusedTokenMissing, http.StatusUnauthorized, "401 token missing: sign in (access_token=...)",
+		return nil, refuse(RefusedTokenMissing, http.StatusUnauthorized, "401 token missing: sign in (access_token=...)",
 			http.Header{"WWW-Authenticate": {"Bearer"}})
 	}
 	if s.id != nil {
 		if b, ok := h.rule(RuleBanUser, "", s.id.User); ok {
-			return nil, h.refuse(RefusedBanned, http.StatusForbidden, banText(b), nil)
+			return nil, refuse(RefusedBanned, http.StatusForbidden, banText(b), nil)
 		}
 	}
 	if err := h.mayJoin(s.id, s.room); err != nil {
-		return nil, h.refuse(RefusedForbiddenRoom, http.StatusForbidden, "403 "+err.Error(), nil)
+		return nil, refuse(RefusedForbiddenRoom, http.StatusForbidden, "403 "+err.Error(), nil)
 	}
 	return s, nil
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -479,4 +480,38 @@ func TestUsersHaveReservedSlots(t *testing.T) {
 		t.Fatalf("a guest past the guests' share: %d, want 503", status)
 	}
 	signedIn(t, u, is.Token("u1"))
+}
+
+// TestCheckHandler: the check answers as the handshake would, status and
+// reason, without counting a refusal.
+func TestCheckHandler(t *testing.T) {
+	t.Parallel()
+	is := issuer(t)
+	hub, err := chat.New(chat.Config{Verifier: is.Verifier(), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := authtest.Claims("u1")
+	expired.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Hour))
+	for _, tc := range []struct {
+		query  string
+		status int
+		body   string
+	}{
+		{"", 401, "401 token missing"},
+		{"?access_token=" + is.Token("u1"), 200, "ok"},
+		{"?access_token=" + is.Sign(expired), 401, "401 token expired"},
+		{"?room=a%20b", 400, "400 room name"},
+	} {
+		w := httptest.NewRecorder()
+		hub.CheckHandler().ServeHTTP(w, httptest.NewRequest("GET", "/ws/check"+tc.query, nil))
+		if w.Code != tc.status || !strings.HasPrefix(w.Body.String(), tc.body) {
+			t.Errorf("%q: %d %q, want %d %q", tc.query, w.Code, w.Body, tc.status, tc.body)
+		}
+	}
+	for reason, n := range hub.Stats().Refused {
+		if n != 0 {
+			t.Errorf("counted a refusal: %s %d", reason, n)
+		}
+	}
 }

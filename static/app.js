@@ -597,20 +597,83 @@ function connect() {
   };
   ws.onclose = (e) => {
     if (state.ws !== ws) return;
-    if (e.code === 4001 || e.code === 4003) {
-      // Token expired, or banned: retrying with the same token is futile.
+    if (e.code === 4001) {
+      // Token expired: retrying with the same token is futile.
       sessionStorage.removeItem("parley.token");
-      setStatus(e.code === 4001 ? "signed out: the token expired; open the page with a new one" : "banned", "closed");
-      system(state.current, "disconnected (" + e.code + ": " + e.reason + ")", "error");
+      gate("Your sign-in expired (" + e.reason + "). Sign in again to go on.", true);
       return;
     }
-    const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
-    retryAt(Date.now() + delay);
+    if (e.code === 4003) {
+      // Banned: the server says until when and why (its check answers as a handshake would).
+      check(url).then((why) => gate(why || "You were banned from this chat (" + e.reason + ").", false));
+      return;
+    }
+    if (!opened) {
+      // Refused before it opened? A browser cannot read the handshake's
+      // answer: ask the server why, and show it rather than retry in vain.
+      check(url).then((why) => {
+        if (state.ws !== ws) return;
+        if (why) {
+          if (/token/.test(why)) sessionStorage.removeItem("parley.token");
+          gate(why, /^401/.test(why));
+        } else {
+          retryLater();
+        }
+      });
+      return;
+    }
+    retryLater();
     // Say so once per outage, not once per failed retry.
-    if (opened) system(state.current, "disconnected (" + e.code + (e.reason ? ": " + e.reason : "") + ")");
+    system(state.current, "disconnected (" + e.code + (e.reason ? ": " + e.reason : "") + ")");
     for (const c of state.convs.values()) c.typing.clear();
   };
 }
+
+// retryLater reconnects after a backoff.
+function retryLater() {
+  const delay = Math.min(30000, 500 * 2 ** state.retry++) * (0.5 + Math.random() / 2);
+  retryAt(Date.now() + delay);
+}
+
+// check asks the server why a handshake to url is refused: its one-line
+// reason ("401 token expired", "403 banned until ...: ..."), or "" if it
+// would be taken (the failure was elsewhere: try again).
+async function check(url) {
+  try {
+    const u = new URL(url.replace(/^ws/, "http"));
+    u.pathname = "/ws/check";
+    const r = await fetch(u, { cache: "no-store" });
+    return r.ok ? "" : (await r.text()).trim();
+  } catch {
+    return "";
+  }
+}
+
+// gate shows why the chat cannot be used (signed out, a bad token, a
+// ban), with a sign-in form when a token would help, and turns off what
+// no longer works.
+function gate(why, signIn) {
+  clearTimeout(retryTimer);
+  clearInterval(countdown);
+  $("retry").hidden = true;
+  setStatus(signIn ? "signed out" : "not allowed", "closed");
+  $("gate").hidden = false;
+  $("gate-title").textContent = signIn ? "Sign in to chat" : "You cannot chat here now";
+  $("gate-reason").textContent = why.replace(/^\d{3} /, "");
+  $("gate-form").hidden = !signIn;
+  els.input.disabled = true;
+  els.send.disabled = true;
+  els.members.replaceChildren();
+  els.count.textContent = "";
+  if (signIn) $("gate-token").focus();
+}
+
+function ungate() {
+  $("gate").hidden = true;
+  els.input.disabled = false;
+  els.send.disabled = false;
+}
+
 
 // renameDM follows a partner's new nick: the conversation keeps its
 // lines and draft, and DMs typed now go to the new nick.
@@ -679,6 +742,7 @@ document.addEventListener("visibilitychange", () => {
 const handlers = {
   welcome(ev) {
     state.retry = 0;
+    ungate();
     if (tabs.ch) tabs.ch.postMessage({ type: "nick", nick: ev.nick });
     // Rooms and DMs of an earlier visit (this browser): back in the lists,
     // the rooms joined again.
@@ -1168,6 +1232,17 @@ $("signout").addEventListener("click", () => {
   sessionStorage.removeItem("parley.token");
   reconnectNow();
 });
+
+$("gate-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const t = $("gate-token").value.trim();
+  if (!t) return;
+  sessionStorage.setItem("parley.token", t);
+  $("gate-token").value = "";
+  ungate();
+  reconnectNow();
+});
+$("gate-retry").addEventListener("click", () => { ungate(); reconnectNow(); });
 
 // reconnectNow drops the connection and opens a new one at once.
 function reconnectNow() {

@@ -18,6 +18,7 @@ import (
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
@@ -55,6 +56,9 @@ func pageServer(t *testing.T, addr string, hub *chat.Hub) *engine.Server {
 		t.Fatal(err)
 	}
 	if _, err := srv.Mount("/ws", hub); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Handle("/ws/check", hub.CheckHandler()); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Start(); err != nil {
@@ -660,9 +664,12 @@ func TestBrowserSignIn(t *testing.T) {
 	if err := chromedp.Do(tctx, chromedp.Navigate("http://"+srv.Addr().String()+"/")); err != nil {
 		t.Fatal(err)
 	}
-	poll("refused without a token", `document.querySelector("#status").textContent.startsWith("offline")`)
-	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS("#signin summary")), chromedp.SendKeys(chromedp.CSS("#token"), is.Sign(c)),
-		chromedp.Click(chromedp.CSS("#signin-form button"))); err != nil {
+	// Refused without a token: a sign-in screen that says why, not an
+	// outage retried every few seconds.
+	poll("a sign-in screen", `!document.querySelector("#gate").hidden && document.querySelector("#status").textContent === "signed out" &&
+		document.querySelector("#gate-reason").textContent.startsWith("token missing") && document.querySelector("#retry").hidden &&
+		document.querySelector("#input").disabled`)
+	if err := chromedp.Do(tctx, chromedp.SendKeys(chromedp.CSS("#gate-token"), is.Sign(c)), chromedp.Click(chromedp.CSS("#gate-form button"))); err != nil {
 		t.Fatal(err)
 	}
 	poll("signed in", `document.querySelector("#status").textContent === "connected as Grace (signed in)" &&
@@ -670,5 +677,40 @@ func TestBrowserSignIn(t *testing.T) {
 	if err := chromedp.Do(tctx, chromedp.Click(chromedp.CSS("#signout"))); err != nil {
 		t.Fatal(err)
 	}
-	poll("signed out: refused again", `document.querySelector("#status").textContent.startsWith("offline") && sessionStorage.getItem("parley.token") === null`)
+	poll("signed out: the sign-in screen again", `!document.querySelector("#gate").hidden && sessionStorage.getItem("parley.token") === null`)
+
+	// An expired token in the link (a new load: the fragment alone would
+	// not reload the page): the screen says it expired.
+	expired := authtest.Claims("u-7")
+	expired.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Hour))
+	if err := chromedp.Do(tctx, chromedp.Navigate("http://"+srv.Addr().String()+"/?again#token="+is.Sign(expired))); err != nil {
+		t.Fatal(err)
+	}
+	poll("the token expired", `!document.querySelector("#gate").hidden && document.querySelector("#gate-reason").textContent.startsWith("token expired")`)
+}
+
+// TestBrowserBanned: a user banned while chatting sees until when and
+// why, and the composer and the member list go.
+func TestBrowserBanned(t *testing.T) {
+	logging.SetLevel(logging.LevelNone)
+	exe := chromium(t)
+	is := authtest.New(t)
+	hub, err := chat.New(chat.Config{Verifier: is.Verifier(), Logger: slog.New(slog.DiscardHandler), PresenceInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := pageServer(t, "127.0.0.1:0", hub)
+	defer stop(srv)
+	tctx, poll := browser(t, exe, 40*time.Second)
+	if err := chromedp.Do(tctx, chromedp.Navigate("http://"+srv.Addr().String()+"/#token="+is.Token("u-9"))); err != nil {
+		t.Fatal(err)
+	}
+	poll("signed in", `document.querySelector("#status").textContent === "connected as u-9 (signed in)" && document.querySelectorAll("#member-list li").length === 1`)
+	until := time.Now().Add(2 * time.Hour).Truncate(time.Second)
+	if err := hub.PutRule(chat.Rule{Kind: chat.RuleBanUser, Subject: "u-9", Until: until.UnixMilli(), Reason: "spam"}); err != nil {
+		t.Fatal(err)
+	}
+	poll("the ban, its end and its reason", fmt.Sprintf(`!document.querySelector("#gate").hidden && document.querySelector("#gate-reason").textContent === "banned until %s: spam" &&
+		document.querySelector("#gate-form").hidden && document.querySelector("#input").disabled && document.querySelector("#send").disabled &&
+		document.querySelectorAll("#member-list li").length === 0`, until.UTC().Format(time.RFC3339)))
 }

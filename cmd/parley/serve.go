@@ -546,6 +546,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if _, err := srv.Mount("/ws", hub); err != nil {
 		return err
 	}
+	if err := srv.Handle("/ws/check", hub.CheckHandler()); err != nil { // the page asks why a connection failed
+		return err
+	}
 	apiSrv, stopAPI, err := startAPI(cfg, hub, srv, log)
 	if err != nil {
 		return err
