@@ -3,8 +3,8 @@ package chat
 import (
 	"container/heap"
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/netip"
