@@ -27,6 +27,7 @@ const (
 	kindMessage entryKind = iota
 	kindEdit
 	kindDelete
+	kindReact
 )
 
 // The first bytes of an edit's and a delete's published encoding:
@@ -35,6 +36,7 @@ const (
 var (
 	editsPrefix   = []byte(`{"edits":`)
 	deletesPrefix = []byte(`{"deletes":`)
+	reactPrefix   = []byte(`{"react":`)
 )
 
 // kindOf tells a sanitized entry's kind from its first bytes.
@@ -46,6 +48,8 @@ func kindOf(msg []byte) entryKind {
 		return kindEdit
 	case bytes.HasPrefix(msg, deletesPrefix):
 		return kindDelete
+	case bytes.HasPrefix(msg, reactPrefix):
+		return kindReact
 	}
 	return kindMessage
 }
@@ -57,6 +61,8 @@ func (k entryKind) event() string {
 		return "edited"
 	case kindDelete:
 		return "deleted"
+	case kindReact:
+		return "reaction" // never sent so: reactions are (reactions.go)
 	}
 	return "message"
 }

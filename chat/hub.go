@@ -42,6 +42,7 @@ type Hub struct {
 	creators  creators     // room-creation budgets and live rooms, per address and network
 	dirtyMu   sync.Mutex
 	dirty     []*room // rooms with presence changes to send
+	reacted   []*room // rooms with reactions to send (reactions.go)
 
 	notes notes       // unread notifications waiting for NotifyDelay
 	reads ReadStore   // signed-in users' read positions; nil: none kept
@@ -306,6 +307,8 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		h.del(c, &req)
 	case TypeRead:
 		h.read(c, &req)
+	case TypeReact:
+		h.react(c, &req)
 	case TypeRooms:
 		h.listRooms(c, &req)
 	case TypeSearch:

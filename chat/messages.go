@@ -119,6 +119,8 @@ func (h *Hub) dedupeID(c *client, id string) string {
 type published struct {
 	Edits   int64     `json:"edits,omitempty"`   // this entry edits that message: Text is its new text
 	Deletes int64     `json:"deletes,omitempty"` // this entry deletes that message
+	React   int64     `json:"react,omitempty"`   // this entry toggles Emoji on that message (reactions.go)
+	Emoji   string    `json:"emoji,omitempty"`
 	From    string    `json:"from"`
 	User    string    `json:"user,omitempty"`
 	SID     string    `json:"sid,omitempty"` // a guest sender's id (Hub.sid)
@@ -136,11 +138,18 @@ type published struct {
 // check refuses what no client of this server could have published: a
 // message from the bus is held to the rules its sender was.
 func (p *published) check(h *Hub) error {
-	if p.Deletes != 0 {
+	if p.React != 0 || p.Emoji != "" {
+		switch {
+		case p.React <= 0 || !validEmoji(p.Emoji) || p.Text != "" || p.Edits != 0 || p.Deletes != 0 || p.Reply != nil || p.Mod:
+			return fmt.Errorf("a reaction to %d with %q", p.React, p.Emoji)
+		case p.User == "" && p.SID == "" && !p.System:
+			return errors.New("a reaction from nobody")
+		}
+	} else if p.Deletes != 0 {
 		if p.Text != "" {
 			return errors.New("a delete with a text")
 		}
-	} else if err := h.checkBusText(p.Text); err != nil {
+	} else if err := h.checkBusText(p.Text); err != nil && p.React == 0 {
 		return err
 	}
 	switch {
@@ -200,12 +209,12 @@ func (h *Hub) sanitize(room string, msg []byte, p *published) ([]byte, bool) {
 	msg = bytes.TrimSpace(msg) // one object: '{' ... '}' once trimmed
 	if err == nil {
 		switch k := kindOf(msg); {
-		case p.Edits != 0 || p.Deletes != 0:
+		case p.Edits != 0 || p.Deletes != 0 || p.React != 0:
 			if msg, err = marshal(p); err == nil {
 				msg = bytes.TrimSpace(msg)
 			}
 		case k != kindMessage:
-			err = errors.New(`a message starting with "edits" or "deletes"`)
+			err = errors.New(`a message starting with "edits", "deletes" or "react"`)
 		}
 	}
 	if err != nil {

@@ -47,6 +47,7 @@ func (h *Hub) presenceLoop() {
 				}
 				batch[i] = nil
 			}
+			h.flushAllReactions()
 			h.expire(now)
 			if now.Sub(lastSweep) >= time.Second {
 				lastSweep = now

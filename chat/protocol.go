@@ -31,6 +31,7 @@ type Request struct {
 	DM     bool   `json:"dm,omitempty"`     // read: every DM so far is read (no notification of them)
 	Q      string `json:"q,omitempty"`      // rooms: what names hold; search: what texts hold
 	After  string `json:"after,omitempty"`  // rooms: list the names after this one (the last page's next)
+	Emoji  string `json:"emoji,omitempty"`  // react: the emoji to toggle on message Seq
 }
 
 // decodeStrict decodes the JSON object data into v strictly
@@ -50,6 +51,7 @@ const (
 	TypeEdit    = "edit"
 	TypeDelete  = "delete"
 	TypeRead    = "read"
+	TypeReact   = "react"
 	TypeRooms   = "rooms"
 	TypeSearch  = "search"
 )

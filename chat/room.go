@@ -40,6 +40,13 @@ type room struct {
 	histBytes int                        // the stored messages' size
 	keep      historyLimits              // what the history keeps
 
+	// Reactions (reactions.go): by message, those changed since the last
+	// reactions event, the last reaction entry and the last one sent.
+	reacts              map[int64][]emojiReacts
+	reactChanged        map[int64]struct{}
+	reactSeq, reactSent int64
+	reactQueued         bool
+
 	// Presence changes since the last presence message: this node's
 	// (told to the other nodes too) and the other nodes' (told here only).
 	joined, left   []string
@@ -138,6 +145,7 @@ func (r *room) trimHistory(now int64) {
 			return
 		}
 		r.histBytes -= r.encodedLen(old.seq, old.msg)
+		delete(r.reacts, old.seq)
 		*old = stored{}
 		r.histHead++
 	}
@@ -193,6 +201,9 @@ func digits(n int64) int {
 
 // resetHistory empties the history. Callers hold r.mu.
 func (r *room) resetHistory() {
+	clear(r.reacts)
+	clear(r.reactChanged)
+	r.reactSeq, r.reactSent = 0, 0
 	clear(r.hist)
 	r.hist, r.histHead, r.histBytes = r.hist[:0], 0, 0
 }

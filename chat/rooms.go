@@ -50,6 +50,11 @@ func (h *Hub) deliver(r *room, seq int64, msg []byte) {
 	if !ok {
 		return
 	}
+	if p.React != 0 {
+		h.applyReaction(r, seq, &p) // told with the room's next reactions event
+		return
+	}
+	h.flushReactions(r) // the reactions before it come before it
 	now := time.Now().UnixNano()
 	if (p.Edits != 0 || p.Deletes != 0) && !h.applyEntry(r, seq, &p, now) {
 		return
@@ -127,11 +132,17 @@ func (h *Hub) load(r *room, st RoomState) {
 		if at <= 0 || at > now {
 			at = now
 		}
+		if p.React != 0 {
+			h.applyReaction(r, m.Seq, &p)
+			continue
+		}
 		if (p.Edits == 0 && p.Deletes == 0) || h.applyEntry(r, m.Seq, &p, at) {
 			r.appendHistory(m.Seq, bytes.Clone(msg), at)
 		}
 	}
 	r.trimHistory(now)
+	r.reactSent = r.reactSeq // a joiner gets the counts; there is nobody to tell yet
+	clear(r.reactChanged)
 }
 
 // Errors of making a room.
@@ -317,6 +328,9 @@ func (h *Hub) join(c *client, req *Request) {
 	}
 	msgs, gap := r.history(after, 0, limit)
 	h.send(c, History{Type: "history", Room: r.name, Messages: nonNil(msgs), Gap: gap})
+	if b := r.reactionsOf(0); b != nil {
+		_ = h.ep.Send(c.id, engine.Text, b)
+	}
 	if already {
 		return
 	}

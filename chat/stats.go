@@ -22,6 +22,7 @@ type hubStats struct {
 	notified        atomic.Uint64
 	notesRead       atomic.Uint64
 	notesDropped    atomic.Uint64
+	reactionFrames  atomic.Uint64
 	errMu           sync.Mutex
 	errors          map[string]uint64
 	refused         map[string]uint64 // handshakes, by reason
@@ -74,6 +75,7 @@ type Stats struct {
 	Notified        uint64            // unread mentions and DMs handed to the Notifier
 	NotesRead       uint64            // mentions and DMs read within NotifyDelay (no notification)
 	NotesDropped    uint64            // notifications dropped: MaxPendingNotes waited already
+	ReactionFrames  uint64            // reactions events sent (each to a whole room, for all the reactions since the last)
 	Errors          map[string]uint64 // errors sent, by code (every code, 0 if none)
 	Users           int               // signed-in users connected here (each counted once)
 	Refused         map[string]uint64 // handshakes refused, by reason (every Refused* reason, 0 if none)
@@ -104,6 +106,7 @@ func (h *Hub) Stats() Stats {
 		Notified:        h.stats.notified.Load(),
 		NotesRead:       h.stats.notesRead.Load(),
 		NotesDropped:    h.stats.notesDropped.Load(),
+		ReactionFrames:  h.stats.reactionFrames.Load(),
 		Errors:          make(map[string]uint64),
 		Refused:         make(map[string]uint64),
 		Dropped:         make(map[string]uint64),

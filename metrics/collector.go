@@ -59,6 +59,7 @@ var (
 	mPublishFailed  = newDesc("parley_broker_publish_failed_total", "Room messages the broker could not take: their senders got not_delivered.")
 	mReadMarks      = newDesc("parley_read_marks_total", "Read marks of signed-in users that moved their position (each pushed to the user's connections on every node).")
 	mReadErrors     = newDesc("parley_read_errors_total", "Read-state calls that failed: store (the store failed them) or queue (too many waited for it).", "reason")
+	mReactFrames    = newDesc("parley_reaction_frames_total", "Reactions events sent, each to a whole room for all the reactions since its last one.")
 	mUnread         = newDesc("parley_unread_notes_total", "Mentions of and DMs to signed-in users: notified (unread after --notify-delay), read (in time), dropped (too many waited).", "result")
 	mNotify         = newDesc("parley_notify_posts_total", "Unread notifications posted to --notify-url: sent (2xx), retried, failed (given up, or refused with a 4xx), dropped (the queue was full).", "result")
 	mNotifyQueued   = newDesc("parley_notify_queued", "Unread notifications waiting to be posted (or posted again).")
@@ -115,7 +116,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.src.Chat != nil {
 		for _, d := range []*prometheus.Desc{mRooms, mMembers, mPublished, mReceived, mDMs, mRateLimited,
-			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed, mUsers, mBusDropped, mReadMarks, mReadErrors, mUnread} {
+			mPresenceChange, mPresenceSent, mChatErrors, mPublishFailed, mUsers, mBusDropped, mReadMarks, mReadErrors, mUnread, mReactFrames} {
 			ch <- d
 		}
 	}
@@ -263,6 +264,7 @@ func collectChat(ch chan<- prometheus.Metric, st ChatStats) {
 	counter(ch, mReadMarks, st.Reads)
 	counter(ch, mReadErrors, st.ReadsFailed, "store")
 	counter(ch, mReadErrors, st.ReadsRefused, "queue")
+	counter(ch, mReactFrames, st.ReactionFrames)
 	counter(ch, mUnread, st.Notified, "notified")
 	counter(ch, mUnread, st.NotesRead, "read")
 	counter(ch, mUnread, st.NotesDropped, "dropped")

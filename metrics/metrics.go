@@ -30,6 +30,7 @@ type ChatStats struct {
 	Notified        uint64            // unread mentions and DMs handed to the poster
 	NotesRead       uint64            // read within the delay: not posted
 	NotesDropped    uint64            // dropped: too many waited for the delay
+	ReactionFrames  uint64            // reactions events sent, each to a whole room
 	Errors          map[string]uint64 // by code
 	Users           int
 	Refused         map[string]uint64 // handshakes, by reason

@@ -109,6 +109,7 @@ function lineElement(line) {
       parts.push(" ", e);
     }
     li.append(...parts);
+    if (line.reactions && line.reactions.length && !line.deleted) li.append(reactionChips(line));
     if (line.seq && !line.deleted) li.append(actions(line, mine));
   } else {
     li.className = line.kind; // system, error or marker
@@ -231,12 +232,52 @@ function actions(line, mine) {
     span.append(b);
   };
   button("Reply", "reply", () => startReply(line));
+  button("React", "react", () => {
+    // A few emoji to pick from, in place of the buttons.
+    span.replaceChildren(...["👍", "❤️", "😂", "🎉", "👀", "🙏"].map((e) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "pick";
+      b.textContent = e;
+      b.setAttribute("aria-label", "React with " + e);
+      b.addEventListener("click", () => react(line, e));
+      return b;
+    }));
+    span.classList.add("picking");
+    span.firstChild.focus();
+  });
   if (mine) {
     button("Edit", "edit", () => startEdit(line));
     button("Delete", "delete", () => {
       const [, name] = split(state.current);
       paced({ type: "delete", room: name, seq: line.seq });
     });
+  }
+  return span;
+}
+
+// react toggles our reaction e on line.
+function react(line, e) {
+  const [kind, name] = split(state.current);
+  if (kind === "room") paced({ type: "react", room: name, seq: line.seq, emoji: e });
+}
+
+// reactionChips shows a line's reactions: each emoji, its count, who (in
+// its title); a click toggles ours.
+function reactionChips(line) {
+  const span = document.createElement("span");
+  span.className = "reactions";
+  for (const r of line.reactions) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "chip";
+    b.textContent = r.emoji + " " + r.count;
+    const who = r.who.join(", ") + (r.count > r.who.length ? " and " + (r.count - r.who.length) + " more" : "");
+    b.title = who;
+    b.setAttribute("aria-label", r.emoji + " " + r.count + ": " + who + ". Toggle yours");
+    if (r.who.includes(state.me)) b.classList.add("mine");
+    b.addEventListener("click", () => react(line, r.emoji));
+    span.append(b);
   }
   return span;
 }
@@ -833,7 +874,11 @@ const handlers = {
       return;
     }
     if (ev.gap) system(key, "some messages from while you were away are no longer kept");
-    for (const m of ev.messages) (handlers[m.type] || handlers.message)(m); // edited and deleted events among them
+    // Edited and deleted events among them; reaction entries are not, so
+    // numbers jump: nothing was missed (gap says when something was).
+    c.replaying = true;
+    for (const m of ev.messages) (handlers[m.type] || handlers.message)(m);
+    c.replaying = false;
     if (c.resend) {
       c.resend = false;
       for (const [id, p] of state.pending) if (p.room === ev.room) request(sayAgain(p, id));
@@ -919,6 +964,12 @@ const handlers = {
     clearTimeout(c.typing.get(ev.nick));
     c.typing.set(ev.nick, setTimeout(() => { c.typing.delete(ev.nick); if (state.current === c.key) renderTyping(); }, 3000));
     if (state.current === c.key) renderTyping();
+  },
+  reactions(ev) {
+    const key = "room:" + ev.room;
+    const c = conv(key);
+    if (ev.seq && ev.seq > c.lastSeq) advance(c, key, ev.seq); // reaction entries count in the room's log
+    for (const m of ev.messages) changeLine(key, m.seq, (l) => { l.reactions = m.reactions; });
   },
   rooms(ev) {
     const title = $("found-title");
@@ -1067,7 +1118,7 @@ function lineOf(m) {
 // was missed.
 function advance(c, key, seq) {
   if (seq <= c.lastSeq) return false;
-  if (c.lastSeq > 0 && seq > c.lastSeq + 1) system(key, "missed " + (seq - c.lastSeq - 1) + " message(s)");
+  if (c.lastSeq > 0 && seq > c.lastSeq + 1 && !c.replaying) system(key, "missed " + (seq - c.lastSeq - 1) + " message(s)");
   c.lastSeq = seq;
   return true;
 }

@@ -166,6 +166,18 @@ func browserEdits(t *testing.T, phone bool) {
 		p.wait("the reply quotes her", line("hi alice")+`?.querySelector(".quote")?.textContent === "↪ alice: hello world"`)
 	}
 	bob.wait("the composer is back to saying", `document.querySelector("#compose-state").hidden`)
+
+	// Reactions: bob picks 👍 on alice's line, alice adds hers with the chip.
+	bob.js("react", line("hello world")+`.querySelector("button.react").click()`)
+	bob.js("pick 👍", line("hello world")+`.querySelector("button.pick").click()`)
+	for _, p := range []*page{alice, bob} {
+		p.wait("one 👍", line("hello world")+`?.querySelector(".chip")?.textContent === "👍 1"`)
+	}
+	alice.js("add hers", line("hello world")+`.querySelector(".chip").click()`)
+	for _, p := range []*page{alice, bob} {
+		p.wait("two 👍, named", line("hello world")+`?.querySelector(".chip")?.textContent === "👍 2" && `+line("hello world")+`.querySelector(".chip").title === "bob, alice"`)
+		p.wait("and no message missed", `![...document.querySelectorAll("#messages li.system")].some(li => li.textContent.startsWith("missed"))`)
+	}
 	if !phone {
 		bob.shot("edits.png")
 	} else {
@@ -190,6 +202,8 @@ func browserEdits(t *testing.T, phone bool) {
 		document.querySelectorAll("#messages li.mention").length === 0 && document.querySelectorAll("#messages li button.edit").length === 0`)
 	carol.say("I am the new alice")
 	carol.wait("her own line is", line("the new alice")+`?.classList.contains("own")`)
+	bob.wait("the reactions' entries counted: no message said missed", line("the new alice")+` !== undefined &&
+		![...document.querySelectorAll("#messages li.system")].some(li => li.textContent.startsWith("missed"))`)
 }
 
 // TestBrowserFindAndSearch: the page finds rooms by part of their name

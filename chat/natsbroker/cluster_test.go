@@ -543,12 +543,20 @@ func TestClusterEdits(t *testing.T) {
 	if r := expect("message")[0]; r.Reply == nil || r.Reply.Excerpt != "first" || r.Reply.From != cs[0].Nick {
 		t.Fatalf("node 1's member got %+v", r)
 	}
+	cs[0].Send(chat.Request{Type: chat.TypeReact, Room: "r", Seq: m.Seq + 2, Emoji: "👍"}) // on the reply
+	if e := expect("reactions")[1]; e.Seq != m.Seq+3 || len(e.Messages) != 1 {
+		t.Fatalf("node 2's member got %+v", e)
+	}
 	cs[0].Send(chat.Request{Type: chat.TypeDelete, Room: "r", Seq: m.Seq})
 	expect("deleted")
 	late := chattest.Connect(t, nodes[1].url)
 	join(late, "r")
-	late.Send(chat.Request{Type: chat.TypeHistory, Room: "r"})
-	h := late.Expect("history").Entries(t)
+	late.Send(chat.Request{Type: chat.TypeHistory, Room: "r"}) // 4 entries: the reaction is none
+	e := late.ExpectOneOf("history", "reactions")              // the join's counts may come first
+	for e.Type != "history" {
+		e = late.ExpectOneOf("history", "reactions")
+	}
+	h := e.Entries(t)
 	if len(h) != 4 || h[0].Deleted == 0 || h[0].Text != "" || h[2].Reply == nil || h[2].Reply.Excerpt != "" {
 		t.Fatalf("node 2's history: %+v", h)
 	}

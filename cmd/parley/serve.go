@@ -623,7 +623,7 @@ func chatStats(hub *chat.Hub) func() metrics.ChatStats {
 			RateLimited: st.RateLimited, PresenceChanges: st.PresenceChanges, PresenceSent: st.PresenceSent,
 			PublishFailed: st.PublishFailed, Errors: st.Errors, Users: st.Users, Refused: st.Refused, Dropped: st.Dropped,
 			Reads: st.Reads, ReadsFailed: st.ReadsFailed, ReadsRefused: st.ReadsRefused,
-			Notified: st.Notified, NotesRead: st.NotesRead, NotesDropped: st.NotesDropped,
+			Notified: st.Notified, NotesRead: st.NotesRead, NotesDropped: st.NotesDropped, ReactionFrames: st.ReactionFrames,
 		}
 	}
 }
