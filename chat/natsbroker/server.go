@@ -90,6 +90,11 @@ func NewToken() string {
 
 // StartServer starts an embedded NATS server and waits until it accepts
 // connections.
+// startTimeout bounds an embedded server's start. JetStream recovers its
+// store first: a cluster's server restarted beside two busy loops took
+// more than 10 s (TestLeaderDies).
+const startTimeout = time.Minute
+
 func StartServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:4222"
@@ -177,9 +182,9 @@ func StartServer(cfg ServerConfig) (*Server, error) {
 	}
 	ns.SetLoggerV2(slogLogger{cfg.Logger.With("component", "nats")}, false, false, false)
 	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if !ns.ReadyForConnections(startTimeout) {
 		ns.Shutdown()
-		return nil, fmt.Errorf("natsbroker: embedded NATS on %s did not start within 10 s", cfg.Addr)
+		return nil, fmt.Errorf("natsbroker: embedded NATS on %s did not start within %v", cfg.Addr, startTimeout)
 	}
 	s.ns = ns
 	return s, nil
