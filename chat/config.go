@@ -29,6 +29,7 @@ const (
 	DefaultMaxRules         = 100000
 	DefaultEditWindow       = time.Hour
 	DefaultNotifyDelay      = 30 * time.Second
+	DefaultPresenceGrace    = 5 * time.Second
 )
 
 // Config configures a Hub. The zero value is valid: zero fields take the
@@ -166,6 +167,12 @@ type Config struct {
 	// Notifier hears of it. Default 30 s.
 	NotifyDelay time.Duration
 
+	// PresenceGrace: a member whose connection closed is told as left
+	// only once it has not come back (the same nick) within this: a
+	// reload, or a move to another tab, is not announced. A leave
+	// request is told at once. Default 5 s; -1: at once.
+	PresenceGrace time.Duration
+
 	// Reads keeps signed-in users' read positions; nil uses the Broker
 	// if it is a ReadStore (MemoryBroker and natsbroker.Broker are), else
 	// none are kept (a read request gets unavailable).
@@ -194,6 +201,9 @@ func (c *Config) withDefaults() Config {
 	}
 	if d.MaxTextLength == 0 {
 		d.MaxTextLength = DefaultMaxTextLength
+	}
+	if d.PresenceGrace == 0 {
+		d.PresenceGrace = DefaultPresenceGrace
 	}
 	if d.NotifyDelay == 0 {
 		d.NotifyDelay = DefaultNotifyDelay
@@ -285,6 +295,9 @@ func (c *Config) Validate() error {
 	}
 	if d.HistoryMaxAge < 0 || d.HistoryMaxAge > 0 && d.HistoryMaxAge < time.Second {
 		return cfgerr.New("HistoryMaxAge", "chat: HistoryMaxAge (%v) must be at least 1s, or 0 for no limit", d.HistoryMaxAge)
+	}
+	if d.PresenceGrace < 0 && d.PresenceGrace != -1 {
+		return cfgerr.New("PresenceGrace", "chat: PresenceGrace (%v) must be positive, or -1 to tell at once", d.PresenceGrace)
 	}
 	if d.NotifyDelay < 0 {
 		return cfgerr.New("NotifyDelay", "chat: NotifyDelay (%v) must be positive", d.NotifyDelay)

@@ -228,7 +228,7 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 		return
 	}
 	for len(c.rooms) > 0 {
-		h.leaveRoom(c, c.rooms[len(c.rooms)-1])
+		h.leaveRoom(c, c.rooms[len(c.rooms)-1], true)
 	}
 	if c.userID() != "" {
 		h.removeUser(c.userID(), id)

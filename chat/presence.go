@@ -79,8 +79,25 @@ const presenceMaxBackoff = 8
 // the room must wait (r stays dirty): a large room's count, or a busy
 // room's stretched interval.
 func (h *Hub) flushPresence(r *room, now time.Time) bool {
+	done := h.flushPresenceNow(r, now)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.leaving) > 0 {
+		r.dirty = true // looked at again next time: who is gone past the grace is told
+		return false
+	}
+	return done
+}
+
+// flushPresenceNow is flushPresence's work: the members gone past
+// PresenceGrace are told as left.
+func (h *Hub) flushPresenceNow(r *room, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(r.leaving) > 0 && now.Sub(r.leaving[0].at) >= h.cfg.PresenceGrace {
+		r.left = append(r.left, r.leaving[0].nick)
+		r.leaving = r.leaving[1:]
+	}
 	total, local := r.count(), r.local()
 	large := total > h.cfg.LargeRoom
 	if large && now.Sub(r.lastSent) < h.cfg.LargeRoomCounts || !large && now.Before(r.nextPresence) {

@@ -1,7 +1,9 @@
 package chat_test
 
 import (
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
@@ -64,6 +66,59 @@ func TestReadState(t *testing.T) {
 			break
 		} else if e.Type == "read" {
 			t.Fatalf("another user got %+v", e)
+		}
+	}
+}
+
+// TestPresenceGrace: a member whose connection drops and who comes back
+// (the same nick) within PresenceGrace is announced neither as leaving
+// nor as joining; one that stays away is told as left once the grace is
+// over; a leave request is told at once.
+func TestPresenceGrace(t *testing.T) {
+	t.Parallel()
+	const grace = time.Second
+	_, _, url := startChat(t, chat.Config{PresenceGrace: grace, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	a := connect(t, url)
+	b := connect(t, url+"?nick=bee")
+	for e := a.Read(); !(e.Type == "presence" && slices.Contains(e.Joined, "bee")); e = a.Read() {
+	}
+	b.Close()
+	for e := a.Read(); !(e.Type == "presence" && e.Count == 1); e = a.Read() { // gone, not told
+		if slices.Contains(e.Left, "bee") {
+			t.Fatalf("told as left at once: %+v", e)
+		}
+	}
+	b2 := connect(t, url+"?nick=bee") // the reload
+	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "marker"})
+	for {
+		e := a.Read()
+		if e.Type == "presence" && (slices.Contains(e.Left, "bee") || slices.Contains(e.Joined, "bee")) {
+			t.Fatalf("the reload was announced: %+v", e)
+		}
+		if e.Type == "message" && e.Text == "marker" {
+			break
+		}
+	}
+	gone := time.Now()
+	b2.Close()
+	for {
+		e := a.Read()
+		if e.Type == "presence" && slices.Contains(e.Left, "bee") {
+			if d := time.Since(gone); d < grace {
+				t.Fatalf("told as left after %v, within the grace", d)
+			}
+			break
+		}
+	}
+	// With a grace of an hour, a leave request is still told at once (a
+	// read waits 20 s at most).
+	_, _, url = startChat(t, chat.Config{PresenceGrace: time.Hour, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
+	a = connect(t, url)
+	c := connect(t, url+"?nick=cee")
+	c.Send(chat.Request{Type: chat.TypeLeave, Room: "lobby"})
+	for {
+		if e := a.Read(); e.Type == "presence" && slices.Contains(e.Left, "cee") {
+			break
 		}
 	}
 }

@@ -50,6 +50,7 @@ type room struct {
 	// Presence changes since the last presence message: this node's
 	// (told to the other nodes too) and the other nodes' (told here only).
 	joined, left   []string
+	leaving        []leaveMark // gone members not told yet (PresenceGrace)
 	renamed        []Renamed
 	rjoined, rleft []string
 	rrenamed       []Renamed
@@ -93,6 +94,12 @@ type historyLimits struct {
 	window int64 // ns; 0: none
 	bytes  int
 	maxAge int64 // ns: older messages go whatever the others keep; 0: none
+}
+
+// leaveMark is a member whose connection closed, and when.
+type leaveMark struct {
+	nick string
+	at   time.Time
 }
 
 // remoteMembers is what this node knows of another node's members of a

@@ -339,7 +339,10 @@ func (h *Hub) join(c *client, req *Request) {
 	_ = r.group.Add(c.id)
 	c.rooms = append(c.rooms, r)
 	h.sendReadPos(c, r)
-	if news {
+	if i := slices.IndexFunc(r.leaving, func(l leaveMark) bool { return l.nick == c.nick }); news && i >= 0 {
+		r.leaving = slices.Delete(r.leaving, i, i+1) // back within the grace: neither left nor joined
+		h.markDirty(r)                               // (its count changed)
+	} else if news {
 		r.joined = append(r.joined, c.nick)
 		h.markDirty(r)
 	}
@@ -358,16 +361,23 @@ func (h *Hub) leave(c *client, req *Request) {
 		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
 		return
 	}
-	h.leaveRoom(c, r)
+	h.leaveRoom(c, r, false)
 	h.send(c, Left{Type: "leave", Room: r.name})
 }
 
-func (h *Hub) leaveRoom(c *client, r *room) {
+// leaveRoom takes c out of r: it left (a leave request), or it is gone
+// (its connection closed), which is told only past PresenceGrace: a
+// reload, or a move to another tab, comes back within it unannounced.
+func (h *Hub) leaveRoom(c *client, r *room, gone bool) {
 	r.mu.Lock()
 	delete(r.members, c.id)
 	_ = r.group.Remove(c.id)
 	if r.removeMember(c.userID()) {
-		r.left = append(r.left, c.nick)
+		if gone && h.cfg.PresenceGrace > 0 {
+			r.leaving = append(r.leaving, leaveMark{nick: c.nick, at: time.Now()})
+		} else {
+			r.left = append(r.left, c.nick)
+		}
 		h.markDirty(r)
 	}
 	if len(r.members) == 0 {

@@ -190,6 +190,15 @@ func browserEdits(t *testing.T, phone bool) {
 		p.wait("the quote emptied", line("hi alice")+`.querySelector(".quote").textContent === "↪ alice: message deleted"`)
 	}
 
+	// A reload is no leaving and joining.
+	bob.js("count the notices", `window.__notices = document.querySelectorAll("#messages li.system").length`)
+	alice.do("reload", chromedp.Reload())
+	alice.wait("back as alice", `document.querySelector("#status").textContent === "connected as alice"`)
+	bob.say("welcome back?")
+	alice.wait("alice hears bob after her reload", line("welcome back?")+` !== undefined`)
+	bob.wait("no 'alice left', no 'alice joined', no rename", line("welcome back?")+` !== undefined &&
+		document.querySelectorAll("#messages li.system").length === window.__notices`)
+
 	// Identity, not nick: alice leaves, carol takes "alice".
 	bob.say("@alice are you there?")
 	alice.wait("the mention reached alice", line("are you there")+`?.classList.contains("mention")`)

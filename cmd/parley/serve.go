@@ -196,6 +196,7 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.Var((*rateOrOff)(&ch.RateLimit), "rate-limit", "requests per second a client may make, sustained; off: no limit")
 	fs.IntVar(&ch.RateBurst, "rate-burst", chat.DefaultRateBurst, "requests a client may make at once above the rate")
 	fs.IntVar(&ch.RateHardLimit, "rate-hard-limit", 0, "refused requests (decaying at the rate) after which a client is closed with 1008 (0: 3 x rate-burst)")
+	fs.DurationVar(&ch.PresenceGrace, "presence-grace", chat.DefaultPresenceGrace, "a member whose connection closed is told as left only if it has not come back (the same nick) within this: a reload is not announced; -1ns: at once")
 	fs.DurationVar(&ch.PresenceInterval, "presence-interval", chat.DefaultPresenceInterval, "how often joins and leaves are sent to a room, coalesced (up to 8x less often while the room keeps changing)")
 	fs.IntVar(&ch.PresenceListMax, "presence-list-max", chat.DefaultPresenceListMax, "most members listed to a joiner (the count is always exact)")
 	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
