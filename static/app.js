@@ -367,11 +367,15 @@ function dayOf(ts) {
   return new Date(ts).toLocaleDateString([], { weekday: "long", month: "long", day: "numeric", year: "numeric" });
 }
 
+// daySeparator is a list item of its own (a role=separator inside the
+// <ol> broke the list for screen readers: axe's "list"), headed so that a
+// reader can jump from day to day.
 function daySeparator(day) {
   const li = document.createElement("li");
   li.className = "day";
-  li.setAttribute("role", "separator");
-  li.textContent = day;
+  const h = document.createElement("h3");
+  h.textContent = day;
+  li.append(h);
   return li;
 }
 
@@ -469,13 +473,27 @@ function renderLists() {
   }
   els.rooms.replaceChildren(...rooms);
   els.dms.replaceChildren(...dms);
+  // On a phone the lists hide behind the menu button: it says there is
+  // something unread in them.
+  let unread = 0;
+  for (const c of state.convs.values()) if (c.key !== state.current) unread += c.unread || 0;
+  const menu = $("toggle-nav");
+  menu.classList.toggle("unread", unread > 0);
+  menu.setAttribute("aria-label", unread > 0 ? "Rooms, " + unread + " unread" : "Rooms");
 }
 
 function renderMembers() {
   const [kind] = split(state.current);
   const c = conv(state.current);
+  $("members-title").textContent = kind === "room" ? "Members" : "Conversation";
   if (kind !== "room") {
-    els.members.replaceChildren();
+    // A DM: its two people (an empty MEMBERS list said nothing).
+    const [, peer] = split(state.current);
+    els.members.replaceChildren(...[state.me, peer].filter((n, i, a) => n && a.indexOf(n) === i).map((n) => {
+      const li = listItem(n, null, "", null);
+      if (n === state.me) li.classList.add("me");
+      return li;
+    }));
     els.count.textContent = "";
     return;
   }
@@ -1237,6 +1255,28 @@ for (const [btn, panel] of [[$("toggle-nav"), els.nav], [$("toggle-members"), el
   btn.addEventListener("click", () => {
     const open = panel.classList.toggle("open");
     btn.setAttribute("aria-expanded", String(open));
+    // Focus goes into the drawer opened (it stayed on its button), and
+    // back to the button when it closes.
+    if (open) (panel.querySelector("input, button") || panel).focus();
+  });
+}
+// A tap outside an open drawer closes it (on a phone the drawers cover the
+// chat, and only their buttons closed them).
+document.addEventListener("pointerdown", (e) => {
+  for (const [btn, panel] of [[$("toggle-nav"), els.nav], [$("toggle-members"), els.aside]]) {
+    if (panel.classList.contains("open") && !panel.contains(e.target) && !btn.contains(e.target)) {
+      panel.classList.remove("open");
+      btn.setAttribute("aria-expanded", "false");
+    }
+  }
+});
+// The phone's keyboard opening shrinks the viewport (844 -> 470 px): the
+// newest lines stay in view if they were.
+if (window.visualViewport) {
+  let wasAtBottom = true;
+  els.messages.addEventListener("scroll", () => { wasAtBottom = atBottom(); });
+  window.visualViewport.addEventListener("resize", () => {
+    if (wasAtBottom) els.messages.scrollTop = els.messages.scrollHeight;
   });
 }
 

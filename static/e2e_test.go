@@ -348,6 +348,7 @@ func browserChat(t *testing.T, phone bool) {
 	waitJS(ctxB, "robert gets it", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@alice"))`)
 	run(ctxB, "bob is bob again", chromedp.SetValue(chromedp.CSS("#nick"), "bob"), submit("#nick-form"))
 	waitJS(ctxB, "named bob", `document.querySelector("#status").textContent === "connected as bob"`)
+	waitJS(ctxA, "alice's DM follows him back", `[...document.querySelectorAll("#dms li")].some(li => li.textContent.includes("@bob"))`)
 	clickRoom(ctxA, "#e2e")
 	run(ctxA, "clear the draft", chromedp.Evaluate[chromedp.Void](`document.querySelector("#input").value = ""`))
 	jsMu.Lock()
