@@ -9,7 +9,8 @@ const els = {
   jump: $("jump"), nick: $("nick"), join: $("join"), nav: $("nav"), aside: $("members"),
 };
 
-const MAX_LINES = 500; // per conversation
+const MAX_LINES = 500; // per conversation, trimmed when its reader is at the bottom
+const MAX_SCROLLBACK = 5000; // while its reader is scrolled up (their place is not taken from under them)
 const state = {
   ws: null,
   retry: 0,
@@ -330,7 +331,11 @@ function atBottom() {
 function addLine(key, line) {
   const c = conv(key);
   c.lines.push(line);
-  if (c.lines.length > MAX_LINES) c.lines.shift();
+  // The lines kept are the lines shown: trimmed only when the reader is
+  // at the bottom (a burst while scrolled up, then older pages loaded
+  // above, cut 1,011 lines shown to 551 and lost the reader's place).
+  const reading = key === state.current && !atBottom();
+  if (c.lines.length > (reading ? MAX_SCROLLBACK : MAX_LINES)) c.lines.shift();
   if (key !== state.current) {
     if (line.kind === "msg") c.unread = c.readKnown ? unreadOf(c) : c.unread + 1;
     renderLists();
@@ -353,9 +358,21 @@ function lastDay(lines) {
   return "";
 }
 
-// trimLines keeps the last MAX_LINES lines on screen.
+// trimLines keeps the last MAX_LINES lines, on screen and in the
+// conversation (the reader is at the bottom).
 function trimLines() {
-  while (els.messages.children.length > MAX_LINES) els.messages.firstChild.remove();
+  const c = conv(state.current);
+  if (c.lines.length > MAX_LINES) {
+    c.lines.splice(0, c.lines.length - MAX_LINES);
+    c.noOlder = false; // trimmed lines can be loaded again
+  }
+  // One element a line, and the day separators between them.
+  const m = els.messages;
+  let shown = m.children.length - m.querySelectorAll(":scope > li.day").length;
+  while (shown > c.lines.length && m.firstChild) {
+    if (!m.firstChild.classList.contains("day")) shown--;
+    m.firstChild.remove();
+  }
 }
 
 function system(key, text, kind = "system") {
@@ -882,7 +899,7 @@ const handlers = {
       c.loadingOlder = false;
       const first = c.lines.find((l) => l.kind === "msg" && l.seq);
       const older = ev.messages.filter((m) => m.type === "message" && (!first || m.seq < first.seq)).map(lineOf);
-      if (older.length === 0) { c.noOlder = true; return; }
+      if (older.length === 0) { historyEnds(c); return; }
       c.lines.unshift(...older);
       if (key === state.current) {
         const fromBottom = els.messages.scrollHeight - els.messages.scrollTop;
@@ -1239,13 +1256,28 @@ els.messages.addEventListener("scroll", () => {
   if (els.messages.scrollTop < 40) loadOlder();
 });
 
+// historyEnds says, above c's first line, that there is nothing older
+// to load: the room's first message, or as far as the server keeps.
+function historyEnds(c) {
+  c.noOlder = true;
+  if (c.lines.length && c.lines[0].kind === "start") return;
+  const first = c.lines.find((l) => l.kind === "msg" && l.seq);
+  c.lines.unshift({ kind: "start", text: first && first.seq <= 1 ? "This is the start of the room." : "No older messages: the server keeps no more of this room's history." });
+  if (c.key === state.current) {
+    const fromBottom = els.messages.scrollHeight - els.messages.scrollTop;
+    els.messages.replaceChildren(...lineElements(c.lines, ""));
+    els.messages.scrollTop = els.messages.scrollHeight - fromBottom;
+  }
+}
+
 // loadOlder asks for the messages before the oldest one shown (the
 // protocol's history paging), once at a time.
 function loadOlder() {
   const [kind, name] = split(state.current);
   const c = conv(state.current);
   const first = c.lines.find((l) => l.kind === "msg" && l.seq);
-  if (kind !== "room" || c.loadingOlder || c.noOlder || !first || first.seq <= 1 || !online()) return;
+  if (kind !== "room" || c.loadingOlder || c.noOlder || !first || !online()) return;
+  if (first.seq <= 1) { historyEnds(c); return; }
   c.loadingOlder = true;
   request({ type: "history", room: name, before: first.seq, limit: 50 });
 }

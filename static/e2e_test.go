@@ -631,6 +631,19 @@ func TestBrowserHistory(t *testing.T) {
 	poll("the new messages came", `document.querySelector("#jump").hidden === false && window.__first !== undefined`)
 	poll("and the reader's place did not move", `(() => { const m = document.querySelector("#messages");
 		return document.querySelector("#messages li").textContent === window.__first && Math.abs(m.scrollTop - window.__top) < 2; })()`)
+	// Nothing was taken from above the reader: 900 lines, and scrolling to
+	// the top says the room's history starts there (a burst, then older
+	// pages, cut 1,011 lines to 551 and never loaded more).
+	poll("all 900 lines kept while scrolled up", `[...document.querySelectorAll("#messages li")].filter(li => / m \d+$/.test(li.textContent)).length === 900`)
+	poll("at the top, the start of the room", `(() => {
+		const m = document.querySelector("#messages"); m.scrollTop = 0; m.dispatchEvent(new Event("scroll"));
+		const s = document.querySelector("#messages li.start"); return s && s.textContent === "This is the start of the room." && m.firstElementChild === s; })()`)
+	poll("back at the bottom: trimmed to 500", `(() => {
+		const m = document.querySelector("#messages"); m.scrollTop = m.scrollHeight; m.dispatchEvent(new Event("scroll"));
+		return [...m.querySelectorAll("li")].filter(li => / m \d+$/.test(li.textContent)).length === 500 && m.lastElementChild.textContent.endsWith(" m 899"); })()`)
+	poll("and up again, older pages load from the server", `(() => {
+		const m = document.querySelector("#messages"); m.scrollTop = 0; m.dispatchEvent(new Event("scroll"));
+		return [...m.querySelectorAll("li")].some(li => li.textContent.endsWith(" m 300")); })()`)
 
 	// Offline: a countdown and a Retry button; Retry reconnects at once.
 	stop(srv)
