@@ -2,6 +2,7 @@ package chat
 
 import (
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/parleyhq/parley/engine"
@@ -115,7 +116,7 @@ func (h *Hub) read(c *client, req *Request) {
 	r.mu.Lock()
 	pos := ReadPos{Seq: min(req.Seq, r.seq), Epoch: r.epoch} // nothing past what was said
 	r.mu.Unlock()
-	room, info := r.name, *req
+	room, info, nick := r.name, *req, c.nick
 	id := c.id
 	if !h.queueRead(func() {
 		held, err := h.reads.MarkRead(user, room, pos)
@@ -130,7 +131,7 @@ func (h *Hub) read(c *client, req *Request) {
 			return // another device read further already: it told everyone
 		}
 		h.stats.reads.Add(1)
-		if err := h.broadcast(control{Kind: "read", User: user, Room: room, Seq: held.Seq, Epoch: held.Epoch}); err != nil {
+		if err := h.broadcast(control{Kind: "read", User: user, From: nick, Room: room, Seq: held.Seq, Epoch: held.Epoch}); err != nil {
 			h.stats.readsFailed.Add(1)
 		}
 	}) {
@@ -167,6 +168,7 @@ func (h *Hub) pushRead(m *control) {
 	h.readNotes(m.User, func(n *Notification) bool {
 		return n.Kind == "mention" && n.Room == m.Room && n.Epoch == m.Epoch && n.Seq <= m.Seq
 	})
+	h.tellSeen(m)
 	ids := h.userClients(m.User)
 	if len(ids) == 0 {
 		return
@@ -176,6 +178,46 @@ func (h *Hub) pushRead(m *control) {
 		return
 	}
 	_, _ = h.ep.Multicast(ids, engine.Text, b)
+}
+
+// SeenByMax is the largest room whose members are told who read how far
+// (seen): in a bigger one it would be a storm, and say little.
+const SeenByMax = 20
+
+// Seen tells a small room's members that a signed-in member read it up
+// to Seq (the page shows "seen by" under the last messages).
+type Seen struct {
+	Type string `json:"type"` // "seen"
+	Room string `json:"room"`
+	Nick string `json:"nick"`
+	User string `json:"user"`
+	Seq  int64  `json:"seq"`
+}
+
+// tellSeen tells this node's members of the room of read mark m, if the
+// room is small (at most SeenByMax members) and the mark of its epoch.
+func (h *Hub) tellSeen(m *control) {
+	if m.From == "" || !isNick(m.From) {
+		return
+	}
+	r := h.lockRoom(m.Room)
+	if r == nil {
+		return
+	}
+	defer r.mu.Unlock()
+	if r.isLoading() || r.epoch != m.Epoch || r.count() > SeenByMax || len(r.members) == 0 {
+		return
+	}
+	own := h.userClients(m.User) // the reader's connections have its read event
+	ids := make([]engine.ClientID, 0, len(r.members))
+	for id := range r.members {
+		if !slices.Contains(own, id) {
+			ids = append(ids, id)
+		}
+	}
+	if b, err := marshal(Seen{Type: "seen", Room: r.name, Nick: m.From, User: m.User, Seq: m.Seq}); err == nil && len(ids) > 0 {
+		_, _ = h.ep.Multicast(ids, engine.Text, b) // a small room: a copy each is cheap
+	}
 }
 
 // MaxReadPositions bounds the read positions a MemoryBroker keeps; past

@@ -51,7 +51,11 @@ func TestReadState(t *testing.T) {
 	expectRead(tablet, 3)
 
 	guest.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 1})
-	guest.ExpectError(chat.ErrForbidden)
+	for e := guest.ExpectOneOf("seen", "error"); e.Type != "error" || e.Code != chat.ErrForbidden; e = guest.ExpectOneOf("seen", "error") {
+		if e.Type == "error" {
+			t.Fatalf("%+v", e)
+		}
+	}
 	phone.Send(chat.Request{Type: chat.TypeRead, Room: "elsewhere", Seq: 1})
 	phone.ExpectError(chat.ErrNotInRoom)
 	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: -1})
@@ -59,7 +63,17 @@ func TestReadState(t *testing.T) {
 	if st := hub.Stats(); st.Reads != 2 {
 		t.Fatalf("reads %d, want 2", st.Reads)
 	}
-	// u2 heard none of it.
+	// u2, in this small room, sees how far u1 read (not its read events).
+	for _, want := range []int64{2, 3} {
+		e := other.ExpectOneOf("seen", "message", "presence") // its own messages, and the tablet's arrival
+		for e.Type != "seen" {
+			e = other.ExpectOneOf("seen", "message", "presence")
+		}
+		if e.Nick != "u1" || e.User != "u1" || e.Seq != want || e.Room != "lobby" {
+			t.Fatalf("seen %+v, want u1 at %d", e, want)
+		}
+	}
+	// u2 heard none of its read events.
 	other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "d"})
 	for {
 		if e := other.Read(); e.Type == "message" && e.Text == "d" {

@@ -423,6 +423,7 @@ function renderMessages() {
   els.input.placeholder = kind === "room" ? "Message #" + name : "Message " + name;
   renderMembers();
   renderTyping();
+  renderSeen();
   renderLists();
   markRead();
 }
@@ -530,6 +531,15 @@ function renderMembers() {
     items.push(li);
   }
   els.members.replaceChildren(...items);
+}
+
+// renderSeen says who has read the current room's last message (small
+// rooms: the server tells their members who read how far).
+function renderSeen() {
+  const c = conv(state.current);
+  const last = c.lines.findLast((l) => l.kind === "msg" && l.seq);
+  const who = last && c.seen ? [...c.seen].filter(([n, s]) => s >= last.seq && n !== state.me && n !== last.from).map(([n]) => n) : [];
+  $("seen").textContent = who.length ? "Seen by " + who.join(", ") : "";
 }
 
 function renderTyping() {
@@ -936,7 +946,7 @@ const handlers = {
     const line = lineOf(ev);
     addLine(key, line);
     if (!own(line) && !line.deleted && mentionsMe(line)) notify(ev.from + " in #" + ev.room, ev.text);
-    if (key === state.current) { renderTyping(); markRead(); }
+    if (key === state.current) { renderTyping(); renderSeen(); markRead(); }
   },
   read(ev) {
     const key = "room:" + ev.room;
@@ -999,6 +1009,13 @@ const handlers = {
     clearTimeout(c.typing.get(ev.nick));
     c.typing.set(ev.nick, setTimeout(() => { c.typing.delete(ev.nick); if (state.current === c.key) renderTyping(); }, 3000));
     if (state.current === c.key) renderTyping();
+  },
+  seen(ev) {
+    // Someone signed in read this small room up to ev.seq.
+    const c = conv("room:" + ev.room);
+    c.seen = c.seen || new Map();
+    c.seen.set(ev.nick, Math.max(ev.seq, c.seen.get(ev.nick) || 0));
+    if (c.key === state.current) renderSeen();
   },
   reactions(ev) {
     const key = "room:" + ev.room;
