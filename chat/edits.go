@@ -261,9 +261,7 @@ func (h *Hub) applyEntry(r *room, seq int64, p *published, now int64) bool {
 	if !ok {
 		return false // gone from the history: nothing here to change
 	}
-	allowed := p.System && t.System || p.User != "" && p.User == t.User || p.SID != "" && p.SID == t.SID ||
-		p.Deletes != 0 && p.Mod
-	if !allowed {
+	if !mayChange(p, &t) {
 		h.dropped("message", fmt.Errorf("room %q: entry %d by %q changes message %d of %q", r.name, seq, p.From, target, t.From))
 		return false
 	}

@@ -593,3 +593,43 @@ func TestClusterReads(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchLog: a search goes on past the history a node keeps, in the
+// room's stream, applying the edits and deletes made meanwhile, and
+// pages back through it.
+func TestSearchLog(t *testing.T) {
+	nodes := startNodesWith(t, startNATS(t).URL(), 1, 1, chat.Config{HistorySize: 5, ResumeWindow: -1, RateLimit: -1})
+	c := chattest.Connect(t, nodes[0].url)
+	say := func(text string) int64 {
+		t.Helper()
+		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		return c.Expect("message").Seq
+	}
+	say("apple one")
+	gone := say("apple secret")
+	c.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: gone})
+	c.Expect("deleted")
+	typo := say("appel three")
+	c.Send(chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: typo, Text: "apple three"})
+	c.Expect("edited")
+	for i := range 20 { // the history (5) keeps none of the above
+		say(fmt.Sprintf("filler %d", i))
+	}
+	say("apple four")
+	search := func(before int64, limit int) ([]string, int64) {
+		t.Helper()
+		c.Send(chat.Request{Type: chat.TypeSearch, Room: "lobby", Q: "APPLE", Before: before, Limit: limit})
+		e := c.Expect("search")
+		return e.Texts(t), e.Before
+	}
+	if got, next := search(0, 0); !slices.Equal(got, []string{"apple one", "apple three", "apple four"}) || next != 0 {
+		t.Fatalf("search: %q, next %d", got, next)
+	}
+	got, next := search(0, 2)
+	if !slices.Equal(got, []string{"apple three", "apple four"}) || next != typo {
+		t.Fatalf("first page: %q, next %d", got, next)
+	}
+	if got, next := search(next, 2); !slices.Equal(got, []string{"apple one"}) || next != 0 {
+		t.Fatalf("second page: %q, next %d", got, next)
+	}
+}

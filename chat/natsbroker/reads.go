@@ -114,3 +114,38 @@ func isWrongSequence(err error) bool {
 }
 
 var _ chat.ReadStore = (*Broker)(nil)
+
+// ReadLog implements chat.LogReader: the entries of room's log numbered
+// below before that its stream still holds, at most max of the newest,
+// oldest first. The room must be open on this node.
+func (b *Broker) ReadLog(room string, before int64, max int) ([]chat.StoredMessage, error) {
+	b.mu.RLock()
+	rs := b.rooms[room]
+	b.mu.RUnlock()
+	if rs == nil {
+		return nil, fmt.Errorf("natsbroker: read the log of %q: not open here", room)
+	}
+	rs.mu.Lock()
+	s := rs.stream
+	rs.mu.Unlock()
+	if s == nil || before <= 1 || max <= 0 {
+		return nil, nil
+	}
+	ctx, cancel := b.ctx()
+	info, err := s.Info(ctx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("natsbroker: read the log of %q: %w", room, err)
+	}
+	last := min(uint64(before-1), info.State.LastSeq)
+	if info.State.Msgs == 0 || last < info.State.FirstSeq {
+		return nil, nil
+	}
+	first := info.State.FirstSeq
+	if last-first+1 > uint64(max) {
+		first = last - uint64(max) + 1
+	}
+	return b.fetchRange(s, first, last)
+}
+
+var _ chat.LogReader = (*Broker)(nil)
