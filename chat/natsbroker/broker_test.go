@@ -275,8 +275,11 @@ func TestStreamsFollowRooms(t *testing.T) {
 	if err != nil || st.Seq != 1 || len(st.Messages) != 1 {
 		t.Fatalf("a kept room after the sweep: %+v, %v", st, err)
 	}
-	if n := brokers[0].Stats().StreamsDeleted; n != rooms {
-		t.Fatalf("node 1 (the leader) deleted %d streams, want %d", n, rooms)
+	// The janitor is the live node with the smallest name: node 1, unless
+	// it stalled long enough (a starved CPU) for node 2 to take a sweep.
+	// Each stream is deleted once, by one of them.
+	if n1, n2 := brokers[0].Stats().StreamsDeleted, brokers[1].Stats().StreamsDeleted; n1+n2 != rooms || n1 == 0 {
+		t.Fatalf("node 1 (the janitor) deleted %d streams and node 2 %d, want %d in all", n1, n2, rooms)
 	}
 }
 
