@@ -144,13 +144,16 @@ func (h *Hub) dmUser(c *client, req *Request) {
 		return
 	}
 	ts := now()
+	// Its notification waits before the DM goes: a reader as quick as the
+	// broadcast marks it read before it would otherwise wait.
+	note := h.noteDM(req.User, c, req.Text, ts)
 	err := h.broadcast(control{Kind: "dm", User: req.User, From: c.nick, FromID: c.userID(), Text: req.Text, TS: ts})
 	if err != nil {
+		h.unnote(req.User, note)
 		h.fail(c, req, ErrNotDelivered, "the message could not be delivered: "+err.Error())
 		return
 	}
 	h.stats.dms.Add(1)
-	h.noteDM(req.User, c, req.Text, ts)
 	if c.userID() == "" {
 		// A guest's copy (a signed-in sender's came with the broadcast,
 		// to all its connections).

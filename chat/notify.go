@@ -185,11 +185,12 @@ func nickByte(b byte) bool {
 }
 
 // noteDM schedules a notification of a DM a client of this node sent to
-// a signed-in user.
-func (h *Hub) noteDM(user string, from *client, text string, ts int64) {
-	if user == from.userID() {
-		return
+// a signed-in user, and returns its ID ("" if none).
+func (h *Hub) noteDM(user string, from *client, text string, ts int64) string {
+	if user == from.userID() || h.cfg.Notifier == nil {
+		return ""
 	}
-	h.schedule(Notification{ID: "dm:" + user + ":" + strconv.FormatUint(uint64(from.id), 10) + "@" + h.node + ":" + strconv.FormatInt(ts, 10),
-		Kind: "dm", User: user, From: from.nick, FromUser: from.userID(), Text: excerpt(text), TS: ts})
+	id := "dm:" + user + ":" + strconv.FormatUint(uint64(from.id), 10) + "@" + h.node + ":" + strconv.FormatInt(ts, 10)
+	h.schedule(Notification{ID: id, Kind: "dm", User: user, From: from.nick, FromUser: from.userID(), Text: excerpt(text), TS: ts})
+	return id
 }
