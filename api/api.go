@@ -345,7 +345,7 @@ func (s *Server) deleteMessage(r *http.Request) (any, error) {
 // rooms lists the rooms, private ones included (the backend sees all).
 func (s *Server) rooms(r *http.Request) (any, error) {
 	q := r.URL.Query()
-	limit, err := positive(q.Get("limit"))
+	limit, err := positive("limit", q.Get("limit"))
 	if err != nil {
 		return nil, err
 	}
@@ -364,25 +364,26 @@ func (s *Server) rooms(r *http.Request) (any, error) {
 
 func (s *Server) search(r *http.Request) (any, error) {
 	q := r.URL.Query()
-	limit, err := positive(q.Get("limit"))
+	limit, err := positive("limit", q.Get("limit"))
 	if err != nil {
 		return nil, err
 	}
-	before, err := positive(q.Get("before"))
+	before, err := positive("before", q.Get("before"))
 	if err != nil {
 		return nil, err
 	}
 	return s.hub.Search(r.PathValue("room"), q.Get("q"), int64(before), limit)
 }
 
-// positive parses an optional positive number ("": 0).
-func positive(v string) (int, error) {
+// positive parses the optional positive number v of parameter name
+// ("": 0).
+func positive(name, v string) (int, error) {
 	if v == "" {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		return 0, badRequest("%q: want a positive number", v)
+		return 0, badRequest("%s %q: want a positive number", name, v)
 	}
 	return n, nil
 }
@@ -530,13 +531,9 @@ func (s *Server) presence(r *http.Request) (any, error) {
 }
 
 func (s *Server) history(r *http.Request) (any, error) {
-	limit := 0
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, badRequest("limit %q: want a positive number", v)
-		}
-		limit = n
+	limit, err := positive("limit", r.URL.Query().Get("limit"))
+	if err != nil {
+		return nil, err
 	}
 	msgs, err := s.hub.History(r.PathValue("room"), limit)
 	if err != nil {

@@ -142,7 +142,7 @@ func (h *Hub) noteMentions(r *room, seq int64, p *published) {
 		return
 	}
 	seen := map[string]bool{}
-	for _, m := range linkOrMention(p.Text) {
+	for _, m := range mentioned(p.Text) {
 		key, err := nickKey(m)
 		if err != nil {
 			continue
@@ -157,9 +157,9 @@ func (h *Hub) noteMentions(r *room, seq int64, p *published) {
 	}
 }
 
-// linkOrMention returns the nicks text mentions: "@" and a nick's
+// mentioned returns the nicks text mentions: "@" and a nick's
 // characters, at the start or after a character that cannot be in one.
-func linkOrMention(text string) []string {
+func mentioned(text string) []string {
 	var out []string
 	for i := 0; i < len(text); i++ {
 		if text[i] != '@' || i > 0 && nickByte(text[i-1]) {

@@ -94,9 +94,11 @@ func (h *Hub) flushPresence(r *room, now time.Time) bool {
 func (h *Hub) flushPresenceNow(r *room, now time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for len(r.leaving) > 0 && now.Sub(r.leaving[0].at) >= h.cfg.PresenceGrace {
-		r.left = append(r.left, r.leaving[0].nick)
-		r.leaving = r.leaving[1:]
+	for nick, at := range r.leaving {
+		if now.Sub(at) >= h.cfg.PresenceGrace {
+			r.left = append(r.left, nick)
+			delete(r.leaving, nick)
+		}
 	}
 	total, local := r.count(), r.local()
 	large := total > h.cfg.LargeRoom

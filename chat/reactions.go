@@ -25,6 +25,12 @@ const (
 	maxEmojis     = 20  // kinds of emoji on one message; a new one past it is dropped
 	maxReactors   = 500 // who reacted with one emoji, each counted and able to take it back; past it dropped
 	maxWho        = 10  // names a reactions event gives per emoji
+	// maxRoomReactors bounds the reactions a room holds on all its
+	// messages (about 80 bytes each: a room's reactions weigh about what
+	// its 64 KiB history does); past it a new one is dropped. Without it,
+	// 20 emoji x 500 reactors x 100 messages let a few hundred connections
+	// pin 100 MB in one room.
+	maxRoomReactors = 2000
 )
 
 // Reactions tells a room's members the reactions of messages that
@@ -126,16 +132,19 @@ func (h *Hub) applyReaction(r *room, seq int64, p *published) {
 	list := r.reacts[p.React]
 	i := slices.IndexFunc(list, func(e emojiReacts) bool { return e.emoji == p.Emoji })
 	switch {
-	case i < 0 && len(list) >= maxEmojis:
+	case i < 0 && (len(list) >= maxEmojis || r.reactors >= maxRoomReactors):
 		return
 	case i < 0:
 		list = append(list, emojiReacts{emoji: p.Emoji, who: []reactor{{id, p.From}}})
+		r.reactors++
 	default:
 		who := list[i].who
 		if j := slices.IndexFunc(who, func(x reactor) bool { return x.id == id }); j >= 0 {
 			who = slices.Delete(who, j, j+1) // taken back
-		} else if len(who) < maxReactors {
+			r.reactors--
+		} else if len(who) < maxReactors && r.reactors < maxRoomReactors {
 			who = append(who, reactor{id, p.From})
+			r.reactors++
 		} else {
 			return
 		}
@@ -152,6 +161,15 @@ func (h *Hub) applyReaction(r *room, seq int64, p *published) {
 		r.reactChanged = make(map[int64]struct{})
 	}
 	r.reactChanged[p.React] = struct{}{}
+}
+
+// dropReactions forgets the reactions of message seq (it left the
+// history). Callers hold r.mu.
+func (r *room) dropReactions(seq int64) {
+	for _, e := range r.reacts[seq] {
+		r.reactors -= len(e.who)
+	}
+	delete(r.reacts, seq)
 }
 
 // markReacted counts reaction entry seq and queues r for the next
@@ -211,14 +229,12 @@ func seen(list []emojiReacts) []ReactionSeen {
 	return out
 }
 
-// reactionsOf is the reactions of the history's messages numbered from
-// first on, for a joiner (nil if none has any). Callers hold r.mu.
-func (r *room) reactionsOf(first int64) json.RawMessage {
+// reactionsOf is the reactions of the history's messages, for a joiner
+// (nil if none has any). Callers hold r.mu.
+func (r *room) reactionsOf() json.RawMessage {
 	var msgs []MessageReact
 	for s, list := range r.reacts {
-		if s >= first {
-			msgs = append(msgs, MessageReact{Seq: s, Reactions: seen(list)})
-		}
+		msgs = append(msgs, MessageReact{Seq: s, Reactions: seen(list)})
 	}
 	if len(msgs) == 0 {
 		return nil

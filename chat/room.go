@@ -45,12 +45,13 @@ type room struct {
 	reacts              map[int64][]emojiReacts
 	reactChanged        map[int64]struct{}
 	reactSeq, reactSent int64
+	reactors            int // in reacts, at most maxRoomReactors
 	reactQueued         bool
 
 	// Presence changes since the last presence message: this node's
 	// (told to the other nodes too) and the other nodes' (told here only).
 	joined, left   []string
-	leaving        []leaveMark // gone members not told yet (PresenceGrace)
+	leaving        map[string]time.Time // gone members not told yet (PresenceGrace): by nick, when (a map: a reconnection storm of thousands looks each up)
 	renamed        []Renamed
 	rjoined, rleft []string
 	rrenamed       []Renamed
@@ -94,12 +95,6 @@ type historyLimits struct {
 	window int64 // ns; 0: none
 	bytes  int
 	maxAge int64 // ns: older messages go whatever the others keep; 0: none
-}
-
-// leaveMark is a member whose connection closed, and when.
-type leaveMark struct {
-	nick string
-	at   time.Time
 }
 
 // remoteMembers is what this node knows of another node's members of a
@@ -152,7 +147,7 @@ func (r *room) trimHistory(now int64) {
 			return
 		}
 		r.histBytes -= r.encodedLen(old.seq, old.msg)
-		delete(r.reacts, old.seq)
+		r.dropReactions(old.seq)
 		*old = stored{}
 		r.histHead++
 	}
@@ -210,7 +205,7 @@ func digits(n int64) int {
 func (r *room) resetHistory() {
 	clear(r.reacts)
 	clear(r.reactChanged)
-	r.reactSeq, r.reactSent = 0, 0
+	r.reactSeq, r.reactSent, r.reactors = 0, 0, 0
 	clear(r.hist)
 	r.hist, r.histHead, r.histBytes = r.hist[:0], 0, 0
 }

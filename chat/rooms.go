@@ -328,7 +328,7 @@ func (h *Hub) join(c *client, req *Request) {
 	}
 	msgs, gap := r.history(after, 0, limit)
 	h.send(c, History{Type: "history", Room: r.name, Messages: nonNil(msgs), Gap: gap})
-	if b := r.reactionsOf(0); b != nil {
+	if b := r.reactionsOf(); b != nil {
 		_ = h.ep.Send(c.id, engine.Text, b)
 	}
 	if already {
@@ -339,9 +339,9 @@ func (h *Hub) join(c *client, req *Request) {
 	_ = r.group.Add(c.id)
 	c.rooms = append(c.rooms, r)
 	h.sendReadPos(c, r)
-	if i := slices.IndexFunc(r.leaving, func(l leaveMark) bool { return l.nick == c.nick }); news && i >= 0 {
-		r.leaving = slices.Delete(r.leaving, i, i+1) // back within the grace: neither left nor joined
-		h.markDirty(r)                               // (its count changed)
+	if _, back := r.leaving[c.nick]; news && back {
+		delete(r.leaving, c.nick) // back within the grace: neither left nor joined
+		h.markDirty(r)            // (its count changed)
 	} else if news {
 		r.joined = append(r.joined, c.nick)
 		h.markDirty(r)
@@ -374,7 +374,10 @@ func (h *Hub) leaveRoom(c *client, r *room, gone bool) {
 	_ = r.group.Remove(c.id)
 	if r.removeMember(c.userID()) {
 		if gone && h.cfg.PresenceGrace > 0 {
-			r.leaving = append(r.leaving, leaveMark{nick: c.nick, at: time.Now()})
+			if r.leaving == nil {
+				r.leaving = make(map[string]time.Time)
+			}
+			r.leaving[c.nick] = time.Now()
 		} else {
 			r.left = append(r.left, c.nick)
 		}
