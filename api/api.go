@@ -11,6 +11,8 @@
 package api
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -354,11 +356,11 @@ func (s *Server) rooms(r *http.Request) (any, error) {
 		return nil, err
 	}
 	if list == nil {
-		list = []chat.RoomInfo{}
+		list = []protocol.RoomInfo{}
 	}
 	return struct {
-		Rooms []chat.RoomInfo `json:"rooms"`
-		Next  string          `json:"next,omitempty"`
+		Rooms []protocol.RoomInfo `json:"rooms"`
+		Next  string              `json:"next,omitempty"`
 	}{list, next}, nil
 }
 
@@ -409,7 +411,7 @@ func (s *Server) disconnect(r *http.Request) (any, error) {
 	}
 	code := engine.StatusCode(body.Code)
 	if code == 0 {
-		code = chat.CloseDisconnected
+		code = engine.StatusCode(protocol.CloseDisconnected)
 	}
 	if body.Reason == "" {
 		body.Reason = "disconnected by the server"

@@ -1,6 +1,8 @@
 package api_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"fmt"
 	"io"
@@ -256,8 +258,8 @@ func TestCalls(t *testing.T) {
 	if r := out["rule"].(map[string]any); r["kind"] != "mute" || r["room"] != "lobby" || r["subject"] != "u-bob" || out["until"] == "" {
 		t.Fatalf("mute: %v", out)
 	}
-	bob.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "x"})
-	bob.ExpectError(chat.ErrMuted)
+	bob.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "x"})
+	bob.ExpectError(protocol.CodeMuted)
 	if r := e.must("GET", "/api/v1/rules?kind=mute", ""); len(r["rules"].([]any)) != 1 {
 		t.Fatalf("rules: %v", r)
 	}
@@ -267,17 +269,17 @@ func TestCalls(t *testing.T) {
 	}
 
 	// Invite to a private room, then withdraw it.
-	bob.Send(chat.Request{Type: chat.TypeJoin, Room: "vip"})
-	bob.ExpectError(chat.ErrForbidden)
+	bob.Send(protocol.Request{Type: protocol.TypeJoin, Room: "vip"})
+	bob.ExpectError(protocol.CodeForbidden)
 	e.must("PUT", "/api/v1/rooms/vip/invitations/u-bob", `{"duration":"1h"}`)
-	bob.Send(chat.Request{Type: chat.TypeJoin, Room: "vip"})
+	bob.Send(protocol.Request{Type: protocol.TypeJoin, Room: "vip"})
 	bob.Expect("join")
 	bob.Expect("history")
 	e.must("DELETE", "/api/v1/rooms/vip/invitations/u-bob", "")
-	bob.Send(chat.Request{Type: chat.TypeLeave, Room: "vip"})
+	bob.Send(protocol.Request{Type: protocol.TypeLeave, Room: "vip"})
 	bob.Expect("leave")
-	bob.Send(chat.Request{Type: chat.TypeJoin, Room: "vip"})
-	bob.ExpectError(chat.ErrForbidden)
+	bob.Send(protocol.Request{Type: protocol.TypeJoin, Room: "vip"})
+	bob.ExpectError(protocol.CodeForbidden)
 
 	// Disconnect with a code.
 	e.must("POST", "/api/v1/users/u-alice/disconnect", `{"code":4100,"reason":"account closed"}`)
@@ -289,7 +291,7 @@ func TestCalls(t *testing.T) {
 
 	// Ban a user, then an address; each refused at the handshake.
 	e.must("PUT", "/api/v1/bans/users/u-bob", `{"duration":"1h","reason":"abuse"}`)
-	if ce, err := bob.ExpectClose(); err != nil || ce.Code != int(chat.CloseBanned) {
+	if ce, err := bob.ExpectClose(); err != nil || ce.Code != int(protocol.CloseBanned) {
 		t.Fatalf("%+v, %v", ce, err)
 	}
 	e.must("DELETE", "/api/v1/bans/users/u-bob", "")
@@ -298,7 +300,7 @@ func TestCalls(t *testing.T) {
 	if r := e.must("GET", "/api/v1/rules?kind=ban_addr", ""); fmt.Sprint(r["rules"]) == "[]" {
 		t.Fatalf("address bans: %v", r)
 	}
-	if ce, err := guest.ExpectClose(); err != nil || ce.Code != int(chat.CloseBanned) {
+	if ce, err := guest.ExpectClose(); err != nil || ce.Code != int(protocol.CloseBanned) {
 		t.Fatalf("guest: %+v, %v", ce, err)
 	}
 	e.must("DELETE", "/api/v1/bans/addrs/127.0.0.0/8", "")

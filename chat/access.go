@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"container/heap"
 	"errors"
 	"fmt"
@@ -34,18 +36,6 @@ const (
 	GuestsAllowed
 	// GuestsRefused admits users only.
 	GuestsRefused
-)
-
-// Close codes the chat closes clients with (4000-4999 are the
-// application's, RFC 6455 7.4.2).
-const (
-	// CloseDisconnected: a backend disconnected the client (the server
-	// API's default code).
-	CloseDisconnected engine.StatusCode = 4000
-	// CloseTokenExpired: the client's token expired and was not refreshed.
-	CloseTokenExpired engine.StatusCode = 4001
-	// CloseBanned: the user or address was banned.
-	CloseBanned engine.StatusCode = 4003
 )
 
 // Handshake refusal reasons, as counted in Stats.Refused.
@@ -396,13 +386,13 @@ func (h *Hub) mayJoinNow(c *client, room string) error {
 }
 
 // maySay reports the error code and text refusing c's say in room, or "".
-func (h *Hub) maySay(c *client, room string) (string, string) {
+func (h *Hub) maySay(c *client, room string) (protocol.Code, string) {
 	if h.readOnly(room) && (c.who == nil || !auth.Matches(c.who.say, room)) {
-		return ErrReadOnly, fmt.Sprintf("room %q is read-only: only users with a say claim for it may speak", room)
+		return protocol.CodeReadOnly, fmt.Sprintf("room %q is read-only: only users with a say claim for it may speak", room)
 	}
 	if c.userID() != "" {
 		if m, ok := h.rule(RuleMute, room, c.userID()); ok {
-			return ErrMuted, fmt.Sprintf("you are muted in %q until %s", room, time.UnixMilli(m.Until).UTC().Format(time.RFC3339))
+			return protocol.CodeMuted, fmt.Sprintf("you are muted in %q until %s", room, time.UnixMilli(m.Until).UTC().Format(time.RFC3339))
 		}
 	}
 	return "", ""
@@ -448,7 +438,7 @@ func (h *Hub) addrBanned(remote string) (Rule, bool) {
 }
 
 // HandleRule implements BrokerHandler: a rule takes effect here (or ends,
-// when deleted). A ban closes the matching clients with CloseBanned.
+// when deleted). A ban closes the matching clients with protocol.CloseBanned.
 func (h *Hub) HandleRule(r Rule, deleted bool) {
 	if !deleted {
 		if err := r.Check(); err != nil {
@@ -482,7 +472,7 @@ func (h *Hub) HandleRule(r Rule, deleted bool) {
 	switch r.Kind {
 	case RuleBanUser:
 		for _, id := range h.userClients(r.Subject) {
-			_ = h.ep.Close(id, CloseBanned, "banned")
+			_ = h.ep.Close(id, engine.StatusCode(protocol.CloseBanned), protocol.ReasonBanned)
 		}
 	case RuleBanAddr:
 		p, _ := parseAddrRule(r.Subject)
@@ -492,7 +482,7 @@ func (h *Hub) HandleRule(r Rule, deleted bool) {
 				continue
 			}
 			if ap, err := netip.ParseAddrPort(info.RemoteAddr); err == nil && p.Contains(ap.Addr().Unmap()) {
-				_ = h.ep.Close(id, CloseBanned, "banned")
+				_ = h.ep.Close(id, engine.StatusCode(protocol.CloseBanned), protocol.ReasonBanned)
 			}
 		}
 	}
@@ -594,7 +584,7 @@ func (h *Hub) watchExpiry(id engine.ClientID, at int64) {
 }
 
 // expire closes the clients whose token has expired with
-// CloseTokenExpired.
+// protocol.CloseTokenExpired.
 func (h *Hub) expire(now time.Time) {
 	t := now.UnixNano()
 	for {
@@ -616,33 +606,33 @@ func (h *Hub) expire(now time.Time) {
 			h.watchExpiry(e.id, at) // refreshed meanwhile
 			continue
 		}
-		_ = h.ep.Close(e.id, CloseTokenExpired, "token expired")
+		_ = h.ep.Close(e.id, engine.StatusCode(protocol.CloseTokenExpired), protocol.ReasonTokenExpired)
 	}
 }
 
 // refresh applies a token sent in band: the same user, a later expiry.
-func (h *Hub) refresh(c *client, req *Request) {
+func (h *Hub) refresh(c *client, req *protocol.Request) {
 	if c.userID() == "" {
-		h.fail(c, req, ErrForbidden, "guests cannot sign in on an open connection: reconnect with access_token")
+		h.fail(c, req, protocol.CodeForbidden, "guests cannot sign in on an open connection: reconnect with access_token")
 		return
 	}
 	if h.cfg.Verifier == nil {
-		h.fail(c, req, ErrForbidden, "this server checks no tokens")
+		h.fail(c, req, protocol.CodeForbidden, "this server checks no tokens")
 		return
 	}
 	id, err := h.cfg.Verifier.Verify(req.Token)
 	if err != nil {
-		h.fail(c, req, ErrBadToken, err.Error())
+		h.fail(c, req, protocol.CodeBadToken, err.Error())
 		return
 	}
 	if id.User != c.userID() {
-		h.fail(c, req, ErrBadToken, "the token names another user")
+		h.fail(c, req, protocol.CodeBadToken, "the token names another user")
 		return
 	}
 	h.nickMu.Lock()
 	c.who = identityOf(&id)
 	h.nickMu.Unlock()
-	h.send(c, Authed{Type: "auth", User: c.userID(), Expires: unixMilli(id.Expires)})
+	h.send(c, protocol.Authed{Type: protocol.EventAuth, User: c.userID(), Expires: unixMilli(id.Expires)})
 }
 
 // control is a message every node receives (Broker.Broadcast): a DM to a
@@ -685,7 +675,7 @@ func (h *Hub) HandleControl(data []byte) {
 		if len(ids) == 0 {
 			return
 		}
-		b, err := marshal(DM{Type: "dm", From: m.From, FromUser: m.FromID, To: m.User, ToUser: m.User, Text: m.Text, TS: m.TS})
+		b, err := marshal(protocol.DM{Type: protocol.EventDM, From: m.From, FromUser: m.FromID, To: m.User, ToUser: m.User, Text: m.Text, TS: m.TS})
 		if err != nil {
 			return
 		}

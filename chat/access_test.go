@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -143,8 +145,8 @@ func TestGuests(t *testing.T) {
 	if !strings.HasPrefix(g.Nick, "guest-") {
 		t.Fatalf("guest nick %q", g.Nick)
 	}
-	g.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
-	g.ExpectError(chat.ErrForbidden)
+	g.Send(protocol.Request{Type: protocol.TypeNick, Nick: "alice"})
+	g.ExpectError(protocol.CodeForbidden)
 
 	_, _, open := startChat(t, chat.Config{}, engine.Config{})
 	if status, body, _ := refused(t, withToken(open, is.Sign(authtest.Claims("u1"))), nil); status != 401 || !strings.Contains(body, "no key") {
@@ -186,10 +188,10 @@ func TestOneUserManyConnections(t *testing.T) {
 	if st := hub.Stats(); st.Users != 2 {
 		t.Fatalf("users %d, want 2", st.Users)
 	}
-	a2.Send(chat.Request{Type: chat.TypeNick, Nick: "Alicia"})
-	a2.ExpectError(chat.ErrForbidden)
+	a2.Send(protocol.Request{Type: protocol.TypeNick, Nick: "Alicia"})
+	a2.ExpectError(protocol.CodeForbidden)
 
-	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-alice", Text: "to every tab"})
+	bob.Send(protocol.Request{Type: protocol.TypeDM, User: "u-alice", Text: "to every tab"})
 	for _, c := range []*client{a1, a2, bob} {
 		if d := c.Expect("dm"); d.Text != "to every tab" || d.From != "u-bob" || d.FromUser != "u-bob" || d.ToUser != "u-alice" {
 			t.Fatalf("%s got %+v", c.Nick, d)
@@ -207,8 +209,8 @@ func TestOneUserManyConnections(t *testing.T) {
 			break
 		}
 	}
-	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-bob", To: "x", Text: "both"})
-	bob.ExpectError(chat.ErrBadRequest)
+	bob.Send(protocol.Request{Type: protocol.TypeDM, User: "u-bob", To: "x", Text: "both"})
+	bob.ExpectError(protocol.CodeBadRequest)
 }
 
 // TestRoomAccess: private rooms need a claim or an invitation; read-only
@@ -226,12 +228,12 @@ func TestRoomAccess(t *testing.T) {
 	guest := connect(t, u)
 
 	for _, c := range []*client{user, guest} {
-		c.Send(chat.Request{Type: chat.TypeJoin, Room: "team-a"})
-		if e := c.ExpectError(chat.ErrForbidden); !strings.Contains(e.Message, "private") {
+		c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "team-a"})
+		if e := c.ExpectError(protocol.CodeForbidden); !strings.Contains(e.Message, "private") {
 			t.Fatalf("%+v", e)
 		}
 	}
-	staff.Send(chat.Request{Type: chat.TypeJoin, Room: "team-a"})
+	staff.Send(protocol.Request{Type: protocol.TypeJoin, Room: "team-a"})
 	staff.Expect("join")
 	staff.Expect("history")
 	// ?room= at the handshake: with the claim, the client starts there.
@@ -244,23 +246,23 @@ func TestRoomAccess(t *testing.T) {
 	if err := hub.PutRule(chat.Rule{Kind: chat.RuleInvite, Room: "team-a", Subject: "u-plain", Until: time.Now().Add(time.Hour).UnixMilli()}); err != nil {
 		t.Fatal(err)
 	}
-	user.Send(chat.Request{Type: chat.TypeJoin, Room: "team-a"})
+	user.Send(protocol.Request{Type: protocol.TypeJoin, Room: "team-a"})
 	user.Expect("join")
 	user.Expect("history")
 
 	// Read-only: everyone may join and read, only the say claim speaks.
 	for _, c := range []*client{staff, user, guest} {
-		c.Send(chat.Request{Type: chat.TypeJoin, Room: "news"})
+		c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "news"})
 		c.Expect("join")
 		c.Expect("history")
 	}
 	for _, c := range []*client{user, guest} {
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "news", Text: "me too"})
-		c.ExpectError(chat.ErrReadOnly)
-		c.Send(chat.Request{Type: chat.TypeTyping, Room: "news"})
-		c.ExpectError(chat.ErrReadOnly)
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "news", Text: "me too"})
+		c.ExpectError(protocol.CodeReadOnly)
+		c.Send(protocol.Request{Type: protocol.TypeTyping, Room: "news"})
+		c.ExpectError(protocol.CodeReadOnly)
 	}
-	staff.Send(chat.Request{Type: chat.TypeSay, Room: "news", Text: "announcement"})
+	staff.Send(protocol.Request{Type: protocol.TypeSay, Room: "news", Text: "announcement"})
 	for _, c := range []*client{staff, user, guest} {
 		if m := c.Expect("message"); m.Text != "announcement" || m.From != "u-staff" {
 			t.Fatalf("%+v", m)
@@ -274,7 +276,7 @@ func TestRoomAccess(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var m chat.Message
+		var m protocol.Message
 		if err := json.Unmarshal(raw, &m); err != nil || !m.System || m.From != "system" || m.Text != "from the backend" {
 			t.Fatalf("a system message: %s", raw)
 		}
@@ -285,12 +287,12 @@ func TestRoomAccess(t *testing.T) {
 	if err := hub.PutRule(mute); err != nil {
 		t.Fatal(err)
 	}
-	user.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "hello?"})
-	user.ExpectError(chat.ErrMuted)
+	user.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "hello?"})
+	user.ExpectError(protocol.CodeMuted)
 	if err := hub.DeleteRule(mute); err != nil {
 		t.Fatal(err)
 	}
-	user.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "back"})
+	user.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "back"})
 	if m := user.Expect("message"); m.Text != "back" {
 		t.Fatalf("%+v", m)
 	}
@@ -310,8 +312,8 @@ func TestBans(t *testing.T) {
 	if err := hub.PutRule(ban); err != nil {
 		t.Fatal(err)
 	}
-	if ce, err := c.ExpectClose(); err != nil || ce.Code != int(chat.CloseBanned) {
-		t.Fatalf("banned client: %+v, %v; want close %d", ce, err, chat.CloseBanned)
+	if ce, err := c.ExpectClose(); err != nil || ce.Code != int(protocol.CloseBanned) {
+		t.Fatalf("banned client: %+v, %v; want close %d", ce, err, protocol.CloseBanned)
 	}
 	status, body, _ := refused(t, withToken(u, token), nil)
 	if status != 403 || !strings.Contains(body, "banned until") || !strings.Contains(body, "abuse") {
@@ -321,14 +323,14 @@ func TestBans(t *testing.T) {
 		t.Fatal(err)
 	}
 	signedIn(t, u, token)
-	other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "still here"})
+	other.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "still here"})
 	other.Expect("message")
 
 	addr := chat.Rule{Kind: chat.RuleBanAddr, Subject: "127.0.0.0/8", Until: time.Now().Add(time.Hour).UnixMilli()}
 	if err := hub.PutRule(addr); err != nil {
 		t.Fatal(err)
 	}
-	if ce, err := other.ExpectClose(); err != nil || ce.Code != int(chat.CloseBanned) {
+	if ce, err := other.ExpectClose(); err != nil || ce.Code != int(protocol.CloseBanned) {
 		t.Fatalf("client of a banned address: %+v, %v", ce, err)
 	}
 	if status, body, _ := refused(t, u, nil); status != 403 || !strings.Contains(body, "banned") {
@@ -369,27 +371,27 @@ func TestTokenExpiry(t *testing.T) {
 	stays, _ := signedIn(t, u, short("u1"))
 	goes, _ := signedIn(t, u, short("u2"))
 
-	stays.Send(chat.Request{Type: chat.TypeAuth, Token: is.Sign(authtest.Claims("u2"))})
-	if e := stays.ExpectError(chat.ErrBadToken); !strings.Contains(e.Message, "another user") {
+	stays.Send(protocol.Request{Type: protocol.TypeAuth, Token: is.Sign(authtest.Claims("u2"))})
+	if e := stays.ExpectError(protocol.CodeBadToken); !strings.Contains(e.Message, "another user") {
 		t.Fatalf("%+v", e)
 	}
-	stays.Send(chat.Request{Type: chat.TypeAuth, Token: "garbage"})
-	stays.ExpectError(chat.ErrBadToken)
+	stays.Send(protocol.Request{Type: protocol.TypeAuth, Token: "garbage"})
+	stays.ExpectError(protocol.CodeBadToken)
 	fresh := authtest.Claims("u1")
-	stays.Send(chat.Request{Type: chat.TypeAuth, Token: is.Sign(fresh)})
+	stays.Send(protocol.Request{Type: protocol.TypeAuth, Token: is.Sign(fresh)})
 	_, raw, err := stays.ReadMessage()
 	for err == nil && strings.Contains(string(raw), `"presence"`) {
 		_, raw, err = stays.ReadMessage()
 	}
-	var a chat.Authed
+	var a protocol.Authed
 	if err != nil || json.Unmarshal(raw, &a) != nil || a.Type != "auth" || a.Expires != fresh.ExpiresAt.UnixMilli() {
 		t.Fatalf("answer to a refresh: %s, %v", raw, err)
 	}
 
-	if ce, err := goes.ExpectClose(); err != nil || ce.Code != int(chat.CloseTokenExpired) {
-		t.Fatalf("expired client: %+v, %v; want close %d", ce, err, chat.CloseTokenExpired)
+	if ce, err := goes.ExpectClose(); err != nil || ce.Code != int(protocol.CloseTokenExpired) {
+		t.Fatalf("expired client: %+v, %v; want close %d", ce, err, protocol.CloseTokenExpired)
 	}
-	stays.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "refreshed"})
+	stays.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "refreshed"})
 	if m := stays.Expect("message"); m.Text != "refreshed" {
 		t.Fatalf("%+v", m)
 	}
@@ -414,12 +416,12 @@ func TestTokenFarFuture(t *testing.T) {
 	}
 	later, _ := signedIn(t, u, token("u2", time.Unix(1e17, 0)))
 	soon, _ := signedIn(t, u, token("u3", time.Now().Add(time.Second)))
-	if ce, err := soon.ExpectClose(); err != nil || ce.Code != int(chat.CloseTokenExpired) {
-		t.Fatalf("expired client: %+v, %v; want close %d", ce, err, chat.CloseTokenExpired)
+	if ce, err := soon.ExpectClose(); err != nil || ce.Code != int(protocol.CloseTokenExpired) {
+		t.Fatalf("expired client: %+v, %v; want close %d", ce, err, protocol.CloseTokenExpired)
 	}
 	for i, c := range []*client{never, later} {
 		text := fmt.Sprintf("still here %d", i)
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: text})
 		for m := c.Expect("message"); m.Text != text; m = c.Expect("message") {
 		}
 	}
@@ -473,7 +475,7 @@ func TestUsersHaveReservedSlots(t *testing.T) {
 		engine.Config{MaxConnections: 4, ReservedConnections: 2})
 	for range 2 {
 		g := connect(t, u)
-		g.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "here"}) // spoke: never made room for another
+		g.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "here"}) // spoke: never made room for another
 		g.Expect("message")
 	}
 	if status, _, _ := refused(t, u, nil); status != http.StatusServiceUnavailable {

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,9 +140,9 @@ func (h *Hub) SendDM(user, text string, from Sender) error {
 }
 
 // dmUser sends a client's DM to every connection of a user.
-func (h *Hub) dmUser(c *client, req *Request) {
+func (h *Hub) dmUser(c *client, req *protocol.Request) {
 	if err := validUser(req.User); err != nil {
-		h.fail(c, req, ErrBadRequest, "user: "+err.Error())
+		h.fail(c, req, protocol.CodeBadRequest, "user: "+err.Error())
 		return
 	}
 	ts := now()
@@ -150,14 +152,14 @@ func (h *Hub) dmUser(c *client, req *Request) {
 	err := h.broadcast(control{Kind: "dm", User: req.User, From: c.nick, FromID: c.userID(), Text: req.Text, TS: ts})
 	if err != nil {
 		h.unnote(req.User, note)
-		h.fail(c, req, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+		h.fail(c, req, protocol.CodeNotDelivered, "the message could not be delivered: "+err.Error())
 		return
 	}
 	h.stats.dms.Add(1)
 	if c.userID() == "" {
 		// A guest's copy (a signed-in sender's came with the broadcast,
 		// to all its connections).
-		h.send(c, DM{Type: "dm", From: c.nick, To: req.User, ToUser: req.User, Text: req.Text, TS: now()})
+		h.send(c, protocol.DM{Type: protocol.EventDM, From: c.nick, To: req.User, ToUser: req.User, Text: req.Text, TS: now()})
 	}
 }
 

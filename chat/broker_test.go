@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"errors"
 	"sync/atomic"
 	"testing"
@@ -68,7 +70,7 @@ func TestPresenceManagerSeam(t *testing.T) {
 	pm := &countingPresence{MemoryBroker: chat.NewMemoryBroker()}
 	_, _, url := startChat(t, chat.Config{Broker: onlyBroker{chat.NewMemoryBroker()}, Presence: pm}, engine.Config{})
 	c := connect(t, url)
-	c.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
+	c.Send(protocol.Request{Type: protocol.TypeNick, Nick: "alice"})
 	c.Expect("nick")
 	if pm.claims.Load() == 0 {
 		t.Fatal("the nick was not claimed through Config.Presence")
@@ -103,8 +105,8 @@ func (b downBroker) Subscribe(room string) (chat.RoomState, error) {
 func TestJoinUnavailable(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{Broker: downBroker{chat.NewMemoryBroker()}}, engine.Config{})
 	c := connect(t, url)
-	c.Send(chat.Request{Type: chat.TypeJoin, Room: "down", ID: "j1"})
-	if e := c.ExpectError(chat.ErrUnavailable); e.Request == nil || e.Request.ID != "j1" {
+	c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "down", ID: "j1"})
+	if e := c.ExpectError(protocol.CodeUnavailable); e.Request == nil || e.Request.ID != "j1" {
 		t.Fatalf("the error does not name its request: %+v", e)
 	}
 }

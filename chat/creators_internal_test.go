@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"encoding/json"
 	"net"
@@ -29,7 +31,7 @@ func TestRacingMakerNotCharged(t *testing.T) {
 	}
 	defer ws.Close()
 	_ = ws.SetDeadline(time.Now().Add(10 * time.Second))
-	var w Welcome
+	var w protocol.Welcome
 	if _, raw, err := ws.ReadMessage(); err != nil || json.Unmarshal(raw, &w) != nil {
 		t.Fatalf("welcome: %s %v", raw, err)
 	}

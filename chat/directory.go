@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -12,34 +14,6 @@ import (
 // and messages in a room's history by their text. Both are bounded: the
 // directory lists the rooms this node holds (at most MaxRoomsTotal), a
 // search reads the room's history (at most HistoryBytes).
-
-// RoomInfo is a room in the directory.
-type RoomInfo struct {
-	Room    string `json:"room"`
-	Count   int    `json:"count"`             // its members, on every node
-	Private bool   `json:"private,omitempty"` // listed to those who may join it
-}
-
-// RoomList answers a rooms request: rooms by name, after After.
-type RoomList struct {
-	Type  string     `json:"type"` // "rooms"
-	Q     string     `json:"q,omitempty"`
-	Rooms []RoomInfo `json:"rooms"`
-	// Next, when set, is the After of the next page.
-	Next string `json:"next,omitempty"`
-}
-
-// SearchResult answers a search: the room's messages holding Q, newest
-// last, and where to search on from.
-type SearchResult struct {
-	Type     string            `json:"type"` // "search"
-	Room     string            `json:"room"`
-	Q        string            `json:"q"`
-	Messages []json.RawMessage `json:"messages"`
-	// Before, when set, is the Before of a search for older ones; unset,
-	// the history holds no older match.
-	Before int64 `json:"before,omitempty"`
-}
 
 // Limits of the directory and of search.
 const (
@@ -53,7 +27,7 @@ const (
 // or more); may tells whether a private room is listed (nil: none is).
 // In a cluster a room no client of this node nor its API opened is not
 // listed.
-func (h *Hub) Rooms(q, after string, limit int, may func(room string) bool) (list []RoomInfo, next string, err error) {
+func (h *Hub) Rooms(q, after string, limit int, may func(room string) bool) (list []protocol.RoomInfo, next string, err error) {
 	if len(q) > maxQuery || !utf8.ValidString(q) {
 		return nil, "", fmt.Errorf("%w: q: at most %d bytes of text", ErrInvalid, maxQuery)
 	}
@@ -78,25 +52,25 @@ func (h *Hub) Rooms(q, after string, limit int, may func(room string) bool) (lis
 		if r == nil {
 			continue // removed meanwhile
 		}
-		list = append(list, RoomInfo{Room: name, Count: r.count(), Private: h.private(name)})
+		list = append(list, protocol.RoomInfo{Room: name, Count: r.count(), Private: h.private(name)})
 		r.mu.Unlock()
 	}
 	return list, next, nil
 }
 
 // listRooms answers c's rooms request.
-func (h *Hub) listRooms(c *client, req *Request) {
+func (h *Hub) listRooms(c *client, req *protocol.Request) {
 	list, next, err := h.Rooms(req.Q, req.After, req.Limit, func(room string) bool { return h.mayJoinNow(c, room) == nil })
 	if err != nil {
-		h.fail(c, req, ErrBadRequest, err.Error())
+		h.fail(c, req, protocol.CodeBadRequest, err.Error())
 		return
 	}
-	h.send(c, RoomList{Type: "rooms", Q: req.Q, Rooms: nonNilRooms(list), Next: next})
+	h.send(c, protocol.RoomList{Type: protocol.EventRooms, Q: req.Q, Rooms: nonNilRooms(list), Next: next})
 }
 
-func nonNilRooms(l []RoomInfo) []RoomInfo {
+func nonNilRooms(l []protocol.RoomInfo) []protocol.RoomInfo {
 	if l == nil {
-		return []RoomInfo{}
+		return []protocol.RoomInfo{}
 	}
 	return l
 }
@@ -241,17 +215,17 @@ func mayChange(c, t *published) bool {
 }
 
 // searchRoom answers c's search request in a room it is in.
-func (h *Hub) searchRoom(c *client, req *Request) {
+func (h *Hub) searchRoom(c *client, req *protocol.Request) {
 	r := c.room(req.Room)
 	switch {
 	case r == nil:
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q to search it", req.Room))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("join %q to search it", req.Room))
 		return
 	case strings.TrimSpace(req.Q) == "" || len(req.Q) > maxQuery:
-		h.fail(c, req, ErrBadRequest, fmt.Sprintf("a search needs q, 1 to %d bytes", maxQuery))
+		h.fail(c, req, protocol.CodeBadRequest, fmt.Sprintf("a search needs q, 1 to %d bytes", maxQuery))
 		return
 	case req.Before < 0:
-		h.fail(c, req, ErrBadRequest, "before: want a sequence number")
+		h.fail(c, req, protocol.CodeBadRequest, "before: want a sequence number")
 		return
 	}
 	limit := req.Limit
@@ -263,7 +237,7 @@ func (h *Hub) searchRoom(c *client, req *Request) {
 	r.mu.Unlock()
 	lr, _ := h.broker.(LogReader)
 	if lr == nil || len(msgs) == limit { // fewer: the history was searched to its start
-		h.send(c, SearchResult{Type: "search", Room: r.name, Q: req.Q, Messages: msgs, Before: next})
+		h.send(c, protocol.SearchResult{Type: protocol.EventSearch, Room: r.name, Q: req.Q, Messages: msgs, Before: next})
 		return
 	}
 	// The history is searched to its start: go on in the broker's log
@@ -276,32 +250,32 @@ func (h *Hub) searchRoom(c *client, req *Request) {
 			return
 		}
 		if err != nil {
-			h.fail(c, &info, ErrUnavailable, "the room's log could not be read: "+err.Error())
+			h.fail(c, &info, protocol.CodeUnavailable, "the room's log could not be read: "+err.Error())
 			return
 		}
-		h.send(c, SearchResult{Type: "search", Room: r.name, Q: q, Messages: append(older, msgs...), Before: olderNext})
+		h.send(c, protocol.SearchResult{Type: protocol.EventSearch, Room: r.name, Q: q, Messages: append(older, msgs...), Before: olderNext})
 	}) {
-		h.fail(c, req, ErrUnavailable, "too many requests wait for the store; try again")
+		h.fail(c, req, protocol.CodeUnavailable, "too many requests wait for the store; try again")
 	}
 }
 
 // Search is the server API's search of a room's history (see Rooms for
 // the room's opening).
-func (h *Hub) Search(room, q string, before int64, limit int) (SearchResult, error) {
+func (h *Hub) Search(room, q string, before int64, limit int) (protocol.SearchResult, error) {
 	if strings.TrimSpace(q) == "" || len(q) > maxQuery {
-		return SearchResult{}, fmt.Errorf("%w: q: 1 to %d bytes", ErrInvalid, maxQuery)
+		return protocol.SearchResult{}, fmt.Errorf("%w: q: 1 to %d bytes", ErrInvalid, maxQuery)
 	}
 	if before < 0 {
-		return SearchResult{}, fmt.Errorf("%w: before %d", ErrInvalid, before)
+		return protocol.SearchResult{}, fmt.Errorf("%w: before %d", ErrInvalid, before)
 	}
 	if limit <= 0 || limit > MaxSearchResult {
 		limit = MaxSearchResult
 	}
 	r, err := h.openForBackend(room)
 	if err != nil {
-		return SearchResult{}, err
+		return protocol.SearchResult{}, err
 	}
 	defer r.mu.Unlock()
 	msgs, next := r.find(q, before, limit)
-	return SearchResult{Type: "search", Room: room, Q: q, Messages: msgs, Before: next}, nil
+	return protocol.SearchResult{Type: protocol.EventSearch, Room: room, Q: q, Messages: msgs, Before: next}, nil
 }

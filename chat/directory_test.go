@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"fmt"
 	"slices"
 	"strings"
@@ -23,13 +25,13 @@ func TestRoomDirectory(t *testing.T) {
 	insider := connect(t, url+"?access_token="+is.Sign(claims))
 	guest := connect(t, url)
 	for _, room := range []string{"a-team", "B-Team", "vip-lounge"} {
-		insider.Send(chat.Request{Type: chat.TypeJoin, Room: room})
+		insider.Send(protocol.Request{Type: protocol.TypeJoin, Room: room})
 		insider.Expect("join")
 		insider.Expect("history")
 	}
-	list := func(c *client, req chat.Request) ([]string, string) {
+	list := func(c *client, req protocol.Request) ([]string, string) {
 		t.Helper()
-		req.Type = chat.TypeRooms
+		req.Type = protocol.TypeRooms
 		c.Send(req)
 		e := c.ExpectOneOf("rooms")
 		var got []string
@@ -38,19 +40,19 @@ func TestRoomDirectory(t *testing.T) {
 		}
 		return got, e.Next
 	}
-	if got, next := list(guest, chat.Request{}); !slices.Equal(got, []string{"B-Team:1", "a-team:1", "lobby:2"}) || next != "" {
+	if got, next := list(guest, protocol.Request{}); !slices.Equal(got, []string{"B-Team:1", "a-team:1", "lobby:2"}) || next != "" {
 		t.Fatalf("a guest's directory: %v, next %q", got, next)
 	}
-	if got, _ := list(insider, chat.Request{Q: "TEAM"}); !slices.Equal(got, []string{"B-Team:1", "a-team:1"}) {
+	if got, _ := list(insider, protocol.Request{Q: "TEAM"}); !slices.Equal(got, []string{"B-Team:1", "a-team:1"}) {
 		t.Fatalf("found by part of the name: %v", got)
 	}
-	if got, _ := list(insider, chat.Request{Q: "lounge"}); !slices.Equal(got, []string{"vip-lounge:1"}) {
+	if got, _ := list(insider, protocol.Request{Q: "lounge"}); !slices.Equal(got, []string{"vip-lounge:1"}) {
 		t.Fatalf("the insider's private room: %v", got)
 	}
 	var pages []string
 	after := ""
 	for {
-		got, next := list(insider, chat.Request{Limit: 2, After: after})
+		got, next := list(insider, protocol.Request{Limit: 2, After: after})
 		pages = append(pages, strings.Join(got, ","))
 		if next == "" {
 			break
@@ -60,8 +62,8 @@ func TestRoomDirectory(t *testing.T) {
 	if want := []string{"B-Team:1,a-team:1", "lobby:2,vip-lounge:1"}; !slices.Equal(pages, want) {
 		t.Fatalf("pages %q, want %q", pages, want)
 	}
-	guest.Send(chat.Request{Type: chat.TypeRooms, Q: strings.Repeat("x", 65)})
-	guest.ExpectError(chat.ErrBadRequest)
+	guest.Send(protocol.Request{Type: protocol.TypeRooms, Q: strings.Repeat("x", 65)})
+	guest.ExpectError(protocol.CodeBadRequest)
 }
 
 // TestSearch: a room's history is searched by text, case folded, newest
@@ -71,32 +73,32 @@ func TestSearch(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	c := connect(t, url)
 	for _, text := range []string{"Apple pie", "banana", "apple tart", "APPLE juice", "cherry", "apple cider"} {
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: text})
 		c.Expect("message")
 	}
-	c.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 3}) // apple tart
+	c.Send(protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 3}) // apple tart
 	c.Expect("deleted")
-	search := func(req chat.Request) ([]string, int64) {
+	search := func(req protocol.Request) ([]string, int64) {
 		t.Helper()
-		req.Type, req.Room = chat.TypeSearch, "lobby"
+		req.Type, req.Room = protocol.TypeSearch, "lobby"
 		c.Send(req)
 		e := c.Expect("search")
 		return e.Texts(t), e.Before
 	}
-	if got, before := search(chat.Request{Q: "apple"}); !slices.Equal(got, []string{"Apple pie", "APPLE juice", "apple cider"}) || before != 0 {
+	if got, before := search(protocol.Request{Q: "apple"}); !slices.Equal(got, []string{"Apple pie", "APPLE juice", "apple cider"}) || before != 0 {
 		t.Fatalf("search: %q, before %d", got, before)
 	}
-	got, before := search(chat.Request{Q: "apple", Limit: 2})
+	got, before := search(protocol.Request{Q: "apple", Limit: 2})
 	if !slices.Equal(got, []string{"APPLE juice", "apple cider"}) || before != 4 {
 		t.Fatalf("first page: %q, before %d", got, before)
 	}
-	if got, before := search(chat.Request{Q: "apple", Limit: 2, Before: before}); !slices.Equal(got, []string{"Apple pie"}) || before != 0 {
+	if got, before := search(protocol.Request{Q: "apple", Limit: 2, Before: before}); !slices.Equal(got, []string{"Apple pie"}) || before != 0 {
 		t.Fatalf("second page: %q, before %d", got, before)
 	}
-	for _, req := range []chat.Request{{Type: chat.TypeSearch, Room: "lobby"}, {Type: chat.TypeSearch, Room: "lobby", Q: strings.Repeat("a", 65)}} {
+	for _, req := range []protocol.Request{{Type: protocol.TypeSearch, Room: "lobby"}, {Type: protocol.TypeSearch, Room: "lobby", Q: strings.Repeat("a", 65)}} {
 		c.Send(req)
-		c.ExpectError(chat.ErrBadRequest)
+		c.ExpectError(protocol.CodeBadRequest)
 	}
-	c.Send(chat.Request{Type: chat.TypeSearch, Room: "elsewhere", Q: "x"})
-	c.ExpectError(chat.ErrNotInRoom)
+	c.Send(protocol.Request{Type: protocol.TypeSearch, Room: "elsewhere", Q: "x"})
+	c.ExpectError(protocol.CodeNotInRoom)
 }

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,13 +22,13 @@ type direct struct {
 	TS   int64           `json:"ts"`
 }
 
-func (h *Hub) dm(c *client, req *Request) {
+func (h *Hub) dm(c *client, req *protocol.Request) {
 	if !h.text(c, req) {
 		return
 	}
 	switch {
 	case req.User != "" && req.To != "":
-		h.fail(c, req, ErrBadRequest, "a dm goes to a nick (to) or a user (user), not both")
+		h.fail(c, req, protocol.CodeBadRequest, "a dm goes to a nick (to) or a user (user), not both")
 		return
 	case req.User != "":
 		h.dmUser(c, req)
@@ -46,7 +48,7 @@ func (h *Hub) dm(c *client, req *Request) {
 	}
 	h.nickMu.Unlock()
 	if ok {
-		b, err := marshal(DM{Type: "dm", From: c.nick, To: toNick, Text: req.Text, TS: now()})
+		b, err := marshal(protocol.DM{Type: protocol.EventDM, From: c.nick, To: toNick, Text: req.Text, TS: now()})
 		if err != nil {
 			h.log.Error("encoding a dm", "err", err)
 			return
@@ -60,17 +62,17 @@ func (h *Hub) dm(c *client, req *Request) {
 }
 
 // remoteDM sends a DM to a nick held on another node.
-func (h *Hub) remoteDM(c *client, req *Request, key string) {
+func (h *Hub) remoteDM(c *client, req *protocol.Request, key string) {
 	node, to, toNick, err := h.locate(key, req.To)
 	if err == nil && (h.node == "" || node == h.node) {
 		err = ErrNickNotFound // a record left by a client of this node that has gone
 	}
 	if err != nil {
 		if errors.Is(err, ErrNickNotFound) {
-			h.fail(c, req, ErrUnknownNick, fmt.Sprintf("nobody is called %q", req.To))
+			h.fail(c, req, protocol.CodeUnknownNick, fmt.Sprintf("nobody is called %q", req.To))
 		} else {
 			h.log.Warn("looking a nick up", "nick", req.To, "err", err)
-			h.fail(c, req, ErrUnavailable, "direct messages cannot be sent right now: "+err.Error())
+			h.fail(c, req, protocol.CodeUnavailable, "direct messages cannot be sent right now: "+err.Error())
 		}
 		return
 	}
@@ -86,12 +88,12 @@ func (h *Hub) remoteDM(c *client, req *Request, key string) {
 	h.broker.SendDirect(node, b, func(err error) {
 		switch {
 		case err == nil:
-			h.send(c, DM{Type: "dm", From: d.From, To: toNick, Text: d.Text, TS: d.TS})
+			h.send(c, protocol.DM{Type: protocol.EventDM, From: d.From, To: toNick, Text: d.Text, TS: d.TS})
 			h.stats.dms.Add(1)
 		case errors.Is(err, ErrNickNotFound), errors.Is(err, ErrNoNode): // a guest nick naming no live node
-			h.fail(c, &asked, ErrUnknownNick, fmt.Sprintf("nobody is called %q", asked.To))
+			h.fail(c, &asked, protocol.CodeUnknownNick, fmt.Sprintf("nobody is called %q", asked.To))
 		default:
-			h.fail(c, &asked, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+			h.fail(c, &asked, protocol.CodeNotDelivered, "the message could not be delivered: "+err.Error())
 		}
 	})
 }
@@ -121,16 +123,16 @@ func (h *Hub) HandleDirect(data []byte) error {
 	if keyOf(nick) != d.Key {
 		return ErrNickNotFound // renamed since
 	}
-	h.send(c, DM{Type: "dm", From: d.From, To: nick, Text: d.Text, TS: d.TS})
+	h.send(c, protocol.DM{Type: protocol.EventDM, From: d.From, To: nick, Text: d.Text, TS: d.TS})
 	return nil
 }
 
 // typingDM tells the client called req.To, on this node, that c is typing
 // a DM to it (typing notices stay on their node, as in rooms). A nick
 // nobody here holds is answered as a DM to it would be.
-func (h *Hub) typingDM(c *client, req *Request) {
+func (h *Hub) typingDM(c *client, req *protocol.Request) {
 	if req.Room != "" {
-		h.fail(c, req, ErrBadRequest, "typing goes to a room or to a nick (to), not both")
+		h.fail(c, req, protocol.CodeBadRequest, "typing goes to a room or to a nick (to), not both")
 		return
 	}
 	key, err := nickKey(req.To)
@@ -138,7 +140,7 @@ func (h *Hub) typingDM(c *client, req *Request) {
 	to, ok := h.nicks[key]
 	h.nickMu.Unlock()
 	if err != nil || !ok || to == c.id {
-		h.fail(c, req, ErrUnknownNick, fmt.Sprintf("nobody here is called %q", req.To))
+		h.fail(c, req, protocol.CodeUnknownNick, fmt.Sprintf("nobody here is called %q", req.To))
 		return
 	}
 	now := time.Now().UnixNano()
@@ -146,6 +148,6 @@ func (h *Hub) typingDM(c *client, req *Request) {
 		return // at most one typing notice per second
 	}
 	c.lastTyping = now
-	b, _ := json.Marshal(Typing{Type: "typing", Nick: c.nick})
+	b, _ := json.Marshal(protocol.Typing{Type: protocol.EventTyping, Nick: c.nick})
 	_ = h.ep.Send(to, engine.Text, b)
 }

@@ -1,8 +1,8 @@
 // Package chat is Parley's chat application on the engine's endpoint API:
 // rooms with history and presence, nicknames, direct messages and limits,
-// spoken as JSON text frames (docs/PROTOCOL.md). A text frame that is not a
-// JSON object is said in the default room, so plain clients (the seed's
-// page, wscat) still chat.
+// spoken as JSON text frames (docs/PROTOCOL.md, whose Go types are package
+// protocol). A text frame that is not a JSON object is said in the default
+// room, so plain clients (the seed's page, wscat) still chat.
 //
 // Hub is the engine.Application. Each room is an engine.Group, so a room
 // message is encoded once and fanned out by the engine's writers, one write

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -129,8 +131,8 @@ func excerpt(text string) string {
 	return text
 }
 
-// check refuses a reply reference no node of this server could have made.
-func (ref *ReplyRef) check(h *Hub) error {
+// checkReply refuses a reply reference no node of this server could have made.
+func checkReply(ref *protocol.ReplyRef) error {
 	switch {
 	case ref.Seq <= 0:
 		return fmt.Errorf("seq %d", ref.Seq)
@@ -166,22 +168,22 @@ func (r *room) message(seq int64) (int, published, bool) {
 
 // target finds, for c's edit, delete or reply req, the message it names
 // in room r, answering c with the error if there is none.
-func (h *Hub) target(c *client, req *Request, r *room, seq int64) (published, bool) {
+func (h *Hub) target(c *client, req *protocol.Request, r *room, seq int64) (published, bool) {
 	if seq <= 0 {
-		h.fail(c, req, ErrBadRequest, fmt.Sprintf("%s needs the seq of a message of the room", req.Type))
+		h.fail(c, req, protocol.CodeBadRequest, fmt.Sprintf("%s needs the seq of a message of the room", req.Type))
 		return published{}, false
 	}
 	r.mu.Lock()
 	_, t, ok := r.message(seq)
 	r.mu.Unlock()
 	if !ok {
-		h.fail(c, req, ErrNotFound, fmt.Sprintf("room %q holds no message %d: deleted, not a message, or older than its history", r.name, seq))
+		h.fail(c, req, protocol.CodeNotFound, fmt.Sprintf("room %q holds no message %d: deleted, not a message, or older than its history", r.name, seq))
 	}
 	return t, ok
 }
 
 // edit changes the text of one of c's messages.
-func (h *Hub) edit(c *client, req *Request) {
+func (h *Hub) edit(c *client, req *protocol.Request) {
 	r, ok := h.speaking(c, req)
 	if !ok {
 		return
@@ -191,10 +193,10 @@ func (h *Hub) edit(c *client, req *Request) {
 	case !ok:
 		return
 	case !h.owns(c, &t):
-		h.fail(c, req, ErrForbidden, "you may edit only your own messages")
+		h.fail(c, req, protocol.CodeForbidden, "you may edit only your own messages")
 		return
 	case h.tooLate(&t):
-		h.fail(c, req, ErrTooLate, fmt.Sprintf("messages may be edited for %v after they are said", h.cfg.EditWindow))
+		h.fail(c, req, protocol.CodeTooLate, fmt.Sprintf("messages may be edited for %v after they are said", h.cfg.EditWindow))
 		return
 	}
 	h.publishEntry(c, req, r, published{Edits: req.Seq, From: c.nick, User: c.userID(), SID: h.sid(c), Text: req.Text, TS: now()})
@@ -202,14 +204,14 @@ func (h *Hub) edit(c *client, req *Request) {
 
 // del deletes one of c's messages, or, for a moderator of the room,
 // anyone's.
-func (h *Hub) del(c *client, req *Request) {
+func (h *Hub) del(c *client, req *protocol.Request) {
 	r := c.room(req.Room)
 	if r == nil {
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q before deleting there", req.Room))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("join %q before deleting there", req.Room))
 		return
 	}
 	if req.Text != "" {
-		h.fail(c, req, ErrBadRequest, "a delete has no text")
+		h.fail(c, req, protocol.CodeBadRequest, "a delete has no text")
 		return
 	}
 	t, ok := h.target(c, req, r, req.Seq)
@@ -220,10 +222,10 @@ func (h *Hub) del(c *client, req *Request) {
 	mod := c.who != nil && auth.Matches(c.who.moderate, r.name)
 	switch {
 	case !own && !mod:
-		h.fail(c, req, ErrForbidden, "you may delete only your own messages (or a moderate claim for the room)")
+		h.fail(c, req, protocol.CodeForbidden, "you may delete only your own messages (or a moderate claim for the room)")
 		return
 	case !mod && h.tooLate(&t):
-		h.fail(c, req, ErrTooLate, fmt.Sprintf("messages may be deleted for %v after they are said", h.cfg.EditWindow))
+		h.fail(c, req, protocol.CodeTooLate, fmt.Sprintf("messages may be deleted for %v after they are said", h.cfg.EditWindow))
 		return
 	}
 	h.publishEntry(c, req, r, published{Deletes: req.Seq, From: c.nick, User: c.userID(), SID: h.sid(c), Mod: !own, TS: now()})
@@ -236,12 +238,12 @@ func (h *Hub) tooLate(t *published) bool {
 
 // replyTo is the reference a say answering message seq of r carries, or
 // false (c answered) when r has no such message.
-func (h *Hub) replyTo(c *client, req *Request, r *room) (*ReplyRef, bool) {
+func (h *Hub) replyTo(c *client, req *protocol.Request, r *room) (*protocol.ReplyRef, bool) {
 	t, ok := h.target(c, req, r, req.Reply)
 	if !ok {
 		return nil, false
 	}
-	return &ReplyRef{Seq: req.Reply, From: t.From, User: t.User, Excerpt: excerpt(t.Text)}, true
+	return &protocol.ReplyRef{Seq: req.Reply, From: t.From, User: t.User, Excerpt: excerpt(t.Text)}, true
 }
 
 // applyEntry checks an edit or delete p, numbered seq, against r's

@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"testing"
 	"time"
 
@@ -23,7 +25,7 @@ func TestEditAndDelete(t *testing.T) {
 	}
 	say := func(c *client, text string) {
 		t.Helper()
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: text})
 		for _, r := range []*client{a, b} {
 			if m := r.Expect("message"); m.Text != text || m.SID != c.SID {
 				t.Fatalf("%s got %+v", r.Nick, m)
@@ -33,7 +35,7 @@ func TestEditAndDelete(t *testing.T) {
 	say(a, "helo")   // 1
 	say(b, "hi all") // 2
 
-	a.Send(chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 1, Text: "hello"})
+	a.Send(protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 1, Text: "hello"})
 	for _, r := range []*client{a, b} {
 		if e := r.Expect("edited"); e.Seq != 3 || e.Edits != 1 || e.Text != "hello" || e.From != a.Nick || e.SID != a.SID || e.TS == 0 {
 			t.Fatalf("%s got %+v", r.Nick, e)
@@ -41,20 +43,20 @@ func TestEditAndDelete(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		c    *client
-		req  chat.Request
-		code string
+		req  protocol.Request
+		code protocol.Code
 	}{
-		{b, chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 1, Text: "mine now"}, chat.ErrForbidden},
-		{b, chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 1}, chat.ErrForbidden},
-		{a, chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 2, Text: "x"}, chat.ErrForbidden},
-		{a, chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 3, Text: "x"}, chat.ErrNotFound}, // an edit is no message
-		{a, chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 99, Text: "x"}, chat.ErrNotFound},
-		{a, chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 0, Text: "x"}, chat.ErrBadRequest},
-		{a, chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 1, Text: " "}, chat.ErrEmpty},
-		{a, chat.Request{Type: chat.TypeEdit, Room: "elsewhere", Seq: 1, Text: "x"}, chat.ErrNotInRoom},
-		{a, chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 1, Text: "x"}, chat.ErrBadRequest},
-		{a, chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "re", Reply: 99}, chat.ErrNotFound},
-		{a, chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "re", Reply: -1}, chat.ErrBadRequest},
+		{b, protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 1, Text: "mine now"}, protocol.CodeForbidden},
+		{b, protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 1}, protocol.CodeForbidden},
+		{a, protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 2, Text: "x"}, protocol.CodeForbidden},
+		{a, protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 3, Text: "x"}, protocol.CodeNotFound}, // an edit is no message
+		{a, protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 99, Text: "x"}, protocol.CodeNotFound},
+		{a, protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 0, Text: "x"}, protocol.CodeBadRequest},
+		{a, protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 1, Text: " "}, protocol.CodeEmpty},
+		{a, protocol.Request{Type: protocol.TypeEdit, Room: "elsewhere", Seq: 1, Text: "x"}, protocol.CodeNotInRoom},
+		{a, protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 1, Text: "x"}, protocol.CodeBadRequest},
+		{a, protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "re", Reply: 99}, protocol.CodeNotFound},
+		{a, protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "re", Reply: -1}, protocol.CodeBadRequest},
 	} {
 		tc.c.Send(tc.req)
 		if e := tc.c.ExpectError(tc.code); e.Request == nil || e.Request.Type != tc.req.Type {
@@ -62,22 +64,22 @@ func TestEditAndDelete(t *testing.T) {
 		}
 	}
 
-	b.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "welcome back", Reply: 1})
+	b.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "welcome back", Reply: 1})
 	for _, r := range []*client{a, b} {
-		if m := r.Expect("message"); m.Seq != 4 || m.Reply == nil || *m.Reply != (chat.ReplyRef{Seq: 1, From: a.Nick, Excerpt: "hello"}) {
+		if m := r.Expect("message"); m.Seq != 4 || m.Reply == nil || *m.Reply != (protocol.ReplyRef{Seq: 1, From: a.Nick, Excerpt: "hello"}) {
 			t.Fatalf("%s got %+v (reply %+v)", r.Nick, m, m.Reply)
 		}
 	}
-	a.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 1})
+	a.Send(protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 1})
 	for _, r := range []*client{a, b} {
 		if e := r.Expect("deleted"); e.Seq != 5 || e.Deletes != 1 || e.Text != "" || e.Mod || e.SID != a.SID {
 			t.Fatalf("%s got %+v", r.Nick, e)
 		}
 	}
-	a.Send(chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 1, Text: "back"})
-	a.ExpectError(chat.ErrNotFound)
-	b.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "x", Reply: 1})
-	b.ExpectError(chat.ErrNotFound)
+	a.Send(protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 1, Text: "back"})
+	a.ExpectError(protocol.CodeNotFound)
+	b.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "x", Reply: 1})
+	b.ExpectError(protocol.CodeNotFound)
 
 	// A joiner sees message 1 as a tombstone, and the reply without what
 	// it quoted; the edit's and the delete's events follow where they were.
@@ -104,11 +106,11 @@ func TestEditAndDelete(t *testing.T) {
 	// A guest that reconnects is another sender: its old lines are not
 	// its own.
 	a2 := connect(t, url)
-	a2.Send(chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 2, Text: "x"})
-	a2.ExpectError(chat.ErrForbidden)
+	a2.Send(protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 2, Text: "x"})
+	a2.ExpectError(protocol.CodeForbidden)
 
 	// A resume from seq 3 gets what came after it, edits included.
-	c.Send(chat.Request{Type: chat.TypeJoin, Room: "lobby", Since: new(int64(3))})
+	c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "lobby", Since: new(int64(3))})
 	c.Expect("join")
 	if h := c.Expect("history").Entries(t); len(h) != 2 || h[0].Seq != 4 || h[1].Type != "deleted" {
 		t.Fatalf("resume from 3: %+v", h)
@@ -124,21 +126,21 @@ func TestEditWindow(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{Verifier: is.Verifier(), Guests: chat.GuestsAllowed, EditWindow: 50 * time.Millisecond}, engine.Config{})
 	a := connect(t, url)
 	said := time.Now()
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "regret"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "regret"})
 	a.Expect("message")
 	poll.Until(t, "the edit window to pass", func() bool { return time.Since(said) > 100*time.Millisecond })
-	a.Send(chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 1, Text: "x"})
-	a.ExpectError(chat.ErrTooLate)
-	a.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 1})
-	a.ExpectError(chat.ErrTooLate)
+	a.Send(protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 1, Text: "x"})
+	a.ExpectError(protocol.CodeTooLate)
+	a.Send(protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 1})
+	a.ExpectError(protocol.CodeTooLate)
 
 	plain := connect(t, url+"?access_token="+is.Token("u1"))
-	plain.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 1})
-	plain.ExpectError(chat.ErrForbidden)
+	plain.Send(protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 1})
+	plain.ExpectError(protocol.CodeForbidden)
 	claims := authtest.Claims("mod1")
 	claims.Moderate = []string{"lobby"}
 	mod := connect(t, url+"?access_token="+is.Sign(claims))
-	mod.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 1})
+	mod.Send(protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 1})
 	for _, r := range []*client{a, plain, mod} {
 		if e := r.Expect("deleted"); e.Deletes != 1 || !e.Mod || e.User != "mod1" {
 			t.Fatalf("%s got %+v", r.Nick, e)
@@ -155,10 +157,10 @@ func TestUserEditsAnywhere(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{Verifier: is.Verifier()}, engine.Config{})
 	phone := connect(t, url+"?access_token="+is.Token("u1"))
 	laptop := connect(t, url+"?access_token="+is.Token("u1"))
-	phone.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "typo"})
+	phone.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "typo"})
 	phone.Expect("message")
 	laptop.Expect("message")
-	laptop.Send(chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: 1, Text: "fixed"})
+	laptop.Send(protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: 1, Text: "fixed"})
 	if e := phone.Expect("edited"); e.Text != "fixed" || e.User != "u1" || e.SID != "" {
 		t.Fatalf("%+v", e)
 	}
@@ -166,8 +168,8 @@ func TestUserEditsAnywhere(t *testing.T) {
 	claims := authtest.Claims("u2")
 	claims.Nick = "u1"
 	other := connect(t, url+"?access_token="+is.Sign(claims))
-	other.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: 1})
-	other.ExpectError(chat.ErrForbidden)
+	other.Send(protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: 1})
+	other.ExpectError(protocol.CodeForbidden)
 }
 
 // TestForgedEdit: an edit or delete from the bus that names a message of
@@ -178,7 +180,7 @@ func TestForgedEdit(t *testing.T) {
 	mb := chat.NewMemoryBroker()
 	hub, _, url := startChat(t, chat.Config{Broker: mb}, engine.Config{})
 	a := connect(t, url)
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "mine"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "mine"})
 	a.Expect("message")
 	for _, forged := range []string{
 		`{"edits":1,"from":"eve","sid":"AAAAAAAAAAA","text":"pwned","ts":1}`,
@@ -192,11 +194,11 @@ func TestForgedEdit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "after"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "after"})
 	if m := a.Expect("message"); m.Text != "after" || m.Seq != 6 {
 		t.Fatalf("after the forged entries: %+v", m)
 	}
-	a.Send(chat.Request{Type: chat.TypeHistory, Room: "lobby"})
+	a.Send(protocol.Request{Type: protocol.TypeHistory, Room: "lobby"})
 	if h := a.Expect("history").Entries(t); len(h) != 2 || h[0].Text != "mine" || h[0].Edited != 0 {
 		t.Fatalf("history %+v", h)
 	}

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"strings"
 	"testing"
@@ -18,7 +20,7 @@ func FuzzRequest(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var req Request
+		var req protocol.Request
 		if looksLikeJSON(data) {
 			_ = json.Unmarshal(data, &req)
 		}

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
@@ -176,7 +178,7 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 		sess = &session{room: h.cfg.DefaultRoom}
 	}
 	c := &client{id: id, tokens: float32(h.cfg.RateBurst), last: time.Now().UnixNano()}
-	w := Welcome{Type: "welcome", ID: uint64(id), Room: sess.room, Epoch: h.epoch, Limits: Limits{
+	w := protocol.Welcome{Type: protocol.EventWelcome, ID: uint64(id), Room: sess.room, Epoch: h.epoch, Limits: protocol.Limits{
 		MaxTextLength: h.cfg.MaxTextLength, MaxRooms: h.cfg.MaxRooms, MaxNickLength: MaxNickLength,
 		RatePerSecond: h.cfg.RateLimit, RateBurst: h.cfg.RateBurst, HistorySize: h.cfg.HistorySize,
 		EditWindow: max(-1, h.cfg.EditWindow.Milliseconds()),
@@ -197,10 +199,10 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	// and its first join: a page that reconnects comes back as itself,
 	// not as guest-N renamed. If it cannot have it, it says so after the
 	// welcome.
-	var refused *Error
+	var refused *protocol.Error
 	if sess.nick != "" {
 		if _, code, msg := h.setNick(c, sess.nick); code != "" {
-			refused = &Error{Type: "error", Code: code, Message: msg, Request: &ReqInfo{Type: TypeNick}}
+			refused = &protocol.Error{Type: protocol.EventError, Code: code, Message: msg, Request: &protocol.ReqInfo{Type: protocol.TypeNick}}
 		}
 	}
 	w.Nick, w.SID = c.nick, h.sid(c)
@@ -214,10 +216,10 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 	}
 	h.send(c, w)
 	if refused != nil {
-		h.stats.countError(refused.Code)
+		h.stats.countError(string(refused.Code))
 		h.send(c, *refused)
 	}
-	h.join(c, &Request{Type: TypeJoin, Room: sess.room})
+	h.join(c, &protocol.Request{Type: protocol.TypeJoin, Room: sess.room})
 }
 
 // OnClose implements engine.Application: the client leaves its rooms and
@@ -262,18 +264,18 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		return
 	}
 	if typ != engine.Text {
-		h.fail(c, nil, ErrBinary, "binary messages are not part of the chat protocol")
+		h.fail(c, nil, protocol.CodeBinary, "binary messages are not part of the chat protocol")
 		return
 	}
-	var req Request
+	var req protocol.Request
 	if !looksLikeJSON(data) {
 		// Plain text, as the seed's clients send: say it in the default room.
-		req = Request{Type: TypeSay, Room: h.cfg.DefaultRoom, Text: string(data)}
+		req = protocol.Request{Type: protocol.TypeSay, Room: h.cfg.DefaultRoom, Text: string(data)}
 	} else if err := decodeStrict(data, &req); err != nil {
 		// A request that does not decode is refused, never said as text:
 		// a mistyped dm would otherwise reach the whole lobby.
 		if h.allow(c, nil) {
-			h.fail(c, nil, ErrBadRequest, "bad request: "+err.Error())
+			h.fail(c, nil, protocol.CodeBadRequest, "bad request: "+err.Error())
 		}
 		return
 	}
@@ -281,42 +283,42 @@ func (h *Hub) OnMessage(id engine.ClientID, typ engine.MessageType, data []byte)
 		return
 	}
 	if !validID(req.ID) {
-		h.fail(c, &req, ErrBadRequest, "a request's id is 1-64 letters, digits, '.', '_', ':' or '-'")
+		h.fail(c, &req, protocol.CodeBadRequest, "a request's id is 1-64 letters, digits, '.', '_', ':' or '-'")
 		return
 	}
 	switch req.Type {
-	case TypeSay:
+	case protocol.TypeSay:
 		h.say(c, &req)
-	case TypeJoin:
+	case protocol.TypeJoin:
 		h.join(c, &req)
-	case TypeLeave:
+	case protocol.TypeLeave:
 		h.leave(c, &req)
-	case TypeNick:
+	case protocol.TypeNick:
 		h.nick(c, &req)
-	case TypeDM:
+	case protocol.TypeDM:
 		h.dm(c, &req)
-	case TypeHistory:
+	case protocol.TypeHistory:
 		h.history(c, &req)
-	case TypeTyping:
+	case protocol.TypeTyping:
 		h.typing(c, &req)
-	case TypeAuth:
+	case protocol.TypeAuth:
 		h.refresh(c, &req)
-	case TypeEdit:
+	case protocol.TypeEdit:
 		h.edit(c, &req)
-	case TypeDelete:
+	case protocol.TypeDelete:
 		h.del(c, &req)
-	case TypeRead:
+	case protocol.TypeRead:
 		h.read(c, &req)
-	case TypeReact:
+	case protocol.TypeReact:
 		h.react(c, &req)
-	case TypeRooms:
+	case protocol.TypeRooms:
 		h.listRooms(c, &req)
-	case TypeSearch:
+	case protocol.TypeSearch:
 		h.searchRoom(c, &req)
 	case "":
-		h.fail(c, &req, ErrBadRequest, "a request needs a type")
+		h.fail(c, &req, protocol.CodeBadRequest, "a request needs a type")
 	default:
-		h.fail(c, &req, ErrUnknownType, fmt.Sprintf("unknown request type %q", req.Type))
+		h.fail(c, &req, protocol.CodeUnknownType, fmt.Sprintf("unknown request type %q", req.Type))
 	}
 }
 
@@ -352,11 +354,11 @@ func (h *Hub) send(c *client, v any) {
 
 // fail sends an error answering req (nil: a request that could not be
 // read).
-func (h *Hub) fail(c *client, req *Request, code, msg string) {
-	h.stats.countError(code)
-	e := Error{Type: "error", Code: code, Message: msg}
+func (h *Hub) fail(c *client, req *protocol.Request, code protocol.Code, msg string) {
+	h.stats.countError(string(code))
+	e := protocol.Error{Type: protocol.EventError, Code: code, Message: msg}
 	if req != nil {
-		e.Request = &ReqInfo{Type: req.Type, ID: req.ID, Room: req.Room}
+		e.Request = &protocol.ReqInfo{Type: req.Type, ID: req.ID, Room: req.Room}
 	}
 	h.send(c, e)
 }

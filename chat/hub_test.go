@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,7 +47,7 @@ func TestSayInOrderWithSequenceNumbers(t *testing.T) {
 	a, b := connect(t, url), connect(t, url)
 	before := time.Now().UnixMilli()
 	for _, text := range []string{"one", "two", "three"} {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: text})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: text})
 	}
 	for _, c := range []*client{a, b} {
 		for i, text := range []string{"one", "two", "three"} {
@@ -76,57 +78,57 @@ func TestPlainTextFallback(t *testing.T) {
 	a.Expect("message") // its own earlier messages come first
 	a.Expect("message")
 	a.Expect("message")
-	a.ExpectError(chat.ErrEmpty)
+	a.ExpectError(protocol.CodeEmpty)
 }
 
 func TestRooms(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{MaxRooms: 3}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	a.Send(chat.Request{Type: "join", Room: "golang"})
+	a.Send(protocol.Request{Type: "join", Room: "golang"})
 	if j := a.Expect("join"); j.Room != "golang" || j.Count != 1 {
 		t.Fatalf("join %+v", j)
 	}
 	a.Expect("history")
-	b.Send(chat.Request{Type: "join", Room: "golang"})
+	b.Send(protocol.Request{Type: "join", Room: "golang"})
 	if j := b.Expect("join"); j.Count != 2 || !slices.Equal(j.Members, sorted(a.Nick, b.Nick)) {
 		t.Fatalf("join %+v", j)
 	}
 	b.Expect("history")
-	a.Send(chat.Request{Type: "say", Room: "golang", Text: "gophers only"})
+	a.Send(protocol.Request{Type: "say", Room: "golang", Text: "gophers only"})
 	for _, c := range []*client{a, b} {
 		if m := c.Expect("message"); m.Room != "golang" || m.Seq != 1 {
 			t.Fatalf("%+v", m)
 		}
 	}
 	// Sequence numbers are per room.
-	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "everyone"})
+	a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "everyone"})
 	if m := b.Expect("message"); m.Room != "lobby" || m.Seq != 1 {
 		t.Fatalf("%+v", m)
 	}
 	a.Expect("message")
 
-	b.Send(chat.Request{Type: "leave", Room: "golang", ID: "r1"})
+	b.Send(protocol.Request{Type: "leave", Room: "golang", ID: "r1"})
 	if l := b.Expect("leave"); l.Room != "golang" {
 		t.Fatalf("leave %+v", l)
 	}
-	b.Send(chat.Request{Type: "say", Room: "golang", Text: "hello?", ID: "r2"})
-	if e := b.ExpectError(chat.ErrNotInRoom); e.Request == nil || e.Request.ID != "r2" || e.Request.Type != "say" {
+	b.Send(protocol.Request{Type: "say", Room: "golang", Text: "hello?", ID: "r2"})
+	if e := b.ExpectError(protocol.CodeNotInRoom); e.Request == nil || e.Request.ID != "r2" || e.Request.Type != "say" {
 		t.Fatalf("error does not name its request: %+v", e)
 	}
-	b.Send(chat.Request{Type: "leave", Room: "golang"})
-	b.ExpectError(chat.ErrNotInRoom)
+	b.Send(protocol.Request{Type: "leave", Room: "golang"})
+	b.ExpectError(protocol.CodeNotInRoom)
 
 	for _, bad := range []string{"", "a b", "-x", strings.Repeat("r", 33), "x/y", "<script>"} {
-		a.Send(chat.Request{Type: "join", Room: bad})
-		a.ExpectError(chat.ErrBadRoom)
+		a.Send(protocol.Request{Type: "join", Room: bad})
+		a.ExpectError(protocol.CodeBadRoom)
 	}
-	a.Send(chat.Request{Type: "join", Room: "third"}) // lobby, golang, third: at the limit
+	a.Send(protocol.Request{Type: "join", Room: "third"}) // lobby, golang, third: at the limit
 	a.Expect("join")
 	a.Expect("history")
-	a.Send(chat.Request{Type: "join", Room: "fourth"})
-	a.ExpectError(chat.ErrTooManyRooms)
-	a.Send(chat.Request{Type: "join", Room: "golang"}) // already in: the state again, no error
+	a.Send(protocol.Request{Type: "join", Room: "fourth"})
+	a.ExpectError(protocol.CodeTooManyRooms)
+	a.Send(protocol.Request{Type: "join", Room: "golang"}) // already in: the state again, no error
 	a.Expect("join")
 	a.Expect("history")
 }
@@ -140,27 +142,27 @@ func TestRoomCaps(t *testing.T) {
 	a := chattest.ConnectFrom(t, url, "127.0.0.2") // made the lobby: 1 room, 2 creations left for its address
 	b := chattest.ConnectFrom(t, url, "127.0.0.3") // budgets are per address (TestRoomBudgetPerAddress)
 	for _, name := range []string{"r1", "r2"} {
-		b.Send(chat.Request{Type: "join", Room: name})
+		b.Send(protocol.Request{Type: "join", Room: name})
 		b.Expect("join")
 		b.Expect("history")
 	}
-	b.Send(chat.Request{Type: "join", Room: "r3"}) // 3 rooms, none empty
-	b.ExpectError(chat.ErrRoomLimit)
-	b.Send(chat.Request{Type: "leave", Room: "r1"})
+	b.Send(protocol.Request{Type: "join", Room: "r3"}) // 3 rooms, none empty
+	b.ExpectError(protocol.CodeRoomLimit)
+	b.Send(protocol.Request{Type: "leave", Room: "r1"})
 	b.Expect("leave")
-	a.Send(chat.Request{Type: "join", Room: "r3"}) // r1 is empty: it goes
+	a.Send(protocol.Request{Type: "join", Room: "r3"}) // r1 is empty: it goes
 	a.Expect("join")
 	a.Expect("history")
-	b.Send(chat.Request{Type: "leave", Room: "r2"})
+	b.Send(protocol.Request{Type: "leave", Room: "r2"})
 	b.Expect("leave")
-	b.Send(chat.Request{Type: "join", Room: "r4"}) // b has made 2 rooms of its 3...
+	b.Send(protocol.Request{Type: "join", Room: "r4"}) // b has made 2 rooms of its 3...
 	b.Expect("join")
 	b.Expect("history")
-	b.Send(chat.Request{Type: "leave", Room: "r4"})
+	b.Send(protocol.Request{Type: "leave", Room: "r4"})
 	b.Expect("leave")
-	b.Send(chat.Request{Type: "join", Room: "r5"}) // ...and this is a fourth within the minute
-	b.ExpectError(chat.ErrRateLimited)
-	b.Send(chat.Request{Type: "join", Room: "r3"}) // joining an existing room is free
+	b.Send(protocol.Request{Type: "join", Room: "r5"}) // ...and this is a fourth within the minute
+	b.ExpectError(protocol.CodeRateLimited)
+	b.Send(protocol.Request{Type: "join", Room: "r3"}) // joining an existing room is free
 	b.Expect("join")
 	b.Expect("history")
 }
@@ -171,7 +173,7 @@ func TestHistoryAndResume(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{HistorySize: 5, ResumeWindow: -1}, engine.Config{})
 	a := connect(t, url)
 	for i := 1; i <= 7; i++ {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
 		a.Expect("message")
 	}
 	// A newcomer gets the last 5 on join.
@@ -185,27 +187,27 @@ func TestHistoryAndResume(t *testing.T) {
 	}
 	// A reconnecting client asks for what it missed since seq 5.
 	since := int64(5)
-	n.Send(chat.Request{Type: "leave", Room: "lobby"})
+	n.Send(protocol.Request{Type: "leave", Room: "lobby"})
 	n.Expect("leave")
-	n.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.Send(protocol.Request{Type: "join", Room: "lobby", Since: &since})
 	n.Expect("join")
 	if h := n.Expect("history"); !slices.Equal(h.Texts(t), []string{"m6", "m7"}) || h.Gap {
 		t.Fatalf("resume: %v gap %v", h.Texts(t), h.Gap)
 	}
 	// Since 1: messages 2 is no longer kept: a gap.
 	since = 1
-	n.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.Send(protocol.Request{Type: "join", Room: "lobby", Since: &since})
 	n.Expect("join")
 	if h := n.Expect("history"); !slices.Equal(h.Texts(t), []string{"m3", "m4", "m5", "m6", "m7"}) || !h.Gap {
 		t.Fatalf("resume past the ring: %v gap %v", h.Texts(t), h.Gap)
 	}
 	// Paging back.
-	n.Send(chat.Request{Type: "history", Room: "lobby", Before: 6, Limit: 2})
+	n.Send(protocol.Request{Type: "history", Room: "lobby", Before: 6, Limit: 2})
 	if h := n.Expect("history"); !slices.Equal(h.Texts(t), []string{"m4", "m5"}) {
 		t.Fatalf("history before 6: %v", h.Texts(t))
 	}
-	n.Send(chat.Request{Type: "history", Room: "nowhere"})
-	n.ExpectError(chat.ErrNotInRoom)
+	n.Send(protocol.Request{Type: "history", Room: "nowhere"})
+	n.ExpectError(protocol.CodeNotInRoom)
 }
 
 // A busy room keeps what the ResumeWindow covers beyond HistorySize: a
@@ -219,19 +221,19 @@ func TestResumeWindow(t *testing.T) {
 	var want []string
 	for i := 1; i <= 40; i++ {
 		want = append(want, "m"+itoa(uint64(i)))
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: want[i-1]})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: want[i-1]})
 		a.Expect("message")
 	}
 	n := connect(t, url) // connect reads the newcomer's join and history
 	since := int64(3)
-	n.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	n.Send(protocol.Request{Type: "join", Room: "lobby", Since: &since})
 	n.Expect("join")
 	if h := n.Expect("history"); !slices.Equal(h.Texts(t), want[3:]) || h.Gap {
 		t.Fatalf("resume since 3: %v gap %v", h.Texts(t), h.Gap)
 	}
-	n.Send(chat.Request{Type: "leave", Room: "lobby"})
+	n.Send(protocol.Request{Type: "leave", Room: "lobby"})
 	n.Expect("leave")
-	n.Send(chat.Request{Type: "join", Room: "lobby"})
+	n.Send(protocol.Request{Type: "join", Room: "lobby"})
 	n.Expect("join")
 	if h := n.Expect("history"); !slices.Equal(h.Texts(t), want[35:]) {
 		t.Fatalf("newcomer's history: %v", h.Texts(t))
@@ -245,11 +247,11 @@ func TestHistoryBytes(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{HistorySize: 50, HistoryBytes: 4096, MaxTextLength: 1000, RateLimit: -1}, engine.Config{})
 	a := connect(t, url)
 	for i := range 10 {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: strings.Repeat(string(rune('a'+i)), 900)})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: strings.Repeat(string(rune('a'+i)), 900)})
 		a.Expect("message")
 	}
 	since := int64(0)
-	a.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+	a.Send(protocol.Request{Type: "join", Room: "lobby", Since: &since})
 	a.Expect("join")
 	h := a.Expect("history")
 	size := 0
@@ -272,7 +274,7 @@ func TestLargeHistoryReplay(t *testing.T) {
 	a := connect(t, url)
 	text := strings.Repeat("<", 2000)
 	for range 100 {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: text})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: text})
 	}
 	for range 100 {
 		if m := a.Expect("message"); m.Text != text {
@@ -288,7 +290,7 @@ func TestLargeHistoryReplay(t *testing.T) {
 			t.Fatalf("replay of %d messages, %d bytes", len(h.Messages), size)
 		}
 		// Still open: it answers a request.
-		n.Send(chat.Request{Type: "history", Room: "lobby", Limit: 1})
+		n.Send(protocol.Request{Type: "history", Room: "lobby", Limit: 1})
 		n.Expect("history")
 	}
 }
@@ -300,34 +302,37 @@ func TestLookAlikeNicks(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	a.Send(chat.Request{Type: "nick", Nick: "alice"})
+	a.Send(protocol.Request{Type: "nick", Nick: "alice"})
 	a.Expect("nick")
-	for _, tc := range []struct{ nick, code string }{
-		{"\u0430lice", chat.ErrNickTaken},                     // Cyrillic a
-		{"\uff41\uff4c\uff49\uff43\uff45", chat.ErrNickTaken}, // full width
-		{"ALICE", chat.ErrNickTaken},
-		{"a1ice", chat.ErrNickTaken},        // 1 reads as l
-		{"alice\u3164", chat.ErrBadNick},    // Hangul filler
-		{"\u3164\u3164", chat.ErrBadNick},   // fillers only
-		{"alice\u200b", chat.ErrBadNick},    // zero-width space
-		{"bob\u200d", chat.ErrBadNick},      // zero-width joiner
-		{"a\u202eexe.txt", chat.ErrBadNick}, // right-to-left override
-		{"x\u00ad", chat.ErrBadNick},        // soft hyphen
-		{"gu\u0435st-1", chat.ErrBadNick},   // a guest look-alike (Cyrillic e)
-		{"GUEST-7", chat.ErrBadNick},
+	for _, tc := range []struct {
+		nick string
+		code protocol.Code
+	}{
+		{"\u0430lice", protocol.CodeNickTaken},                     // Cyrillic a
+		{"\uff41\uff4c\uff49\uff43\uff45", protocol.CodeNickTaken}, // full width
+		{"ALICE", protocol.CodeNickTaken},
+		{"a1ice", protocol.CodeNickTaken},        // 1 reads as l
+		{"alice\u3164", protocol.CodeBadNick},    // Hangul filler
+		{"\u3164\u3164", protocol.CodeBadNick},   // fillers only
+		{"alice\u200b", protocol.CodeBadNick},    // zero-width space
+		{"bob\u200d", protocol.CodeBadNick},      // zero-width joiner
+		{"a\u202eexe.txt", protocol.CodeBadNick}, // right-to-left override
+		{"x\u00ad", protocol.CodeBadNick},        // soft hyphen
+		{"gu\u0435st-1", protocol.CodeBadNick},   // a guest look-alike (Cyrillic e)
+		{"GUEST-7", protocol.CodeBadNick},
 	} {
-		b.Send(chat.Request{Type: "nick", Nick: tc.nick})
+		b.Send(protocol.Request{Type: "nick", Nick: tc.nick})
 		if e := b.ExpectError(tc.code); e.Code != tc.code {
 			t.Errorf("%+q: %s", tc.nick, e.Code)
 		}
 	}
 	// A full-width nick is shown folded; a DM by any look-alike of a nick
 	// reaches its holder.
-	b.Send(chat.Request{Type: "nick", Nick: "\uff42\uff4f\uff42"})
+	b.Send(protocol.Request{Type: "nick", Nick: "\uff42\uff4f\uff42"})
 	if n := b.Expect("nick"); n.Nick != "bob" {
 		t.Fatalf("nick %+v, want bob", n)
 	}
-	b.Send(chat.Request{Type: "dm", To: "\u0430lice", Text: "hi"})
+	b.Send(protocol.Request{Type: "dm", To: "\u0430lice", Text: "hi"})
 	if d := a.Expect("dm"); d.From != "bob" || d.To != "alice" || d.Text != "hi" {
 		t.Fatalf("dm %+v", d)
 	}
@@ -337,34 +342,34 @@ func TestNicks(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	a.Send(chat.Request{Type: "nick", Nick: "Alice"})
+	a.Send(protocol.Request{Type: "nick", Nick: "Alice"})
 	if n := a.Expect("nick"); n.Nick != "Alice" || n.Old != a.Nick {
 		t.Fatalf("nick %+v", n)
 	}
 	// b learns of it through presence.
 	for {
 		p := b.Expect("presence")
-		if len(p.Renamed) == 1 && p.Renamed[0] == (chat.Renamed{From: a.Nick, To: "Alice"}) {
+		if len(p.Renamed) == 1 && p.Renamed[0] == (protocol.Renamed{From: a.Nick, To: "Alice"}) {
 			break
 		}
 	}
 	a.Nick = "Alice"
 	for _, taken := range []string{"alice", "ALICE"} {
-		b.Send(chat.Request{Type: "nick", Nick: taken})
-		b.ExpectError(chat.ErrNickTaken)
+		b.Send(protocol.Request{Type: "nick", Nick: taken})
+		b.ExpectError(protocol.CodeNickTaken)
 	}
 	for _, bad := range []string{"", "a b", ".dot", strings.Repeat("n", 25), "guest-1", "x<y>", "tab\t"} {
-		b.Send(chat.Request{Type: "nick", Nick: bad})
-		b.ExpectError(chat.ErrBadNick)
+		b.Send(protocol.Request{Type: "nick", Nick: bad})
+		b.ExpectError(protocol.CodeBadNick)
 	}
-	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "hi"})
+	a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "hi"})
 	if m := b.Expect("message"); m.From != "Alice" {
 		t.Fatalf("message from %q, want Alice", m.From)
 	}
 	// A nick is freed when its holder leaves.
 	a.Close()
 	poll.Until(t, "Alice's nick to be freed", func() bool {
-		b.Send(chat.Request{Type: "nick", Nick: "alice"})
+		b.Send(protocol.Request{Type: "nick", Nick: "alice"})
 		for {
 			e := b.Read()
 			switch e.Type {
@@ -381,7 +386,7 @@ func TestDirectMessages(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{MaxTextLength: 50}, engine.Config{})
 	a, b, c := connect(t, url), connect(t, url), connect(t, url)
-	a.Send(chat.Request{Type: "dm", To: strings.ToUpper(b.Nick), Text: "psst @127.0.0.1 not garbled"})
+	a.Send(protocol.Request{Type: "dm", To: strings.ToUpper(b.Nick), Text: "psst @127.0.0.1 not garbled"})
 	for _, x := range []*client{b, a} { // recipient, then the sender's copy
 		d := x.Expect("dm")
 		if d.From != a.Nick || d.To != b.Nick || d.Text != "psst @127.0.0.1 not garbled" || d.TS == 0 {
@@ -389,18 +394,18 @@ func TestDirectMessages(t *testing.T) {
 		}
 	}
 	// To yourself: one copy.
-	a.Send(chat.Request{Type: "dm", To: a.Nick, Text: "note to self"})
+	a.Send(protocol.Request{Type: "dm", To: a.Nick, Text: "note to self"})
 	a.Expect("dm")
-	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "marker"})
+	a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "marker"})
 	if m := a.Expect("message"); m.Text != "marker" {
 		t.Fatalf("after a dm to self: %+v", m)
 	}
-	a.Send(chat.Request{Type: "dm", To: "nobody", Text: "hello?"})
-	a.ExpectError(chat.ErrUnknownNick)
-	a.Send(chat.Request{Type: "dm", To: b.Nick, Text: " "})
-	a.ExpectError(chat.ErrEmpty)
-	a.Send(chat.Request{Type: "dm", To: b.Nick, Text: strings.Repeat("x", 51)})
-	a.ExpectError(chat.ErrTooLong)
+	a.Send(protocol.Request{Type: "dm", To: "nobody", Text: "hello?"})
+	a.ExpectError(protocol.CodeUnknownNick)
+	a.Send(protocol.Request{Type: "dm", To: b.Nick, Text: " "})
+	a.ExpectError(protocol.CodeEmpty)
+	a.Send(protocol.Request{Type: "dm", To: b.Nick, Text: strings.Repeat("x", 51)})
+	a.ExpectError(protocol.CodeTooLong)
 	// c saw none of it but the marker.
 	if m := c.Expect("message"); m.Text != "marker" {
 		t.Fatalf("c got %+v", m)
@@ -431,12 +436,12 @@ func TestStrictRequests(t *testing.T) {
 		if err := a.WriteText(tc.in); err != nil {
 			t.Fatal(err)
 		}
-		if e := a.ExpectError(chat.ErrBadRequest); !strings.Contains(e.Message, tc.want) {
+		if e := a.ExpectError(protocol.CodeBadRequest); !strings.Contains(e.Message, tc.want) {
 			t.Errorf("%s: error %q, want it to name %q", tc.in, e.Message, tc.want)
 		}
 	}
 	// The bystander heard none of it: the next thing it gets is this.
-	a.Send(chat.Request{Type: "say", Room: "lobby", Text: "only this"})
+	a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "only this"})
 	if m := bystander.Expect("message"); m.Text != "only this" {
 		t.Fatalf("bystander got %+v", m)
 	}
@@ -450,13 +455,13 @@ func TestBadText(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
 	for _, text := range []string{"photo\u202egpj.exe", "a\u2066b\u2069", "bell\a", "esc\x1b[31mred", "nul\x00", "c1\u0085"} {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: text})
-		a.ExpectError(chat.ErrBadText)
-		a.Send(chat.Request{Type: "dm", To: b.Nick, Text: text})
-		a.ExpectError(chat.ErrBadText)
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: text})
+		a.ExpectError(protocol.CodeBadText)
+		a.Send(protocol.Request{Type: "dm", To: b.Nick, Text: text})
+		a.ExpectError(protocol.CodeBadText)
 	}
 	ok := "line one\n\tline two \u200fשלום\u200e ok"
-	a.Send(chat.Request{Type: "say", Room: "lobby", Text: ok})
+	a.Send(protocol.Request{Type: "say", Room: "lobby", Text: ok})
 	if m := b.Expect("message"); m.Text != ok {
 		t.Fatalf("got %q", m.Text)
 	}
@@ -467,17 +472,17 @@ func TestBadRequests(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a := connect(t, url)
 	a.Send(map[string]any{"room": "lobby", "text": "no type", "id": "x1"})
-	if e := a.ExpectError(chat.ErrBadRequest); e.Request == nil || e.Request.ID != "x1" {
+	if e := a.ExpectError(protocol.CodeBadRequest); e.Request == nil || e.Request.ID != "x1" {
 		t.Fatalf("%+v", e)
 	}
 	a.Send(map[string]any{"type": "shout", "text": "hey"})
-	a.ExpectError(chat.ErrUnknownType)
+	a.ExpectError(protocol.CodeUnknownType)
 	if err := a.WriteFrame(wsproto.OpBinary, true, []byte{1, 2, 3}); err != nil {
 		t.Fatal(err)
 	}
-	a.ExpectError(chat.ErrBinary)
-	a.Send(chat.Request{Type: "say", Room: "lobby", Text: strings.Repeat("y", 2001)})
-	a.ExpectError(chat.ErrTooLong)
+	a.ExpectError(protocol.CodeBinary)
+	a.Send(protocol.Request{Type: "say", Room: "lobby", Text: strings.Repeat("y", 2001)})
+	a.ExpectError(protocol.CodeTooLong)
 }
 
 // Typing notices count against the rate like every request: a client that
@@ -488,17 +493,17 @@ func TestTypingIsRateLimited(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{RateLimit: 1, RateBurst: 3, RateHardLimit: 5}, engine.Config{})
 	a := connect(t, url)
 	for range 3 {
-		a.Send(chat.Request{Type: "typing", Room: "lobby"})
+		a.Send(protocol.Request{Type: "typing", Room: "lobby"})
 	}
-	a.Send(chat.Request{Type: "typing", Room: "lobby"})
-	a.ExpectError(chat.ErrRateLimited)
+	a.Send(protocol.Request{Type: "typing", Room: "lobby"})
+	a.ExpectError(protocol.CodeRateLimited)
 	for range 20 {
-		a.Send(chat.Request{Type: "typing", Room: "lobby"})
+		a.Send(protocol.Request{Type: "typing", Room: "lobby"})
 	}
 	for {
 		_, _, err := a.ReadMessage()
 		if ce, ok := err.(*wstest.CloseError); ok {
-			if ce.Code != 1008 || ce.Reason != "rate limit exceeded" {
+			if ce.Code != 1008 || ce.Reason != protocol.ReasonRateLimit {
 				t.Fatalf("closed with %d %q", ce.Code, ce.Reason)
 			}
 			return
@@ -514,21 +519,21 @@ func TestRateLimit(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{RateLimit: 1, RateBurst: 3, RateHardLimit: 5}, engine.Config{})
 	a := connect(t, url)
 	for range 3 {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "ok"})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "ok"})
 		a.Expect("message")
 	}
-	a.Send(chat.Request{Type: "say", ID: "m-4", Room: "lobby", Text: "too fast"})
-	if e := a.ExpectError(chat.ErrRateLimited); e.Request == nil || e.Request.ID != "m-4" || e.Request.Type != "say" {
+	a.Send(protocol.Request{Type: "say", ID: "m-4", Room: "lobby", Text: "too fast"})
+	if e := a.ExpectError(protocol.CodeRateLimited); e.Request == nil || e.Request.ID != "m-4" || e.Request.Type != "say" {
 		t.Fatalf("the refusal does not name the request: %+v", e.Request)
 	}
 	// Keep pushing: past the hard limit the server closes with 1008.
 	for range 10 {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "spam"})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "spam"})
 	}
 	for {
 		_, p, err := a.ReadMessage()
 		if ce, ok := err.(*wstest.CloseError); ok {
-			if ce.Code != 1008 || ce.Reason != "rate limit exceeded" {
+			if ce.Code != 1008 || ce.Reason != protocol.ReasonRateLimit {
 				t.Fatalf("closed with %d %q", ce.Code, ce.Reason)
 			}
 			return
@@ -559,7 +564,7 @@ func TestTypingAndPresence(t *testing.T) {
 			break
 		}
 	}
-	a.Send(chat.Request{Type: "typing", Room: "lobby"})
+	a.Send(protocol.Request{Type: "typing", Room: "lobby"})
 	if ty := b.Expect("typing"); ty.Nick != a.Nick || ty.Room != "lobby" {
 		t.Fatalf("typing %+v", ty)
 	}
@@ -641,24 +646,24 @@ func TestEmptyRoomKeepsHistoryForTTL(t *testing.T) {
 	t.Parallel()
 	hub, _, url := startChat(t, chat.Config{HistoryTTL: 300 * time.Millisecond, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
 	a := connect(t, url)
-	a.Send(chat.Request{Type: "join", Room: "brief"})
+	a.Send(protocol.Request{Type: "join", Room: "brief"})
 	a.Expect("join")
 	a.Expect("history")
-	a.Send(chat.Request{Type: "say", Room: "brief", Text: "remember me"})
+	a.Send(protocol.Request{Type: "say", Room: "brief", Text: "remember me"})
 	a.Expect("message")
-	a.Send(chat.Request{Type: "leave", Room: "brief"})
+	a.Send(protocol.Request{Type: "leave", Room: "brief"})
 	a.Expect("leave")
 	rooms := hub.Stats().Rooms
 	// Within the TTL the empty room keeps its history.
-	a.Send(chat.Request{Type: "join", Room: "brief"})
+	a.Send(protocol.Request{Type: "join", Room: "brief"})
 	a.Expect("join")
 	if h := a.Expect("history"); !slices.Equal(h.Texts(t), []string{"remember me"}) {
 		t.Fatalf("history within the TTL: %v", h.Texts(t))
 	}
-	a.Send(chat.Request{Type: "leave", Room: "brief"})
+	a.Send(protocol.Request{Type: "leave", Room: "brief"})
 	a.Expect("leave")
 	poll.Until(t, "the empty room to be removed", func() bool { return hub.Stats().Rooms == rooms-1 })
-	a.Send(chat.Request{Type: "join", Room: "brief"})
+	a.Send(protocol.Request{Type: "join", Room: "brief"})
 	if j := a.Expect("join"); j.Seq != 0 {
 		t.Fatalf("a removed room came back with seq %d", j.Seq)
 	}
@@ -690,14 +695,14 @@ func TestRequestIDs(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a := connect(t, url)
-	for _, typ := range []string{chat.TypeJoin, chat.TypeHistory, chat.TypeSay} {
-		a.Send(chat.Request{Type: typ, ID: "bad id!", Room: "lobby", Text: "x"})
-		if e := a.ExpectError(chat.ErrBadRequest); e.Request == nil || e.Request.ID != "bad id!" {
+	for _, typ := range []string{protocol.TypeJoin, protocol.TypeHistory, protocol.TypeSay} {
+		a.Send(protocol.Request{Type: typ, ID: "bad id!", Room: "lobby", Text: "x"})
+		if e := a.ExpectError(protocol.CodeBadRequest); e.Request == nil || e.Request.ID != "bad id!" {
 			t.Fatalf("%s with a bad id: %+v", typ, e)
 		}
 	}
-	a.Send(chat.Request{Type: chat.TypeLeave, ID: "ok.1", Room: "nowhere"})
-	if e := a.ExpectError(chat.ErrNotInRoom); e.Request.ID != "ok.1" {
+	a.Send(protocol.Request{Type: protocol.TypeLeave, ID: "ok.1", Room: "nowhere"})
+	if e := a.ExpectError(protocol.CodeNotInRoom); e.Request.ID != "ok.1" {
 		t.Fatalf("%+v", e)
 	}
 }
@@ -730,7 +735,7 @@ func TestHandshakeNick(t *testing.T) {
 	if w := second.Expect("welcome"); !strings.HasPrefix(w.Nick, "guest-") {
 		t.Fatalf("a taken nick: welcome %q", w.Nick)
 	}
-	if e := second.ExpectError(chat.ErrNickTaken); e.Request == nil || e.Request.Type != chat.TypeNick {
+	if e := second.ExpectError(protocol.CodeNickTaken); e.Request == nil || e.Request.Type != protocol.TypeNick {
 		t.Fatalf("%+v", e)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -747,7 +752,7 @@ func TestHandshakeNick(t *testing.T) {
 	if w := g.Expect("welcome"); !strings.HasPrefix(w.Nick, "guest-") {
 		t.Fatalf("welcome %q", w.Nick)
 	}
-	g.ExpectError(chat.ErrForbidden)
+	g.ExpectError(protocol.CodeForbidden)
 }
 
 // TestTypingInDMs: a typing notice to a nick reaches that client alone,
@@ -756,14 +761,14 @@ func TestTypingInDMs(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	a.Send(chat.Request{Type: chat.TypeTyping, To: b.Nick})
+	a.Send(protocol.Request{Type: protocol.TypeTyping, To: b.Nick})
 	if e := b.Expect("typing"); e.Nick != a.Nick || e.Room != "" {
 		t.Fatalf("%+v", e)
 	}
-	a.Send(chat.Request{Type: chat.TypeTyping, To: "nobody"})
-	a.ExpectError(chat.ErrUnknownNick)
-	a.Send(chat.Request{Type: chat.TypeTyping, To: b.Nick, Room: "lobby"})
-	a.ExpectError(chat.ErrBadRequest)
+	a.Send(protocol.Request{Type: protocol.TypeTyping, To: "nobody"})
+	a.ExpectError(protocol.CodeUnknownNick)
+	a.Send(protocol.Request{Type: protocol.TypeTyping, To: b.Nick, Room: "lobby"})
+	a.ExpectError(protocol.CodeBadRequest)
 }
 
 // TestHistoryMaxAge: a room's messages leave its history once older than
@@ -773,10 +778,10 @@ func TestHistoryMaxAge(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{HistoryMaxAge: time.Second}, engine.Config{})
 	c := connect(t, url)
 	said := time.Now()
-	c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "soon gone"})
+	c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "soon gone"})
 	c.Expect("message")
 	for {
-		c.Send(chat.Request{Type: chat.TypeHistory, Room: "lobby"})
+		c.Send(protocol.Request{Type: protocol.TypeHistory, Room: "lobby"})
 		h := c.Expect("history")
 		age := time.Since(said)
 		if len(h.Messages) == 0 {
@@ -809,7 +814,7 @@ func TestBackendRoomsAreSwept(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, name := range []string{"r1", "r2"} { // each evicts one the API opened
-			a.Send(chat.Request{Type: "join", Room: name})
+			a.Send(protocol.Request{Type: "join", Room: name})
 			a.Expect("join")
 			a.Expect("history")
 		}
@@ -853,7 +858,7 @@ func TestDedupeBySender(t *testing.T) {
 	// say has c say text under id, and waits until b hears wait.
 	say := func(c *client, text, id, wait string) {
 		t.Helper()
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text, ID: id})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: text, ID: id})
 		if wait == "" {
 			return
 		}
@@ -898,23 +903,23 @@ func TestResumeSinceBounds(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{RateLimit: -1}, engine.Config{})
 	a := connect(t, url)
 	for i := 1; i <= 3; i++ {
-		a.Send(chat.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
+		a.Send(protocol.Request{Type: "say", Room: "lobby", Text: "m" + itoa(uint64(i))})
 		a.Expect("message")
 	}
-	a.Send(chat.Request{Type: "leave", Room: "lobby"})
+	a.Send(protocol.Request{Type: "leave", Room: "lobby"})
 	a.Expect("leave")
 	for _, since := range []int64{math.MaxInt64, math.MaxInt64 - 1, 3, 1000} {
-		a.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
+		a.Send(protocol.Request{Type: "join", Room: "lobby", Since: &since})
 		a.Expect("join")
 		if h := a.Expect("history"); len(h.Messages) != 0 || h.Gap {
 			t.Fatalf("since %d: %v gap %v, want nothing", since, h.Texts(t), h.Gap)
 		}
-		a.Send(chat.Request{Type: "leave", Room: "lobby"})
+		a.Send(protocol.Request{Type: "leave", Room: "lobby"})
 		a.Expect("leave")
 	}
 	since := int64(-1)
-	a.Send(chat.Request{Type: "join", Room: "lobby", Since: &since})
-	if e := a.ExpectError(chat.ErrBadRequest); !strings.Contains(e.Message, "since") {
+	a.Send(protocol.Request{Type: "join", Room: "lobby", Since: &since})
+	if e := a.ExpectError(protocol.CodeBadRequest); !strings.Contains(e.Message, "since") {
 		t.Fatalf("%+v", e)
 	}
 }
@@ -927,7 +932,7 @@ func TestRoomBudgetPerAddress(t *testing.T) {
 	t.Parallel()
 	_, _, url := startChat(t, chat.Config{RoomCreateRate: 3, RateLimit: -1}, engine.Config{})
 	join := func(c *client, room string) chattest.Event {
-		c.Send(chat.Request{Type: "join", Room: room})
+		c.Send(protocol.Request{Type: "join", Room: room})
 		e := c.ExpectOneOf("join", "error")
 		if e.Type == "join" {
 			c.Expect("history")
@@ -942,7 +947,7 @@ func TestRoomBudgetPerAddress(t *testing.T) {
 	}
 	a.Close()
 	again := chattest.ConnectFrom(t, url, "127.0.0.2")
-	if e := join(again, "r3"); e.Code != chat.ErrRateLimited || !strings.Contains(e.Message, "address") {
+	if e := join(again, "r3"); e.Code != protocol.CodeRateLimited || !strings.Contains(e.Message, "address") {
 		t.Fatalf("a reconnected client's fourth room in a minute: %+v, want rate_limited per address", e)
 	}
 	// The network 127.0.0.0/24 may make 4 x 3 = 12 a minute: 3 are spent
@@ -955,7 +960,7 @@ func TestRoomBudgetPerAddress(t *testing.T) {
 			switch e := join(c, fmt.Sprintf("n%d-%d", i, j)); {
 			case e.Type == "join":
 				made++
-			case e.Code == chat.ErrRateLimited && strings.Contains(e.Message, "network"):
+			case e.Code == protocol.CodeRateLimited && strings.Contains(e.Message, "network"):
 				refused++
 			default:
 				t.Fatalf("%+v", e)
@@ -966,7 +971,7 @@ func TestRoomBudgetPerAddress(t *testing.T) {
 		t.Fatalf("%d made, %d refused of 9, want all made", made, refused)
 	}
 	c := chattest.ConnectFrom(t, url, "127.0.0.6")
-	if e := join(c, "over"); e.Code != chat.ErrRateLimited || !strings.Contains(e.Message, "network") {
+	if e := join(c, "over"); e.Code != protocol.CodeRateLimited || !strings.Contains(e.Message, "network") {
 		t.Fatalf("the network's 13th room in a minute: %+v, want rate_limited per network", e)
 	}
 	if e := join(chattest.ConnectFrom(t, url, "127.0.1.2"), "elsewhere"); e.Type != "join" {
@@ -982,16 +987,16 @@ func TestEvictionOrder(t *testing.T) {
 	_, _, url := startChat(t, chat.Config{MaxRoomsTotal: 5, RoomCreateRate: -1, RateLimit: -1}, engine.Config{})
 	x := chattest.ConnectFrom(t, url, "127.0.0.2") // the lobby
 	join := func(c *client, room string) {
-		c.Send(chat.Request{Type: "join", Room: room})
+		c.Send(protocol.Request{Type: "join", Room: room})
 		c.Expect("join")
 		c.Expect("history")
 	}
 	leave := func(c *client, room string) {
-		c.Send(chat.Request{Type: "leave", Room: room})
+		c.Send(protocol.Request{Type: "leave", Room: room})
 		c.Expect("leave")
 	}
 	join(x, "quiet")
-	x.Send(chat.Request{Type: "say", Room: "quiet", Text: "see you tomorrow"})
+	x.Send(protocol.Request{Type: "say", Room: "quiet", Text: "see you tomorrow"})
 	x.Expect("message")
 	leave(x, "quiet") // empty longest, but used
 	h := chattest.ConnectFrom(t, url, "127.0.0.3")
@@ -1006,7 +1011,7 @@ func TestEvictionOrder(t *testing.T) {
 	join(n, "new1") // evicts h1 or h2: never used, and h made 2
 	join(n, "new2") // the other
 	join(n, "new3") // then y1: never used
-	n.Send(chat.Request{Type: "join", Room: "quiet"})
+	n.Send(protocol.Request{Type: "join", Room: "quiet"})
 	n.Expect("join")
 	if hist := n.Expect("history"); !slices.Equal(hist.Texts(t), []string{"see you tomorrow"}) {
 		t.Fatalf("the quiet room's history: %v (it was evicted before never-used rooms)", hist.Texts(t))
@@ -1054,7 +1059,7 @@ func TestJoinRaceSpendsOneCreation(t *testing.T) {
 	for i := range 8 {
 		c := chattest.ConnectFrom(t, url, fmt.Sprintf("127.0.0.%d", 200+i))
 		for r := range 10 {
-			c.Send(chat.Request{Type: chat.TypeJoin, Room: fmt.Sprintf("x%d-%d", i, r)})
+			c.Send(protocol.Request{Type: protocol.TypeJoin, Room: fmt.Sprintf("x%d-%d", i, r)})
 			e := c.ExpectOneOf("join", "error")
 			refill := int(math.Ceil(time.Since(began).Minutes() * 40))
 			switch {
@@ -1063,7 +1068,7 @@ func TestJoinRaceSpendsOneCreation(t *testing.T) {
 				c.Expect("history")
 			case e.Type == "join":
 				t.Fatalf("the network's room %d, %v after its first: %+v, want rate_limited", made+1, time.Since(began), e)
-			case made < 40 || e.Code != chat.ErrRateLimited || !strings.Contains(e.Message, "network"):
+			case made < 40 || e.Code != protocol.CodeRateLimited || !strings.Contains(e.Message, "network"):
 				t.Fatalf("the network's room %d: %+v, want a join up to its 40th, then rate_limited", made+1, e)
 			default:
 				return

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -14,7 +16,7 @@ import (
 // allow applies the client's token bucket to req (nil: a request that
 // could not be read); a client that keeps pushing past RateHardLimit
 // refusals is closed with 1008. The refusal names req, as errors do.
-func (h *Hub) allow(c *client, req *Request) bool {
+func (h *Hub) allow(c *client, req *protocol.Request) bool {
 	rate := h.cfg.RateLimit
 	if rate < 0 {
 		return true
@@ -31,10 +33,10 @@ func (h *Hub) allow(c *client, req *Request) bool {
 	c.strikes++
 	h.stats.rateLimited.Add(1)
 	if float64(c.strikes) > float64(h.cfg.RateHardLimit) {
-		_ = h.ep.Close(c.id, engine.StatusPolicyViolation, "rate limit exceeded")
+		_ = h.ep.Close(c.id, engine.StatusCode(protocol.ClosePolicyViolation), protocol.ReasonRateLimit)
 		return false
 	}
-	h.fail(c, req, ErrRateLimited, fmt.Sprintf("slow down: at most %g requests per second", rate))
+	h.fail(c, req, protocol.CodeRateLimited, fmt.Sprintf("slow down: at most %g requests per second", rate))
 	return false
 }
 

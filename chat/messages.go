@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -16,14 +18,14 @@ import (
 // from the broker passes before any client sees it.
 
 // text checks a message's text.
-func (h *Hub) text(c *client, req *Request) bool {
+func (h *Hub) text(c *client, req *protocol.Request) bool {
 	switch {
 	case strings.TrimSpace(req.Text) == "":
-		h.fail(c, req, ErrEmpty, "the message is empty")
+		h.fail(c, req, protocol.CodeEmpty, "the message is empty")
 	case len(req.Text) > h.cfg.MaxTextLength:
-		h.fail(c, req, ErrTooLong, fmt.Sprintf("messages are at most %d bytes", h.cfg.MaxTextLength))
+		h.fail(c, req, protocol.CodeTooLong, fmt.Sprintf("messages are at most %d bytes", h.cfg.MaxTextLength))
 	case strings.ContainsFunc(req.Text, badTextRune):
-		h.fail(c, req, ErrBadText, "text may not hold control characters (but tab and newline) or bidi embeddings, overrides or isolates")
+		h.fail(c, req, protocol.CodeBadText, "text may not hold control characters (but tab and newline) or bidi embeddings, overrides or isolates")
 	default:
 		return true
 	}
@@ -32,10 +34,10 @@ func (h *Hub) text(c *client, req *Request) bool {
 
 // speaking returns the room c's say or edit req speaks in, once its text
 // and c's right to speak there are checked (c is answered if not).
-func (h *Hub) speaking(c *client, req *Request) (*room, bool) {
+func (h *Hub) speaking(c *client, req *protocol.Request) (*room, bool) {
 	r := c.room(req.Room)
 	if r == nil {
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q before a %s there", req.Room, req.Type))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("join %q before a %s there", req.Room, req.Type))
 		return nil, false
 	}
 	if !h.text(c, req) {
@@ -48,7 +50,7 @@ func (h *Hub) speaking(c *client, req *Request) (*room, bool) {
 	return r, true
 }
 
-func (h *Hub) say(c *client, req *Request) {
+func (h *Hub) say(c *client, req *protocol.Request) {
 	r, ok := h.speaking(c, req)
 	if !ok {
 		return
@@ -67,7 +69,7 @@ func (h *Hub) say(c *client, req *Request) {
 // publishEntry publishes c's entry p (a message, an edit, a delete) for
 // req in r's log. The broker numbers it and hands it to every node with
 // members in the room, this one included (HandleMessage).
-func (h *Hub) publishEntry(c *client, req *Request, r *room, p published) {
+func (h *Hub) publishEntry(c *client, req *protocol.Request, r *room, p published) {
 	p.ID = req.ID
 	b, err := marshal(p)
 	if err != nil {
@@ -84,7 +86,7 @@ func (h *Hub) publishEntry(c *client, req *Request, r *room, p published) {
 			h.log.Warn("room messages not delivered", "room", info.Room, "err", err, "total", n)
 		}
 		if c := h.client(id); c != nil {
-			h.fail(c, &info, ErrNotDelivered, "the message could not be delivered: "+err.Error())
+			h.fail(c, &info, protocol.CodeNotDelivered, "the message could not be delivered: "+err.Error())
 		}
 	})
 }
@@ -117,19 +119,19 @@ func (h *Hub) dedupeID(c *client, id string) string {
 // Deletes come first: an entry's kind is told by its first bytes
 // (kindOf), and the nodes' own entries are encoded in this order.
 type published struct {
-	Edits   int64     `json:"edits,omitempty"`   // this entry edits that message: Text is its new text
-	Deletes int64     `json:"deletes,omitempty"` // this entry deletes that message
-	React   int64     `json:"react,omitempty"`   // this entry toggles Emoji on that message (reactions.go)
-	Emoji   string    `json:"emoji,omitempty"`
-	From    string    `json:"from"`
-	User    string    `json:"user,omitempty"`
-	SID     string    `json:"sid,omitempty"` // a guest sender's id (Hub.sid)
-	System  bool      `json:"system,omitempty"`
-	Mod     bool      `json:"mod,omitempty"` // a delete by a moderator
-	Text    string    `json:"text"`
-	TS      int64     `json:"ts"`
-	ID      string    `json:"id,omitempty"`
-	Reply   *ReplyRef `json:"reply,omitempty"`
+	Edits   int64              `json:"edits,omitempty"`   // this entry edits that message: Text is its new text
+	Deletes int64              `json:"deletes,omitempty"` // this entry deletes that message
+	React   int64              `json:"react,omitempty"`   // this entry toggles Emoji on that message (reactions.go)
+	Emoji   string             `json:"emoji,omitempty"`
+	From    string             `json:"from"`
+	User    string             `json:"user,omitempty"`
+	SID     string             `json:"sid,omitempty"` // a guest sender's id (Hub.sid)
+	System  bool               `json:"system,omitempty"`
+	Mod     bool               `json:"mod,omitempty"` // a delete by a moderator
+	Text    string             `json:"text"`
+	TS      int64              `json:"ts"`
+	ID      string             `json:"id,omitempty"`
+	Reply   *protocol.ReplyRef `json:"reply,omitempty"`
 	// Set by a node on its history's copy of a message, never on the bus.
 	Edited  int64 `json:"edited,omitempty"`
 	Deleted int64 `json:"deleted,omitempty"`
@@ -161,8 +163,8 @@ func (p *published) check(h *Hub) error {
 		return errors.New("mod set on what is not a user's or the system's delete")
 	case p.Reply != nil && (p.Edits != 0 || p.Deletes != 0):
 		return errors.New("a reply on an edit or delete")
-	case p.Reply != nil && p.Reply.check(h) != nil:
-		return fmt.Errorf("reply: %w", p.Reply.check(h))
+	case p.Reply != nil && checkReply(p.Reply) != nil:
+		return fmt.Errorf("reply: %w", checkReply(p.Reply))
 	case p.SID != "" && (p.User != "" || p.System || !validSID(p.SID)):
 		return fmt.Errorf("bad sid %q", p.SID)
 	case p.TS <= 0:

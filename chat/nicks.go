@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,7 +14,7 @@ import (
 // The hub's nicknames: choosing one, guests' names, and finding the
 // holder of a nick anywhere in the cluster.
 
-func (h *Hub) nick(c *client, req *Request) {
+func (h *Hub) nick(c *client, req *protocol.Request) {
 	old, code, msg := h.setNick(c, req.Nick)
 	if code != "" {
 		h.fail(c, req, code, msg)
@@ -21,39 +23,39 @@ func (h *Hub) nick(c *client, req *Request) {
 	for _, r := range c.rooms {
 		r.mu.Lock()
 		r.members[c.id] = c.nick
-		r.renamed = append(r.renamed, Renamed{From: old, To: c.nick})
+		r.renamed = append(r.renamed, protocol.Renamed{From: old, To: c.nick})
 		h.markDirty(r)
 		r.mu.Unlock()
 	}
-	h.send(c, NickChanged{Type: "nick", Nick: c.nick, Old: old})
+	h.send(c, protocol.NickChanged{Type: protocol.EventNick, Nick: c.nick, Old: old})
 }
 
 // setNick checks and claims want for c (cluster-wide) and returns c's old
 // nick, or the error code and message refusing it. The rooms are the
 // caller's to tell.
-func (h *Hub) setNick(c *client, want string) (old, code, msg string) {
+func (h *Hub) setNick(c *client, want string) (old string, code protocol.Code, msg string) {
 	switch {
 	case c.userID() != "":
-		return "", ErrForbidden, "a signed-in user's nick is its token's"
+		return "", protocol.CodeForbidden, "a signed-in user's nick is its token's"
 	case h.cfg.Verifier != nil:
-		return "", ErrForbidden, "guests keep their guest nick on a server with signed-in users"
+		return "", protocol.CodeForbidden, "guests keep their guest nick on a server with signed-in users"
 	}
 	shown, err := normalizeNick(want)
 	if err != nil {
-		return "", ErrBadNick, "nick " + err.Error()
+		return "", protocol.CodeBadNick, "nick " + err.Error()
 	}
 	key, oldKey := keyOf(shown), keyOf(c.nick)
 	if isGuest(key) && key != oldKey {
-		return "", ErrBadNick, `nicks starting with "guest-" are given by the server`
+		return "", protocol.CodeBadNick, `nicks starting with "guest-" are given by the server`
 	}
 	if key == systemKey {
-		return "", ErrBadNick, `"system" signs the server's own messages`
+		return "", protocol.CodeBadNick, `"system" signs the server's own messages`
 	}
 	h.nickMu.Lock()
 	holder, taken := h.nicks[key]
 	h.nickMu.Unlock()
 	if taken && holder != c.id {
-		return "", ErrNickTaken, fmt.Sprintf("%q is taken", shown)
+		return "", protocol.CodeNickTaken, fmt.Sprintf("%q is taken", shown)
 	}
 	// The cluster-wide claim (the broker's); a new spelling of the same
 	// key (another case, a look-alike of one's own nick) only re-claims
@@ -68,16 +70,16 @@ func (h *Hub) setNick(c *client, want string) (old, code, msg string) {
 				_ = h.presence.ClaimNick(key, h.owner(c.id, c.nick))
 			}
 			if errors.Is(err, ErrNickClaimed) {
-				return "", ErrNickTaken, fmt.Sprintf("%q is taken", shown)
+				return "", protocol.CodeNickTaken, fmt.Sprintf("%q is taken", shown)
 			}
 			h.log.Warn("claiming a nick", "nick", shown, "err", err)
-			return "", ErrUnavailable, "nicks cannot be changed right now: " + err.Error()
+			return "", protocol.CodeUnavailable, "nicks cannot be changed right now: " + err.Error()
 		}
 	}
 	h.nickMu.Lock()
 	if holder, taken := h.nicks[key]; taken && holder != c.id {
 		h.nickMu.Unlock() // another client here got it meanwhile (and the claim is theirs)
-		return "", ErrNickTaken, fmt.Sprintf("%q is taken", shown)
+		return "", protocol.CodeNickTaken, fmt.Sprintf("%q is taken", shown)
 	}
 	old = c.nick
 	delete(h.nicks, oldKey)

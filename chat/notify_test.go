@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -49,14 +51,14 @@ func TestNotifyUnread(t *testing.T) {
 	bob := connect(t, url+"?access_token="+is.Token("u-bob"))
 
 	said := time.Now()
-	bob.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "@u-away @u-here @nobody standup?"})
+	bob.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "@u-away @u-here @nobody standup?"})
 	m := here.Expect("message")
-	here.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: m.Seq}) // u-here reads it
-	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-offline", Text: "call me"})
-	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-here", Text: "lunch?"})
+	here.Send(protocol.Request{Type: protocol.TypeRead, Room: "lobby", Seq: m.Seq}) // u-here reads it
+	bob.Send(protocol.Request{Type: protocol.TypeDM, User: "u-offline", Text: "call me"})
+	bob.Send(protocol.Request{Type: protocol.TypeDM, User: "u-here", Text: "lunch?"})
 	for here.ExpectOneOf("dm", "read").Type != "dm" { // its read comes back too, before or after
 	}
-	here.Send(chat.Request{Type: chat.TypeRead, DM: true})
+	here.Send(protocol.Request{Type: protocol.TypeRead, DM: true})
 
 	want := map[string]chat.Notification{
 		"mention u-away": {Kind: "mention", User: "u-away", Room: "lobby", Seq: m.Seq, From: "u-bob", FromUser: "u-bob", Text: "@u-away @u-here @nobody standup?"},

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"fmt"
 	"time"
@@ -109,7 +111,7 @@ func (h *Hub) flushPresenceNow(r *room, now time.Time) bool {
 	if h.node != "" {
 		h.publishPresence(r, local, large)
 	}
-	p := Presence{Type: "presence", Room: r.name, Count: total}
+	p := protocol.Presence{Type: protocol.EventPresence, Room: r.name, Count: total}
 	if !large {
 		p.Joined, p.Left, p.Renamed = concat(r.joined, r.rjoined), concat(r.left, r.rleft), concat(r.renamed, r.rrenamed)
 	} else if total == r.lastCount {
@@ -140,13 +142,13 @@ func (h *Hub) flushPresenceNow(r *room, now time.Time) bool {
 // nodePresence is one node's presence news for a room, as the other nodes
 // receive it.
 type nodePresence struct {
-	Count     int       `json:"count"`                // the node's members in the room
-	CountOnly bool      `json:"count_only,omitempty"` // a large room: the node's nicks are not told
-	Full      bool      `json:"full,omitempty"`       // Joined lists all the node's members
-	Want      bool      `json:"want,omitempty"`       // the sender asks for every node's full list
-	Joined    []string  `json:"joined,omitempty"`
-	Left      []string  `json:"left,omitempty"`
-	Renamed   []Renamed `json:"renamed,omitempty"`
+	Count     int                `json:"count"`                // the node's members in the room
+	CountOnly bool               `json:"count_only,omitempty"` // a large room: the node's nicks are not told
+	Full      bool               `json:"full,omitempty"`       // Joined lists all the node's members
+	Want      bool               `json:"want,omitempty"`       // the sender asks for every node's full list
+	Joined    []string           `json:"joined,omitempty"`
+	Left      []string           `json:"left,omitempty"`
+	Renamed   []protocol.Renamed `json:"renamed,omitempty"`
 }
 
 // maxPresenceNames bounds the names of one node's presence news (a full
@@ -311,14 +313,14 @@ func concat[T any](a, b []T) []T {
 	return append(a[:len(a):len(a)], b...)
 }
 
-func (h *Hub) typing(c *client, req *Request) {
+func (h *Hub) typing(c *client, req *protocol.Request) {
 	if req.To != "" {
 		h.typingDM(c, req)
 		return
 	}
 	r := c.room(req.Room)
 	if r == nil {
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("not in room %q", req.Room))
 		return
 	}
 	if code, msg := h.maySay(c, r.name); code != "" {
@@ -330,6 +332,6 @@ func (h *Hub) typing(c *client, req *Request) {
 		return // at most one typing notice per second
 	}
 	c.lastTyping = now
-	b, _ := json.Marshal(Typing{Type: "typing", Room: r.name, Nick: c.nick})
+	b, _ := json.Marshal(protocol.Typing{Type: protocol.EventTyping, Room: r.name, Nick: c.nick})
 	_, _ = r.group.Send(engine.Text, b, c.id)
 }

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"testing"
 )
@@ -13,7 +15,7 @@ func BenchmarkDecodeRequest(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(msg)))
 		for b.Loop() {
-			var req Request
+			var req protocol.Request
 			if err := decodeStrict(msg, &req); err != nil {
 				b.Fatal(err)
 			}
@@ -23,7 +25,7 @@ func BenchmarkDecodeRequest(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(msg)))
 		for b.Loop() {
-			var req Request
+			var req protocol.Request
 			if err := json.Unmarshal(msg, &req); err != nil {
 				b.Fatal(err)
 			}

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -33,31 +35,6 @@ const (
 	maxRoomReactors = 2000
 )
 
-// Reactions tells a room's members the reactions of messages that
-// changed: after Seq entries of the room's log (0 for the counts a joiner
-// is sent after its history).
-type Reactions struct {
-	Type     string         `json:"type"` // "reactions"
-	Room     string         `json:"room"`
-	Seq      int64          `json:"seq,omitempty"`
-	Messages []MessageReact `json:"messages"`
-}
-
-// MessageReact is a message's reactions: every emoji on it (none: all
-// taken back).
-type MessageReact struct {
-	Seq       int64          `json:"seq"`
-	Reactions []ReactionSeen `json:"reactions"`
-}
-
-// ReactionSeen is one emoji on a message: how many reacted with it, and
-// the first maxWho of their nicks.
-type ReactionSeen struct {
-	Emoji string   `json:"emoji"`
-	Count int      `json:"count"`
-	Who   []string `json:"who"`
-}
-
 // reactor is who reacted: "u:" and a user id, or "g:" and a guest's
 // sender id; and its nick then.
 type reactor struct{ id, nick string }
@@ -84,14 +61,14 @@ func validEmoji(s string) bool {
 
 // react toggles c's reaction req.Emoji on message req.Seq of a room it is
 // in.
-func (h *Hub) react(c *client, req *Request) {
+func (h *Hub) react(c *client, req *protocol.Request) {
 	r := c.room(req.Room)
 	if r == nil {
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q before reacting there", req.Room))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("join %q before reacting there", req.Room))
 		return
 	}
 	if !validEmoji(req.Emoji) {
-		h.fail(c, req, ErrBadRequest, fmt.Sprintf("emoji: 1 to %d bytes of symbols, no letters, digits or spaces", maxEmojiBytes))
+		h.fail(c, req, protocol.CodeBadRequest, fmt.Sprintf("emoji: 1 to %d bytes of symbols, no letters, digits or spaces", maxEmojiBytes))
 		return
 	}
 	if code, msg := h.maySay(c, r.name); code != "" {
@@ -192,7 +169,7 @@ func (h *Hub) flushReactions(r *room) {
 	if r.reactSeq <= r.reactSent {
 		return
 	}
-	ev := Reactions{Type: "reactions", Room: r.name, Seq: r.reactSeq, Messages: r.changedReactions()}
+	ev := protocol.Reactions{Type: protocol.EventReactions, Room: r.name, Seq: r.reactSeq, Messages: r.changedReactions()}
 	r.reactSent = r.reactSeq
 	clear(r.reactChanged)
 	if b, err := marshal(ev); err == nil {
@@ -203,28 +180,28 @@ func (h *Hub) flushReactions(r *room) {
 
 // changedReactions is the reactions of the messages changed since the
 // last event, by sequence number. Callers hold r.mu.
-func (r *room) changedReactions() []MessageReact {
+func (r *room) changedReactions() []protocol.MessageReact {
 	seqs := make([]int64, 0, len(r.reactChanged))
 	for s := range r.reactChanged {
 		seqs = append(seqs, s)
 	}
 	slices.Sort(seqs)
-	out := make([]MessageReact, 0, len(seqs))
+	out := make([]protocol.MessageReact, 0, len(seqs))
 	for _, s := range seqs {
-		out = append(out, MessageReact{Seq: s, Reactions: seen(r.reacts[s])})
+		out = append(out, protocol.MessageReact{Seq: s, Reactions: seen(r.reacts[s])})
 	}
 	return out
 }
 
 // seen is list as members see it.
-func seen(list []emojiReacts) []ReactionSeen {
-	out := make([]ReactionSeen, 0, len(list))
+func seen(list []emojiReacts) []protocol.ReactionSeen {
+	out := make([]protocol.ReactionSeen, 0, len(list))
 	for _, e := range list {
 		who := make([]string, 0, min(len(e.who), maxWho))
 		for _, x := range e.who[:min(len(e.who), maxWho)] {
 			who = append(who, x.nick)
 		}
-		out = append(out, ReactionSeen{Emoji: e.emoji, Count: len(e.who), Who: who})
+		out = append(out, protocol.ReactionSeen{Emoji: e.emoji, Count: len(e.who), Who: who})
 	}
 	return out
 }
@@ -232,15 +209,15 @@ func seen(list []emojiReacts) []ReactionSeen {
 // reactionsOf is the reactions of the history's messages, for a joiner
 // (nil if none has any). Callers hold r.mu.
 func (r *room) reactionsOf() json.RawMessage {
-	var msgs []MessageReact
+	var msgs []protocol.MessageReact
 	for s, list := range r.reacts {
-		msgs = append(msgs, MessageReact{Seq: s, Reactions: seen(list)})
+		msgs = append(msgs, protocol.MessageReact{Seq: s, Reactions: seen(list)})
 	}
 	if len(msgs) == 0 {
 		return nil
 	}
-	slices.SortFunc(msgs, func(a, b MessageReact) int { return int(a.Seq - b.Seq) })
-	b, err := marshal(Reactions{Type: "reactions", Room: r.name, Messages: msgs})
+	slices.SortFunc(msgs, func(a, b protocol.MessageReact) int { return int(a.Seq - b.Seq) })
+	b, err := marshal(protocol.Reactions{Type: protocol.EventReactions, Room: r.name, Messages: msgs})
 	if err != nil {
 		return nil
 	}

@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"net"
 	"testing"
@@ -41,7 +43,7 @@ func BenchmarkReactionStorm(b *testing.B) {
 		}()
 	}
 	say := chattest.Connect(b, url)
-	say.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "vote"})
+	say.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "vote"})
 	m := say.Expect("message")
 	poll.Until(b, "every member joined", func() bool { return hub.Stats().Members == members+1 })
 	emojis := []string{"👍", "👎", "🎉", "❤️", "😂"}

@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -28,7 +30,7 @@ func reactionsUntil(t *testing.T, c *client, seq int64, until string) (string, i
 		frames++
 		last = e.Seq
 		for _, m := range e.Messages {
-			var mr chat.MessageReact
+			var mr protocol.MessageReact
 			if err := json.Unmarshal(m, &mr); err != nil {
 				t.Fatal(err)
 			}
@@ -39,7 +41,7 @@ func reactionsUntil(t *testing.T, c *client, seq int64, until string) (string, i
 	}
 }
 
-func show(rs []chat.ReactionSeen) string {
+func show(rs []protocol.ReactionSeen) string {
 	var parts []string
 	for _, r := range rs {
 		parts = append(parts, fmt.Sprintf("%s:%d:%s", r.Emoji, r.Count, strings.Join(r.Who, ",")))
@@ -54,18 +56,18 @@ func TestReactions(t *testing.T) {
 	t.Parallel()
 	hub, _, url := startChat(t, chat.Config{}, engine.Config{})
 	a, b := connect(t, url), connect(t, url)
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "ship it?"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "ship it?"})
 	m := a.Expect("message")
 	b.Expect("message")
 	for i, r := range []struct {
 		c     *client
 		emoji string
 	}{{b, "👍"}, {a, "👍"}, {a, "🎉"}, {b, "🇫🇷"}, {b, "🇫🇷"}} { // the flag taken back
-		r.c.Send(chat.Request{Type: chat.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: r.emoji})
+		r.c.Send(protocol.Request{Type: protocol.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: r.emoji})
 		// Two connections: each reaction numbered before the next is sent.
 		poll.Until(t, "the reaction numbered", func() bool { return hub.Stats().Published == uint64(i+2) })
 	}
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "next"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "next"})
 	want := fmt.Sprintf("👍:2:%s,%s;🎉:1:%s", b.Nick, a.Nick, a.Nick)
 	for _, c := range []*client{a, b} {
 		if got, last, _ := reactionsUntil(t, c, m.Seq, "next"); got != want || last != m.Seq+5 {
@@ -79,20 +81,20 @@ func TestReactions(t *testing.T) {
 	if e := j.Expect("reactions"); e.Seq != 0 || len(e.Messages) != 1 {
 		t.Fatalf("a joiner's counts: %+v", e)
 	} else {
-		var mr chat.MessageReact
+		var mr protocol.MessageReact
 		if err := json.Unmarshal(e.Messages[0], &mr); err != nil || show(mr.Reactions) != want {
 			t.Fatalf("a joiner's counts: %s (%v)", e.Messages[0], err)
 		}
 	}
 	for _, tc := range []struct {
-		req  chat.Request
-		code string
+		req  protocol.Request
+		code protocol.Code
 	}{
-		{chat.Request{Type: chat.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: "lol"}, chat.ErrBadRequest},
-		{chat.Request{Type: chat.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: "👍 "}, chat.ErrBadRequest},
-		{chat.Request{Type: chat.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: strings.Repeat("👍", 9)}, chat.ErrBadRequest},
-		{chat.Request{Type: chat.TypeReact, Room: "lobby", Seq: 99, Emoji: "👍"}, chat.ErrNotFound},
-		{chat.Request{Type: chat.TypeReact, Room: "elsewhere", Seq: 1, Emoji: "👍"}, chat.ErrNotInRoom},
+		{protocol.Request{Type: protocol.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: "lol"}, protocol.CodeBadRequest},
+		{protocol.Request{Type: protocol.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: "👍 "}, protocol.CodeBadRequest},
+		{protocol.Request{Type: protocol.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: strings.Repeat("👍", 9)}, protocol.CodeBadRequest},
+		{protocol.Request{Type: protocol.TypeReact, Room: "lobby", Seq: 99, Emoji: "👍"}, protocol.CodeNotFound},
+		{protocol.Request{Type: protocol.TypeReact, Room: "elsewhere", Seq: 1, Emoji: "👍"}, protocol.CodeNotInRoom},
 	} {
 		j.Send(tc.req)
 		j.ExpectError(tc.code)
@@ -108,7 +110,7 @@ func TestReactionStorm(t *testing.T) {
 	for range 4 {
 		cs = append(cs, connect(t, url))
 	}
-	cs[0].Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "vote"})
+	cs[0].Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "vote"})
 	m := cs[0].Expect("message")
 	for _, c := range cs[1:] {
 		c.Expect("message")
@@ -116,12 +118,12 @@ func TestReactionStorm(t *testing.T) {
 	emojis := []string{"👍", "👎", "🎉", "❤️", "😂"}
 	const n = 390 // toggles of a client and emoji: 20 of some (taken back), 19 of others (kept)
 	for i := range n {
-		cs[i%len(cs)].Send(chat.Request{Type: chat.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: emojis[i%len(emojis)]})
+		cs[i%len(cs)].Send(protocol.Request{Type: protocol.TypeReact, Room: "lobby", Seq: m.Seq, Emoji: emojis[i%len(emojis)]})
 	}
 	// Four connections: their reactions are numbered in any order; "done"
 	// comes once all are.
 	poll.Until(t, "every reaction numbered", func() bool { return hub.Stats().Published == n+1 })
-	cs[0].Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "done"})
+	cs[0].Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "done"})
 	for _, c := range cs {
 		got, last, frames := reactionsUntil(t, c, m.Seq, "done")
 		if last != m.Seq+n || frames >= n/10 || got == "" {

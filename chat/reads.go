@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"fmt"
 	"slices"
 	"sync"
@@ -42,16 +44,6 @@ type ReadStore interface {
 	MarkRead(user, room string, pos ReadPos) (ReadPos, error)
 }
 
-// Read is a read position pushed to a user's connections: on joining a
-// room (the position held), and whenever one of its connections reads
-// further.
-type Read struct {
-	Type  string `json:"type"` // "read"
-	Room  string `json:"room"`
-	Seq   int64  `json:"seq"`
-	Epoch int64  `json:"epoch"`
-}
-
 // readJobs bounds the read-state calls waiting for the store; past it a
 // read request is refused with unavailable (and a join's position is
 // not sent: the page keeps its own count).
@@ -86,31 +78,31 @@ func (h *Hub) queueRead(f func()) bool {
 
 // read moves c's user's read position in a room it is in; every
 // connection of the user, on every node, is told.
-func (h *Hub) read(c *client, req *Request) {
+func (h *Hub) read(c *client, req *protocol.Request) {
 	user := c.userID()
 	if req.DM && user != "" && req.Room == "" {
 		// Every DM to the user so far is read: no notification of them.
 		if err := h.broadcast(control{Kind: "read_dms", User: user, TS: now()}); err != nil {
-			h.fail(c, req, ErrUnavailable, "the read mark could not be passed on: "+err.Error())
+			h.fail(c, req, protocol.CodeUnavailable, "the read mark could not be passed on: "+err.Error())
 		}
 		return
 	}
 	r := c.room(req.Room)
 	switch {
 	case user == "":
-		h.fail(c, req, ErrForbidden, "guests keep their read state in their page: sign in to keep it on the server")
+		h.fail(c, req, protocol.CodeForbidden, "guests keep their read state in their page: sign in to keep it on the server")
 		return
 	case req.DM:
-		h.fail(c, req, ErrBadRequest, "a read mark is of a room or of the DMs (dm), not both")
+		h.fail(c, req, protocol.CodeBadRequest, "a read mark is of a room or of the DMs (dm), not both")
 		return
 	case h.reads == nil:
-		h.fail(c, req, ErrUnavailable, "this server keeps no read state")
+		h.fail(c, req, protocol.CodeUnavailable, "this server keeps no read state")
 		return
 	case r == nil:
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q before marking it read", req.Room))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("join %q before marking it read", req.Room))
 		return
 	case req.Seq < 0:
-		h.fail(c, req, ErrBadRequest, fmt.Sprintf("seq %d: want the sequence number of the last message read", req.Seq))
+		h.fail(c, req, protocol.CodeBadRequest, fmt.Sprintf("seq %d: want the sequence number of the last message read", req.Seq))
 		return
 	}
 	r.mu.Lock()
@@ -123,7 +115,7 @@ func (h *Hub) read(c *client, req *Request) {
 		if err != nil {
 			h.stats.readsFailed.Add(1)
 			if c := h.client(id); c != nil {
-				h.fail(c, &info, ErrUnavailable, "the read state could not be kept: "+err.Error())
+				h.fail(c, &info, protocol.CodeUnavailable, "the read state could not be kept: "+err.Error())
 			}
 			return
 		}
@@ -135,7 +127,7 @@ func (h *Hub) read(c *client, req *Request) {
 			h.stats.readsFailed.Add(1)
 		}
 	}) {
-		h.fail(c, req, ErrUnavailable, "too many read marks wait for the store; try again")
+		h.fail(c, req, protocol.CodeUnavailable, "too many read marks wait for the store; try again")
 	}
 }
 
@@ -154,7 +146,7 @@ func (h *Hub) sendReadPos(c *client, r *room) {
 			return
 		}
 		if c := h.client(id); c != nil && pos != (ReadPos{}) {
-			h.send(c, Read{Type: "read", Room: room, Seq: pos.Seq, Epoch: pos.Epoch})
+			h.send(c, protocol.Read{Type: protocol.EventRead, Room: room, Seq: pos.Seq, Epoch: pos.Epoch})
 		}
 	})
 }
@@ -173,7 +165,7 @@ func (h *Hub) pushRead(m *control) {
 	if len(ids) == 0 {
 		return
 	}
-	b, err := marshal(Read{Type: "read", Room: m.Room, Seq: m.Seq, Epoch: m.Epoch})
+	b, err := marshal(protocol.Read{Type: protocol.EventRead, Room: m.Room, Seq: m.Seq, Epoch: m.Epoch})
 	if err != nil {
 		return
 	}
@@ -183,16 +175,6 @@ func (h *Hub) pushRead(m *control) {
 // SeenByMax is the largest room whose members are told who read how far
 // (seen): in a bigger one it would be a storm, and say little.
 const SeenByMax = 20
-
-// Seen tells a small room's members that a signed-in member read it up
-// to Seq (the page shows "seen by" under the last messages).
-type Seen struct {
-	Type string `json:"type"` // "seen"
-	Room string `json:"room"`
-	Nick string `json:"nick"`
-	User string `json:"user"`
-	Seq  int64  `json:"seq"`
-}
 
 // tellSeen tells this node's members of the room of read mark m, if the
 // room is small (at most SeenByMax members) and the mark of its epoch.
@@ -215,7 +197,7 @@ func (h *Hub) tellSeen(m *control) {
 			ids = append(ids, id)
 		}
 	}
-	if b, err := marshal(Seen{Type: "seen", Room: r.name, Nick: m.From, User: m.User, Seq: m.Seq}); err == nil && len(ids) > 0 {
+	if b, err := marshal(protocol.Seen{Type: protocol.EventSeen, Room: r.name, Nick: m.From, User: m.User, Seq: m.Seq}); err == nil && len(ids) > 0 {
 		_, _ = h.ep.Multicast(ids, engine.Text, b) // a small room: a copy each is cheap
 	}
 }

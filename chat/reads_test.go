@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"slices"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ func TestReadState(t *testing.T) {
 	other := connect(t, url+"?access_token="+is.Token("u2"))
 	guest := connect(t, url)
 	for _, text := range []string{"a", "b", "c"} {
-		other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		other.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: text})
 	}
 	for _, c := range []*client{phone, laptop, guest} {
 		for range 3 {
@@ -36,11 +38,11 @@ func TestReadState(t *testing.T) {
 			t.Fatalf("read %+v, want seq %d", r, seq)
 		}
 	}
-	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 2})
+	phone.Send(protocol.Request{Type: protocol.TypeRead, Room: "lobby", Seq: 2})
 	expectRead(phone, 2)
 	expectRead(laptop, 2)
-	laptop.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 1}) // behind: nothing moves
-	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 99}) // past the last: the last
+	laptop.Send(protocol.Request{Type: protocol.TypeRead, Room: "lobby", Seq: 1}) // behind: nothing moves
+	phone.Send(protocol.Request{Type: protocol.TypeRead, Room: "lobby", Seq: 99}) // past the last: the last
 	expectRead(phone, 3)
 	expectRead(laptop, 3)
 
@@ -50,16 +52,16 @@ func TestReadState(t *testing.T) {
 	tablet.Expect("history")
 	expectRead(tablet, 3)
 
-	guest.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: 1})
-	for e := guest.ExpectOneOf("seen", "error"); e.Type != "error" || e.Code != chat.ErrForbidden; e = guest.ExpectOneOf("seen", "error") {
+	guest.Send(protocol.Request{Type: protocol.TypeRead, Room: "lobby", Seq: 1})
+	for e := guest.ExpectOneOf("seen", "error"); e.Type != "error" || e.Code != protocol.CodeForbidden; e = guest.ExpectOneOf("seen", "error") {
 		if e.Type == "error" {
 			t.Fatalf("%+v", e)
 		}
 	}
-	phone.Send(chat.Request{Type: chat.TypeRead, Room: "elsewhere", Seq: 1})
-	phone.ExpectError(chat.ErrNotInRoom)
-	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: -1})
-	phone.ExpectError(chat.ErrBadRequest)
+	phone.Send(protocol.Request{Type: protocol.TypeRead, Room: "elsewhere", Seq: 1})
+	phone.ExpectError(protocol.CodeNotInRoom)
+	phone.Send(protocol.Request{Type: protocol.TypeRead, Room: "lobby", Seq: -1})
+	phone.ExpectError(protocol.CodeBadRequest)
 	if st := hub.Stats(); st.Reads != 2 {
 		t.Fatalf("reads %d, want 2", st.Reads)
 	}
@@ -74,7 +76,7 @@ func TestReadState(t *testing.T) {
 		}
 	}
 	// u2 heard none of its read events.
-	other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "d"})
+	other.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "d"})
 	for {
 		if e := other.Read(); e.Type == "message" && e.Text == "d" {
 			break
@@ -103,7 +105,7 @@ func TestPresenceGrace(t *testing.T) {
 		}
 	}
 	b2 := connect(t, url+"?nick=bee") // the reload
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "marker"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "marker"})
 	for {
 		e := a.Read()
 		if e.Type == "presence" && (slices.Contains(e.Left, "bee") || slices.Contains(e.Joined, "bee")) {
@@ -129,7 +131,7 @@ func TestPresenceGrace(t *testing.T) {
 	_, _, url = startChat(t, chat.Config{PresenceGrace: time.Hour, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
 	a = connect(t, url)
 	c := connect(t, url+"?nick=cee")
-	c.Send(chat.Request{Type: chat.TypeLeave, Room: "lobby"})
+	c.Send(protocol.Request{Type: protocol.TypeLeave, Room: "lobby"})
 	for {
 		if e := a.Read(); e.Type == "presence" && slices.Contains(e.Left, "cee") {
 			break

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"bytes"
 	"encoding/json"
 	"math"
@@ -52,9 +54,9 @@ type room struct {
 	// (told to the other nodes too) and the other nodes' (told here only).
 	joined, left   []string
 	leaving        map[string]time.Time // gone members not told yet (PresenceGrace): by nick, when (a map: a reconnection storm of thousands looks each up)
-	renamed        []Renamed
+	renamed        []protocol.Renamed
 	rjoined, rleft []string
-	rrenamed       []Renamed
+	rrenamed       []protocol.Renamed
 	sendFull       bool // another node asked for this node's member list
 	asked          bool // this node asked for the others' lists and awaits them
 	lastLocal      int  // this node's member count as last told to the others

@@ -1,6 +1,8 @@
 package chat
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -92,7 +94,7 @@ func (h *Hub) HandleReset(roomName string, st RoomState) {
 	}
 	h.load(r, st)
 	h.stats.resets.Add(1)
-	b, _ := json.Marshal(Reset{Type: "reset", Room: r.name, Epoch: r.epoch, Seq: r.seq})
+	b, _ := json.Marshal(protocol.Reset{Type: protocol.EventReset, Room: r.name, Epoch: r.epoch, Seq: r.seq})
 	_, _ = r.group.Send(engine.Text, b)
 }
 
@@ -261,21 +263,21 @@ func (h *Hub) reserveRoom() bool {
 	}
 }
 
-func (h *Hub) join(c *client, req *Request) {
+func (h *Hub) join(c *client, req *protocol.Request) {
 	if err := validRoom(req.Room); err != nil {
-		h.fail(c, req, ErrBadRoom, "room name "+err.Error())
+		h.fail(c, req, protocol.CodeBadRoom, "room name "+err.Error())
 		return
 	}
 	if req.Since != nil && *req.Since < 0 {
-		h.fail(c, req, ErrBadRequest, fmt.Sprintf("since %d: want the sequence number of the last message seen, 0 or more", *req.Since))
+		h.fail(c, req, protocol.CodeBadRequest, fmt.Sprintf("since %d: want the sequence number of the last message seen, 0 or more", *req.Since))
 		return
 	}
 	if c.room(req.Room) == nil && len(c.rooms) >= h.cfg.MaxRooms {
-		h.fail(c, req, ErrTooManyRooms, fmt.Sprintf("a client is in at most %d rooms", h.cfg.MaxRooms))
+		h.fail(c, req, protocol.CodeTooManyRooms, fmt.Sprintf("a client is in at most %d rooms", h.cfg.MaxRooms))
 		return
 	}
 	if err := h.mayJoinNow(c, req.Room); err != nil {
-		h.fail(c, req, ErrForbidden, err.Error())
+		h.fail(c, req, protocol.CodeForbidden, err.Error())
 		return
 	}
 	r, err := h.roomFor(req.Room, c)
@@ -285,19 +287,19 @@ func (h *Hub) join(c *client, req *Request) {
 		if e := (*createLimitError)(nil); errors.As(err, &e) && e.spent == "network" {
 			msg = fmt.Sprintf("your network (an IPv4 /24, an IPv6 /48) may make at most %g new rooms a minute", h.cfg.RoomCreateRate*networkCreateShare)
 		}
-		h.fail(c, req, ErrRateLimited, msg)
+		h.fail(c, req, protocol.CodeRateLimited, msg)
 		return
 	case errors.Is(err, errRoomLimit):
-		h.fail(c, req, ErrRoomLimit, fmt.Sprintf("the server holds at most %d rooms, none of them empty", h.cfg.MaxRoomsTotal))
+		h.fail(c, req, protocol.CodeRoomLimit, fmt.Sprintf("the server holds at most %d rooms, none of them empty", h.cfg.MaxRoomsTotal))
 		return
 	case errors.Is(err, ErrStoreFull):
-		h.fail(c, req, ErrRoomLimit, "the server's store holds as many rooms' histories as it may")
+		h.fail(c, req, protocol.CodeRoomLimit, "the server's store holds as many rooms' histories as it may")
 		return
 	case err != nil:
 		if h.brokerLog.allow(time.Now()) {
 			h.log.Warn("subscribing to a room", "room", req.Room, "err", err)
 		}
-		h.fail(c, req, ErrUnavailable, "the room cannot be opened right now; try again")
+		h.fail(c, req, protocol.CodeUnavailable, "the room cannot be opened right now; try again")
 		return
 	}
 	defer r.mu.Unlock()
@@ -308,11 +310,11 @@ func (h *Hub) join(c *client, req *Request) {
 	if count := r.count(); count > h.cfg.LargeRoom {
 		// A sample of a huge room, the same for every joiner for a while.
 		sample := r.largeSample(min(h.cfg.PresenceListMax, largeRoomSample), h.cfg.LargeRoomCounts, time.Now())
-		h.send(c, joinedLarge{Type: "join", Room: r.name, Nick: c.nick, Count: count, Members: sample,
+		h.send(c, joinedLarge{Type: protocol.EventJoin, Room: r.name, Nick: c.nick, Count: count, Members: sample,
 			Truncated: true, Seq: r.seq, Epoch: r.epoch})
 	} else {
 		members, truncated := r.memberSample(h.cfg.PresenceListMax)
-		h.send(c, Joined{Type: "join", Room: r.name, Nick: c.nick, Count: count, Members: members,
+		h.send(c, protocol.Joined{Type: protocol.EventJoin, Room: r.name, Nick: c.nick, Count: count, Members: members,
 			Truncated: truncated, Seq: r.seq, Epoch: r.epoch})
 	}
 	// A newcomer gets the newest HistorySize messages; a client resuming
@@ -327,7 +329,7 @@ func (h *Hub) join(c *client, req *Request) {
 		after, limit = *req.Since, r.histN()
 	}
 	msgs, gap := r.history(after, 0, limit)
-	h.send(c, History{Type: "history", Room: r.name, Messages: nonNil(msgs), Gap: gap})
+	h.send(c, protocol.History{Type: protocol.EventHistory, Room: r.name, Messages: nonNil(msgs), Gap: gap})
 	if b := r.reactionsOf(); b != nil {
 		_ = h.ep.Send(c.id, engine.Text, b)
 	}
@@ -355,14 +357,14 @@ func nonNil(m []json.RawMessage) []json.RawMessage {
 	return m
 }
 
-func (h *Hub) leave(c *client, req *Request) {
+func (h *Hub) leave(c *client, req *protocol.Request) {
 	r := c.room(req.Room)
 	if r == nil {
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("not in room %q", req.Room))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("not in room %q", req.Room))
 		return
 	}
 	h.leaveRoom(c, r, false)
-	h.send(c, Left{Type: "leave", Room: r.name})
+	h.send(c, protocol.Left{Type: protocol.EventLeave, Room: r.name})
 }
 
 // leaveRoom takes c out of r: it left (a leave request), or it is gone
@@ -467,10 +469,10 @@ func (h *Hub) removeRoom(r *room) {
 	}
 }
 
-func (h *Hub) history(c *client, req *Request) {
+func (h *Hub) history(c *client, req *protocol.Request) {
 	r := c.room(req.Room)
 	if r == nil {
-		h.fail(c, req, ErrNotInRoom, fmt.Sprintf("join %q to read its history", req.Room))
+		h.fail(c, req, protocol.CodeNotInRoom, fmt.Sprintf("join %q to read its history", req.Room))
 		return
 	}
 	limit := req.Limit
@@ -480,5 +482,5 @@ func (h *Hub) history(c *client, req *Request) {
 	r.mu.Lock()
 	msgs, _ := r.history(-1, req.Before, limit)
 	r.mu.Unlock()
-	h.send(c, History{Type: "history", Room: r.name, Messages: nonNil(msgs)})
+	h.send(c, protocol.History{Type: protocol.EventHistory, Room: r.name, Messages: nonNil(msgs)})
 }

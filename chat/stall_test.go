@@ -1,6 +1,8 @@
 package chat_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"slices"
 	"testing"
 	"time"
@@ -43,7 +45,7 @@ func TestNoStallWhileARoomOpens(t *testing.T) {
 	}
 	t.Cleanup(free)
 	alice, bob := connect(t, url), connect(t, url)
-	alice.Send(chat.Request{Type: chat.TypeJoin, Room: "slow"})
+	alice.Send(protocol.Request{Type: protocol.TypeJoin, Room: "slow"})
 	select {
 	case <-b.subscribing:
 	case <-time.After(10 * time.Second):
@@ -51,10 +53,10 @@ func TestNoStallWhileARoomOpens(t *testing.T) {
 	}
 
 	// Another room is made and used meanwhile.
-	bob.Send(chat.Request{Type: chat.TypeJoin, Room: "fast"})
+	bob.Send(protocol.Request{Type: protocol.TypeJoin, Room: "fast"})
 	bob.Expect("join")
 	bob.Expect("history")
-	bob.Send(chat.Request{Type: chat.TypeSay, Room: "fast", Text: "hi"})
+	bob.Send(protocol.Request{Type: protocol.TypeSay, Room: "fast", Text: "hi"})
 	if m := bob.Expect("message"); m.Room != "fast" || m.Text != "hi" {
 		t.Fatalf("in another room: %+v", m)
 	}

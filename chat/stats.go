@@ -3,6 +3,8 @@ package chat
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/parleyhq/parley/protocol"
 )
 
 // hubStats are the hub's counters; the hot path pays an atomic add.
@@ -122,8 +124,8 @@ func (h *Hub) Stats() Stats {
 		st.Rooms++
 		return true
 	})
-	for _, code := range errorCodes {
-		st.Errors[code] = 0
+	for _, code := range protocol.Codes() {
+		st.Errors[string(code)] = 0
 	}
 	for _, r := range refusedReasons {
 		st.Refused[r] = 0

@@ -49,7 +49,7 @@ type silentEntry struct {
 }
 
 // evictedReason is the close reason of a silent guest dropped to make room.
-const evictedReason = "the server is full: a connection that sent nothing made room"
+const evictedReason = ReasonServerFull
 
 // still reports whether e is a client that may be dropped to make room.
 func (e silentEntry) still() *conn {

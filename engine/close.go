@@ -30,6 +30,16 @@ const (
 	StatusTLSHandshakeFail StatusCode = 1015 // reported only
 )
 
+// The reasons the engine closes a client with.
+const (
+	ReasonShutdown      = "server shutting down"                                         // 1001, Shutdown
+	ReasonSlowConsumer  = "slow consumer"                                                // 1008: Config.SendQueueHardLimit or Config.SlowConsumerTimeout
+	ReasonHeartbeat     = "heartbeat timeout"                                            // 1008: Config.HeartbeatInterval and Config.HeartbeatTimeout
+	ReasonInflateRate   = "inflated byte rate limit exceeded"                            // 1008: Config.MaxInflatedBytesPerSecond
+	ReasonServerFull    = "the server is full: a connection that sent nothing made room" // 1013: a silent guest evicted
+	ReasonInternalError = "internal server error"                                        // 1011: the application panicked
+)
+
 var statusNames = map[StatusCode]string{
 	StatusNormalClosure:    "normal closure",
 	StatusGoingAway:        "going away",

@@ -430,7 +430,7 @@ func (c *conn) deliverCompressed(typ MessageType, b *[]byte) {
 	switch {
 	case errors.Is(err, wsproto.ErrInflateTooBig) && budgeted:
 		c.ep.srv.stats.rateLimited.Add(1)
-		c.fail(StatusPolicyViolation, "inflated byte rate limit exceeded")
+		c.fail(StatusPolicyViolation, ReasonInflateRate)
 		return
 	case errors.Is(err, wsproto.ErrInflateTooBig):
 		c.fail(StatusMessageTooBig, "inflated message exceeds the size limit")

@@ -275,6 +275,6 @@ func (ep *Endpoint) recoverApp(c *conn, callback string) {
 		ep.srv.stats.appPanics.Add(1)
 		ep.srv.log.Error("application panic", "callback", callback, "client", c.id,
 			"path", ep.path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-		c.startClose(StatusInternalError, "internal server error")
+		c.startClose(StatusInternalError, ReasonInternalError)
 	}
 }

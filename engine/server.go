@@ -24,7 +24,7 @@ import (
 const maxRequestSize = 64 << 10
 
 // shutdownReason is the reason of the close frame Shutdown sends.
-const shutdownReason = "server shutting down"
+const shutdownReason = ReasonShutdown
 
 // Server is Parley's application server: HTTP routes, a document root and
 // WebSocket endpoints on one nbio engine, with no goroutine per connection.

@@ -385,7 +385,7 @@ func (w *writer) enqueue(c *conn, f *frame, skippable bool) {
 	// nothing queued (an echo of a 16 MiB message): the limits bound what
 	// piles up, not what a single message may be.
 	if q > 0 && q+int64(len(f.buf)) > int64(cfg.SendQueueHardLimit) {
-		if c.startClose(StatusPolicyViolation, "slow consumer") {
+		if c.startClose(StatusPolicyViolation, ReasonSlowConsumer) {
 			w.stats.slowClosed.Add(1)
 		}
 		return
@@ -580,7 +580,7 @@ func (w *writer) tick(now int64) {
 			case c.backlogSince == 0 && q > int64(cfg.SendQueueSoftLimit):
 				c.backlogSince = now
 			case c.backlogSince != 0 && now-c.backlogSince >= int64(cfg.SlowConsumerTimeout):
-				if c.startClose(StatusPolicyViolation, "slow consumer") {
+				if c.startClose(StatusPolicyViolation, ReasonSlowConsumer) {
 					w.stats.slowClosed.Add(1)
 				}
 				continue
@@ -596,7 +596,7 @@ func (w *writer) tick(now int64) {
 			case c.pingSentAt != 0 && last > c.pingSentAt:
 				c.pingSentAt = 0 // answered
 			case c.pingSentAt != 0 && now-c.pingSentAt >= int64(cfg.HeartbeatTimeout):
-				if c.startClose(StatusPolicyViolation, "heartbeat timeout") {
+				if c.startClose(StatusPolicyViolation, ReasonHeartbeat) {
 					w.stats.heartbeatTimeouts.Add(1)
 				}
 			case c.pingSentAt == 0 && now-last >= int64(cfg.HeartbeatInterval):

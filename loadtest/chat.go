@@ -1,6 +1,8 @@
 package loadtest
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"bytes"
 	"context"
 	"math/rand/v2"
@@ -85,12 +87,22 @@ func (cs *chatState) room(i int) (room, base, size int) {
 	return room, base, min(cs.cfg.RoomSize, cs.cfg.TotalClients-base)
 }
 
+// The prefixes of the server's frames the load generator tells apart
+// without decoding them: its events begin with "type" and "room" in the
+// order protocol's types declare them (TestFramePrefixes).
 var (
-	joinPrefix    = []byte(`{"type":"join","room":"lt-`)
-	messagePrefix = []byte(`{"type":"message"`)
-	historyPrefix = []byte(`{"type":"history","room":"lt-`)
-	resetPrefix   = []byte(`{"type":"reset","room":"lt-`)
-	undelivered   = []byte(`{"type":"error","code":"not_delivered"`)
+	joinPrefix    = []byte(`{"type":"` + protocol.EventJoin + `","room":"lt-`)
+	messagePrefix = []byte(`{"type":"` + protocol.EventMessage + `"`)
+	historyPrefix = []byte(`{"type":"` + protocol.EventHistory + `","room":"lt-`)
+	resetPrefix   = []byte(`{"type":"` + protocol.EventReset + `","room":"lt-`)
+	undelivered   = []byte(`{"type":"` + protocol.EventError + `","code":"` + string(protocol.CodeNotDelivered) + `"`)
+)
+
+// The requests' prefixes it writes, and where an error names its say.
+const (
+	sayPrefix   = `{"type":"` + protocol.TypeSay + `","room":"lt-`
+	joinRequest = `{"type":"` + protocol.TypeJoin + `","room":"lt-`
+	sayAnswered = `"request":{"type":"` + protocol.TypeSay + `","id":"`
 )
 
 // onMessage handles a frame to local client i; it runs on i's poller.
@@ -163,7 +175,7 @@ func (cs *chatState) message(i int, data []byte, r *run) {
 func (cs *chatState) say(b []byte, i int, seq int32, ts int64) []byte {
 	room, _, _ := cs.room(i)
 	g := int32(cs.cfg.Offset + i)
-	b = append(b, `{"type":"say","room":"lt-`...)
+	b = append(b, sayPrefix...)
 	b = strconv.AppendInt(b, int64(room), 10)
 	b = append(b, `","id":"`...)
 	b = append(b, cs.nonce...)
@@ -199,11 +211,11 @@ func (cs *chatState) resend(i int, r *run) {
 // server kept it as long as it could, and its id keeps a copy that did get
 // through from being heard twice. Its latency counts from the retry.
 func (cs *chatState) retry(i int, data []byte, r *run) {
-	k := bytes.Index(data, []byte(`"request":{"type":"say","id":"`))
+	k := bytes.Index(data, []byte(sayAnswered))
 	if k < 0 {
 		return
 	}
-	id := data[k+len(`"request":{"type":"say","id":"`):]
+	id := data[k+len(sayAnswered):]
 	if end := bytes.IndexByte(id, '"'); end >= 0 {
 		id = id[:end]
 	}
@@ -268,7 +280,7 @@ func (cs *chatState) resume(ctx context.Context, pool *Pool, r *run) {
 				cs.redialLat.Record(time.Since(start))
 				cs.reconnects.Add(1)
 				room, _, _ := cs.room(c.i)
-				buf = append(append(buf[:0], `{"type":"join","room":"lt-`...), strconv.Itoa(room)...)
+				buf = append(append(buf[:0], joinRequest...), strconv.Itoa(room)...)
 				buf = append(append(buf, `","since":`...), strconv.FormatInt(cs.lastSeq[c.i], 10)...)
 				buf = append(append(buf, `,"epoch":`...), strconv.FormatInt(cs.epoch[c.i], 10)...)
 				buf = append(buf, '}')
@@ -290,7 +302,7 @@ func (cs *chatState) joinAll(ctx context.Context, pool *Pool) int {
 			continue
 		}
 		room, _, _ := cs.room(i)
-		buf = append(append(buf[:0], `{"type":"join","room":"lt-`...), strconv.Itoa(room)...)
+		buf = append(append(buf[:0], joinRequest...), strconv.Itoa(room)...)
 		buf = append(buf, `"}`...)
 		if pool.Send(i, buf) == nil {
 			want++

@@ -1,6 +1,8 @@
 package static_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"fmt"
 	"os"
@@ -11,7 +13,6 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/lesismal/nbio/logging"
 
-	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/internal/chattest"
 )
 
@@ -225,10 +226,10 @@ func TestBrowserFindAndSearch(t *testing.T) {
 	srv := chatServer(t, addr)
 	defer func() { stop(srv) }()
 	other := chattest.Connect(t, "ws://"+addr+"/ws")
-	other.Send(chat.Request{Type: chat.TypeJoin, Room: "dev-ops"})
+	other.Send(protocol.Request{Type: protocol.TypeJoin, Room: "dev-ops"})
 	other.Expect("join")
 	other.Expect("history")
-	other.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "deploy at noon"})
+	other.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "deploy at noon"})
 	other.Expect("message")
 	p, _ := openPage(t, people(t, exe), "reader", "http://"+addr+"/", false)
 	p.js("find dev", `(() => { document.querySelector("#find").value = "DEV"; document.querySelector("#find-form").requestSubmit(); })()`)

@@ -1,6 +1,8 @@
 package static_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -63,11 +65,11 @@ func TestBrowserReadsAcrossDevices(t *testing.T) {
 	toLobby(laptop)
 	toLobby(phone)
 	colleague := chattest.Connect(t, "ws://"+urls[0]+"/ws?access_token="+is.Token("u2"))
-	colleague.Send(chat.Request{Type: chat.TypeJoin, Room: "team"})
+	colleague.Send(protocol.Request{Type: protocol.TypeJoin, Room: "team"})
 	colleague.Expect("join")
 	colleague.Expect("history")
 	for i := range 3 {
-		colleague.Send(chat.Request{Type: chat.TypeSay, Room: "team", Text: fmt.Sprintf("update %d", i)})
+		colleague.Send(protocol.Request{Type: protocol.TypeSay, Room: "team", Text: fmt.Sprintf("update %d", i)})
 	}
 	badge := `([...document.querySelectorAll("#rooms li")].find(li => li.textContent.includes("#team"))?.querySelector(".badge")?.textContent || "")`
 	laptop.wait("3 unread in #team", badge+` === "3"`)
@@ -83,7 +85,7 @@ func TestBrowserReadsAcrossDevices(t *testing.T) {
 	// shows where they start.
 	toLobby(phone)
 	for i := 3; i < 5; i++ {
-		colleague.Send(chat.Request{Type: chat.TypeSay, Room: "team", Text: fmt.Sprintf("update %d", i)})
+		colleague.Send(protocol.Request{Type: protocol.TypeSay, Room: "team", Text: fmt.Sprintf("update %d", i)})
 	}
 	phone.wait("2 unread on the phone", badge+` === "2"`)
 	laptop.do("reload the laptop", chromedp.Reload())
@@ -106,7 +108,7 @@ func TestBrowserReadsAcrossDevices(t *testing.T) {
 		}
 	}
 	last := int64(6) // update 0-4, then thanks
-	colleague.Send(chat.Request{Type: chat.TypeRead, Room: "team", Seq: last})
+	colleague.Send(protocol.Request{Type: protocol.TypeRead, Room: "team", Seq: last})
 	laptop.wait("seen by the colleague", `document.querySelector("#seen").textContent === "Seen by u2"`)
 	laptop.shot("reads-laptop.png")
 }

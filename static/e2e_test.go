@@ -1,6 +1,8 @@
 package static_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"fmt"
 	"log/slog"
@@ -592,12 +594,12 @@ func TestBrowserHistory(t *testing.T) {
 	defer func() { stop(srv) }()
 	// 300 messages in #hist before the page comes.
 	said := chattest.Connect(t, "ws://"+addr+"/ws")
-	said.Send(chat.Request{Type: chat.TypeJoin, Room: "hist"})
+	said.Send(protocol.Request{Type: protocol.TypeJoin, Room: "hist"})
 	said.Expect("join")
 	said.Expect("history")
 	sayN := func(from, to int) {
 		for i := from; i < to; i++ {
-			said.Send(chat.Request{Type: chat.TypeSay, Room: "hist", Text: fmt.Sprintf("m %d", i)})
+			said.Send(protocol.Request{Type: protocol.TypeSay, Room: "hist", Text: fmt.Sprintf("m %d", i)})
 		}
 		for i := from; i < to; i++ {
 			said.Expect("message")

@@ -1,6 +1,8 @@
 package natsbroker_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -85,7 +87,7 @@ func startBrokered(t *testing.T, bc natsbroker.Config, n, first int, cfg chat.Co
 
 // join joins room and returns the join event; the history is read too.
 func join(c *chattest.Client, room string) chattest.Event {
-	c.Send(chat.Request{Type: chat.TypeJoin, Room: room})
+	c.Send(protocol.Request{Type: protocol.TypeJoin, Room: room})
 	j := c.Expect("join")
 	c.Expect("history")
 	return j
@@ -142,7 +144,7 @@ func history(t *testing.T, e chattest.Event) []said {
 	t.Helper()
 	var out []said
 	for _, m := range e.Messages {
-		var msg chat.Message
+		var msg protocol.Message
 		if err := json.Unmarshal(m, &msg); err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +160,7 @@ func TestClusterRoom(t *testing.T) {
 	cs := joinEach(t, nodes, "r")
 	for k := range 5 {
 		for i, c := range cs {
-			c.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprintf("%d-%d", i, k)})
+			c.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: fmt.Sprintf("%d-%d", i, k)})
 		}
 	}
 	first := messages(t, cs[0], 15)
@@ -174,7 +176,7 @@ func TestClusterRoom(t *testing.T) {
 	}
 
 	late := chattest.Connect(t, nodes[2].url)
-	late.Send(chat.Request{Type: chat.TypeJoin, Room: "r"})
+	late.Send(protocol.Request{Type: protocol.TypeJoin, Room: "r"})
 	j := late.Expect("join")
 	if j.Count != 4 || j.Seq != 15 || !slices.Equal(j.Members, sorted(cs[0].Nick, cs[1].Nick, cs[2].Nick, late.Nick)) {
 		t.Fatalf("late joiner's join %+v: want 4 members of three nodes, seq 15", j)
@@ -192,12 +194,12 @@ func sorted(s ...string) []string { slices.Sort(s); return s }
 func TestClusterNicksAndDMs(t *testing.T) {
 	nodes := startCluster(t, 3)
 	alice, bob, carol := chattest.Connect(t, nodes[0].url), chattest.Connect(t, nodes[1].url), chattest.Connect(t, nodes[2].url)
-	alice.Send(chat.Request{Type: chat.TypeNick, Nick: "Alice"})
+	alice.Send(protocol.Request{Type: protocol.TypeNick, Nick: "Alice"})
 	alice.Expect("nick")
-	carol.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
-	carol.ExpectError(chat.ErrNickTaken)
+	carol.Send(protocol.Request{Type: protocol.TypeNick, Nick: "alice"})
+	carol.ExpectError(protocol.CodeNickTaken)
 
-	bob.Send(chat.Request{Type: chat.TypeDM, To: "ALICE", Text: "psst"})
+	bob.Send(protocol.Request{Type: protocol.TypeDM, To: "ALICE", Text: "psst"})
 	if d := alice.Expect("dm"); d.From != bob.Nick || d.To != "Alice" || d.Text != "psst" {
 		t.Fatalf("alice got %+v", d)
 	}
@@ -205,20 +207,20 @@ func TestClusterNicksAndDMs(t *testing.T) {
 		t.Fatalf("bob's copy %+v", d)
 	}
 	// A guest's nick names its node: no lookup needed.
-	alice.Send(chat.Request{Type: chat.TypeDM, To: carol.Nick, Text: "hi guest"})
+	alice.Send(protocol.Request{Type: protocol.TypeDM, To: carol.Nick, Text: "hi guest"})
 	if d := carol.Expect("dm"); d.From != "Alice" || d.Text != "hi guest" {
 		t.Fatalf("carol got %+v", d)
 	}
 	alice.Expect("dm")
-	bob.Send(chat.Request{Type: chat.TypeDM, To: "nobody", Text: "?"})
-	bob.ExpectError(chat.ErrUnknownNick)
+	bob.Send(protocol.Request{Type: protocol.TypeDM, To: "nobody", Text: "?"})
+	bob.ExpectError(protocol.CodeUnknownNick)
 	// A guest who does not exist on another node (a live one, or a gone
 	// one, by the nick's own node part): the same error as on this one,
 	// and nothing looks delivered.
 	for _, to := range []string{"guest-n3-99999", "guest-n1-99999", "guest-n2-99999", "guest-n9-1"} {
-		bob.Send(chat.Request{Type: chat.TypeDM, To: to, Text: "anyone?", ID: "dm-" + to})
-		if e := bob.ExpectError(chat.ErrUnknownNick); e.Request == nil || e.Request.ID != "dm-"+to {
-			t.Fatalf("a dm to %s: got %+v, want error %s for its request", to, e, chat.ErrUnknownNick)
+		bob.Send(protocol.Request{Type: protocol.TypeDM, To: to, Text: "anyone?", ID: "dm-" + to})
+		if e := bob.ExpectError(protocol.CodeUnknownNick); e.Request == nil || e.Request.ID != "dm-"+to {
+			t.Fatalf("a dm to %s: got %+v, want error %s for its request", to, e, protocol.CodeUnknownNick)
 		}
 	}
 
@@ -226,7 +228,7 @@ func TestClusterNicksAndDMs(t *testing.T) {
 	alice.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		carol.Send(chat.Request{Type: chat.TypeNick, Nick: "alice"})
+		carol.Send(protocol.Request{Type: protocol.TypeNick, Nick: "alice"})
 		e := carol.ExpectOneOf("nick", "error")
 		if e.Type == "nick" {
 			break
@@ -246,7 +248,7 @@ func TestClusterNodeStops(t *testing.T) {
 	cs := joinEach(t, nodes, "r")
 	a, b, c := cs[0], cs[1], cs[2]
 	for k := range 3 {
-		a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprint("before ", k)})
+		a.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: fmt.Sprint("before ", k)})
 	}
 	seen := messages(t, b, 3)
 	messages(t, a, 3)
@@ -258,7 +260,7 @@ func TestClusterNodeStops(t *testing.T) {
 	}
 	untilCount(t, a, "r", 2)
 	for k := range 4 {
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprint("after ", k)})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: fmt.Sprint("after ", k)})
 	}
 	missed := messages(t, a, 4)
 	if got := messages(t, c, 4); !slices.Equal(got, missed) {
@@ -268,14 +270,14 @@ func TestClusterNodeStops(t *testing.T) {
 	// b comes back on node 3 and resumes from the last number it saw.
 	b2 := chattest.Connect(t, nodes[2].url)
 	since := seen[len(seen)-1].Seq
-	b2.Send(chat.Request{Type: chat.TypeJoin, Room: "r", Since: &since})
+	b2.Send(protocol.Request{Type: protocol.TypeJoin, Room: "r", Since: &since})
 	if j := b2.Expect("join"); j.Seq != 7 || j.Count != 3 {
 		t.Fatalf("b's rejoin: %+v, want seq 7 and 3 members", j)
 	}
 	if h := history(t, b2.Expect("history")); !slices.Equal(h, missed) {
 		t.Fatalf("b resumed with %v, want exactly what it missed: %v", h, missed)
 	}
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "welcome back"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: "welcome back"})
 	if m := messages(t, b2, 1); m[0].Seq != 8 || m[0].Text != "welcome back" {
 		t.Fatalf("b after resuming: %v", m)
 	}
@@ -303,7 +305,7 @@ func TestNATSRestart(t *testing.T) {
 	a, b := chattest.Connect(t, nodes[0].url), chattest.Connect(t, nodes[1].url)
 	ja, _ := join(a, "r"), join(b, "r")
 	untilCount(t, a, "r", 2)
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "before"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: "before"})
 	if m := messages(t, b, 1); m[0].Seq != 1 {
 		t.Fatalf("before the restart: %v", m)
 	}
@@ -317,7 +319,7 @@ func TestNATSRestart(t *testing.T) {
 	poll.Until(t, "both nodes see NATS gone", func() bool {
 		return !brokers[0].Stats().Connected && !brokers[1].Stats().Connected
 	})
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "kept"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: "kept"})
 	poll.Until(t, "the message kept", func() bool { return brokers[0].Stats().BufferedMsgs == 1 })
 
 	ns, err = natsbroker.StartServer(natsbroker.ServerConfig{Addr: addr, StoreDir: t.TempDir(), Token: testToken, Logger: quiet()})
@@ -350,7 +352,7 @@ func TestNATSRestart(t *testing.T) {
 	if st := brokers[0].Stats(); st.PublishRetries == 0 || st.BufferedMsgs != 0 || st.BufferedBytes != 0 {
 		t.Fatalf("node 1's outbox after the restart: %+v", st)
 	}
-	b.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "after"})
+	b.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: "after"})
 	for _, c := range []*chattest.Client{a, b} {
 		if m := messages(t, c, 1); m[0] != (said{2, b.Nick, "after"}) {
 			t.Fatalf("%s after the restart: %v", c.Nick, m)
@@ -373,10 +375,10 @@ func TestPublishGivesUp(t *testing.T) {
 	ns.Shutdown()
 	poll.Until(t, "NATS gone", func() bool { return !nodes[0].broker.Stats().Connected })
 	for _, id := range []string{"m1", "m2"} {
-		a.Send(chat.Request{Type: chat.TypeSay, ID: id, Room: "r", Text: id})
+		a.Send(protocol.Request{Type: protocol.TypeSay, ID: id, Room: "r", Text: id})
 	}
 	for _, id := range []string{"m1", "m2"} {
-		if e := a.ExpectError(chat.ErrNotDelivered); e.Request == nil || e.Request.ID != id {
+		if e := a.ExpectError(protocol.CodeNotDelivered); e.Request == nil || e.Request.ID != id {
 			t.Fatalf("the error does not name %s: %+v", id, e)
 		}
 	}
@@ -394,7 +396,7 @@ func TestLongRoomNames(t *testing.T) {
 		strings.Repeat("a", chat.MaxRoomLength),
 	} {
 		cs := joinEach(t, nodes, room)
-		cs[0].Send(chat.Request{Type: chat.TypeSay, Room: room, Text: "hi"})
+		cs[0].Send(protocol.Request{Type: protocol.TypeSay, Room: room, Text: "hi"})
 		for _, c := range cs {
 			if m := c.Expect("message"); m.Room != room || m.Text != "hi" || m.Seq != 1 {
 				t.Fatalf("%d-byte room: got %+v", len(room), m)
@@ -427,10 +429,10 @@ func TestDurableHistory(t *testing.T) {
 			cs := joinEach(t, nodes, "r")
 			var ja chattest.Event
 			for i := range 5 {
-				cs[i%n].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: fmt.Sprintf("m%d", i+1)})
+				cs[i%n].Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: fmt.Sprintf("m%d", i+1)})
 			}
 			before := messages(t, cs[0], 5)
-			cs[0].Send(chat.Request{Type: chat.TypeLeave, Room: "r"})
+			cs[0].Send(protocol.Request{Type: protocol.TypeLeave, Room: "r"})
 			cs[0].Expect("leave")
 			ja = join(cs[0], "r")
 			if ja.Seq != 5 {
@@ -448,7 +450,7 @@ func TestDurableHistory(t *testing.T) {
 				c := chattest.Connect(t, nd.url)
 				after = append(after, c)
 				since := int64(3)
-				c.Send(chat.Request{Type: chat.TypeJoin, Room: "r", Since: &since, Epoch: ja.Epoch})
+				c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "r", Since: &since, Epoch: ja.Epoch})
 				j := c.Expect("join")
 				if j.Epoch != ja.Epoch || j.Seq != 5 {
 					t.Fatalf("node %d after the restart: join %+v, want epoch %d and seq 5", i+1, j, ja.Epoch)
@@ -457,7 +459,7 @@ func TestDurableHistory(t *testing.T) {
 					t.Fatalf("node %d: resumed with %v, want %v", i+1, got, before[3:])
 				}
 			}
-			after[n-1].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "after"})
+			after[n-1].Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: "after"})
 			for i, c := range after {
 				if m := messages(t, c, 1); m[0].Seq != 6 || m[0].Text != "after" {
 					t.Fatalf("node %d: the next message %v, want seq 6", i+1, m)
@@ -484,10 +486,10 @@ func TestStoreLimit(t *testing.T) {
 	c := chattest.Connect(t, nodes[0].url) // the lobby: one stream
 	made := 1
 	for i := range 10 {
-		c.Send(chat.Request{Type: chat.TypeJoin, Room: fmt.Sprintf("r%d", i)})
+		c.Send(protocol.Request{Type: protocol.TypeJoin, Room: fmt.Sprintf("r%d", i)})
 		e := c.ExpectOneOf("join", "error")
 		if e.Type == "error" {
-			if e.Code != chat.ErrRoomLimit || !strings.Contains(e.Message, "store") {
+			if e.Code != protocol.CodeRoomLimit || !strings.Contains(e.Message, "store") {
 				t.Fatalf("room %d: %+v, want room_limit naming the store", i, e)
 			}
 			break
@@ -501,9 +503,9 @@ func TestStoreLimit(t *testing.T) {
 	// Say 300 KiB in a room: its stream keeps at most 256 KiB.
 	text := strings.Repeat("x", 1900)
 	for range 160 {
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "r0", Text: text})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "r0", Text: text})
 	}
-	c.Send(chat.Request{Type: chat.TypeSay, Room: "r0", Text: "last"})
+	c.Send(protocol.Request{Type: protocol.TypeSay, Room: "r0", Text: "last"})
 	for m := c.Expect("message"); m.Text != "last"; m = c.Expect("message") {
 	}
 	used, reserved, err := ns.StoreUsage()
@@ -531,28 +533,28 @@ func TestClusterEdits(t *testing.T) {
 		}
 		return out
 	}
-	cs[0].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "frist"})
+	cs[0].Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: "frist"})
 	m := expect("message")[1]
-	cs[1].Send(chat.Request{Type: chat.TypeEdit, Room: "r", Seq: m.Seq, Text: "x"})
-	cs[1].ExpectError(chat.ErrForbidden) // node 2 knows whose message it is
-	cs[0].Send(chat.Request{Type: chat.TypeEdit, Room: "r", Seq: m.Seq, Text: "first"})
+	cs[1].Send(protocol.Request{Type: protocol.TypeEdit, Room: "r", Seq: m.Seq, Text: "x"})
+	cs[1].ExpectError(protocol.CodeForbidden) // node 2 knows whose message it is
+	cs[0].Send(protocol.Request{Type: protocol.TypeEdit, Room: "r", Seq: m.Seq, Text: "first"})
 	if e := expect("edited")[1]; e.Edits != m.Seq || e.Text != "first" || e.Seq != m.Seq+1 {
 		t.Fatalf("node 2's member got %+v", e)
 	}
-	cs[1].Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: "agreed", Reply: m.Seq})
+	cs[1].Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: "agreed", Reply: m.Seq})
 	if r := expect("message")[0]; r.Reply == nil || r.Reply.Excerpt != "first" || r.Reply.From != cs[0].Nick {
 		t.Fatalf("node 1's member got %+v", r)
 	}
-	cs[0].Send(chat.Request{Type: chat.TypeReact, Room: "r", Seq: m.Seq + 2, Emoji: "👍"}) // on the reply
+	cs[0].Send(protocol.Request{Type: protocol.TypeReact, Room: "r", Seq: m.Seq + 2, Emoji: "👍"}) // on the reply
 	if e := expect("reactions")[1]; e.Seq != m.Seq+3 || len(e.Messages) != 1 {
 		t.Fatalf("node 2's member got %+v", e)
 	}
-	cs[0].Send(chat.Request{Type: chat.TypeDelete, Room: "r", Seq: m.Seq})
+	cs[0].Send(protocol.Request{Type: protocol.TypeDelete, Room: "r", Seq: m.Seq})
 	expect("deleted")
 	late := chattest.Connect(t, nodes[1].url)
 	join(late, "r")
-	late.Send(chat.Request{Type: chat.TypeHistory, Room: "r"}) // 4 entries: the reaction is none
-	e := late.ExpectOneOf("history", "reactions")              // the join's counts may come first
+	late.Send(protocol.Request{Type: protocol.TypeHistory, Room: "r"}) // 4 entries: the reaction is none
+	e := late.ExpectOneOf("history", "reactions")                      // the join's counts may come first
 	for e.Type != "history" {
 		e = late.ExpectOneOf("history", "reactions")
 	}
@@ -570,9 +572,9 @@ func TestClusterReads(t *testing.T) {
 	nodes := startNodesWith(t, startNATS(t).URL(), 2, 1, chat.Config{Verifier: is.Verifier()})
 	phone := chattest.Connect(t, nodes[0].url+"?access_token="+is.Token("u1"))
 	laptop := chattest.Connect(t, nodes[1].url+"?access_token="+is.Token("u1"))
-	phone.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "hi"})
+	phone.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "hi"})
 	m := phone.Expect("message")
-	phone.Send(chat.Request{Type: chat.TypeRead, Room: "lobby", Seq: m.Seq})
+	phone.Send(protocol.Request{Type: protocol.TypeRead, Room: "lobby", Seq: m.Seq})
 	for _, c := range []*chattest.Client{phone, laptop} {
 		for {
 			if e := c.Read(); e.Type == "read" {
@@ -602,15 +604,15 @@ func TestSearchLog(t *testing.T) {
 	c := chattest.Connect(t, nodes[0].url)
 	say := func(text string) int64 {
 		t.Helper()
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: text})
 		return c.Expect("message").Seq
 	}
 	say("apple one")
 	gone := say("apple secret")
-	c.Send(chat.Request{Type: chat.TypeDelete, Room: "lobby", Seq: gone})
+	c.Send(protocol.Request{Type: protocol.TypeDelete, Room: "lobby", Seq: gone})
 	c.Expect("deleted")
 	typo := say("appel three")
-	c.Send(chat.Request{Type: chat.TypeEdit, Room: "lobby", Seq: typo, Text: "apple three"})
+	c.Send(protocol.Request{Type: protocol.TypeEdit, Room: "lobby", Seq: typo, Text: "apple three"})
 	c.Expect("edited")
 	for i := range 20 { // the history (5) keeps none of the above
 		say(fmt.Sprintf("filler %d", i))
@@ -618,7 +620,7 @@ func TestSearchLog(t *testing.T) {
 	say("apple four")
 	search := func(before int64, limit int) ([]string, int64) {
 		t.Helper()
-		c.Send(chat.Request{Type: chat.TypeSearch, Room: "lobby", Q: "APPLE", Before: before, Limit: limit})
+		c.Send(protocol.Request{Type: protocol.TypeSearch, Room: "lobby", Q: "APPLE", Before: before, Limit: limit})
 		e := c.Expect("search")
 		return e.Texts(t), e.Before
 	}

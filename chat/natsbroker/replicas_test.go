@@ -1,6 +1,8 @@
 package natsbroker_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"fmt"
 	"net"
@@ -209,7 +211,7 @@ func TestLeaderDies(t *testing.T) {
 		if i == killAt {
 			cl.servers[li].Shutdown()
 		}
-		a.Send(chat.Request{Type: chat.TypeSay, Room: "r", Text: strconv.Itoa(i)})
+		a.Send(protocol.Request{Type: protocol.TypeSay, Room: "r", Text: strconv.Itoa(i)})
 		time.Sleep(10 * time.Millisecond) // a chat's pace: the outage falls between messages
 	}
 	for _, c := range []*chattest.Client{a, b} {

@@ -1,6 +1,8 @@
 package natsbroker_test
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"io"
 	"net/url"
@@ -90,7 +92,7 @@ func TestHostileBus(t *testing.T) {
 		}
 	}
 	_ = nc.Flush()
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "still fine"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "still fine"})
 	for _, c := range []*chattest.Client{a, b} {
 		m := c.Expect("message")
 		if m.Text != "still fine" || m.Seq != 9 {
@@ -117,7 +119,7 @@ func TestStreamDeletedUnderANode(t *testing.T) {
 	nodes := startNodes(t, ns.URL(), 2)
 	a, b := chattest.Connect(t, nodes[0].url), chattest.Connect(t, nodes[1].url)
 	untilCount(t, a, "lobby", 2)
-	a.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "before"})
+	a.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "before"})
 	messages(t, a, 1)
 	messages(t, b, 1)
 	_, js, ctx := busClient(t, ns.URL())
@@ -129,7 +131,7 @@ func TestStreamDeletedUnderANode(t *testing.T) {
 			t.Fatalf("%s: %+v", c.Nick, r)
 		}
 	}
-	b.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "after"})
+	b.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "after"})
 	for _, c := range []*chattest.Client{a, b} {
 		if m := c.Expect("message"); m.Text != "after" || m.Seq != 1 {
 			t.Fatalf("%s got %+v", c.Nick, m)
@@ -170,7 +172,7 @@ func TestClusterAccess(t *testing.T) {
 		rp, err := p.Presence("lobby")
 		return err == nil && rp.Count == 2 && len(rp.Members) == 2
 	})
-	bob.Send(chat.Request{Type: chat.TypeDM, User: "u-alice", Text: "everywhere"})
+	bob.Send(protocol.Request{Type: protocol.TypeDM, User: "u-alice", Text: "everywhere"})
 	for i, c := range tabs {
 		if d := c.Expect("dm"); d.Text != "everywhere" || d.FromUser != "u-bob" {
 			t.Fatalf("tab %d got %+v", i, d)
@@ -201,7 +203,7 @@ func TestClusterAccess(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, c := range tabs {
-		if ce, err := c.ExpectClose(); err != nil || ce.Code != int(chat.CloseBanned) {
+		if ce, err := c.ExpectClose(); err != nil || ce.Code != int(protocol.CloseBanned) {
 			t.Fatalf("tab %d: %+v, %v", i, ce, err)
 		}
 	}

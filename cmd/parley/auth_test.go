@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"io"
 	"net/http"
@@ -42,8 +44,8 @@ func TestServeTokensAndAPI(t *testing.T) {
 	}
 	c.Expect("join")
 	c.Expect("history")
-	c.Send(chat.Request{Type: chat.TypeJoin, Room: "team-a"})
-	c.ExpectError(chat.ErrForbidden)
+	c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "team-a"})
+	c.ExpectError(protocol.CodeForbidden)
 
 	req, _ := http.NewRequest("POST", "http://"+addr+"/api/v1/rooms/lobby/messages", strings.NewReader(`{"text":"from the API"}`))
 	req.Header.Set("Authorization", "Bearer an-api-key-for-this-test")

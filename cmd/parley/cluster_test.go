@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"fmt"
 	"io"
 	"net"
@@ -14,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/poll"
 )
@@ -121,7 +122,7 @@ func TestServeEmbeddedNATS(t *testing.T) {
 	if !strings.HasPrefix(ca.Nick, "guest-a-") || !strings.HasPrefix(cb.Nick, "guest-b-") {
 		t.Fatalf("guest nicks %q and %q do not name their nodes", ca.Nick, cb.Nick)
 	}
-	ca.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "across"})
+	ca.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "across"})
 	for _, c := range []*chattest.Client{ca, cb} {
 		if m := c.Expect("message"); m.Text != "across" || m.From != ca.Nick || m.Seq != 1 {
 			t.Fatalf("%s got %+v", c.Nick, m)
@@ -153,7 +154,7 @@ func TestClusterCommand(t *testing.T) {
 		waitHTTP(t, "http://"+addr+"/test")
 		cs = append(cs, chattest.Connect(t, "ws://"+addr+"/ws"))
 	}
-	cs[1].Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "hi n1"})
+	cs[1].Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "hi n1"})
 	for _, c := range cs {
 		if m := c.Expect("message"); m.Text != "hi n1" {
 			t.Fatalf("%s got %+v", c.Nick, m)
@@ -256,7 +257,7 @@ func TestClusterDataDir(t *testing.T) {
 	}
 	cmd := start()
 	c := chattest.Connect(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", port+1))
-	c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: "kept"})
+	c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "kept"})
 	m := c.Expect("message")
 	epoch := roomEpoch(t, fmt.Sprintf("ws://127.0.0.1:%d/ws", port))
 	stopCluster(t, cmd)
@@ -316,7 +317,7 @@ func TestClusterNATSServers(t *testing.T) {
 	}
 	const n = 10
 	for i := range n {
-		cs[0].Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: fmt.Sprint(i)})
+		cs[0].Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: fmt.Sprint(i)})
 	}
 	for _, c := range cs {
 		first := int64(0)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -9,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/internal/chattest"
 )
 
@@ -24,7 +25,7 @@ func TestServeDataDir(t *testing.T) {
 	var want []string
 	say := func(c *chattest.Client, text string) chattest.Event {
 		t.Helper()
-		c.Send(chat.Request{Type: chat.TypeSay, Room: "lobby", Text: text})
+		c.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: text})
 		return c.Expect("message")
 	}
 	first := say(c, "one")
@@ -43,9 +44,9 @@ func TestServeDataDir(t *testing.T) {
 		c.Expect("join")
 		c.Expect("history")
 		since := first.Seq
-		c.Send(chat.Request{Type: chat.TypeLeave, Room: "lobby"})
+		c.Send(protocol.Request{Type: protocol.TypeLeave, Room: "lobby"})
 		c.Expect("leave")
-		c.Send(chat.Request{Type: chat.TypeJoin, Room: "lobby", Since: &since, Epoch: epoch})
+		c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "lobby", Since: &since, Epoch: epoch})
 		if j := c.Expect("join"); j.Epoch != epoch || j.Seq != first.Seq+int64(1+i) {
 			t.Fatalf("after %v: join %+v, want epoch %d, seq %d", sig, j, epoch, first.Seq+int64(1+i))
 		}
@@ -89,11 +90,11 @@ func TestServeDataDirEdits(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	cmd, addr := startParley(t, "--data-dir", dir)
 	c := chattest.Connect(t, "ws://"+addr+"/ws")
-	for _, req := range []chat.Request{
-		{Type: chat.TypeSay, Room: "lobby", Text: "my password is hunter2"},
-		{Type: chat.TypeSay, Room: "lobby", Text: "tpyo"},
-		{Type: chat.TypeDelete, Room: "lobby", Seq: 1},
-		{Type: chat.TypeEdit, Room: "lobby", Seq: 2, Text: "typo"},
+	for _, req := range []protocol.Request{
+		{Type: protocol.TypeSay, Room: "lobby", Text: "my password is hunter2"},
+		{Type: protocol.TypeSay, Room: "lobby", Text: "tpyo"},
+		{Type: protocol.TypeDelete, Room: "lobby", Seq: 1},
+		{Type: protocol.TypeEdit, Room: "lobby", Seq: 2, Text: "typo"},
 	} {
 		c.Send(req)
 		c.ExpectOneOf("message", "edited", "deleted")

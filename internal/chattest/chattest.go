@@ -4,6 +4,8 @@
 package chattest
 
 import (
+	"github.com/parleyhq/parley/protocol"
+
 	"context"
 	"encoding/json"
 	"net"
@@ -11,51 +13,50 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/internal/wstest"
 )
 
 // Event is any server message, decoded.
 type Event struct {
-	Type      string              `json:"type"`
-	ID        uint64              `json:"id"`
-	Room      string              `json:"room"`
-	Seq       int64               `json:"seq"`
-	From      string              `json:"from"`
-	To        string              `json:"to"`
-	Text      string              `json:"text"`
-	TS        int64               `json:"ts"`
-	Nick      string              `json:"nick"`
-	Old       string              `json:"old"`
-	Count     int                 `json:"count"`
-	Members   []string            `json:"members"`
-	Truncated bool                `json:"truncated"`
-	Joined    []string            `json:"joined"`
-	Left      []string            `json:"left"`
-	Renamed   []chat.Renamed      `json:"renamed"`
-	Messages  []json.RawMessage   `json:"messages"`
-	Gap       bool                `json:"gap"`
-	Code      string              `json:"code"`
-	Message   string              `json:"message"`
-	Request   *chat.ReqInfo       `json:"request"`
-	Limits    chat.Limits         `json:"limits"`
-	Epoch     int64               `json:"epoch"`
-	User      string              `json:"user"`
-	Expires   int64               `json:"expires"`
-	System    bool                `json:"system"`
-	FromUser  string              `json:"from_user"`
-	ToUser    string              `json:"to_user"`
-	SID       string              `json:"sid"`
-	Edits     int64               `json:"edits"`
-	Deletes   int64               `json:"deletes"`
-	Mod       bool                `json:"mod"`
-	Edited    int64               `json:"edited"`
-	Deleted   int64               `json:"deleted"`
-	Reply     *chat.ReplyRef      `json:"reply"`
-	Rooms     []chat.RoomInfo     `json:"rooms"`
-	Reactions []chat.ReactionSeen `json:"reactions"`
-	Next      string              `json:"next"`
-	Before    int64               `json:"before"`
+	Type      string                  `json:"type"`
+	ID        uint64                  `json:"id"`
+	Room      string                  `json:"room"`
+	Seq       int64                   `json:"seq"`
+	From      string                  `json:"from"`
+	To        string                  `json:"to"`
+	Text      string                  `json:"text"`
+	TS        int64                   `json:"ts"`
+	Nick      string                  `json:"nick"`
+	Old       string                  `json:"old"`
+	Count     int                     `json:"count"`
+	Members   []string                `json:"members"`
+	Truncated bool                    `json:"truncated"`
+	Joined    []string                `json:"joined"`
+	Left      []string                `json:"left"`
+	Renamed   []protocol.Renamed      `json:"renamed"`
+	Messages  []json.RawMessage       `json:"messages"`
+	Gap       bool                    `json:"gap"`
+	Code      protocol.Code           `json:"code"`
+	Message   string                  `json:"message"`
+	Request   *protocol.ReqInfo       `json:"request"`
+	Limits    protocol.Limits         `json:"limits"`
+	Epoch     int64                   `json:"epoch"`
+	User      string                  `json:"user"`
+	Expires   int64                   `json:"expires"`
+	System    bool                    `json:"system"`
+	FromUser  string                  `json:"from_user"`
+	ToUser    string                  `json:"to_user"`
+	SID       string                  `json:"sid"`
+	Edits     int64                   `json:"edits"`
+	Deletes   int64                   `json:"deletes"`
+	Mod       bool                    `json:"mod"`
+	Edited    int64                   `json:"edited"`
+	Deleted   int64                   `json:"deleted"`
+	Reply     *protocol.ReplyRef      `json:"reply"`
+	Rooms     []protocol.RoomInfo     `json:"rooms"`
+	Reactions []protocol.ReactionSeen `json:"reactions"`
+	Next      string                  `json:"next"`
+	Before    int64                   `json:"before"`
 }
 
 // Entries decodes a history event's messages (and edited and deleted
@@ -76,7 +77,7 @@ func (e Event) Entries(t testing.TB) []Event {
 func (e Event) Texts(t testing.TB) []string {
 	var out []string
 	for _, m := range e.Messages {
-		var msg chat.Message
+		var msg protocol.Message
 		if err := json.Unmarshal(m, &msg); err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +189,7 @@ func (c *Client) ExpectOneOf(types ...string) Event {
 }
 
 // ExpectError reads the next error and checks its code.
-func (c *Client) ExpectError(code string) Event {
+func (c *Client) ExpectError(code protocol.Code) Event {
 	c.t.Helper()
 	e := c.Expect("error")
 	if e.Code != code {
