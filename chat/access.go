@@ -414,6 +414,27 @@ func (h *Hub) rule(kind, room, subject string) (Rule, bool) {
 	return got, ok && got.Until > time.Now().UnixMilli()
 }
 
+// bannedClient reports whether c's user or address is banned now.
+func (h *Hub) bannedClient(c *client) bool {
+	if u := c.userID(); u != "" {
+		if _, ok := h.rule(RuleBanUser, "", u); ok {
+			return true
+		}
+	}
+	h.rules.mu.RLock()
+	addrs := h.rules.addrs
+	h.rules.mu.RUnlock()
+	if addrs == 0 {
+		return false
+	}
+	info, err := h.ep.Info(c.id)
+	if err != nil {
+		return false
+	}
+	_, ok := h.addrBanned(info.RemoteAddr)
+	return ok
+}
+
 // addrBanned returns the ban of remote's address ("ip:port"), if any.
 func (h *Hub) addrBanned(remote string) (Rule, bool) {
 	h.rules.mu.RLock()

@@ -214,6 +214,13 @@ func (h *Hub) OnOpen(id engine.ClientID, data any) {
 		h.addUser(c.who.user, c.nick, id)
 		h.watchExpiry(id, c.who.expires)
 	}
+	// A ban put in force after the handshake's check and before the
+	// client was registered found no client to close: this one closes
+	// itself (HandleRule stores a rule before it looks for its clients).
+	if h.bannedClient(c) {
+		_ = h.ep.Close(id, engine.StatusCode(protocol.CloseBanned), protocol.ReasonBanned)
+		return
+	}
 	h.send(c, w)
 	if refused != nil {
 		h.stats.countError(string(refused.Code))
