@@ -7,6 +7,8 @@
 //	parley cluster [flags]   run a one-machine cluster of nodes and NATS servers
 //	parley nats [flags]      run one NATS server (alone or clustered)
 //	parley loadtest [flags]  open many clients against loopback servers and report
+//	parley config sample     print a config file of every serve setting at its default
+//	parley config check FILE check a config file as parley serve would
 //	parley version           print the version
 package main
 
@@ -26,6 +28,8 @@ Usage:
   parley cluster [flags]   run a one-machine cluster: embedded NATS and N nodes (parley cluster --help)
   parley nats [flags]      run one NATS server, alone or one of a NATS cluster (parley nats --help)
   parley loadtest [flags]  load a server with many clients (parley loadtest --help)
+  parley config sample     print a config file (TOML) of every serve setting at its default
+  parley config check FILE check a config file as parley serve would read it
   parley version           print the version and exit
 `
 
@@ -49,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runNATS(args[1:], stderr)
 	case "loadtest":
 		err = runLoadtest(args[1:], stdout, stderr)
+	case "config":
+		err = runConfig(args[1:], stdout, stderr)
 	case "loadtest-worker": // started by `parley loadtest` itself, past 17,000 clients
 		err = runLoadtestWorker(stderr)
 	case "version", "-version", "--version":

@@ -132,10 +132,19 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-// parseServe maps the command line onto serveConfig. Every flag sets one
-// field; its default is the field's documented default.
-func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
-	cfg := serveConfig{ShutdownTimeout: 10 * time.Second, LogFormat: "text"}
+// serveLists are the repeatable flags of parley serve, gathered before
+// they are checked into serveConfig.
+type serveLists struct {
+	origins, secrets, pubKeys, private, readOnly stringList
+}
+
+// serveFlags defines parley serve's flags on a new FlagSet: every flag
+// sets one field of the returned config (or list), and its default is the
+// field's documented default. The config file's keys and the PARLEY_*
+// environment variables are these flags' names (settings.go).
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig, *serveLists) {
+	cfg := &serveConfig{ShutdownTimeout: 10 * time.Second, LogFormat: "text"}
+	l := &serveLists{}
 	e := &cfg.Engine
 	fs := flag.NewFlagSet("parley serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -143,11 +152,10 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 		fmt.Fprintf(stderr, "Usage: parley serve [flags]\n\nRuns the Parley server: /test, the chat on /ws (docs/PROTOCOL.md) and the embedded chat page at /.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	var origins stringList
 	fs.StringVar(&e.Addr, "addr", engine.DefaultAddr, "`host:port` to listen on (port 0 picks a free port)")
 	fs.StringVar(&e.TLSCertFile, "tls-cert", "", "PEM certificate `file`: with --tls-key, serve HTTPS and wss:// only")
 	fs.StringVar(&e.TLSKeyFile, "tls-key", "", "PEM private key `file` for --tls-cert")
-	fs.Var(&origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is allowed when reached by an IP address, localhost or --addr's host name; list any other name it is reached by (DNS rebinding); \"*\" allows any (unsafe)")
+	fs.Var(&l.origins, "allow-origin", "an `origin` (https://host[:port]) whose pages may open WebSockets; repeatable. The server's own origin is allowed when reached by an IP address, localhost or --addr's host name; list any other name it is reached by (DNS rebinding); \"*\" allows any (unsafe)")
 	fs.IntVar(&e.MaxConnections, "max-connections", engine.DefaultMaxConnections, "most open WebSocket clients; one more takes the slot of the oldest guest that never sent a message (closed 1013), or is refused with 503 (-1: no limit)")
 	fs.IntVar(&e.ReservedConnections, "reserved-connections", 0, "of --max-connections, slots kept for signed-in users: guests find the server full before (0: a tenth; -1: none)")
 	fs.BoolVar(&e.KeepSilentGuests, "keep-silent-guests", false, "when full, refuse new clients with 503 rather than close guests that never sent a message to make room")
@@ -202,16 +210,15 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.IntVar(&ch.LargeRoom, "large-room", chat.DefaultLargeRoom, "member count above which presence carries counts only")
 	fs.DurationVar(&ch.LargeRoomCounts, "large-room-counts", chat.DefaultLargeRoomCounts, "how often, at most, a large room is told its member count")
 	fs.BoolVar(&e.ReusePort, "reuse-port", false, "set SO_REUSEPORT: several nodes may listen on one --addr, and the kernel spreads clients over them")
-	var secrets, pubKeys, private, readOnly stringList
-	fs.Var(&secrets, "jwt-secret", "`[ALG:]file` holding an HMAC secret (>= 32 bytes) that signs connect tokens; ALG HS256 (default), HS384 or HS512; repeatable")
-	fs.Var(&pubKeys, "jwt-public-key", "`[ALG:]file`: a PEM public key (RSA, ECDSA, Ed25519) that verifies connect tokens; ALG defaults by key type (RS256, ES256/384/512, EdDSA); repeatable")
+	fs.Var(&l.secrets, "jwt-secret", "`[ALG:]file` holding an HMAC secret (>= 32 bytes) that signs connect tokens; ALG HS256 (default), HS384 or HS512; repeatable")
+	fs.Var(&l.pubKeys, "jwt-public-key", "`[ALG:]file`: a PEM public key (RSA, ECDSA, Ed25519) that verifies connect tokens; ALG defaults by key type (RS256, ES256/384/512, EdDSA); repeatable")
 	fs.StringVar(&cfg.Auth.JWKSFile, "jwks", "", "a JWKS `file` whose public keys verify connect tokens, each pinned to its alg")
 	fs.StringVar(&cfg.Auth.Audience, "jwt-audience", "", "a token's aud must hold this `audience` (empty: not checked)")
 	fs.StringVar(&cfg.Auth.Issuer, "jwt-issuer", "", "a token's iss must be this `issuer` (empty: not checked)")
 	fs.DurationVar(&cfg.Auth.Leeway, "jwt-leeway", auth.DefaultLeeway, "clock skew tolerated on a token's exp, nbf and iat")
 	fs.StringVar(&cfg.Guests, "guests", "auto", "admit clients without a token: on, off, or auto (on only when no key is configured)")
-	fs.Var(&private, "private-room", "a `room` (or prefix*) only users whose token's rooms claim names it, or who were invited, may join; repeatable")
-	fs.Var(&readOnly, "read-only-room", "a `room` (or prefix*) only users whose token's say claim names it may say in; repeatable")
+	fs.Var(&l.private, "private-room", "a `room` (or prefix*) only users whose token's rooms claim names it, or who were invited, may join; repeatable")
+	fs.Var(&l.readOnly, "read-only-room", "a `room` (or prefix*) only users whose token's say claim names it may say in; repeatable")
 	fs.IntVar(&ch.MaxRules, "max-rules", chat.DefaultMaxRules, "most bans, mutes and invitations held")
 	fs.StringVar(&cfg.NotifyURL, "notify-url", "", "post signed-in users' mentions and DMs that none of their connections read within --notify-delay to this http(s) `URL` (JSON, signed: X-Parley-Signature; docs/API.md)")
 	fs.StringVar(&cfg.NotifySecretFile, "notify-secret-file", "", "`file` holding the HMAC secret (>= 16 bytes) that signs --notify-url's posts; required with it")
@@ -249,25 +256,44 @@ func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "on SIGINT/SIGTERM, how long to wait for clients to leave before dropping them")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log `level`: debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "log `format`: text or json")
+	fs.String("config", "", "read settings from this TOML `file` (keys: these flags' names; parley config sample writes one); flags, then PARLEY_* environment variables, override it")
+	return fs, cfg, l
+}
+
+// parseServe maps the command line, the environment (PARLEY_*) and the
+// config file (--config) onto serveConfig, in that order of precedence.
+func parseServe(args []string, stderr io.Writer) (serveConfig, error) {
+	fs, c, l := serveFlags(stderr)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
-			return cfg, err
+			return *c, err
 		}
-		return cfg, errUsage
+		return *c, errUsage
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "parley serve: unexpected argument %q\n", fs.Arg(0))
 		fs.Usage()
-		return cfg, errUsage
+		return *c, errUsage
 	}
-	var alone []string // cluster flags given to a node that is alone: they would do nothing
+	if err := applySettings(fs, os.LookupEnv); err != nil {
+		return *c, err
+	}
+	cfg := *c
+	e, ch := &cfg.Engine, &cfg.Chat
+	origins, secrets, pubKeys, private, readOnly := l.origins, l.secrets, l.pubKeys, l.private, l.readOnly
+	// A setting counts as given when it changes its default, wherever it
+	// comes from (a sample config file holds every default).
+	var alone []string // cluster settings given to a node that is alone: they would do nothing
+	maxStoreSet := false
 	fs.Visit(func(f *flag.Flag) {
+		if f.Value.String() == f.DefValue {
+			return
+		}
 		if clusterFlag(f.Name) {
 			alone = append(alone, "--"+f.Name)
 		}
+		maxStoreSet = maxStoreSet || f.Name == "nats-max-store"
 	})
-	maxStoreSet := false
-	fs.Visit(func(f *flag.Flag) { maxStoreSet = maxStoreSet || f.Name == "nats-max-store" })
 	if maxStoreSet && cfg.NATSEmbedded == "" && cfg.DataDir == "" {
 		return cfg, fmt.Errorf("--nats-max-store: only for a NATS this process embeds (--data-dir, --nats-embedded); a nats-server of your own sets max_file_store and max_memory_store")
 	}
