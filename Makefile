@@ -6,12 +6,20 @@ REV     := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VERSION := $(shell git describe --tags 2>/dev/null || echo dev)
 LDFLAGS := -X main.buildRevision=$(REV) -X main.buildVersion=$(VERSION)
 
-.PHONY: all build baseline run cluster test vet fmt bench fuzz fanout roundtrip loadtest compare hold-100k loadtest-100k loadtest-100k-kill chaos siege clean
+.PHONY: all build baseline run cluster test vet fmt bench container fuzz fanout roundtrip loadtest compare hold-100k loadtest-100k loadtest-100k-kill chaos siege clean
 
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/parley
+
+# The container image: a static binary in a FROM-scratch image, run as a
+# user that is not root (Containerfile). Built with podman (apt-get install
+# podman), offline, then checked: its files, user, entry point, and a run
+# that answers /readyz. IMAGE names it.
+IMAGE ?= parley:dev
+container:
+	scripts/container.sh $(IMAGE)
 
 # ADDR (host:port) moves the server, or a cluster's first node, off
 # localhost:1337: make run ADDR=0.0.0.0:8080.

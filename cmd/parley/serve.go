@@ -576,6 +576,13 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := srv.Handle("/ws/check", hub.CheckHandler()); err != nil { // the page asks why a connection failed
 		return err
 	}
+	probes := &health{}
+	if broker != nil {
+		probes.ready = broker.Ready
+	}
+	if err := probes.handle(srv.Handle); err != nil {
+		return err
+	}
 	apiSrv, stopAPI, err := startAPI(cfg, hub, srv, log)
 	if err != nil {
 		return err
@@ -603,6 +610,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.Handler())
+		_ = probes.handle(func(p string, h http.Handler) error { mux.Handle(p, h); return nil })
 		if cfg.Pprof {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
 			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -629,6 +637,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	log.Info("open your browser at " + scheme + "://" + srv.Addr().String() + "/")
 	<-ctx.Done()
 	stop()
+	probes.stopping.Store(true)
 	log.Info("shutting down", "timeout", cfg.ShutdownTimeout.String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
