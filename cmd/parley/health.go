@@ -19,9 +19,7 @@ type health struct {
 const readyTimeout = 2 * time.Second
 
 func (h *health) live(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+	if !getOnly(w, r) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -29,9 +27,7 @@ func (h *health) live(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+	if !getOnly(w, r) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
@@ -49,6 +45,16 @@ func (h *health) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = w.Write([]byte("ready\n"))
+}
+
+// getOnly answers 405 to a request that is not a GET or HEAD.
+func getOnly(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, "405 method not allowed", http.StatusMethodNotAllowed)
+	return false
 }
 
 // handle mounts the probes on mux-like registration fn.
