@@ -11,8 +11,6 @@
 package api
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -29,10 +27,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parleyhq/parley/internal/strictjson"
-
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/strictjson"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Prefix is where the API's routes live.
@@ -324,7 +322,7 @@ func message(r *http.Request) (string, chat.Sender, error) {
 func (s *Server) publish(r *http.Request) (any, error) {
 	text, from, err := message(r)
 	if err == nil {
-		err = s.hub.Publish(r.PathValue("room"), text, from)
+		err = s.hub.Publish(r.Context(), r.PathValue("room"), text, from)
 	}
 	if err != nil {
 		return nil, err
@@ -338,7 +336,7 @@ func (s *Server) deleteMessage(r *http.Request) (any, error) {
 	if err != nil || seq < 1 {
 		return nil, badRequest("message %q: want a sequence number (1 or more)", v)
 	}
-	if err := s.hub.DeleteMessage(r.PathValue("room"), seq); err != nil {
+	if err := s.hub.DeleteMessage(r.Context(), r.PathValue("room"), seq); err != nil {
 		return nil, err
 	}
 	return ok{true}, nil
@@ -374,7 +372,7 @@ func (s *Server) search(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.hub.Search(r.PathValue("room"), q.Get("q"), int64(before), limit)
+	return s.hub.Search(r.Context(), r.PathValue("room"), q.Get("q"), int64(before), limit)
 }
 
 // positive parses the optional positive number v of parameter name
@@ -393,7 +391,7 @@ func positive(name, v string) (int, error) {
 func (s *Server) dm(r *http.Request) (any, error) {
 	text, from, err := message(r)
 	if err == nil {
-		err = s.hub.SendDM(r.PathValue("user"), text, from)
+		err = s.hub.SendDM(r.Context(), r.PathValue("user"), text, from)
 	}
 	if err != nil {
 		return nil, err
@@ -498,7 +496,7 @@ func (s *Server) putRule(kind string) func(*http.Request) (any, error) {
 			}
 		}
 		rule.Until, rule.Reason = time.Now().Add(d).UnixMilli(), body.Reason
-		if err := s.hub.PutRule(rule); err != nil {
+		if err := s.hub.PutRule(r.Context(), rule); err != nil {
 			return nil, err
 		}
 		return RuleAnswer{Rule: rule, Until: time.UnixMilli(rule.Until).UTC().Format(time.RFC3339)}, nil
@@ -507,7 +505,7 @@ func (s *Server) putRule(kind string) func(*http.Request) (any, error) {
 
 func (s *Server) deleteRule(kind string) func(*http.Request) (any, error) {
 	return func(r *http.Request) (any, error) {
-		if err := s.hub.DeleteRule(ruleOf(kind, r)); err != nil {
+		if err := s.hub.DeleteRule(r.Context(), ruleOf(kind, r)); err != nil {
 			return nil, err
 		}
 		return ok{true}, nil
@@ -529,7 +527,7 @@ func (s *Server) rules(r *http.Request) (any, error) {
 }
 
 func (s *Server) presence(r *http.Request) (any, error) {
-	return s.hub.Presence(r.PathValue("room"))
+	return s.hub.Presence(r.Context(), r.PathValue("room"))
 }
 
 func (s *Server) history(r *http.Request) (any, error) {
@@ -537,7 +535,7 @@ func (s *Server) history(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	msgs, err := s.hub.History(r.PathValue("room"), limit)
+	msgs, err := s.hub.History(r.Context(), r.PathValue("room"), limit)
 	if err != nil {
 		return nil, err
 	}

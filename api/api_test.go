@@ -1,8 +1,6 @@
 package api_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +19,7 @@ import (
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
+	"github.com/parleyhq/parley/protocol"
 )
 
 func TestMain(m *testing.M) { testserver.Main(m) }

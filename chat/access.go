@@ -1,8 +1,6 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"container/heap"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/parleyhq/parley/auth"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Identity and access. A client connects as a guest or, with a token

@@ -1,8 +1,6 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +25,7 @@ import (
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/wstest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // issuer signs the tokens of these tests.
@@ -243,7 +242,7 @@ func TestRoomAccess(t *testing.T) {
 	}
 
 	// An invitation lets a user in, and only that user.
-	if err := hub.PutRule(chat.Rule{Kind: chat.RuleInvite, Room: "team-a", Subject: "u-plain", Until: time.Now().Add(time.Hour).UnixMilli()}); err != nil {
+	if err := hub.PutRule(context.Background(), chat.Rule{Kind: chat.RuleInvite, Room: "team-a", Subject: "u-plain", Until: time.Now().Add(time.Hour).UnixMilli()}); err != nil {
 		t.Fatal(err)
 	}
 	user.Send(protocol.Request{Type: protocol.TypeJoin, Room: "team-a"})
@@ -268,7 +267,7 @@ func TestRoomAccess(t *testing.T) {
 			t.Fatalf("%+v", m)
 		}
 	}
-	if err := hub.Publish("news", "from the backend", chat.Sender{}); err != nil {
+	if err := hub.Publish(context.Background(), "news", "from the backend", chat.Sender{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []*client{staff, user, guest} {
@@ -284,12 +283,12 @@ func TestRoomAccess(t *testing.T) {
 
 	// A mute, then its end.
 	mute := chat.Rule{Kind: chat.RuleMute, Room: "lobby", Subject: "u-plain", Until: time.Now().Add(time.Hour).UnixMilli(), Reason: "spam"}
-	if err := hub.PutRule(mute); err != nil {
+	if err := hub.PutRule(context.Background(), mute); err != nil {
 		t.Fatal(err)
 	}
 	user.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "hello?"})
 	user.ExpectError(protocol.CodeMuted)
-	if err := hub.DeleteRule(mute); err != nil {
+	if err := hub.DeleteRule(context.Background(), mute); err != nil {
 		t.Fatal(err)
 	}
 	user.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "back"})
@@ -309,7 +308,7 @@ func TestBans(t *testing.T) {
 	c, _ := signedIn(t, u, token)
 	other, _ := signedIn(t, u, is.Sign(authtest.Claims("u-good")))
 	ban := chat.Rule{Kind: chat.RuleBanUser, Subject: "u-bad", Until: time.Now().Add(time.Hour).UnixMilli(), Reason: "abuse"}
-	if err := hub.PutRule(ban); err != nil {
+	if err := hub.PutRule(context.Background(), ban); err != nil {
 		t.Fatal(err)
 	}
 	if ce, err := c.ExpectClose(); err != nil || ce.Code != int(protocol.CloseBanned) {
@@ -319,7 +318,7 @@ func TestBans(t *testing.T) {
 	if status != 403 || !strings.Contains(body, "banned until") || !strings.Contains(body, "abuse") {
 		t.Fatalf("a banned user's handshake: %d %q", status, body)
 	}
-	if err := hub.DeleteRule(ban); err != nil {
+	if err := hub.DeleteRule(context.Background(), ban); err != nil {
 		t.Fatal(err)
 	}
 	signedIn(t, u, token)
@@ -327,7 +326,7 @@ func TestBans(t *testing.T) {
 	other.Expect("message")
 
 	addr := chat.Rule{Kind: chat.RuleBanAddr, Subject: "127.0.0.0/8", Until: time.Now().Add(time.Hour).UnixMilli()}
-	if err := hub.PutRule(addr); err != nil {
+	if err := hub.PutRule(context.Background(), addr); err != nil {
 		t.Fatal(err)
 	}
 	if ce, err := other.ExpectClose(); err != nil || ce.Code != int(protocol.CloseBanned) {
@@ -339,7 +338,7 @@ func TestBans(t *testing.T) {
 	if got := hub.Rules(chat.RuleBanAddr); len(got) != 1 || got[0].Subject != "127.0.0.0/8" {
 		t.Fatalf("rules: %+v", got)
 	}
-	if err := hub.DeleteRule(chat.Rule{Kind: chat.RuleBanAddr, Subject: "127.0.0.0/8"}); err != nil {
+	if err := hub.DeleteRule(context.Background(), chat.Rule{Kind: chat.RuleBanAddr, Subject: "127.0.0.0/8"}); err != nil {
 		t.Fatal(err)
 	}
 	connect(t, u)
@@ -351,7 +350,7 @@ func TestBans(t *testing.T) {
 		{Kind: chat.RuleBanUser, Subject: "u", Until: 0},
 		{Kind: chat.RuleBanUser, Subject: "a\nb", Until: 1},
 	} {
-		if err := hub.PutRule(bad); !errors.Is(err, chat.ErrInvalid) {
+		if err := hub.PutRule(context.Background(), bad); !errors.Is(err, chat.ErrInvalid) {
 			t.Errorf("PutRule(%+v): %v, want ErrInvalid", bad, err)
 		}
 	}
@@ -436,13 +435,13 @@ func TestRulesCap(t *testing.T) {
 	until := time.Now().Add(time.Hour).UnixMilli()
 	ban := func(user string) chat.Rule { return chat.Rule{Kind: chat.RuleBanUser, Subject: user, Until: until} }
 	for _, u := range []string{"u1", "u2"} {
-		if err := hub.PutRule(ban(u)); err != nil {
+		if err := hub.PutRule(context.Background(), ban(u)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, r := range []chat.Rule{ban("u3"), {Kind: chat.RuleMute, Room: "lobby", Subject: "u1", Until: until},
 		{Kind: chat.RuleInvite, Room: "vip", Subject: "u1", Until: until}} {
-		if err := hub.PutRule(r); !errors.Is(err, chat.ErrRuleLimit) || !strings.Contains(err.Error(), "2 rules") {
+		if err := hub.PutRule(context.Background(), r); !errors.Is(err, chat.ErrRuleLimit) || !strings.Contains(err.Error(), "2 rules") {
 			t.Fatalf("%s of %s past the cap: %v, want ErrRuleLimit naming the cap", r.Kind, r.Subject, err)
 		}
 	}
@@ -451,13 +450,13 @@ func TestRulesCap(t *testing.T) {
 	}
 	longer := ban("u2")
 	longer.Until += 1000
-	if err := hub.PutRule(longer); err != nil {
+	if err := hub.PutRule(context.Background(), longer); err != nil {
 		t.Fatalf("changing a rule held at the cap: %v", err)
 	}
-	if err := hub.DeleteRule(ban("u1")); err != nil {
+	if err := hub.DeleteRule(context.Background(), ban("u1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := hub.PutRule(ban("u3")); err != nil {
+	if err := hub.PutRule(context.Background(), ban("u3")); err != nil {
 		t.Fatalf("a rule after one ended: %v", err)
 	}
 	if got := len(hub.Rules(chat.RuleBanUser)); got != 2 {

@@ -1,14 +1,14 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // What a backend can do to the chat (the server API, api package, calls
@@ -65,7 +65,7 @@ func (h *Hub) sender(s Sender) (nick, user string, err error) {
 // backend decides), and returns the message's sequence number once the
 // broker has it. The room is opened here if no client of this node is in
 // it, and kept for HistoryTTL like any empty room.
-func (h *Hub) Publish(room, text string, from Sender) error {
+func (h *Hub) Publish(ctx context.Context, room, text string, from Sender) error {
 	if err := validRoom(room); err != nil {
 		return fmt.Errorf("%w: room %q %v", ErrInvalid, room, err)
 	}
@@ -76,26 +76,32 @@ func (h *Hub) Publish(room, text string, from Sender) error {
 	if err != nil {
 		return err
 	}
-	r, err := h.roomFor(room, nil)
+	r, err := h.roomFor(ctx, room, nil)
 	if err != nil {
 		return fmt.Errorf("chat: open room %q: %w", room, err)
 	}
 	r.mu.Unlock()
-	return h.publishWait(room, published{From: nick, User: user, System: user == "", Text: text, TS: now()})
+	return h.publishWait(ctx, room, published{From: nick, User: user, System: user == "", Text: text, TS: now()})
 }
 
 // publishWait publishes the backend's entry p in room's log and waits
-// for the broker to have it.
-func (h *Hub) publishWait(room string, p published) error {
+// for the broker to have it, or for ctx to end (the entry may then still
+// be stored).
+func (h *Hub) publishWait(ctx context.Context, room string, p published) error {
 	b, err := marshal(p)
 	if err != nil {
 		return err
 	}
 	done := make(chan error, 1)
 	h.broker.Publish(room, b, "", func(err error) { done <- err })
-	if err := <-done; err != nil {
-		h.stats.publishFailed.Add(1)
-		return fmt.Errorf("chat: publish to %q: %w", room, err)
+	select {
+	case err := <-done:
+		if err != nil {
+			h.stats.publishFailed.Add(1)
+			return fmt.Errorf("chat: publish to %q: %w", room, err)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("chat: publish to %q: %w", room, ctx.Err())
 	}
 	h.stats.published.Add(1)
 	return nil
@@ -105,14 +111,14 @@ func (h *Hub) publishWait(room string, p published) error {
 // members get a deleted event (mod set, from "system"), and the history
 // holds it without its text. The room's history must hold it: an older
 // one is ErrNoMessage.
-func (h *Hub) DeleteMessage(room string, seq int64) error {
+func (h *Hub) DeleteMessage(ctx context.Context, room string, seq int64) error {
 	if err := validRoom(room); err != nil {
 		return fmt.Errorf("%w: room %q %v", ErrInvalid, room, err)
 	}
 	if seq <= 0 {
 		return fmt.Errorf("%w: message %d", ErrInvalid, seq)
 	}
-	r, err := h.roomFor(room, nil)
+	r, err := h.roomFor(ctx, room, nil)
 	if err != nil {
 		return fmt.Errorf("chat: open room %q: %w", room, err)
 	}
@@ -121,11 +127,16 @@ func (h *Hub) DeleteMessage(room string, seq int64) error {
 	if !found {
 		return fmt.Errorf("%w: room %q holds no message %d (deleted, not a message, or older than its history)", ErrNoMessage, room, seq)
 	}
-	return h.publishWait(room, published{Deletes: seq, From: systemNick, System: true, Mod: true, TS: now()})
+	return h.publishWait(ctx, room, published{Deletes: seq, From: systemNick, System: true, Mod: true, TS: now()})
 }
 
 // SendDM sends text to every connection of user, on every node, as from.
-func (h *Hub) SendDM(user, text string, from Sender) error {
+// It does not wait for the nodes (a DM to a user connected nowhere is not
+// kept); ctx ended before it is sent, it is not.
+func (h *Hub) SendDM(ctx context.Context, user, text string, from Sender) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := validUser(user); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -199,7 +210,7 @@ func printableText(s string) bool {
 }
 
 // PutRule puts r (a ban, mute or invitation) in force on every node.
-func (h *Hub) PutRule(r Rule) error {
+func (h *Hub) PutRule(ctx context.Context, r Rule) error {
 	if err := r.Check(); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
@@ -210,7 +221,7 @@ func (h *Hub) PutRule(r Rule) error {
 	if !h.ruleFits(r.Key()) {
 		return fmt.Errorf("%w: %d rules held already (MaxRules); end one, or raise --max-rules", ErrRuleLimit, h.cfg.MaxRules)
 	}
-	if err := h.broker.PutRule(r); err != nil {
+	if err := h.broker.PutRule(ctx, r); err != nil {
 		return fmt.Errorf("chat: put rule: %w", err)
 	}
 	return nil
@@ -236,7 +247,7 @@ func (h *Hub) ruleFits(k string) bool {
 }
 
 // DeleteRule ends the rule of r's kind, room and subject on every node.
-func (h *Hub) DeleteRule(r Rule) error {
+func (h *Hub) DeleteRule(ctx context.Context, r Rule) error {
 	r.Until = 1 // checked as any rule, but for its time
 	if err := r.Check(); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
@@ -245,7 +256,7 @@ func (h *Hub) DeleteRule(r Rule) error {
 		p, _ := parseAddrRule(r.Subject)
 		r.Subject = p.String()
 	}
-	if err := h.broker.DeleteRule(r); err != nil {
+	if err := h.broker.DeleteRule(ctx, r); err != nil {
 		return fmt.Errorf("chat: delete rule: %w", err)
 	}
 	return nil
@@ -279,8 +290,8 @@ const presenceSettle = 300 * time.Millisecond
 
 // Presence returns room's members across the cluster (at most
 // PresenceListMax names; the count is exact).
-func (h *Hub) Presence(room string) (RoomPresence, error) {
-	r, err := h.openForBackend(room)
+func (h *Hub) Presence(ctx context.Context, room string) (RoomPresence, error) {
+	r, err := h.openForBackend(ctx, room)
 	if err != nil {
 		return RoomPresence{}, err
 	}
@@ -291,8 +302,8 @@ func (h *Hub) Presence(room string) (RoomPresence, error) {
 
 // History returns up to limit (at most HistorySize) of room's latest
 // messages, oldest first.
-func (h *Hub) History(room string, limit int) ([]json.RawMessage, error) {
-	r, err := h.openForBackend(room)
+func (h *Hub) History(ctx context.Context, room string, limit int) ([]json.RawMessage, error) {
+	r, err := h.openForBackend(ctx, room)
 	if err != nil {
 		return nil, err
 	}
@@ -306,18 +317,24 @@ func (h *Hub) History(room string, limit int) ([]json.RawMessage, error) {
 
 // openForBackend returns room, locked, opening it if needed; in a
 // cluster a room opened here waits presenceSettle for the others' news.
-func (h *Hub) openForBackend(room string) (*room, error) {
+func (h *Hub) openForBackend(ctx context.Context, room string) (*room, error) {
 	if err := validRoom(room); err != nil {
 		return nil, fmt.Errorf("%w: room %q %v", ErrInvalid, room, err)
 	}
 	_, open := h.rooms.Load(room)
-	r, err := h.roomFor(room, nil)
+	r, err := h.roomFor(ctx, room, nil)
 	if err != nil {
 		return nil, fmt.Errorf("chat: open room %q: %w", room, err)
 	}
 	if !open && h.node != "" {
 		r.mu.Unlock()
-		time.Sleep(presenceSettle) // the other nodes answer the want sent on opening
+		t := time.NewTimer(presenceSettle) // the other nodes answer the want sent on opening
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("chat: open room %q: %w", room, ctx.Err())
+		}
 		if r = h.lockRoom(room); r == nil {
 			return nil, fmt.Errorf("chat: room %q: %w", room, ErrNoRoom)
 		}

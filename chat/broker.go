@@ -1,6 +1,9 @@
 package chat
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // Broker connects the hubs of a cluster: it numbers each room's messages
 // and carries them, with direct messages, broadcasts and access rules, to
@@ -20,6 +23,22 @@ import "errors"
 //     HandleReset.
 //   - The publishing hub receives its own messages.
 //   - Handler calls for one room are not concurrent with each other.
+//
+// Concurrency: every method may be called from any goroutine, at the
+// same time as any other (the hub calls them from its clients'
+// callbacks, its timers and its backend callers), except Run, called
+// once before all others, and Close, after which no other is called.
+// Publish, SendDirect, Broadcast and PublishPresence do not block for
+// long: a hub calls them on the engine's goroutines, and they report
+// their outcome through done (on any goroutine) or not at all. The
+// methods that take a context (Subscribe, PutRule, DeleteRule, Close, and
+// the PresenceManager's nick calls) may wait on the network: they return
+// ctx's error once ctx ends, having given up or undone what they began
+// (a Subscribe given up leaves the room unsubscribed). A broker may call
+// its handler from inside Publish, PutRule and DeleteRule (MemoryBroker
+// delivers at once, on the caller's goroutine) as well as from its own
+// goroutines, so the hub holds none of the locks its handlers take while
+// it calls those.
 type Broker interface {
 	// Run starts delivering to h. The hub calls it once, before any other
 	// method.
@@ -32,7 +51,7 @@ type Broker interface {
 	// Subscribe makes this hub receive room's messages and presence news,
 	// and returns the room's state: every message after State.Seq reaches
 	// HandleMessage. Subscribing twice is the same as once.
-	Subscribe(room string) (RoomState, error)
+	Subscribe(ctx context.Context, room string) (RoomState, error)
 
 	// Unsubscribe stops room's deliveries to this hub.
 	Unsubscribe(room string) error
@@ -60,18 +79,19 @@ type Broker interface {
 	// hub's HandleRule receives it, this one's included, and hubs that
 	// start later receive the rules in force when they Run. A rule with
 	// the key of another replaces it.
-	PutRule(r Rule) error
+	PutRule(ctx context.Context, r Rule) error
 
 	// DeleteRule ends the rule with r's key everywhere (HandleRule with
 	// deleted set).
-	DeleteRule(r Rule) error
+	DeleteRule(ctx context.Context, r Rule) error
 
 	// Broadcast sends data to every hub of the cluster, this one included
 	// (HandleControl).
 	Broadcast(data []byte) error
 
-	// Close stops deliveries and releases the broker's resources.
-	Close() error
+	// Close stops deliveries and releases the broker's resources, telling
+	// the cluster this node leaves if it can within ctx.
+	Close(ctx context.Context) error
 }
 
 // PresenceManager keeps who is where across the cluster: each room's
@@ -87,13 +107,13 @@ type PresenceManager interface {
 	// ClaimNick reserves key, a lower-cased nick, for owner across the
 	// cluster; it returns ErrNickClaimed when a live owner holds it.
 	// Claiming a key one holds already succeeds.
-	ClaimNick(key, owner string) error
+	ClaimNick(ctx context.Context, key, owner string) error
 
 	// ReleaseNick gives key up if owner holds it.
-	ReleaseNick(key, owner string) error
+	ReleaseNick(ctx context.Context, key, owner string) error
 
 	// LookupNick returns key's owner, or ErrNickNotFound.
-	LookupNick(key string) (owner string, err error)
+	LookupNick(ctx context.Context, key string) (owner string, err error)
 
 	// Nodes describes the cluster's live nodes, this one first, as they
 	// last told (NodeLoad).

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -88,7 +89,7 @@ func (b *MemoryBroker) Publish(room string, msg []byte, id string, done func(err
 }
 
 // Subscribe implements Broker. A room subscribed anew starts a new epoch.
-func (b *MemoryBroker) Subscribe(room string) (RoomState, error) {
+func (b *MemoryBroker) Subscribe(_ context.Context, room string) (RoomState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	r := b.rooms[room]
@@ -117,7 +118,7 @@ func (b *MemoryBroker) SendDirect(node string, _ []byte, done func(error)) {
 }
 
 // ClaimNick implements Broker.
-func (b *MemoryBroker) ClaimNick(key, owner string) error {
+func (b *MemoryBroker) ClaimNick(_ context.Context, key, owner string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if o, ok := b.nicks[key]; ok && o != owner {
@@ -128,7 +129,7 @@ func (b *MemoryBroker) ClaimNick(key, owner string) error {
 }
 
 // ReleaseNick implements Broker.
-func (b *MemoryBroker) ReleaseNick(key, owner string) error {
+func (b *MemoryBroker) ReleaseNick(_ context.Context, key, owner string) error {
 	b.mu.Lock()
 	if b.nicks[key] == owner {
 		delete(b.nicks, key)
@@ -138,7 +139,7 @@ func (b *MemoryBroker) ReleaseNick(key, owner string) error {
 }
 
 // LookupNick implements Broker.
-func (b *MemoryBroker) LookupNick(key string) (string, error) {
+func (b *MemoryBroker) LookupNick(_ context.Context, key string) (string, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	if o, ok := b.nicks[key]; ok {
@@ -148,7 +149,7 @@ func (b *MemoryBroker) LookupNick(key string) (string, error) {
 }
 
 // PutRule implements Broker: the rule is handed to the hub at once.
-func (b *MemoryBroker) PutRule(r Rule) error {
+func (b *MemoryBroker) PutRule(_ context.Context, r Rule) error {
 	b.mu.RLock()
 	h := b.h
 	b.mu.RUnlock()
@@ -160,7 +161,7 @@ func (b *MemoryBroker) PutRule(r Rule) error {
 }
 
 // DeleteRule implements Broker.
-func (b *MemoryBroker) DeleteRule(r Rule) error {
+func (b *MemoryBroker) DeleteRule(_ context.Context, r Rule) error {
 	b.mu.RLock()
 	h := b.h
 	b.mu.RUnlock()
@@ -201,7 +202,7 @@ func (b *MemoryBroker) Nodes() []NodeInfo {
 const LocalNode = "local"
 
 // Close implements Broker.
-func (b *MemoryBroker) Close() error {
+func (b *MemoryBroker) Close(context.Context) error {
 	b.mu.Lock()
 	b.h = nil
 	b.mu.Unlock()

@@ -1,15 +1,16 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
+	"context"
 	"errors"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/brokertest"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 func TestMemoryBroker(t *testing.T) {
@@ -23,9 +24,9 @@ func TestMemoryBroker(t *testing.T) {
 	}
 	// A room subscribed anew after it was given up starts a new epoch.
 	_ = b.Run(brokertest.NewHandler())
-	st1, _ := b.Subscribe("a")
+	st1, _ := b.Subscribe(context.Background(), "a")
 	_ = b.Unsubscribe("a")
-	st2, _ := b.Subscribe("a")
+	st2, _ := b.Subscribe(context.Background(), "a")
 	if st2.Epoch <= st1.Epoch {
 		t.Fatalf("epochs %d then %d: a new room must start a new epoch", st1.Epoch, st2.Epoch)
 	}
@@ -36,7 +37,7 @@ func TestMemoryBroker(t *testing.T) {
 func BenchmarkMemoryBrokerPublish(b *testing.B) {
 	br := chat.NewMemoryBroker()
 	_ = br.Run(nopHandler{})
-	_, _ = br.Subscribe("lobby")
+	_, _ = br.Subscribe(context.Background(), "lobby")
 	data := []byte(`{"from":"a","text":"hi","ts":1}`)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -83,20 +84,20 @@ type countingPresence struct {
 	claims atomic.Int64
 }
 
-func (p *countingPresence) ClaimNick(key, owner string) error {
+func (p *countingPresence) ClaimNick(ctx context.Context, key, owner string) error {
 	p.claims.Add(1)
-	return p.MemoryBroker.ClaimNick(key, owner)
+	return p.MemoryBroker.ClaimNick(ctx, key, owner)
 }
 
 // downBroker is a MemoryBroker whose rooms named "down" cannot be opened,
 // as a cluster's when NATS cannot make the room's stream.
 type downBroker struct{ *chat.MemoryBroker }
 
-func (b downBroker) Subscribe(room string) (chat.RoomState, error) {
+func (b downBroker) Subscribe(ctx context.Context, room string) (chat.RoomState, error) {
 	if room == "down" {
 		return chat.RoomState{}, errors.New("no suitable peers for placement")
 	}
-	return b.MemoryBroker.Subscribe(room)
+	return b.MemoryBroker.Subscribe(ctx, room)
 }
 
 // TestJoinUnavailable: a room the broker cannot open now is refused with
@@ -108,5 +109,50 @@ func TestJoinUnavailable(t *testing.T) {
 	c.Send(protocol.Request{Type: protocol.TypeJoin, Room: "down", ID: "j1"})
 	if e := c.ExpectError(protocol.CodeUnavailable); e.Request == nil || e.Request.ID != "j1" {
 		t.Fatalf("the error does not name its request: %+v", e)
+	}
+}
+
+// stuckBroker is a MemoryBroker whose room "stuck" cannot be opened until
+// the caller gives up, and which never answers publications to "silent":
+// a NATS that does not answer.
+type stuckBroker struct{ *chat.MemoryBroker }
+
+func (b stuckBroker) Subscribe(ctx context.Context, room string) (chat.RoomState, error) {
+	if room == "stuck" {
+		<-ctx.Done()
+		return chat.RoomState{}, ctx.Err()
+	}
+	return b.MemoryBroker.Subscribe(ctx, room)
+}
+
+func (b stuckBroker) Publish(room string, msg []byte, id string, done func(error)) {
+	if room == "silent" {
+		return
+	}
+	b.MemoryBroker.Publish(room, msg, id, done)
+}
+
+// TestBackendCallsStopWaiting: a backend call whose context ends stops
+// waiting for a broker that does not answer.
+func TestBackendCallsStopWaiting(t *testing.T) {
+	mb := chat.NewMemoryBroker()
+	hub, _, _ := startChat(t, chat.Config{Broker: stuckBroker{mb}, Presence: mb, Reads: mb}, engine.Config{})
+	for _, tc := range []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"History", func(ctx context.Context) error { _, err := hub.History(ctx, "stuck", 10); return err }},
+		{"Presence", func(ctx context.Context) error { _, err := hub.Presence(ctx, "stuck"); return err }},
+		{"Search", func(ctx context.Context) error { _, err := hub.Search(ctx, "stuck", "x", 0, 10); return err }},
+		{"Publish", func(ctx context.Context) error { return hub.Publish(ctx, "silent", "hello", chat.Sender{}) }},
+		{"DeleteMessage", func(ctx context.Context) error { return hub.DeleteMessage(ctx, "stuck", 1) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := tc.call(ctx); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("%s: %v, want the context's deadline", tc.name, err)
+			}
+		})
 	}
 }

@@ -1,8 +1,6 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"encoding/json"
 	"net"
@@ -12,6 +10,7 @@ import (
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/testserver"
 	"github.com/parleyhq/parley/internal/wstest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestRacingMakerNotCharged: a joiner that reaches makeRoom after another
@@ -49,14 +48,14 @@ func TestRacingMakerNotCharged(t *testing.T) {
 		return h.creators.m[k].tokens
 	}
 	before := left()
-	r, made, err := h.makeRoom("lobby", c) // made by then
+	r, made, err := h.makeRoom(context.Background(), "lobby", c) // made by then
 	if r != nil || made || err != nil {
 		t.Fatalf("making a room that exists: %v %v %v", r, made, err)
 	}
 	if after := left(); after < before {
 		t.Fatalf("charged for a room it did not make: %.2f -> %.2f creations left", before, after)
 	}
-	r, made, err = h.makeRoom("new", c)
+	r, made, err = h.makeRoom(context.Background(), "new", c)
 	if !made || err != nil {
 		t.Fatalf("making a new room: %v %v", made, err)
 	}

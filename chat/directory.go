@@ -1,13 +1,14 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/parleyhq/parley/protocol"
 )
 
 // The room directory and search: a client finds rooms to join by name,
@@ -261,7 +262,7 @@ func (h *Hub) searchRoom(c *client, req *protocol.Request) {
 
 // Search is the server API's search of a room's history (see Rooms for
 // the room's opening).
-func (h *Hub) Search(room, q string, before int64, limit int) (protocol.SearchResult, error) {
+func (h *Hub) Search(ctx context.Context, room, q string, before int64, limit int) (protocol.SearchResult, error) {
 	if strings.TrimSpace(q) == "" || len(q) > maxQuery {
 		return protocol.SearchResult{}, fmt.Errorf("%w: q: 1 to %d bytes", ErrInvalid, maxQuery)
 	}
@@ -271,7 +272,7 @@ func (h *Hub) Search(room, q string, before int64, limit int) (protocol.SearchRe
 	if limit <= 0 || limit > MaxSearchResult {
 		limit = MaxSearchResult
 	}
-	r, err := h.openForBackend(room)
+	r, err := h.openForBackend(ctx, room)
 	if err != nil {
 		return protocol.SearchResult{}, err
 	}

@@ -1,14 +1,13 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Direct messages to a nick, on this node or another.

@@ -1,8 +1,6 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/auth"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Editing, deleting and answering messages. An edit or a delete is an

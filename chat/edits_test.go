@@ -1,8 +1,6 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"testing"
 	"time"
 
@@ -10,6 +8,7 @@ import (
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/poll"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestEditAndDelete: a sender edits and deletes its own messages, every

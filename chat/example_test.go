@@ -47,7 +47,7 @@ func Example_embed() {
 		log.Fatal(err)
 	}
 	// ...hears what the program says in its room.
-	if err := hub.Publish("general", "deploy finished", chat.Sender{}); err != nil {
+	if err := hub.Publish(context.Background(), "general", "deploy finished", chat.Sender{}); err != nil {
 		log.Fatal(err)
 	}
 	for ev := range c.Events() {

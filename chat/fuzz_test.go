@@ -1,12 +1,12 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/parleyhq/parley/protocol"
 )
 
 // FuzzRequest: any frame decodes (or falls back to plain text) without

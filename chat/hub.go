@@ -1,9 +1,8 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/cfgerr"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // clientShards is the number of stripes of the client map.
@@ -60,8 +60,11 @@ type Hub struct {
 
 	brokerLog rateLog // broker failures: an outage fails thousands of calls, logged once a second
 	stats     hubStats
-	stop      chan struct{}
-	wg        sync.WaitGroup
+	// ctx is the hub's life: its broker calls for clients wait within it,
+	// and OnStop ends it (cancel), stopping its loops and those waits.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 var (
@@ -110,7 +113,8 @@ func New(cfg Config) (*Hub, error) {
 	}
 	c := cfg.withDefaults()
 	h := &Hub{cfg: c, log: c.Logger, broker: c.Broker, nicks: make(map[string]engine.ClientID),
-		stop: make(chan struct{}), epoch: time.Now().UnixMilli()}
+		epoch: time.Now().UnixMilli()}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.scratch.New = func() any { b := make([]byte, 0, 512); return &b }
 	if _, err := rand.Read(h.sidKey[:]); err != nil {
 		return nil, fmt.Errorf("chat: a key for guests' sender ids: %w", err)
@@ -154,12 +158,17 @@ func (h *Hub) OnStart(ep *engine.Endpoint) error {
 	return nil
 }
 
+// brokerCloseTimeout bounds the broker's Close at OnStop.
+const brokerCloseTimeout = 5 * time.Second
+
 // OnStop implements engine.Application.
 func (h *Hub) OnStop() {
-	close(h.stop)
+	h.cancel()
 	h.wg.Wait()
 	h.stopNotes()
-	if err := h.broker.Close(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), brokerCloseTimeout)
+	defer cancel()
+	if err := h.broker.Close(ctx); err != nil {
 		h.log.Warn("closing the broker", "err", err)
 	}
 }
@@ -254,7 +263,7 @@ func (h *Hub) OnClose(id engine.ClientID, _ engine.StatusCode, _ string) {
 	}
 	h.nickMu.Unlock()
 	if !isGuest(key) {
-		if err := h.presence.ReleaseNick(key, h.owner(id, c.nick)); err != nil {
+		if err := h.presence.ReleaseNick(h.ctx, key, h.owner(id, c.nick)); err != nil {
 			h.log.Warn("releasing a nick", "nick", c.nick, "err", err)
 		}
 	}

@@ -1,8 +1,6 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wsproto"
 	"github.com/parleyhq/parley/internal/wstest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 func TestWelcome(t *testing.T) {
@@ -807,10 +806,10 @@ func TestBackendRoomsAreSwept(t *testing.T) {
 		t.Parallel()
 		h, _, url := startChat(t, chat.Config{MaxRoomsTotal: 3, RateLimit: -1}, engine.Config{})
 		a := connect(t, url) // the lobby: 1 room
-		if _, err := h.Presence("p"); err != nil {
+		if _, err := h.Presence(context.Background(), "p"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.History("q", 0); err != nil {
+		if _, err := h.History(context.Background(), "q", 0); err != nil {
 			t.Fatal(err)
 		}
 		for _, name := range []string{"r1", "r2"} { // each evicts one the API opened
@@ -826,10 +825,10 @@ func TestBackendRoomsAreSwept(t *testing.T) {
 		t.Parallel()
 		h, _, url := startChat(t, chat.Config{HistoryTTL: 50 * time.Millisecond, PresenceInterval: 20 * time.Millisecond}, engine.Config{})
 		connect(t, url) // the lobby, kept: it has a member
-		if err := h.Publish("p", "hello", chat.Sender{}); err != nil {
+		if err := h.Publish(context.Background(), "p", "hello", chat.Sender{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := h.Presence("q"); err != nil {
+		if _, err := h.Presence(context.Background(), "q"); err != nil {
 			t.Fatal(err)
 		}
 		poll.Until(t, "the API's rooms swept", func() bool { return h.Stats().Rooms == 1 })

@@ -1,13 +1,12 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"fmt"
 	"sync/atomic"
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // The hub's rate limits: requests per client, rooms made per client, and

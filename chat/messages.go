@@ -1,8 +1,6 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/netkey"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Saying: a client's message to a room, and the checks a room message

@@ -1,14 +1,13 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // The hub's nicknames: choosing one, guests' names, and finding the
@@ -63,11 +62,11 @@ func (h *Hub) setNick(c *client, want string) (old string, code protocol.Code, m
 	if !isGuest(key) {
 		caseOnly := key == oldKey
 		if caseOnly {
-			_ = h.presence.ReleaseNick(key, h.owner(c.id, c.nick))
+			_ = h.presence.ReleaseNick(h.ctx, key, h.owner(c.id, c.nick))
 		}
-		if err := h.presence.ClaimNick(key, h.owner(c.id, shown)); err != nil {
+		if err := h.presence.ClaimNick(h.ctx, key, h.owner(c.id, shown)); err != nil {
 			if caseOnly {
-				_ = h.presence.ClaimNick(key, h.owner(c.id, c.nick))
+				_ = h.presence.ClaimNick(h.ctx, key, h.owner(c.id, c.nick))
 			}
 			if errors.Is(err, ErrNickClaimed) {
 				return "", protocol.CodeNickTaken, fmt.Sprintf("%q is taken", shown)
@@ -87,7 +86,7 @@ func (h *Hub) setNick(c *client, want string) (old string, code protocol.Code, m
 	c.nick = shown
 	h.nickMu.Unlock()
 	if key != oldKey && !isGuest(oldKey) {
-		if err := h.presence.ReleaseNick(oldKey, h.owner(c.id, old)); err != nil {
+		if err := h.presence.ReleaseNick(h.ctx, oldKey, h.owner(c.id, old)); err != nil {
 			h.log.Warn("releasing a nick", "nick", old, "err", err)
 		}
 	}
@@ -133,7 +132,7 @@ func (h *Hub) locate(key, asked string) (node string, id engine.ClientID, nick s
 		}
 		return rest[:i], engine.ClientID(n), asked, nil
 	}
-	o, err := h.presence.LookupNick(key)
+	o, err := h.presence.LookupNick(h.ctx, key)
 	if err != nil {
 		return "", 0, "", err
 	}

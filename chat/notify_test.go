@@ -1,8 +1,6 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -16,6 +14,7 @@ import (
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/notify"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestNotifyUnread: mentions and DMs that no connection of their user

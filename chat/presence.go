@@ -1,13 +1,12 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Presence: who is in a room, on this node and the others, told to the
@@ -37,7 +36,7 @@ func (h *Hub) presenceLoop() {
 	var lastSweep time.Time
 	for {
 		select {
-		case <-h.stop:
+		case <-h.ctx.Done():
 			return
 		case now := <-t.C:
 			h.dirtyMu.Lock()

@@ -1,10 +1,10 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"testing"
+
+	"github.com/parleyhq/parley/protocol"
 )
 
 // BenchmarkDecodeRequest: the cost of reading a say, strictly (what the

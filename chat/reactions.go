@@ -1,8 +1,6 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -10,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Reactions: a member toggles an emoji on a message of the room's history.

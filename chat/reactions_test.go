@@ -1,8 +1,6 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -11,6 +9,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/poll"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // reactionsUntil reads c's events up to the message with text until, and

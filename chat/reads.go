@@ -1,13 +1,12 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"fmt"
 	"slices"
 	"sync"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Read state: where a signed-in user has read to in each room, held by
@@ -57,7 +56,7 @@ func (h *Hub) readWork() {
 	defer h.wg.Done()
 	for {
 		select {
-		case <-h.stop:
+		case <-h.ctx.Done():
 			return
 		case f := <-h.readQ:
 			f()

@@ -1,8 +1,6 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"slices"
 	"testing"
 	"time"
@@ -10,6 +8,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestReadState: a signed-in user's read position is the server's: a

@@ -1,8 +1,6 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"bytes"
 	"encoding/json"
 	"math"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // room is one chat room. Its lock is held while a message delivered by the

@@ -1,9 +1,8 @@
 package chat
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // The hub's rooms: making, joining, leaving and removing them, and the
@@ -155,11 +155,11 @@ var (
 
 // roomFor returns the live room called name, making it if needed (on c's
 // account: c nil for the server's own rooms), with its lock held.
-func (h *Hub) roomFor(name string, c *client) (*room, error) {
+func (h *Hub) roomFor(ctx context.Context, name string, c *client) (*room, error) {
 	for {
 		v, ok := h.rooms.Load(name)
 		if !ok {
-			r, made, err := h.makeRoom(name, c)
+			r, made, err := h.makeRoom(ctx, name, c)
 			if made || err != nil {
 				return r, err
 			}
@@ -189,7 +189,7 @@ func (h *Hub) roomFor(name string, c *client) (*room, error) {
 // rooms are made meanwhile, and the broker's calls for this one
 // (presence, messages, a reset) do not wait for them. Joiners of the
 // room wait on its loading channel (roomFor).
-func (h *Hub) makeRoom(name string, c *client) (_ *room, made bool, _ error) {
+func (h *Hub) makeRoom(ctx context.Context, name string, c *client) (_ *room, made bool, _ error) {
 	unlock := h.roomLocks.lock(name)
 	defer unlock()
 	// Rooms are stored and deleted under their name's lock: what Load
@@ -214,7 +214,7 @@ func (h *Hub) makeRoom(name string, c *client) (_ *room, made bool, _ error) {
 	nr := newRoom(name, h.ep.NewGroup(), h.historyLimits())
 	nr.creator = by
 	h.rooms.Store(name, nr)
-	st, err := h.broker.Subscribe(name)
+	st, err := h.broker.Subscribe(ctx, name)
 	nr.mu.Lock()
 	if err != nil {
 		nr.removed = true
@@ -280,7 +280,7 @@ func (h *Hub) join(c *client, req *protocol.Request) {
 		h.fail(c, req, protocol.CodeForbidden, err.Error())
 		return
 	}
-	r, err := h.roomFor(req.Room, c)
+	r, err := h.roomFor(h.ctx, req.Room, c)
 	switch {
 	case errors.Is(err, errCreateLimit):
 		msg := fmt.Sprintf("an address may make at most %g new rooms a minute", h.cfg.RoomCreateRate)

@@ -1,14 +1,14 @@
 package chat_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
+	"context"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // slowBroker is a MemoryBroker whose Subscribe of one room hangs until
@@ -20,12 +20,12 @@ type slowBroker struct {
 	release     chan struct{}
 }
 
-func (b *slowBroker) Subscribe(room string) (chat.RoomState, error) {
+func (b *slowBroker) Subscribe(ctx context.Context, room string) (chat.RoomState, error) {
 	if room == b.room {
 		close(b.subscribing)
 		<-b.release
 	}
-	return b.MemoryBroker.Subscribe(room)
+	return b.MemoryBroker.Subscribe(ctx, room)
 }
 
 // TestNoStallWhileARoomOpens: while the broker takes its time opening a

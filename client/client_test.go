@@ -479,7 +479,7 @@ func TestBanned(t *testing.T) {
 	}
 	defer bot.Close()
 	rec := record(bot)
-	if err := hub.PutRule(chat.Rule{Kind: chat.RuleBanUser, Subject: "u2", Until: time.Now().Add(time.Hour).UnixMilli()}); err != nil {
+	if err := hub.PutRule(context.Background(), chat.Rule{Kind: chat.RuleBanUser, Subject: "u2", Until: time.Now().Add(time.Hour).UnixMilli()}); err != nil {
 		t.Fatal(err)
 	}
 	<-rec.done // Events closed

@@ -1,8 +1,6 @@
 package loadtest
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"bytes"
 	"context"
 	"math/rand/v2"
@@ -10,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Chat scenarios.

@@ -1,8 +1,6 @@
 package static_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"fmt"
 	"os"
@@ -14,6 +12,7 @@ import (
 	"github.com/lesismal/nbio/logging"
 
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // page is one person's browser on the chat, for the tests below.

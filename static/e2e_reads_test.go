@@ -1,8 +1,6 @@
 package static_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -17,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestBrowserReadsAcrossDevices: one user on two devices (two browser

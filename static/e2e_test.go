@@ -1,8 +1,6 @@
 package static_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"fmt"
 	"log/slog"
@@ -26,6 +24,7 @@ import (
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/protocol"
 	"github.com/parleyhq/parley/static"
 )
 
@@ -723,7 +722,7 @@ func TestBrowserBanned(t *testing.T) {
 	}
 	poll("signed in", `document.querySelector("#status").textContent === "connected as u-9 (signed in)" && document.querySelectorAll("#member-list li").length === 1`)
 	until := time.Now().Add(2 * time.Hour).Truncate(time.Second)
-	if err := hub.PutRule(chat.Rule{Kind: chat.RuleBanUser, Subject: "u-9", Until: until.UnixMilli(), Reason: "spam"}); err != nil {
+	if err := hub.PutRule(context.Background(), chat.Rule{Kind: chat.RuleBanUser, Subject: "u-9", Until: until.UnixMilli(), Reason: "spam"}); err != nil {
 		t.Fatal(err)
 	}
 	poll("the ban, its end and its reason", fmt.Sprintf(`!document.querySelector("#gate").hidden && document.querySelector("#gate-reason").textContent === "banned until %s: spam" &&

@@ -5,6 +5,7 @@
 package brokertest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -191,18 +192,18 @@ func Single(t *testing.T, b Broker) {
 	if err := b.Run(h); err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
-	st, err := b.Subscribe("a")
+	defer b.Close(context.Background())
+	st, err := b.Subscribe(context.Background(), "a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.Seq != 0 || st.Epoch <= 0 {
 		t.Fatalf("a new room's state: %+v", st)
 	}
-	if again, err := b.Subscribe("a"); err != nil || again.Epoch != st.Epoch || again.Seq != 0 {
+	if again, err := b.Subscribe(context.Background(), "a"); err != nil || again.Epoch != st.Epoch || again.Seq != 0 {
 		t.Fatalf("subscribing twice: %+v, %v", again, err)
 	}
-	if _, err := b.Subscribe("b"); err != nil {
+	if _, err := b.Subscribe(context.Background(), "b"); err != nil {
 		t.Fatal(err)
 	}
 	var wantA, wantB []string
@@ -221,7 +222,7 @@ func Single(t *testing.T, b Broker) {
 	if a, bm := h.Messages("a"), h.Messages("b"); !slices.Equal(a, wantA) || !slices.Equal(bm, wantB) {
 		t.Fatalf("delivered a %v, b %v; want %v and %v", a, bm, wantA, wantB)
 	}
-	st, err = b.Subscribe("a")
+	st, err = b.Subscribe(context.Background(), "a")
 	if err != nil || st.Seq != 5 {
 		t.Fatalf("state after 5 messages: %+v, %v", st, err)
 	}
@@ -246,38 +247,38 @@ func Single(t *testing.T, b Broker) {
 
 	// Nicks. Owner records start with the node's name.
 	alice1, alice2 := b.Node()+"/1/alice", b.Node()+"/2/Alice"
-	if err := b.ClaimNick("alice", alice1); err != nil {
+	if err := b.ClaimNick(context.Background(), "alice", alice1); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ClaimNick("alice", alice1); err != nil {
+	if err := b.ClaimNick(context.Background(), "alice", alice1); err != nil {
 		t.Fatalf("claiming a nick held already: %v", err)
 	}
-	if err := b.ClaimNick("alice", alice2); !errors.Is(err, chat.ErrNickClaimed) {
+	if err := b.ClaimNick(context.Background(), "alice", alice2); !errors.Is(err, chat.ErrNickClaimed) {
 		t.Fatalf("claiming a taken nick: %v", err)
 	}
-	if o, err := b.LookupNick("alice"); err != nil || o != alice1 {
+	if o, err := b.LookupNick(context.Background(), "alice"); err != nil || o != alice1 {
 		t.Fatalf("LookupNick: %q, %v", o, err)
 	}
-	if err := b.ReleaseNick("alice", alice2); err != nil {
+	if err := b.ReleaseNick(context.Background(), "alice", alice2); err != nil {
 		t.Fatal(err)
 	}
-	if o, _ := b.LookupNick("alice"); o != alice1 {
+	if o, _ := b.LookupNick(context.Background(), "alice"); o != alice1 {
 		t.Fatalf("released by someone else: owner now %q", o)
 	}
-	if err := b.ReleaseNick("alice", alice1); err != nil {
+	if err := b.ReleaseNick(context.Background(), "alice", alice1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.LookupNick("alice"); !errors.Is(err, chat.ErrNickNotFound) {
+	if _, err := b.LookupNick(context.Background(), "alice"); !errors.Is(err, chat.ErrNickNotFound) {
 		t.Fatalf("LookupNick after release: %v", err)
 	}
 
 	// Rules and broadcasts come back to their own hub.
 	ban := chat.Rule{Kind: chat.RuleBanUser, Subject: "u1", Until: 4102444800000}
-	if err := b.PutRule(ban); err != nil {
+	if err := b.PutRule(context.Background(), ban); err != nil {
 		t.Fatal(err)
 	}
 	h.Wait(t, "the rule", func(h *Handler) bool { return slices.Contains(h.rules, "+ban_user//u1 4102444800000") })
-	if err := b.DeleteRule(ban); err != nil {
+	if err := b.DeleteRule(context.Background(), ban); err != nil {
 		t.Fatal(err)
 	}
 	h.Wait(t, "the rule's end", func(h *Handler) bool { return slices.Contains(h.rules, "-ban_user//u1") })
@@ -300,13 +301,13 @@ func Cluster(t *testing.T, nodes [3]Broker) {
 		if err := b.Run(hs[i]); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.Subscribe("room"); err != nil {
+		if _, err := b.Subscribe(context.Background(), "room"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	defer func() {
 		for _, b := range nodes[1:] {
-			b.Close()
+			b.Close(context.Background())
 		}
 	}()
 
@@ -336,7 +337,7 @@ func Cluster(t *testing.T, nodes [3]Broker) {
 			t.Fatalf("node %d saw %v, node 0 saw %v", i+1, got, first)
 		}
 	}
-	st, err := nodes[2].Subscribe("room")
+	st, err := nodes[2].Subscribe(context.Background(), "room")
 	if err != nil || st.Seq != 60 {
 		t.Fatalf("state on node 2: %+v, %v", st, err)
 	}
@@ -367,20 +368,20 @@ func Cluster(t *testing.T, nodes [3]Broker) {
 	}
 
 	// Nicks are claimed cluster-wide.
-	if err := nodes[0].ClaimNick("bob", nodes[0].Node()+"/1/bob"); err != nil {
+	if err := nodes[0].ClaimNick(context.Background(), "bob", nodes[0].Node()+"/1/bob"); err != nil {
 		t.Fatal(err)
 	}
-	if err := nodes[1].ClaimNick("bob", nodes[1].Node()+"/1/bob"); !errors.Is(err, chat.ErrNickClaimed) {
+	if err := nodes[1].ClaimNick(context.Background(), "bob", nodes[1].Node()+"/1/bob"); !errors.Is(err, chat.ErrNickClaimed) {
 		t.Fatalf("claiming on another node a nick held: %v", err)
 	}
-	if o, err := nodes[2].LookupNick("bob"); err != nil || o != nodes[0].Node()+"/1/bob" {
+	if o, err := nodes[2].LookupNick(context.Background(), "bob"); err != nil || o != nodes[0].Node()+"/1/bob" {
 		t.Fatalf("LookupNick on another node: %q, %v", o, err)
 	}
 
 	// Rules reach every node, and a node that starts later gets those in
 	// force; broadcasts reach every node.
 	mute := chat.Rule{Kind: chat.RuleMute, Subject: "u2", Room: "room", Until: 4102444800000}
-	if err := nodes[1].PutRule(mute); err != nil {
+	if err := nodes[1].PutRule(context.Background(), mute); err != nil {
 		t.Fatal(err)
 	}
 	for i, h := range hs {
@@ -402,13 +403,13 @@ func Cluster(t *testing.T, nodes [3]Broker) {
 		goneBefore[i] = countOf(h.gone, nodes[0].Node())
 		h.mu.Unlock()
 	}
-	if err := nodes[0].Close(); err != nil {
+	if err := nodes[0].Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	for i, h := range hs[1:] {
 		h.Wait(t, fmt.Sprintf("node 0 gone on node %d", i+1), func(h *Handler) bool { return countOf(h.gone, nodes[0].Node()) > goneBefore[i+1] })
 	}
-	if err := nodes[1].ClaimNick("bob", nodes[1].Node()+"/1/bob"); err != nil {
+	if err := nodes[1].ClaimNick(context.Background(), "bob", nodes[1].Node()+"/1/bob"); err != nil {
 		t.Fatalf("claiming the nick of a node gone: %v", err)
 	}
 }

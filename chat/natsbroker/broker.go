@@ -265,15 +265,18 @@ func (b *Broker) replicaErr(err error) error {
 // together, starting together): the stream is made all the same, and
 // asking again finds it. So each attempt waits a short while, longer each
 // time, and only what may go away (retryable) is tried again.
-func (b *Broker) provision(make func(ctx context.Context) error) error {
+func (b *Broker) provision(parent context.Context, make func(ctx context.Context) error) error {
 	deadline := time.Now().Add(b.cfg.RequestTimeout)
 	wait := provisionWait
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), min(wait, time.Until(deadline)))
+		ctx, cancel := context.WithTimeout(parent, min(wait, time.Until(deadline)))
 		err := make(ctx)
 		cancel()
 		if err == nil || !retryable(err) || time.Until(deadline) <= 0 {
 			return err
+		}
+		if parent.Err() != nil {
+			return parent.Err()
 		}
 		b.stats.provisionRetries.Add(1)
 		wait *= 2
@@ -296,6 +299,11 @@ const provisionWait = 500 * time.Millisecond
 
 func (b *Broker) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), b.cfg.RequestTimeout)
+}
+
+// ctxFrom bounds a caller's ctx by the broker's RequestTimeout.
+func (b *Broker) ctxFrom(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, b.cfg.RequestTimeout)
 }
 
 // natsOptions are the credentials and TLS options of c.
@@ -399,7 +407,7 @@ func (b *Broker) subscribe(subj string, r route) error {
 func (b *Broker) Node() string { return b.cfg.Node }
 
 // Close implements chat.Broker: the other nodes are told this one leaves.
-func (b *Broker) Close() error {
+func (b *Broker) Close(ctx context.Context) error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -414,7 +422,9 @@ func (b *Broker) Close() error {
 	b.wg.Wait()
 	if b.nc.IsConnected() {
 		b.beat(true)
-		_ = b.nc.FlushTimeout(time.Second) // the others hear of it now, not in three heartbeats
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = b.nc.FlushWithContext(fctx) // the others hear of it now, not in three heartbeats
+		cancel()
 	}
 	b.nc.Close()
 	return nil

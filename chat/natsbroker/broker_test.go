@@ -108,10 +108,10 @@ func BenchmarkPublish(b *testing.B) {
 		if err := br.Run(h); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := br.Subscribe("bench"); err != nil {
+		if _, err := br.Subscribe(context.Background(), "bench"); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { br.Close() })
+		b.Cleanup(func() { br.Close(context.Background()) })
 		hs, brokers = append(hs, h), append(brokers, br)
 	}
 	b.ReportAllocs()
@@ -137,7 +137,7 @@ func TestPublishAfterClose(t *testing.T) {
 	if err := b.Run(brokertest.NewHandler()); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Close(); err != nil {
+	if err := b.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
@@ -187,7 +187,7 @@ func TestStreamsFollowRooms(t *testing.T) {
 		if err := b.Run(brokertest.NewHandler()); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { b.Close() })
+		t.Cleanup(func() { b.Close(context.Background()) })
 		brokers[i] = b
 	}
 	_, js, _ := busClient(t, ns.URL())
@@ -219,7 +219,7 @@ func TestStreamsFollowRooms(t *testing.T) {
 	// Node 2 keeps ten rooms open, with a message each.
 	for i := range 10 {
 		room := fmt.Sprintf("kept%d", i)
-		if _, err := brokers[1].Subscribe(room); err != nil {
+		if _, err := brokers[1].Subscribe(context.Background(), room); err != nil {
 			t.Fatal(err)
 		}
 		publish(brokers[1], room)
@@ -228,14 +228,14 @@ func TestStreamsFollowRooms(t *testing.T) {
 	const rooms = 1000
 	for i := range rooms {
 		room := fmt.Sprintf("gone%d", i)
-		if _, err := brokers[0].Subscribe(room); err != nil {
+		if _, err := brokers[0].Subscribe(context.Background(), room); err != nil {
 			t.Fatal(err)
 		}
 		publish(brokers[0], room)
 	}
 	// Node 1 also opens node 2's rooms, then lets everything go.
 	for i := range 10 {
-		if _, err := brokers[0].Subscribe(fmt.Sprintf("kept%d", i)); err != nil {
+		if _, err := brokers[0].Subscribe(context.Background(), fmt.Sprintf("kept%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -271,7 +271,7 @@ func TestStreamsFollowRooms(t *testing.T) {
 		t.Fatalf("the heap kept %d B of the %d B the rooms took", grown, heapFull-heapBefore)
 	}
 	// The kept rooms still have their history.
-	st, err := brokers[0].Subscribe("kept3")
+	st, err := brokers[0].Subscribe(context.Background(), "kept3")
 	if err != nil || st.Seq != 1 || len(st.Messages) != 1 {
 		t.Fatalf("a kept room after the sweep: %+v, %v", st, err)
 	}
@@ -323,7 +323,7 @@ func TestByeIsLast(t *testing.T) {
 		t.Fatal(err)
 	}
 	nextBeat(t, beats)
-	if err := b.Close(); err != nil {
+	if err := b.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	// A marker published now arrives after anything the node said.
@@ -362,17 +362,17 @@ func TestNickContention(t *testing.T) {
 	errs := make(chan error, 3)
 	for i := range 3 {
 		b := newBroker(t, url, fmt.Sprintf("c%d", i))
-		t.Cleanup(func() { b.Close() })
+		t.Cleanup(func() { b.Close(context.Background()) })
 		owner := b.Node() + "/1/x"
 		go func() {
 			for range 100 {
-				switch err := b.ClaimNick("x", owner); {
+				switch err := b.ClaimNick(context.Background(), "x", owner); {
 				case errors.Is(err, chat.ErrNickClaimed):
 				case err != nil:
 					errs <- err
 					return
 				default:
-					if err := b.ReleaseNick("x", owner); err != nil {
+					if err := b.ReleaseNick(context.Background(), "x", owner); err != nil {
 						errs <- err
 						return
 					}

@@ -1,8 +1,6 @@
 package natsbroker_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +17,7 @@ import (
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/testserver"
+	"github.com/parleyhq/parley/protocol"
 )
 
 func TestMain(m *testing.M) { testserver.Main(m) }

@@ -1,6 +1,7 @@
 package natsbroker_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,11 +68,11 @@ func TestCredentials(t *testing.T) {
 			case tc.want == "" && err != nil:
 				t.Fatalf("New: %v", err)
 			case tc.want == "":
-				if err := b.Close(); err != nil {
+				if err := b.Close(context.Background()); err != nil {
 					t.Fatal(err)
 				}
 			case err == nil:
-				b.Close()
+				b.Close(context.Background())
 				t.Fatalf("connected, want an error with %q", tc.want)
 			case !strings.Contains(strings.ToLower(err.Error()), strings.ToLower(tc.want)):
 				t.Fatalf("New: %v, want an error with %q", err, tc.want)

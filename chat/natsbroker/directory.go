@@ -13,7 +13,7 @@ import (
 
 func (b *Broker) openNicks() error {
 	var kv jetstream.KeyValue
-	err := b.provision(func(ctx context.Context) (err error) {
+	err := b.provision(context.Background(), func(ctx context.Context) (err error) {
 		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: b.cfg.Prefix + "_nicks", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
 		return err
@@ -44,8 +44,8 @@ func (b *Broker) kv() jetstream.KeyValue {
 // record that changed between the read and the write (released, or taken
 // over from a node gone) is read again, a few times, before the nick is
 // called taken.
-func (b *Broker) ClaimNick(key, owner string) error {
-	ctx, cancel := b.ctx()
+func (b *Broker) ClaimNick(ctx context.Context, key, owner string) error {
+	ctx, cancel := b.ctxFrom(ctx)
 	defer cancel()
 	kv, k := b.kv(), token(key)
 	err := errNickChanged
@@ -98,13 +98,13 @@ func (b *Broker) claimOnce(ctx context.Context, kv jetstream.KeyValue, k, owner 
 }
 
 // ReleaseNick implements chat.Broker.
-func (b *Broker) ReleaseNick(key, owner string) error {
+func (b *Broker) ReleaseNick(ctx context.Context, key, owner string) error {
 	b.mu.Lock()
 	if b.claims[key] == owner {
 		delete(b.claims, key)
 	}
 	b.mu.Unlock()
-	ctx, cancel := b.ctx()
+	ctx, cancel := b.ctxFrom(ctx)
 	defer cancel()
 	kv, k := b.kv(), token(key)
 	e, err := kv.Get(ctx, k)
@@ -122,8 +122,8 @@ func (b *Broker) ReleaseNick(key, owner string) error {
 
 // LookupNick implements chat.Broker. A record whose node is gone is no
 // one's.
-func (b *Broker) LookupNick(key string) (string, error) {
-	ctx, cancel := b.ctx()
+func (b *Broker) LookupNick(ctx context.Context, key string) (string, error) {
+	ctx, cancel := b.ctxFrom(ctx)
 	defer cancel()
 	e, err := b.kv().Get(ctx, token(key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {

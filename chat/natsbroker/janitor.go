@@ -19,7 +19,7 @@ import (
 // openRooms makes (or finds) the room directory bucket.
 func (b *Broker) openRooms() error {
 	var kv jetstream.KeyValue
-	err := b.provision(func(ctx context.Context) (err error) {
+	err := b.provision(context.Background(), func(ctx context.Context) (err error) {
 		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: b.cfg.Prefix + "_rooms", Storage: jetstream.MemoryStorage, History: 1, Replicas: b.replicas})
 		return err

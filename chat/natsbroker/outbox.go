@@ -1,6 +1,7 @@
 package natsbroker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -518,7 +519,7 @@ func (o *outbox) reopen(ro *roomOut) {
 	b.mu.RLock()
 	rs := b.rooms[ro.room]
 	b.mu.RUnlock()
-	s, info, err := b.openStream(token(ro.room))
+	s, info, err := b.openStream(context.Background(), token(ro.room))
 	if err != nil {
 		b.log.Warn("opening a room's stream to publish to it", "room", ro.room, "err", err)
 	} else {

@@ -26,7 +26,7 @@ const readTries = 8
 
 func (b *Broker) openReads() error {
 	var kv jetstream.KeyValue
-	err := b.provision(func(ctx context.Context) (err error) {
+	err := b.provision(context.Background(), func(ctx context.Context) (err error) {
 		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: b.cfg.Prefix + "_reads", Storage: b.storage(), History: 1, MaxValueSize: maxReadSize,
 			MaxBytes: b.cfg.MaxReadBytes, TTL: ReadTTL, Replicas: b.replicas})
@@ -145,7 +145,7 @@ func (b *Broker) ReadLog(room string, before int64, max int) ([]chat.StoredMessa
 	if last-first+1 > uint64(max) {
 		first = last - uint64(max) + 1
 	}
-	return b.fetchRange(s, first, last)
+	return b.fetchRange(context.Background(), s, first, last)
 }
 
 var _ chat.LogReader = (*Broker)(nil)

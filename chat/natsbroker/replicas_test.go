@@ -1,8 +1,6 @@
 package natsbroker_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"fmt"
 	"net"
@@ -17,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/natsbroker"
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // natsCluster is n embedded NATS servers clustered on loopback, each with
@@ -133,10 +132,10 @@ func TestReplicasChosen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := one.Subscribe("r"); err != nil {
+	if _, err := one.Subscribe(context.Background(), "r"); err != nil {
 		t.Fatal(err)
 	}
-	one.Close()
+	one.Close(context.Background())
 	if info := cl.streamInfo(t, cl.urls(), "other_room_r"); info.Config.Replicas != 1 {
 		t.Fatalf("made with 1 replica: %d", info.Config.Replicas)
 	}
@@ -144,8 +143,8 @@ func TestReplicasChosen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer three.Close()
-	if _, err := three.Subscribe("r"); err != nil {
+	defer three.Close(context.Background())
+	if _, err := three.Subscribe(context.Background(), "r"); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"other_room_r", "KV_other_nicks"} {
@@ -163,8 +162,8 @@ func TestReplicasChosen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
-	if _, err := b.Subscribe("r"); err != nil {
+	defer b.Close(context.Background())
+	if _, err := b.Subscribe(context.Background(), "r"); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := nats.Connect(lone.URL(), nats.Token(testToken))

@@ -98,8 +98,8 @@ func (b *Broker) streamConfig(tok string) jetstream.StreamConfig {
 }
 
 // openStream finds room's stream, or makes it.
-func (b *Broker) openStream(tok string) (s jetstream.Stream, info *jetstream.StreamInfo, err error) {
-	err = b.provision(func(ctx context.Context) error {
+func (b *Broker) openStream(parent context.Context, tok string) (s jetstream.Stream, info *jetstream.StreamInfo, err error) {
+	err = b.provision(parent, func(ctx context.Context) error {
 		s, info, err = b.openStreamOnce(ctx, tok)
 		return err
 	})
@@ -138,7 +138,7 @@ func (b *Broker) openStreamOnce(ctx context.Context, tok string) (jetstream.Stre
 // Subscribe implements chat.Broker: the room's stream is made if needed,
 // its stored messages loaded, and its republished messages and presence
 // subscribed to.
-func (b *Broker) Subscribe(room string) (chat.RoomState, error) {
+func (b *Broker) Subscribe(ctx context.Context, room string) (chat.RoomState, error) {
 	b.mu.RLock()
 	rs := b.rooms[room]
 	b.mu.RUnlock()
@@ -160,12 +160,12 @@ func (b *Broker) Subscribe(room string) (chat.RoomState, error) {
 	b.rooms[room] = rs
 	b.mu.Unlock()
 	b.holdRoom(tok) // before the stream: the janitor never deletes it under an open room
-	s, info, err := b.openStream(tok)
+	s, info, err := b.openStream(ctx, tok)
 	if err != nil {
 		b.unsubscribe(rs)
 		return chat.RoomState{}, err
 	}
-	st, err := b.load(s, info)
+	st, err := b.load(ctx, s, info)
 	if err != nil {
 		b.unsubscribe(rs)
 		return chat.RoomState{}, err
@@ -186,7 +186,7 @@ func (b *Broker) Subscribe(room string) (chat.RoomState, error) {
 }
 
 // load reads a stream's state and stored messages.
-func (b *Broker) load(s jetstream.Stream, info *jetstream.StreamInfo) (chat.RoomState, error) {
+func (b *Broker) load(ctx context.Context, s jetstream.Stream, info *jetstream.StreamInfo) (chat.RoomState, error) {
 	st := chat.RoomState{Epoch: info.Created.UnixMilli(), Seq: int64(info.State.LastSeq)}
 	if info.State.Msgs == 0 {
 		return st, nil
@@ -194,15 +194,15 @@ func (b *Broker) load(s jetstream.Stream, info *jetstream.StreamInfo) (chat.Room
 	// The history: the last HistorySize of the log.
 	first := max(info.State.FirstSeq, info.State.LastSeq-min(info.State.LastSeq, uint64(b.cfg.HistorySize))+1)
 	var err error
-	st.Messages, err = b.fetchRange(s, first, info.State.LastSeq)
+	st.Messages, err = b.fetchRange(ctx, s, first, info.State.LastSeq)
 	return st, err
 }
 
 // fetchRange reads the stored messages numbered first to last (those the
 // stream still has) with one ordered consumer: two round trips, not one
 // per message.
-func (b *Broker) fetchRange(s jetstream.Stream, first, last uint64) ([]chat.StoredMessage, error) {
-	ctx, cancel := b.ctx()
+func (b *Broker) fetchRange(parent context.Context, s jetstream.Stream, first, last uint64) ([]chat.StoredMessage, error) {
+	ctx, cancel := b.ctxFrom(parent)
 	defer cancel()
 	name := s.CachedInfo().Config.Name
 	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
@@ -403,7 +403,7 @@ func (b *Broker) fetchMissed(s jetstream.Stream, epoch int64, from, to uint64) (
 	first, last := max(from, info.State.FirstSeq), min(to, info.State.LastSeq)
 	var msgs []chat.StoredMessage
 	if first <= last { // else trimmed
-		msgs, err = b.fetchRange(s, first, last)
+		msgs, err = b.fetchRange(context.Background(), s, first, last)
 	}
 	switch {
 	case err != nil:
@@ -524,7 +524,7 @@ func (b *Broker) resync() {
 		}
 		b.mu.RUnlock()
 		for k, o := range claims {
-			if err := b.ClaimNick(k, o); err != nil {
+			if err := b.ClaimNick(context.Background(), k, o); err != nil {
 				b.log.Warn("claiming a nick again after a reconnect", "nick", k, "err", err)
 			}
 		}
@@ -568,7 +568,7 @@ func (b *Broker) resyncRoom(rs *roomSub) {
 		if !current || closed {
 			return // unsubscribed meanwhile
 		}
-		s, info, err := b.openStream(rs.token)
+		s, info, err := b.openStream(context.Background(), rs.token)
 		if err != nil {
 			b.log.Warn("reopening a room after a reconnect; trying again in a second", "room", rs.name, "err", err)
 			time.AfterFunc(time.Second, func() { b.resyncRoom(rs) })

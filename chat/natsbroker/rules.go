@@ -20,7 +20,7 @@ const maxRuleSize = 1 << 10
 
 func (b *Broker) openRules() error {
 	var kv jetstream.KeyValue
-	err := b.provision(func(ctx context.Context) (err error) {
+	err := b.provision(context.Background(), func(ctx context.Context) (err error) {
 		kv, err = b.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket: b.cfg.Prefix + "_rules", Storage: b.storage(), History: 1, MaxValueSize: maxRuleSize, Replicas: b.replicas})
 		return err
@@ -139,12 +139,12 @@ func (b *Broker) applyRule(h chat.BrokerHandler, e jetstream.KeyValueEntry) {
 
 // PutRule implements chat.Broker: the rule goes in the bucket, and every
 // node's watch delivers it.
-func (b *Broker) PutRule(r chat.Rule) error {
+func (b *Broker) PutRule(ctx context.Context, r chat.Rule) error {
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := b.ctx()
+	ctx, cancel := b.ctxFrom(ctx)
 	defer cancel()
 	if _, err := b.rules.Put(ctx, ruleKey(r), data); err != nil {
 		return fmt.Errorf("natsbroker: put rule %s: %w", ruleKey(r), err)
@@ -153,8 +153,8 @@ func (b *Broker) PutRule(r chat.Rule) error {
 }
 
 // DeleteRule implements chat.Broker.
-func (b *Broker) DeleteRule(r chat.Rule) error {
-	ctx, cancel := b.ctx()
+func (b *Broker) DeleteRule(ctx context.Context, r chat.Rule) error {
+	ctx, cancel := b.ctxFrom(ctx)
 	defer cancel()
 	if err := b.rules.Delete(ctx, ruleKey(r)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("natsbroker: delete rule %s: %w", ruleKey(r), err)

@@ -1,8 +1,6 @@
 package natsbroker_test
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"io"
 	"net/url"
@@ -20,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/poll"
 	"github.com/parleyhq/parley/internal/wstest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestEmbeddedNATSRequiresAuth: a NATS client without the token, or with
@@ -169,7 +168,7 @@ func TestClusterAccess(t *testing.T) {
 	untilCount(t, bob, "lobby", 2)
 	p := nodes[0].hub
 	poll.Until(t, "node 1 counts alice once", func() bool {
-		rp, err := p.Presence("lobby")
+		rp, err := p.Presence(context.Background(), "lobby")
 		return err == nil && rp.Count == 2 && len(rp.Members) == 2
 	})
 	bob.Send(protocol.Request{Type: protocol.TypeDM, User: "u-alice", Text: "everywhere"})
@@ -199,7 +198,7 @@ func TestClusterAccess(t *testing.T) {
 		t.Fatalf("bob: %+v, %v", ce, err)
 	}
 
-	if err := nodes[0].hub.PutRule(chat.Rule{Kind: chat.RuleBanUser, Subject: "u-alice", Until: time.Now().Add(time.Hour).UnixMilli(), Reason: "spam"}); err != nil {
+	if err := nodes[0].hub.PutRule(context.Background(), chat.Rule{Kind: chat.RuleBanUser, Subject: "u-alice", Until: time.Now().Add(time.Hour).UnixMilli(), Reason: "spam"}); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range tabs {
@@ -251,7 +250,7 @@ func TestPublishRecreatesAMissingStream(t *testing.T) {
 	if err := b.Run(brokertest.NewHandler()); err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
+	defer b.Close(context.Background())
 	done := make(chan error, 1)
 	b.Publish("nostream", []byte(`{"from":"alice","text":"hi","ts":1}`), "", func(err error) { done <- err })
 	select {

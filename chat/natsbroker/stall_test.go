@@ -1,6 +1,7 @@
 package natsbroker_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -44,10 +45,10 @@ func TestNoStallDuringRepair(t *testing.T) {
 		if err := b.Run(h); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { b.Close() })
+		t.Cleanup(func() { b.Close(context.Background()) })
 		brokers, hs = append(brokers, b), append(hs, h)
 		for _, room := range []string{"slow", "other"} {
-			if _, err := b.Subscribe(room); err != nil {
+			if _, err := b.Subscribe(context.Background(), room); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -121,8 +122,8 @@ func TestLostTailRepaired(t *testing.T) {
 		if err := b.Run(h); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { b.Close() })
-		if _, err := b.Subscribe("quiet"); err != nil {
+		t.Cleanup(func() { b.Close(context.Background()) })
+		if _, err := b.Subscribe(context.Background(), "quiet"); err != nil {
 			t.Fatal(err)
 		}
 		brokers, hs = append(brokers, b), append(hs, h)

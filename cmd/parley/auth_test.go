@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"io"
 	"net/http"
@@ -17,6 +15,7 @@ import (
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/wstest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestServeTokensAndAPI: parley serve with a key and an API key: a client

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/chattest"
 	"github.com/parleyhq/parley/internal/poll"
+	"github.com/parleyhq/parley/protocol"
 )
 
 func TestParseClusterFlags(t *testing.T) {

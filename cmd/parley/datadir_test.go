@@ -1,8 +1,6 @@
 package main
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/chattest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // TestServeDataDir: `parley serve --data-dir` keeps the lobby's history and

@@ -4,8 +4,6 @@
 package chattest
 
 import (
-	"github.com/parleyhq/parley/protocol"
-
 	"context"
 	"encoding/json"
 	"net"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/wstest"
+	"github.com/parleyhq/parley/protocol"
 )
 
 // Event is any server message, decoded.
