@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/lesismal/nbio/logging"
 	"github.com/parleyhq/parley/chat"
+	parleyjs "github.com/parleyhq/parley/clients/js"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/internal/authtest"
 	"github.com/parleyhq/parley/internal/chattest"
@@ -60,6 +61,9 @@ func pageServer(t *testing.T, addr string, hub *chat.Hub) *engine.Server {
 		t.Fatal(err)
 	}
 	if err := srv.Handle("/ws/check", hub.CheckHandler()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Handle(parleyjs.Path, parleyjs.Handler()); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Start(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/parleyhq/parley/auth"
 	"github.com/parleyhq/parley/chat"
 	"github.com/parleyhq/parley/chat/natsbroker"
+	parleyjs "github.com/parleyhq/parley/clients/js"
 	"github.com/parleyhq/parley/engine"
 	"github.com/parleyhq/parley/metrics"
 	"github.com/parleyhq/parley/notify"
@@ -574,6 +575,9 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := srv.Handle("/ws/check", hub.CheckHandler()); err != nil { // the page asks why a connection failed
+		return err
+	}
+	if err := srv.Handle(parleyjs.Path, parleyjs.Handler()); err != nil { // the JavaScript client, for pages that import it
 		return err
 	}
 	probes := &health{}
