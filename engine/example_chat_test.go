@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/parleyhq/parley/engine"
+	"github.com/parleyhq/parley/internal/poll"
 )
 
 // TestExampleSeedChat runs the Example's application for real: public
@@ -12,9 +13,18 @@ import (
 // the sender once, not twice, and is not garbled.
 func TestExampleSeedChat(t *testing.T) {
 	t.Parallel()
-	_, url := start(t, engine.Config{}, &seedChat{})
+	app := &seedChat{}
+	_, url := start(t, engine.Config{}, app)
 	a := dial(t, url, nil)
 	b := dial(t, url, nil)
+	// A broadcast reaches every connected client, but the private message
+	// goes to the IPs the application has recorded: wait until both
+	// clients' OnOpen ran (on a busy machine b heard "hello" before).
+	poll.Until(t, "both clients open in the application", func() bool {
+		app.mu.Lock()
+		defer app.mu.Unlock()
+		return len(app.ips) == 2
+	})
 	if err := a.WriteText("hello"); err != nil {
 		t.Fatal(err)
 	}
