@@ -178,7 +178,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 
 // Events returns the channel of what the server sends, in order. It is
 // closed when the client is (Close, or a ban: see Err). Read it
-// promptly: while it is full the client does not read from the server.
+// promptly: while it is full the client does not read from the server,
+// and so hears no answer either. A loop reading it that calls Say (which
+// waits for the room's answer) should do so on another goroutine, or
+// have an EventBuffer larger than the events that may come meanwhile.
 func (c *Client) Events() <-chan Event { return c.events }
 
 // Nick returns the client's nick on its last connection.

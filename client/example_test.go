@@ -29,7 +29,7 @@ func Example_bot() {
 	go func() {
 		for ev := range bot.Events() {
 			if m, ok := ev.(*protocol.Message); ok && m.From != bot.Nick() && !strings.HasPrefix(m.Text, "echo: ") {
-				_ = bot.Say(ctx, m.Room, "echo: "+m.Text)
+				go bot.Say(ctx, m.Room, "echo: "+m.Text) // Say waits for the room, which answers through Events
 			}
 		}
 	}()
