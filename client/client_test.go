@@ -308,44 +308,17 @@ func TestGapSurfaced(t *testing.T) {
 	}
 }
 
-// flakyBroker is a MemoryBroker whose publications fail as a cluster's
-// can: the first of each id fails, either before the broker has it
-// (lost) or after (stored, but its answer lost).
-type flakyBroker struct {
-	*chat.MemoryBroker
-	stored bool
-	mu     sync.Mutex
-	seen   map[string]bool
-}
-
-func (b *flakyBroker) Publish(room string, msg []byte, id string, done func(error)) {
-	b.mu.Lock()
-	first := id != "" && !b.seen[id]
-	if first {
-		b.seen[id] = true
-	}
-	b.mu.Unlock()
-	if !first {
-		b.MemoryBroker.Publish(room, msg, id, done)
-		return
-	}
-	errLost := errors.New("the broker's answer was lost")
-	if b.stored {
-		b.MemoryBroker.Publish(room, msg, id, func(error) { done(errLost) })
-		return
-	}
-	done(errLost)
-}
-
 // TestRetryNeverDuplicates: a message answered not_delivered is said
-// again until the room has it, and heard once, whether or not the first
-// copy was stored.
+// again until the room has it, and heard once, whether the first copy
+// was lost, stored, or stored after the resend.
 func TestRetryNeverDuplicates(t *testing.T) {
-	for _, stored := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stored=%v", stored), func(t *testing.T) {
-			mb := chat.NewMemoryBroker()
-			fb := &flakyBroker{MemoryBroker: mb, stored: stored, seen: map[string]bool{}}
-			_, url := startChat(t, chat.Config{Broker: fb, Presence: mb, Reads: mb})
+	for _, tc := range []struct {
+		name  string
+		fault chattest.Fault
+	}{{"lost", chattest.Lost}, {"stored", chattest.Stored}, {"stored late", chattest.Late}} {
+		t.Run(tc.name, func(t *testing.T) {
+			fb := chattest.NewFlakyBroker(tc.fault)
+			_, url := startChat(t, chat.Config{Broker: fb, Presence: fb.MemoryBroker, Reads: fb.MemoryBroker})
 			alice := chattest.Connect(t, url)
 			ctx := ctxT(t)
 			bot, err := client.Dial(ctx, client.Config{URL: url, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
@@ -358,6 +331,9 @@ func TestRetryNeverDuplicates(t *testing.T) {
 				if err := bot.Say(ctx, "lobby", fmt.Sprint("b", i)); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if tc.fault == chattest.Late {
+				poll.Until(t, "the late copies tried", func() bool { return fb.LateDone.Load() == 5 })
 			}
 			alice.Send(protocol.Request{Type: protocol.TypeSay, Room: "lobby", Text: "end"})
 			var heard []string
