@@ -364,8 +364,12 @@ export class ParleyClient {
 
   _flush() {
     if (this._flushTimer || !this._ws) return;
-    const rate = this._limits?.rate_per_second > 0 ? this._limits.rate_per_second * 0.95 : Infinity;
-    const burst = Math.max(1, (this._limits?.rate_burst || 20) - 2);
+    if (!(this._limits?.rate_per_second > 0)) { // no rate limit: nothing to pace
+      try { while (this._out.length) this._ws.send(this._out.shift()); } catch { /* closing: onclose follows */ }
+      return;
+    }
+    const rate = this._limits.rate_per_second * 0.95;
+    const burst = Math.max(1, (this._limits.rate_burst || 20) - 2);
     while (this._out.length) {
       const now = Date.now();
       this._tokens = Math.min(burst, this._tokens + (now - this._paceAt) / 1000 * rate);

@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
@@ -264,11 +263,9 @@ func tomlValue(f *flag.Flag) string {
 		switch g.Get().(type) {
 		case bool, int, int64, uint, uint64, float64:
 			return f.DefValue
-		case time.Duration:
-			return strconv.Quote(f.DefValue)
 		}
 	}
-	return strconv.Quote(f.DefValue)
+	return strconv.Quote(f.DefValue) // strings, durations, levels, "off"
 }
 
 // wrap wraps s at width, lines after the first starting "# ".

@@ -260,3 +260,24 @@ test('a refused message rejects with its code', async (t) => {
   await assert.rejects(bot.join('bad room'), (e) => e instanceof ParleyError && e.code === Codes.BadRoom);
   assert.throws(() => new ParleyClient({ url: 'http://x/ws', WebSocket }), /want ws/);
 });
+
+test('paces under the server rate limit, and sends at once without one', async (t) => {
+  for (const args of [['--rate-limit', '20', '--rate-burst', '5'], ['--rate-limit', 'off']]) {
+    const node = await parley(t, await freePort(), ...args);
+    const bot = new ParleyClient({ url: node.url, ...fast });
+    t.after(() => bot.close());
+    const rec = record(bot);
+    const errors = [];
+    bot.on('error', (e) => errors.push(e));
+    await bot.connect();
+    const texts = Array.from({ length: 30 }, (_, i) => `m${i}`);
+    await Promise.all(texts.map((x) => bot.say('lobby', x)));
+    await until('every message delivered', () => rec.msgs.length >= 30);
+    onceInOrder(rec.msgs);
+    assert.deepEqual([...rec.texts()].sort(), [...texts].sort(), args.join(' '));
+    assert.deepEqual(errors, [], args.join(' '));
+    // Paced, the server refused none of them (a retry would hide it).
+    const metrics = await (await fetch(node.url.replace('ws://', 'http://').replace('/ws', '/metrics'))).text();
+    assert.match(metrics, /parley_chat_errors_total\{code="rate_limited"\} 0\n/, args.join(' '));
+  }
+});
