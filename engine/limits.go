@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleyhq/parley/internal/netkey"
@@ -23,6 +24,10 @@ type addrLimits struct {
 	maxConns int     // <= 0: no limit
 	maxNet   int     // connections per network (netkey.Network); <= 0: no limit
 	rate     float64 // new connections per second; <= 0: no limit
+
+	// open counts the admitted connections not yet released: the
+	// listener keeps a spare descriptor only near the file limit.
+	open atomic.Int64
 
 	mu      sync.Mutex
 	addrs   map[netip.Prefix]*addrState
@@ -126,6 +131,7 @@ func (l *addrLimits) admit(remote string, now time.Time) (ok bool, why string) {
 		}
 	}
 	l.pending[remote] = pendingConn{at: now}
+	l.open.Add(1)
 	return true, ""
 }
 
@@ -150,6 +156,7 @@ func (l *addrLimits) upgraded(remote string) {
 
 // release gives back remote's slot; call it once per admitted connection.
 func (l *addrLimits) release(remote string) {
+	l.open.Add(-1)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.pending, remote)

@@ -37,14 +37,42 @@ type listener struct {
 
 	// spare is a descriptor held in reserve (on /dev/null), -1 when
 	// released: nbio dups every accepted socket, which at the file limit
-	// would fail and reset the client just accepted. Accept gives it back
-	// just before it returns a connection and takes it again on the next
-	// call. Used by the accept goroutine only.
-	spare int
+	// would fail and reset the client just accepted. Near the limit
+	// (within spareMargin of fileLimit), Accept gives it back just before
+	// it returns a connection and takes it again on the next call; far
+	// from it, that open and close would be two system calls per accept
+	// for nothing. Used by the accept goroutine only.
+	spare     int
+	fileLimit int64 // the soft RLIMIT_NOFILE, read at start and after an accept fails for want of files
 }
 
+// spareMargin is how far below the file limit, in admitted connections,
+// the listener starts keeping a spare descriptor: room for the process's
+// other files (listeners, pollers, logs, the cluster's connections and
+// stores, metrics scrapes).
+const spareMargin = 512
+
 func newListener(l net.Listener, srv *Server) *listener {
-	return &listener{Listener: l, srv: srv, parked: make(chan struct{}), spare: -1}
+	ln := &listener{Listener: l, srv: srv, parked: make(chan struct{}), spare: -1}
+	ln.readFileLimit()
+	return ln
+}
+
+// readFileLimit reads the soft file limit; 0 (a spare always kept) when it
+// cannot be read.
+func (l *listener) readFileLimit() {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil || lim.Cur > 1<<40 {
+		l.fileLimit = 0
+		return
+	}
+	l.fileLimit = int64(lim.Cur)
+}
+
+// nearFileLimit reports whether the admitted connections come within
+// spareMargin of the file limit.
+func (l *listener) nearFileLimit() bool {
+	return l.srv.limits.open.Load()+spareMargin >= l.fileLimit
 }
 
 // tooManyFromAddr is the answer to a connection over its address's limits.
@@ -54,7 +82,7 @@ const tooManyFromAddr = "429 too many requests: too many connections, or too man
 const tooManyFromNetwork = "429 too many requests: too many connections from your network"
 
 func (l *listener) Accept() (net.Conn, error) {
-	for l.spare < 0 && !l.stopping.Load() {
+	for l.spare < 0 && !l.stopping.Load() && l.nearFileLimit() {
 		fd, err := syscall.Open(os.DevNull, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 		if err == nil {
 			l.spare = fd
@@ -75,6 +103,7 @@ func (l *listener) Accept() (net.Conn, error) {
 			<-l.parked
 			return nil, net.ErrClosed
 		case err != nil && outOfFiles(err):
+			l.readFileLimit() // lowered since start? Then keep a spare sooner
 			l.outOfFiles(err)
 			continue
 		case err != nil:

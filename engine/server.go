@@ -219,6 +219,12 @@ func (s *Server) Start() error {
 		return ErrStarted
 	}
 	var lc net.ListenConfig
+	if s.cfg.HeartbeatInterval > 0 {
+		// The heartbeats find dead peers; TCP keepalives would cost four
+		// setsockopt calls per accepted connection (and a handshake or a
+		// request that stalls has its own timeout).
+		lc.KeepAlive = -1
+	}
 	if s.cfg.ReusePort {
 		lc.Control = reusePort
 	}
