@@ -38,6 +38,8 @@ type chatState struct {
 	nonce   string         // starts the ids of this process's messages
 	joined  []atomic.Int32
 	joins   atomic.Int64
+	refused atomic.Int64           // joins answered with an error
+	refusal atomic.Pointer[string] // the first such answer
 
 	// Resuming (Config.Reconnect): per local client, its room's epoch and
 	// the last sequence number it saw there, and whether it awaits the
@@ -96,13 +98,15 @@ var (
 	historyPrefix = []byte(`{"type":"` + protocol.EventHistory + `","room":"lt-`)
 	resetPrefix   = []byte(`{"type":"` + protocol.EventReset + `","room":"lt-`)
 	undelivered   = []byte(`{"type":"` + protocol.EventError + `","code":"` + string(protocol.CodeNotDelivered) + `"`)
+	errorPrefix   = []byte(`{"type":"` + protocol.EventError + `","code":"`)
 )
 
 // The requests' prefixes it writes, and where an error names its say.
 const (
-	sayPrefix   = `{"type":"` + protocol.TypeSay + `","room":"lt-`
-	joinRequest = `{"type":"` + protocol.TypeJoin + `","room":"lt-`
-	sayAnswered = `"request":{"type":"` + protocol.TypeSay + `","id":"`
+	sayPrefix    = `{"type":"` + protocol.TypeSay + `","room":"lt-`
+	joinRequest  = `{"type":"` + protocol.TypeJoin + `","room":"lt-`
+	sayAnswered  = `"request":{"type":"` + protocol.TypeSay + `","id":"`
+	joinAnswered = `"request":{"type":"` + protocol.TypeJoin + `"`
 )
 
 // onMessage handles a frame to local client i; it runs on i's poller.
@@ -131,6 +135,11 @@ func (cs *chatState) onMessage(i int, data []byte, r *run) {
 		cs.resumed.Add(1)
 	case bytes.HasPrefix(data, undelivered):
 		cs.retry(i, data, r)
+	case bytes.HasPrefix(data, errorPrefix) && bytes.Contains(data, []byte(joinAnswered)):
+		if cs.refused.Add(1) == 1 {
+			answer := string(data[:min(len(data), 300)])
+			cs.refusal.Store(&answer)
+		}
 	case bytes.HasPrefix(data, resetPrefix) && cs.lastSeq != nil:
 		cs.lastSeq[i], _ = jsonInt(data, `"seq":`)
 		cs.epoch[i], _ = jsonInt(data, `"epoch":`)
@@ -293,8 +302,8 @@ func (cs *chatState) resume(ctx context.Context, pool *Pool, r *run) {
 }
 
 // joinAll asks every chatter to join its room and waits (bounded) for the
-// acknowledgements.
-func (cs *chatState) joinAll(ctx context.Context, pool *Pool) int {
+// acknowledgements; it returns how many joined and how many asked.
+func (cs *chatState) joinAll(ctx context.Context, pool *Pool) (joined, asked int) {
 	var buf []byte
 	want := int64(0)
 	for i := range cs.cfg.Clients {
@@ -309,10 +318,10 @@ func (cs *chatState) joinAll(ctx context.Context, pool *Pool) int {
 		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for cs.joins.Load() < want && time.Now().Before(deadline) && ctx.Err() == nil {
+	for cs.joins.Load()+cs.refused.Load() < want && time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
-	return int(cs.joins.Load())
+	return int(cs.joins.Load()), int(want)
 }
 
 // send runs the senders until ctx ends: every chatter says Rate messages

@@ -45,6 +45,29 @@ func TestChatScenario(t *testing.T) {
 	}
 }
 
+// TestRefusedJoinsFail: a server that refuses most joins (its room
+// budget) leaves a lighter load than the one asked for; the run says so
+// and fails instead of passing with that load's figures (the 100k chat
+// once "passed" with 4,141 of 100,000 clients in their rooms).
+func TestRefusedJoinsFail(t *testing.T) {
+	hub, err := chat.New(chat.Config{RoomCreateRate: 1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := startServerApp(t, engine.Config{}, hub)
+	res, err := loadtest.Run(context.Background(), loadtest.Config{
+		Scenario: loadtest.ScenarioChat, Targets: []string{url}, Clients: 40, RoomSize: 10, Rate: 1,
+		Duration: 500 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.JoinsAsked != 40 || res.Joined >= 40 || res.Passed || !strings.Contains(res.Verdict, "clients joined their rooms") ||
+		!strings.Contains(res.JoinRefusal, `"code":"rate_limited"`) {
+		t.Fatalf("joined %d of %d, verdict %q", res.Joined, res.JoinsAsked, res.Verdict)
+	}
+}
+
 // TestChurnScenario: clients come and go while the others chat; nothing
 // the chatters are owed goes missing.
 func TestChurnScenario(t *testing.T) {

@@ -39,6 +39,11 @@ func TestFramePrefixes(t *testing.T) {
 	if !bytes.Contains(b, []byte(sayAnswered+"n.1")) {
 		t.Errorf("%s does not hold %s", b, sayAnswered)
 	}
+	b, _ = json.Marshal(protocol.Error{Type: protocol.EventError, Code: protocol.CodeRateLimited,
+		Request: &protocol.ReqInfo{Type: protocol.TypeJoin, Room: room}})
+	if !bytes.HasPrefix(b, errorPrefix) || !bytes.Contains(b, []byte(joinAnswered)) {
+		t.Errorf("%s does not start with %s or hold %s", b, errorPrefix, joinAnswered)
+	}
 	cs := &chatState{cfg: Config{RoomSize: 10, TotalClients: 100}, nonce: "abc"}
 	var req protocol.Request
 	if err := json.Unmarshal(cs.say(nil, 71, 3, 1000), &req); err != nil || req.Type != protocol.TypeSay || req.Room != room {

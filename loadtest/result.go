@@ -76,6 +76,8 @@ type Result struct {
 	CompressedIn     int64          `json:"compressed_messages,omitempty"` // messages received compressed
 	RoomSize         int            `json:"room_size,omitempty"`
 	Joined           int            `json:"joined,omitempty"`
+	JoinsAsked       int            `json:"joins_asked,omitempty"`  // chatters that asked to join; a run where fewer joined fails
+	JoinRefusal      string         `json:"join_refusal,omitempty"` // the first error a join was answered with
 	SendSeconds      float64        `json:"send_seconds,omitempty"`
 	Stray            int64          `json:"stray,omitempty"` // messages from another room
 	ChurnCycles      int64          `json:"churn_cycles,omitempty"`
@@ -151,6 +153,16 @@ func (r *Result) evaluate(cfg Config) {
 	if r.HitTimeLimit {
 		why = append(why, "hit the time limit")
 	}
+	if r.Joined < r.JoinsAsked {
+		// Refused joins (a server's room-creation budget, say) would
+		// leave a lighter load than the one asked for, and its figures
+		// would pass for the load's.
+		w := fmt.Sprintf("%d of %d clients joined their rooms", r.Joined, r.JoinsAsked)
+		if r.JoinRefusal != "" {
+			w += " (the first refusal: " + r.JoinRefusal + ")"
+		}
+		why = append(why, w)
+	}
 	r.Passed = len(why) == 0
 	r.Verdict = "passed"
 	if !r.Passed {
@@ -179,7 +191,7 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "  lost: %-42s %d\n", k, r.ClosedByServer[k])
 	}
 	if isChat(r.Scenario) {
-		fmt.Fprintf(w, "chat        %d joined rooms of %d; sent %d messages in %.1fs\n", r.Joined, r.RoomSize, r.MessagesSent, r.SendSeconds)
+		fmt.Fprintf(w, "chat        %d of %d joined rooms of %d; sent %d messages in %.1fs\n", r.Joined, r.JoinsAsked, r.RoomSize, r.MessagesSent, r.SendSeconds)
 		fmt.Fprintf(w, "delivered   %d of %d (missing %d, duplicated %d, out of order %d, from another room %d)\n",
 			r.Delivered, r.Expected, r.Missing, r.Duplicated, r.OutOfOrder, r.Stray)
 		if r.Retried > 0 {

@@ -289,7 +289,10 @@ func runWith(ctx context.Context, cfg Config, phase func(string) error) (*Result
 func (r *run) chatPhase(ctx context.Context, res *Result) {
 	cs := r.chat
 	res.RoomSize = r.cfg.RoomSize
-	res.Joined = cs.joinAll(ctx, r.pool)
+	res.Joined, res.JoinsAsked = cs.joinAll(ctx, r.pool)
+	if a := cs.refusal.Load(); a != nil {
+		res.JoinRefusal = *a
+	}
 	sendCtx, stop := context.WithTimeout(ctx, r.cfg.Duration)
 	defer stop()
 	churnLatency := new(Histogram)

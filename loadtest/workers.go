@@ -206,6 +206,10 @@ func (r *Result) merge(ms []workerMessage) {
 		r.OutOfOrder += w.OutOfOrder
 		r.Stray += w.Stray
 		r.Joined += w.Joined
+		r.JoinsAsked += w.JoinsAsked
+		if r.JoinRefusal == "" {
+			r.JoinRefusal = w.JoinRefusal
+		}
 		r.ProtocolErrors += w.ProtocolErrors
 		r.WireBytesIn += w.WireBytesIn
 		r.DeflateClients += w.DeflateClients

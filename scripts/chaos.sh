@@ -80,7 +80,7 @@ start_nats() { # $1: 1..servers
 start_node() { # $1: 1..3
   "$bin" serve --nats "$urls" --nats-token-file "$tok" --node "n$1" --addr "127.0.0.1:$((28100 + $1))" \
     --metrics-listen "127.0.0.1:$((29100 + $1))" --history-storage "$storage" --replicas "$replicas" \
-    --max-connections-per-addr -1 --connect-rate-per-addr -1 --log-level warn ${SERVE_FLAGS:-} >>"$out/node-n$1.log" 2>&1 &
+    --max-connections-per-addr -1 --connect-rate-per-addr -1 --room-create-rate off --log-level warn ${SERVE_FLAGS:-} >>"$out/node-n$1.log" 2>&1 &
   pid[n$1]=$!
 }
 up() { for _ in $(seq 300); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }

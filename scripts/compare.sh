@@ -26,7 +26,7 @@ run_server() { # name addr cmd...
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-run_server parley 127.0.0.1:18096 ./bin/parley serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --addr 127.0.0.1:18096 --log-level warn --rate-limit off
+run_server parley 127.0.0.1:18096 ./bin/parley serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --room-create-rate off --addr 127.0.0.1:18096 --log-level warn --rate-limit off
 run_server gorilla 127.0.0.1:18097 ./bin/baseline -addr 127.0.0.1:18097
 
 python3 - "$out" <<'PY'

@@ -16,7 +16,7 @@ mkdir -p "$out"
 
 run_case() { # name burst rounds
   local name=$1 burst=$2 rounds=$3 log="$out/$1.server.log"
-  "$bin" serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --addr "$addr" --log-level info --rate-limit off >"$log" 2>&1 &
+  "$bin" serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --room-create-rate off --addr "$addr" --log-level info --rate-limit off >"$log" 2>&1 &
   local pid=$!
   trap 'kill $pid 2>/dev/null || true' EXIT
   for _ in $(seq 50); do grep -q 'msg=listening' "$log" && break; sleep 0.1; done

@@ -20,7 +20,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 targets=() pidflags=() metrics=()
 for i in $(seq 1 "$servers"); do
   port=$((18100 + i))
-  ./bin/parley serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --addr "127.0.0.1:$port" --log-level warn ${SERVE_FLAGS:-} >"$out/server$i.log" 2>&1 &
+  ./bin/parley serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --room-create-rate off --addr "127.0.0.1:$port" --log-level warn ${SERVE_FLAGS:-} >"$out/server$i.log" 2>&1 &
   pids+=($!)
   targets+=(--target "ws://127.0.0.1:$port/ws")
   pidflags+=(--server-pid "$!")

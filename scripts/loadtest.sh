@@ -11,7 +11,7 @@ shift 2 2>/dev/null || true
 bin=./bin/parley
 addr=127.0.0.1:18095
 mkdir -p "$out"
-"$bin" serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --addr "$addr" --log-level warn >"$out/server.log" 2>&1 &
+"$bin" serve --max-connections-per-addr -1 --connect-rate-per-addr -1 --room-create-rate off --addr "$addr" --log-level warn >"$out/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://$addr/test" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -38,7 +38,7 @@ natsservers=${NATS_SERVERS:-1}
 rm -f "$out/nats-servers.txt"
 GOMAXPROCS=${NATS_GOMAXPROCS:-$GOMAXPROCS} ./bin/parley cluster --node-gomaxprocs "$GOMAXPROCS" --nodes "$nodes" --addr 127.0.0.1:18101 --nats-addr 127.0.0.1:14222 --metrics-port 19101 \
   --nats-servers "$natsservers" --nats-cluster-port 16222 --nats-pid-file "$out/nats-servers.txt" \
-  --pid-file "$out/nodes.txt" --log-level warn -- --max-connections-per-addr -1 --connect-rate-per-addr -1 ${SERVE_FLAGS:-} >"$out/cluster.log" 2>&1 &
+  --pid-file "$out/nodes.txt" --log-level warn -- --max-connections-per-addr -1 --connect-rate-per-addr -1 --room-create-rate off ${SERVE_FLAGS:-} >"$out/cluster.log" 2>&1 &
 cluster=$!
 for _ in $(seq 100); do [ -s "$out/nodes.txt" ] && break; sleep 0.1; done
 [ -s "$out/nodes.txt" ] || { echo "the cluster did not start:" >&2; cat "$out/cluster.log" >&2; exit 1; }

@@ -16,7 +16,7 @@ mkdir -p "$out"
 head -c 48 /dev/urandom | base64 >"$out/secret" # HS256: at least 32 bytes
 chmod 600 "$out/secret"
 "$bin" serve --jwt-secret "$out/secret" --jwt-audience parley --guests on \
-  --max-connections-per-addr -1 --connect-rate-per-addr -1 --addr "$addr" --log-level warn >"$out/server.log" 2>&1 &
+  --max-connections-per-addr -1 --connect-rate-per-addr -1 --room-create-rate off --addr "$addr" --log-level warn >"$out/server.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -sf "http://$addr/test" >/dev/null 2>&1 && break; sleep 0.1; done
