@@ -54,7 +54,7 @@ const evictedReason = ReasonServerFull
 // still reports whether e is a client that may be dropped to make room.
 func (e silentEntry) still() *conn {
 	c := e.ep.lookup(e.id)
-	if c == nil || c.msgsIn.Load() > 0 || c.closing.Load() {
+	if c == nil || c.msgsIn.Load() > 0 || c.flags.Load(flagClosing) {
 		return nil
 	}
 	return c

@@ -48,10 +48,8 @@ type conn struct {
 	paused   bool           // the socket is not read: too much input waits for the application
 	failed   bool           // we failed the client: only its close reply matters now
 	done     bool           // input is ignored: the peer closed, or the stream is beyond parsing
-	msgRate  bucket         // MaxMessagesPerSecond (frames)
-	pingRate bucket         // MaxPingsPerSecond
-	byteRate bucket         // MaxBytesPerSecond
-	inflRate bucket         // MaxInflatedBytesPerSecond
+	rates    rates          // MaxMessagesPerSecond, MaxPingsPerSecond, MaxBytesPerSecond
+	inflRate bucket         // MaxInflatedBytesPerSecond (on the executor, not under readMu)
 	skip     int64          // payload bytes still to discard (while failed)
 	scanned  int64          // bytes read since the server began closing c
 
@@ -67,31 +65,72 @@ type conn struct {
 	// Queue accounting: bytes handed to the socket minus bytes it took.
 	// With TLS both are ciphertext: the writer adds tlsOverhead per record.
 	sent, written atomic.Int64
-	tlsOverhead   int
+	tlsOverhead   int32
 
-	opened       atomic.Bool // OnOpen ran, so OnClose must
-	ready        atomic.Bool // OnOpen returned: an Inline endpoint may call OnMessage on the poller
-	closing      atomic.Bool // a close frame is queued: no data may follow
-	appClosed    atomic.Bool // the application closed the client (Endpoint.Close)
-	closeOnDrain atomic.Bool // drop the socket once sent == written
-	gone         atomic.Bool // the socket is closed
+	flags connFlags // opened, ready, closing, appClosed, closeOnDrain, gone: one word, not six
 
 	mu          sync.Mutex
 	closeCode   StatusCode // reported to OnClose; 0 until known
 	closeReason string
-	closeWrote  bool // our close frame went to the socket
-	peerClosed  bool // the peer's close frame arrived
 	closeTimer  *time.Timer
 
 	// Writer state: the owning writer's goroutine only.
-	head, tail      int32 // pending frames, as a list in the writer's arena; -1 when none
-	pendingBytes    int
-	memberIdx       int32       // index in ep.members[w.idx]; -1 when not a member
-	groups          []groupSlot // the groups c is in
-	pingSentAt      int64
-	backlogSince    int64
-	closeEnqueued   bool // the close frame is queued: no data may follow
-	deadlineCleared bool
+	head, tail int32 // pending frames, as a list in the writer's arena; -1 when none
+	memberIdx  int32 // index in ep.members[w.idx]; -1 when not a member
+
+	// Four bools fill memberIdx's word, whoever owns them: the struct
+	// fills its allocation size class (384 bytes) with no padding.
+	closeWrote      bool // under mu: our close frame went to the socket
+	peerClosed      bool // under mu: the peer's close frame arrived
+	closeEnqueued   bool // writer: the close frame is queued, no data may follow
+	deadlineCleared bool // writer
+
+	pendingBytes int         // writer
+	groups       []groupSlot // writer: the groups c is in
+	pingSentAt   int64       // writer
+	backlogSince int64       // writer
+}
+
+// The bits of connFlags.
+const (
+	flagOpened       uint32 = 1 << iota // OnOpen ran, so OnClose must
+	flagReady                           // OnOpen returned: an Inline endpoint may call OnMessage on the poller
+	flagClosing                         // a close frame is queued: no data may follow
+	flagAppClosed                       // the application closed the client (Endpoint.Close)
+	flagCloseOnDrain                    // drop the socket once sent == written
+	flagGone                            // the socket is closed
+)
+
+// connFlags are a connection's atomic booleans in one word.
+type connFlags struct{ v atomic.Uint32 }
+
+// Load reports whether bit is set.
+func (f *connFlags) Load(bit uint32) bool { return f.v.Load()&bit != 0 }
+
+// Store sets or clears bit.
+func (f *connFlags) Store(bit uint32, on bool) {
+	if on {
+		f.v.Or(bit)
+	} else {
+		f.v.And(^bit)
+	}
+}
+
+// CompareAndSwap sets bit to to if it is from, and reports whether it did.
+func (f *connFlags) CompareAndSwap(bit uint32, from, to bool) bool {
+	for {
+		old := f.v.Load()
+		if (old&bit != 0) != from {
+			return false
+		}
+		next := old &^ bit
+		if to {
+			next |= bit
+		}
+		if f.v.CompareAndSwap(old, next) {
+			return true
+		}
+	}
 }
 
 // UnderlayerConn implements nbhttp.ParserCloser; nbhttp's TLS reader finds
@@ -144,7 +183,7 @@ func (c *conn) Parse(data []byte) error {
 
 // parse reads frames from the carried bytes and data. Callers hold readMu.
 func (c *conn) parse(data []byte, now int64) {
-	if !c.failed && c.closing.Load() {
+	if !c.failed && c.flags.Load(flagClosing) {
 		// The server is closing c (the application asked, or shutdown):
 		// what c sends now is not handed on, only scanned for its close
 		// reply. A flooder closed by the rate limit used to have every
@@ -153,7 +192,7 @@ func (c *conn) parse(data []byte, now int64) {
 		c.dropMessage()
 	}
 	cfg := &c.ep.srv.cfg
-	if cfg.MaxBytesPerSecond > 0 && !c.failed && !c.byteRate.take(float64(len(data)), cfg.MaxBytesPerSecond, now) {
+	if cfg.MaxBytesPerSecond > 0 && !c.failed && !c.rates.take(&c.rates.bytes, float64(len(data)), cfg, now) {
 		c.ep.srv.stats.rateLimited.Add(1)
 		c.fail(StatusPolicyViolation, "byte rate limit exceeded")
 	}
@@ -184,12 +223,12 @@ func (c *conn) parse(data []byte, now int64) {
 		wsproto.Mask(payload, h.Key, 0)
 		buf = buf[end:]
 		c.framesIn.Add(1)
-		if cfg.MaxMessagesPerSecond > 0 && !c.msgRate.take(1, cfg.MaxMessagesPerSecond, now) {
+		if cfg.MaxMessagesPerSecond > 0 && !c.rates.take(&c.rates.msgs, 1, cfg, now) {
 			c.ep.srv.stats.rateLimited.Add(1)
 			c.fail(StatusPolicyViolation, "message rate limit exceeded")
 			break
 		}
-		if h.Op == wsproto.OpPing && cfg.MaxPingsPerSecond > 0 && !c.pingRate.take(1, cfg.MaxPingsPerSecond, now) {
+		if h.Op == wsproto.OpPing && cfg.MaxPingsPerSecond > 0 && !c.rates.take(&c.rates.pings, 1, cfg, now) {
 			// Each ping costs a pong: eight clients pinging as fast as
 			// they could took a healthy client's p99 to 128 ms.
 			c.ep.srv.stats.rateLimited.Add(1)
@@ -478,12 +517,12 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		return // arrived after shutdown began: not accepted
 	}
 	arrived := c.lastRead.Load() // this read completed the message
-	if c.ep.inline && c.ready.Load() && c.pendingIn.Load() == 0 {
+	if c.ep.inline && c.flags.Load(flagReady) && c.pendingIn.Load() == 0 {
 		// Nothing of this client waits on the executor (its messages
 		// before this one are handled, OnOpen has returned): handling it
 		// here keeps the order.
 		c.dispatched(arrived)
-		if !c.appClosed.Load() {
+		if !c.flags.Load(flagAppClosed) {
 			c.ep.callMessage(c, typ, *b)
 		}
 		bufpool.Put(b)
@@ -497,7 +536,7 @@ func (c *conn) deliver(typ MessageType, b *[]byte) {
 		defer srv.doneInflight()
 		defer bufpool.Put(b)
 		c.dispatched(arrived)
-		if !c.appClosed.Load() { // the application closed it meanwhile: its backlog is dropped
+		if !c.flags.Load(flagAppClosed) { // the application closed it meanwhile: its backlog is dropped
 			c.ep.callMessage(c, typ, *b)
 		}
 		c.handled(size)
@@ -628,7 +667,7 @@ func (c *conn) failMidFrame(code StatusCode, reason string) { c.failClose(code, 
 // already queued, and records them as the close status unless one is known.
 // It reports false if the client is already closing. Safe from any goroutine.
 func (c *conn) startClose(code StatusCode, reason string) bool {
-	if !c.closing.CompareAndSwap(false, true) {
+	if !c.flags.CompareAndSwap(flagClosing, false, true) {
 		return false
 	}
 	reason = wsproto.TruncateReason(reason)
@@ -667,7 +706,7 @@ func (c *conn) closeWritten() {
 	c.mu.Lock()
 	c.closeWrote = true
 	peer := c.peerClosed
-	if !peer && c.closeTimer == nil && !c.gone.Load() {
+	if !peer && c.closeTimer == nil && !c.flags.Load(flagGone) {
 		c.closeTimer = time.AfterFunc(c.ep.srv.cfg.CloseTimeout, c.drop)
 	}
 	c.mu.Unlock()
@@ -679,13 +718,13 @@ func (c *conn) closeWritten() {
 // closeWhenDrained drops the socket once the kernel has taken every queued
 // byte (nbio discards queued bytes on close), or after CloseTimeout.
 func (c *conn) closeWhenDrained() {
-	c.closeOnDrain.Store(true)
+	c.flags.Store(flagCloseOnDrain, true)
 	if c.queued() <= 0 {
 		c.drop()
 		return
 	}
 	c.mu.Lock()
-	if c.closeTimer == nil && !c.gone.Load() {
+	if c.closeTimer == nil && !c.flags.Load(flagGone) {
 		c.closeTimer = time.AfterFunc(c.ep.srv.cfg.CloseTimeout, c.drop)
 	}
 	c.mu.Unlock()
@@ -701,8 +740,8 @@ func (c *conn) drop() { _ = c.nbc.Close() }
 // overhead to sent); a record the TLS layer writes by itself (an alert, a
 // key update) is counted in written only, so drained means written >= sent.
 func (c *conn) onWritten(n int) {
-	if c.written.Add(int64(n)) >= c.sent.Load() && c.closeOnDrain.Load() {
-		c.closeOnDrain.Store(false)
+	if c.written.Add(int64(n)) >= c.sent.Load() && c.flags.Load(flagCloseOnDrain) {
+		c.flags.Store(flagCloseOnDrain, false)
 		go c.drop()
 	}
 }
@@ -711,10 +750,10 @@ func (c *conn) onWritten(n int) {
 // executor once the socket is closed, after every message job of this
 // client.
 func (c *conn) CloseAndClean(err error) {
-	if !c.gone.CompareAndSwap(false, true) {
+	if !c.flags.CompareAndSwap(flagGone, false, true) {
 		return
 	}
-	c.closing.Store(true)
+	c.flags.Store(flagClosing, true)
 	c.readMu.Lock()
 	c.done = true
 	c.carry.Release()
@@ -733,7 +772,7 @@ func (c *conn) CloseAndClean(err error) {
 	c.ep.remove(c) // folds what c read into the registry's totals
 	c.ep.srv.limits.release(c.remoteAddr)
 	c.w.post(job{kind: jobGone, c: c})
-	if c.opened.Load() {
+	if c.flags.Load(flagOpened) {
 		c.ep.callClose(c, code, reason)
 	}
 }

@@ -165,7 +165,7 @@ func (ep *Endpoint) Send(id ClientID, typ MessageType, data []byte) error {
 	if c == nil {
 		return fmt.Errorf("send to client %d: %w", id, ErrUnknownClient)
 	}
-	if c.closing.Load() {
+	if c.flags.Load(flagClosing) {
 		return fmt.Errorf("send to client %d: %w", id, ErrClientClosing)
 	}
 	ep.srv.stats.framesEncoded.Add(1)
@@ -183,7 +183,7 @@ func (ep *Endpoint) Multicast(ids []ClientID, typ MessageType, data []byte) (int
 	f := newDataFrame(typ, data, 0)
 	var shards uint64 // bit i: writer i has a recipient (up to 64 writers)
 	for _, id := range ids {
-		if c := ep.lookup(id); c != nil && !c.closing.Load() {
+		if c := ep.lookup(id); c != nil && !c.flags.Load(flagClosing) {
 			f.conns = append(f.conns, c)
 			shards |= 1 << uint(c.w.idx%64)
 		}
@@ -250,7 +250,7 @@ func (ep *Endpoint) Close(id ClientID, code StatusCode, reason string) error {
 	if !c.startClose(code, reason) {
 		return fmt.Errorf("close client %d: %w", id, ErrClientClosing)
 	}
-	c.appClosed.Store(true)
+	c.flags.Store(flagAppClosed, true)
 	return nil
 }
 

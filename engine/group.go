@@ -76,7 +76,7 @@ func (g *Group) Send(typ MessageType, data []byte, except ...ClientID) (int, err
 
 // groupAdd runs on c's writer.
 func (w *writer) groupAdd(g *Group, c *conn) {
-	if c.gone.Load() || slices.ContainsFunc(c.groups, func(s groupSlot) bool { return s.g == g }) {
+	if c.flags.Load(flagGone) || slices.ContainsFunc(c.groups, func(s groupSlot) bool { return s.g == g }) {
 		return
 	}
 	c.groups = append(c.groups, groupSlot{g: g, idx: int32(len(g.members[w.idx]))})

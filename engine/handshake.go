@@ -231,7 +231,7 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		// the writer adds each record's overhead to what it hands over
 		// (the queue used to drift below zero by that much per write,
 		// until the slow-consumer limits no longer worked).
-		c.tlsOverhead = tlsRecordOverhead(tc.ConnectionState())
+		c.tlsOverhead = int32(tlsRecordOverhead(tc.ConnectionState()))
 	}
 	hc.Parser = nil
 	nbc.SetSession(c) // from now on the poller hands bytes to c.Parse
@@ -264,9 +264,9 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		// closed every client before this one was among them.
 		c.startClose(StatusGoingAway, shutdownReason)
 	}
-	c.opened.Store(true)
+	c.flags.Store(flagOpened, true)
 	ep.callOpen(c, data)
-	c.ready.Store(true)
+	c.flags.Store(flagReady, true)
 }
 
 // tlsRecordOverhead is what a TLS record adds to its plaintext with the

@@ -242,3 +242,48 @@ func (b *bucket) take(n, rate float64, now int64) bool {
 	b.used += n
 	return true
 }
+
+// rates are the three token buckets a client's input is checked against
+// on its poller, under its readMu (MaxMessagesPerSecond,
+// MaxPingsPerSecond, MaxBytesPerSecond), with one clock: each is refilled
+// whenever one is used. 24 bytes where three buckets took 48. The zero
+// value is full.
+type rates struct {
+	at                 int64   // unix ns of the last refill
+	msgs, pings, bytes float32 // spent within the current second's worth
+}
+
+// take refills every bucket to now (unix ns), then spends n tokens from
+// spent (one of r's fields) and reports whether it had them.
+func (r *rates) take(spent *float32, n float64, cfg *Config, now int64) bool {
+	if r.at != 0 {
+		dt := float64(now-r.at) / 1e9
+		r.msgs = drain(r.msgs, dt*cfg.MaxMessagesPerSecond)
+		r.pings = drain(r.pings, dt*cfg.MaxPingsPerSecond)
+		r.bytes = drain(r.bytes, dt*cfg.MaxBytesPerSecond)
+	}
+	r.at = now
+	var rate float64
+	switch spent {
+	case &r.msgs:
+		rate = cfg.MaxMessagesPerSecond
+	case &r.pings:
+		rate = cfg.MaxPingsPerSecond
+	default:
+		rate = cfg.MaxBytesPerSecond
+	}
+	if float64(*spent)+n > rate {
+		return false
+	}
+	*spent += float32(n)
+	return true
+}
+
+// drain returns used less by, at least 0; a rate that is off (by <= 0)
+// leaves it as it is.
+func drain(used float32, by float64) float32 {
+	if by <= 0 {
+		return used
+	}
+	return float32(max(0, float64(used)-by))
+}

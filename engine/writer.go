@@ -282,14 +282,14 @@ func (w *writer) apply(j *job) {
 			}
 		}
 	case jobControl:
-		if !j.c.gone.Load() && !j.c.closeEnqueued {
+		if !j.c.flags.Load(flagGone) && !j.c.closeEnqueued {
 			w.push(j.c, j.f)
 		}
 	case jobClose:
 		w.enqueueClose(j.c, j.f)
 	case jobCloseAll:
 		for _, c := range j.ep.members[w.idx] {
-			if c.closing.CompareAndSwap(false, true) {
+			if c.flags.CompareAndSwap(flagClosing, false, true) {
 				c.mu.Lock()
 				if c.closeCode == 0 {
 					c.closeCode, c.closeReason = StatusGoingAway, shutdownReason
@@ -376,7 +376,7 @@ func shrink[T any](s []T, peak int) []T {
 // skipped past the soft limit; a frame to c alone (a reply, a replay) is
 // never skipped: past the hard limit c is closed instead.
 func (w *writer) enqueue(c *conn, f *frame, skippable bool) {
-	if c.closeEnqueued || c.gone.Load() {
+	if c.closeEnqueued || c.flags.Load(flagGone) {
 		return
 	}
 	q := c.queued() + int64(c.pendingBytes)
@@ -402,7 +402,7 @@ func (w *writer) enqueue(c *conn, f *frame, skippable bool) {
 
 // enqueueClose adds close frame f to c's pending list; nothing follows it.
 func (w *writer) enqueueClose(c *conn, f *frame) {
-	if c.gone.Load() || c.closeEnqueued {
+	if c.flags.Load(flagGone) || c.closeEnqueued {
 		return
 	}
 	c.closeEnqueued = true
@@ -470,7 +470,7 @@ func (w *writer) flush(start time.Time) {
 		n := len(buf)
 		c.head, c.tail, c.pendingBytes = -1, -1, 0
 		if c.tlsOverhead > 0 {
-			c.sent.Add(int64(tlsWireSize(n, c.tlsOverhead)))
+			c.sent.Add(int64(tlsWireSize(n, int(c.tlsOverhead))))
 		} else {
 			c.sent.Add(int64(n))
 		}
