@@ -115,7 +115,7 @@ func (s *Server) admit(priv bool, remote string) bool {
 	}
 	if c := s.silent.pop(); c != nil {
 		c.evict()
-		s.limits.evictedFrom(c.remoteAddr, now)
+		s.limits.evictedFrom(c.remote(), now)
 		s.stats.evicted.Add(1)
 		return true
 	}

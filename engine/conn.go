@@ -31,27 +31,31 @@ type conn struct {
 	hc          *nbhttp.Conn // nbhttp's wrapper, through which it finds the TLS layer
 	out         io.Writer    // where the writer sends c's bytes: nbc, its TLS conn, or a sink in benchmarks
 	w           *writer
-	remoteAddr  string
 	connectedAt int64          // unix ns
 	deflate     *deflateParams // permessage-deflate as negotiated; nil: none
 
 	// Read state, under readMu.
 	// (The small fields sit together: an idle client's struct stays in
 	// its allocation size class.)
-	readMu   sync.Mutex
-	carry    bufpool.Carry  // bytes of an incomplete frame (or, while paused, unparsed input)
-	msg      *[]byte        // a fragmented message so far, nil when none
-	fed      int32          // payload bytes of the incomplete frame already validated (a frame is at most the message limit)
-	msgOp    wsproto.Opcode // that message's opcode
-	text     wsproto.UTF8   // the text message's validation so far
-	msgZ     bool           // the message is compressed (RSV1 on its first frame)
-	paused   bool           // the socket is not read: too much input waits for the application
-	failed   bool           // we failed the client: only its close reply matters now
-	done     bool           // input is ignored: the peer closed, or the stream is beyond parsing
-	rates    rates          // MaxMessagesPerSecond, MaxPingsPerSecond, MaxBytesPerSecond
-	inflRate bucket         // MaxInflatedBytesPerSecond (on the executor, not under readMu)
-	skip     int64          // payload bytes still to discard (while failed)
-	scanned  int64          // bytes read since the server began closing c
+	readMu sync.Mutex
+	carry  bufpool.Carry  // bytes of an incomplete frame (or, while paused, unparsed input)
+	msg    *[]byte        // a fragmented message so far, nil when none
+	fed    int32          // payload bytes of the incomplete frame already validated (a frame is at most the message limit)
+	msgOp  wsproto.Opcode // that message's opcode
+	text   wsproto.UTF8   // the text message's validation so far
+	msgZ   bool           // the message is compressed (RSV1 on its first frame)
+	paused bool           // the socket is not read: too much input waits for the application
+	failed bool           // we failed the client: only its close reply matters now
+	done   bool           // input is ignored: the peer closed, or the stream is beyond parsing
+
+	// Two fields of others fill the read state's last word: set at the
+	// upgrade, read by the writer; under mu.
+	tlsOverhead int16  // TLS bytes per record (queue accounting)
+	closeCode   uint16 // a StatusCode reported to OnClose; 0 until known
+
+	rates    rates  // MaxMessagesPerSecond, MaxPingsPerSecond, MaxBytesPerSecond
+	inflRate bucket // MaxInflatedBytesPerSecond (on the executor, not under readMu)
+	skip     int64  // payload bytes still to discard (while failed)
 
 	// Bytes of messages handed to the application and not yet handled
 	// (Config.MaxPendingInput).
@@ -65,12 +69,11 @@ type conn struct {
 	// Queue accounting: bytes handed to the socket minus bytes it took.
 	// With TLS both are ciphertext: the writer adds tlsOverhead per record.
 	sent, written atomic.Int64
-	tlsOverhead   int32
 
-	flags connFlags // opened, ready, closing, appClosed, closeOnDrain, gone: one word, not six
+	flags   connFlags // opened, ready, closing, appClosed, closeOnDrain, gone: one word, not six
+	scanned int32     // under readMu: bytes read since the server began closing c (saturating)
 
 	mu          sync.Mutex
-	closeCode   StatusCode // reported to OnClose; 0 until known
 	closeReason string
 	closeTimer  *time.Timer
 
@@ -79,7 +82,7 @@ type conn struct {
 	memberIdx  int32 // index in ep.members[w.idx]; -1 when not a member
 
 	// Four bools fill memberIdx's word, whoever owns them: the struct
-	// fills its allocation size class (384 bytes) with no padding.
+	// fills its allocation size class (352 bytes) with no padding.
 	closeWrote      bool // under mu: our close frame went to the socket
 	peerClosed      bool // under mu: the peer's close frame arrived
 	closeEnqueued   bool // writer: the close frame is queued, no data may follow
@@ -140,6 +143,21 @@ func (c *conn) UnderlayerConn() net.Conn {
 		return c.hc
 	}
 	return c.nbc
+}
+
+// remote returns the client's address, host:port, as the limits and Info
+// know it (net.Addr.String of its socket); "" for a connection without one
+// (benchmarks' sinks). Computed when asked: a string kept per connection
+// cost every idle client 32 bytes.
+func (c *conn) remote() string {
+	if c.nbc == nil {
+		return ""
+	}
+	a := c.nbc.RemoteAddr()
+	if a == nil {
+		return ""
+	}
+	return a.String()
 }
 
 // queued returns the bytes handed to the socket that it has not yet taken.
@@ -262,11 +280,13 @@ func (c *conn) parse(data []byte, now int64) {
 // a closed flooder kept sending for the whole CloseTimeout: gigabytes a
 // second on loopback. Callers hold readMu.
 func (c *conn) stopScanning(n int) bool {
-	c.scanned += int64(n)
+	c.scanned = int32(min(int64(c.scanned)+int64(n), math.MaxInt32))
 	c.mu.Lock()
-	policy := c.closeCode == StatusPolicyViolation
+	policy := StatusCode(c.closeCode) == StatusPolicyViolation
 	c.mu.Unlock()
-	if !policy && c.scanned <= int64(c.ep.maxMessage+c.ep.pendingBudget) {
+	// (Past 2 GiB the count stays put: a larger budget scans until
+	// CloseTimeout.)
+	if !policy && int64(c.scanned) <= min(int64(c.ep.maxMessage+c.ep.pendingBudget), math.MaxInt32-1) {
 		return false
 	}
 	c.done = true
@@ -673,7 +693,7 @@ func (c *conn) startClose(code StatusCode, reason string) bool {
 	reason = wsproto.TruncateReason(reason)
 	c.mu.Lock()
 	if c.closeCode == 0 {
-		c.closeCode, c.closeReason = code, reason
+		c.closeCode, c.closeReason = uint16(code), reason
 	}
 	c.mu.Unlock()
 	c.w.post(job{kind: jobClose, c: c, f: newCloseFrame(code, reason, 1)})
@@ -686,7 +706,7 @@ func (c *conn) peerClose(code StatusCode, reason string) {
 	c.mu.Lock()
 	c.peerClosed = true
 	if c.closeCode == 0 {
-		c.closeCode, c.closeReason = code, reason
+		c.closeCode, c.closeReason = uint16(code), reason
 	}
 	wrote := c.closeWrote
 	c.mu.Unlock()
@@ -763,14 +783,14 @@ func (c *conn) CloseAndClean(err error) {
 	if c.closeTimer != nil {
 		c.closeTimer.Stop()
 	}
-	code, reason := c.closeCode, c.closeReason
+	code, reason := StatusCode(c.closeCode), c.closeReason
 	c.mu.Unlock()
 	if code == 0 {
 		code, reason = StatusAbnormalClosure, "connection dropped without a close frame"
 	}
 	c.ep.srv.stats.closed[closeClass(code)].Add(1)
 	c.ep.remove(c) // folds what c read into the registry's totals
-	c.ep.srv.limits.release(c.remoteAddr)
+	c.ep.srv.limits.release(c.remote())
 	c.w.post(job{kind: jobGone, c: c})
 	if c.flags.Load(flagOpened) {
 		c.ep.callClose(c, code, reason)
@@ -781,7 +801,7 @@ func (c *conn) CloseAndClean(err error) {
 func (c *conn) info() ClientInfo {
 	return ClientInfo{
 		ID:          c.id,
-		RemoteAddr:  c.remoteAddr,
+		RemoteAddr:  c.remote(),
 		BytesIn:     c.bytesIn.Load(),
 		BytesOut:    c.bytesOut.Load(),
 		FramesIn:    c.framesIn.Load(),

@@ -220,7 +220,6 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		hc:          hc,
 		out:         out,
 		w:           s.writers[uint64(id)%uint64(len(s.writers))],
-		remoteAddr:  r.RemoteAddr,
 		connectedAt: time.Now().UnixNano(),
 		head:        -1,
 		tail:        -1,
@@ -231,7 +230,7 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 		// the writer adds each record's overhead to what it hands over
 		// (the queue used to drift below zero by that much per write,
 		// until the slow-consumer limits no longer worked).
-		c.tlsOverhead = int32(tlsRecordOverhead(tc.ConnectionState()))
+		c.tlsOverhead = int16(tlsRecordOverhead(tc.ConnectionState()))
 	}
 	hc.Parser = nil
 	nbc.SetSession(c) // from now on the poller hands bytes to c.Parse

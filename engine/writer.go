@@ -292,7 +292,7 @@ func (w *writer) apply(j *job) {
 			if c.flags.CompareAndSwap(flagClosing, false, true) {
 				c.mu.Lock()
 				if c.closeCode == 0 {
-					c.closeCode, c.closeReason = StatusGoingAway, shutdownReason
+					c.closeCode, c.closeReason = uint16(StatusGoingAway), shutdownReason
 				}
 				c.mu.Unlock()
 				w.enqueueClose(c, j.f)
