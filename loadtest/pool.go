@@ -373,6 +373,9 @@ func (p *Pool) dialOnce(ctx context.Context, i int) string {
 	d := &net.Dialer{
 		LocalAddr: &net.TCPAddr{IP: src},
 		Timeout:   p.cfg.ConnectTimeout,
+		// No TCP keepalives: a run is bounded and the server's heartbeats
+		// are answered; they cost four setsockopt calls per connection.
+		KeepAlive: -1,
 		Control: func(_, _ string, rc syscall.RawConn) error {
 			// IP_BIND_ADDRESS_NO_PORT: choose the port at connect time, per
 			// destination, not at bind time, so each source address has its

@@ -139,7 +139,7 @@ func release(first bool, gate chan struct{}) {
 }
 
 func (s *siege) dialer(src net.IP) *net.Dialer {
-	return &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: src}}
+	return &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: src}, KeepAlive: -1} // as Pool's
 }
 
 func (s *siege) count(m map[string]int64, k string) {
