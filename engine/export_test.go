@@ -1,6 +1,9 @@
 package engine
 
-import "time"
+import (
+	"syscall"
+	"time"
+)
 
 // SetTickInterval makes the once-a-second checks (heartbeats, slow
 // consumers) run every d, so tests of them finish quickly. Call before Start.
@@ -23,4 +26,18 @@ func QueuedOf(ep *Endpoint, id ClientID) int64 {
 		return c.queued()
 	}
 	return -1
+}
+
+// SocketBuffersOf returns client id's socket's kernel buffer sizes as the
+// kernel reports them (SO_RCVBUF, SO_SNDBUF: twice what was set).
+func SocketBuffersOf(ep *Endpoint, id ClientID) (rcv, snd int, err error) {
+	c := ep.lookup(id)
+	if c == nil {
+		return 0, 0, ErrUnknownClient
+	}
+	if rcv, err = syscall.GetsockoptInt(c.nbc.Hash(), syscall.SOL_SOCKET, syscall.SO_RCVBUF); err != nil {
+		return 0, 0, err
+	}
+	snd, err = syscall.GetsockoptInt(c.nbc.Hash(), syscall.SOL_SOCKET, syscall.SO_SNDBUF)
+	return rcv, snd, err
 }

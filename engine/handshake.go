@@ -237,12 +237,8 @@ func (s *Server) upgrade(ep *Endpoint, w http.ResponseWriter, r *http.Request) {
 	s.limits.upgraded(r.RemoteAddr)
 
 	_ = nbc.SetReadDeadline(time.Time{}) // heartbeats decide when an idle client is dead
-	if n := s.cfg.SocketWriteBuffer; n > 0 {
-		_ = nbc.SetWriteBuffer(n)
-	}
-	if n := s.cfg.SocketReadBuffer; n > 0 {
-		_ = nbc.SetReadBuffer(n)
-	}
+	// SocketWriteBuffer and SocketReadBuffer are the listening socket's,
+	// which every accepted one inherits (Server.listenerOptions).
 	s.stats.accepted.Add(1)
 	var ext string
 	if s.cfg.Compression {

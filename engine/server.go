@@ -225,9 +225,7 @@ func (s *Server) Start() error {
 		// request that stalls has its own timeout).
 		lc.KeepAlive = -1
 	}
-	if s.cfg.ReusePort {
-		lc.Control = reusePort
-	}
+	lc.Control = s.listenerOptions
 	l, err := lc.Listen(context.Background(), "tcp", s.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("engine: listen on %s: %w", s.cfg.Addr, err)

@@ -3,6 +3,9 @@ package engine_test
 import (
 	"context"
 	"encoding/binary"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,5 +155,38 @@ func TestHardLimitCloses(t *testing.T) {
 	}
 	if st := srv.Stats(); st.ClosedSlow != 1 {
 		t.Fatalf("ClosedSlow = %d", st.ClosedSlow)
+	}
+}
+
+// TestSocketBuffers: the kernel buffers set on the listening socket are
+// every client socket's (one setsockopt at start, none per connection).
+func TestSocketBuffers(t *testing.T) {
+	limit := func(name string) int {
+		b, err := os.ReadFile("/proc/sys/net/core/" + name)
+		if err != nil {
+			t.Skipf("no %s: %v", name, err)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const rcv, snd = 96 << 10, 48 << 10
+	app := newRecorder()
+	_, url := start(t, engine.Config{SocketReadBuffer: rcv, SocketWriteBuffer: snd}, app)
+	c := dial(t, url, nil)
+	defer c.Close()
+	id := app.next(t, "open").id
+	gotRcv, gotSnd, err := engine.SocketBuffersOf(app.endpoint(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The kernel doubles what it is given, within its maxima.
+	if want := 2 * min(rcv, limit("rmem_max")); gotRcv != want {
+		t.Errorf("SO_RCVBUF %d, want %d", gotRcv, want)
+	}
+	if want := 2 * min(snd, limit("wmem_max")); gotSnd != want {
+		t.Errorf("SO_SNDBUF %d, want %d", gotSnd, want)
 	}
 }
