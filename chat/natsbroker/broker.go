@@ -97,9 +97,10 @@ type Broker struct {
 	testFetch func(room string)
 	testDrop  func(room string, seq uint64) bool
 	testBeat  func(bye bool)
-	dms       directs // direct messages awaiting their answer
-	out       *outbox // room messages on their way to NATS
-	runID     string  // this run of the node: starts the ids of messages published without one
+	testOpen  func(room string) // after a room's stream is reopened (resync)
+	dms       directs           // direct messages awaiting their answer
+	out       *outbox           // room messages on their way to NATS
+	runID     string            // this run of the node: starts the ids of messages published without one
 	stop      chan struct{}
 	wg        sync.WaitGroup
 

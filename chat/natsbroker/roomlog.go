@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -601,4 +602,34 @@ func (b *Broker) reopened(rs *roomSub, s jetstream.Stream, info *jetstream.Strea
 		h.HandleReset(rs.name, chat.RoomState{Epoch: epoch})
 	}
 	b.catchUp(rs, upTo)
+	b.auditAfterReopen(rs)
+	if b.testOpen != nil {
+		b.testOpen(rs.name)
+	}
+}
+
+// Audits after a reconnect: this node asks a reopened room's stream where
+// it ends itself, auditFirst after the reopen, then after twice as long
+// each time up to auditLast (1, 2, 4, 8, 16 and 32 s), and fetches what it
+// has not seen. Around a reconnect the stream's republished copies can be
+// lost (sent while this node's subscription was not back on the server
+// that republished them, or during the stream's leader election), and the
+// other nodes' heartbeat tails (tails.go) are not enough: the publisher
+// may be gone, its tails said for ten heartbeats before this node's room
+// was ready again, and a room that then falls silent sends no later
+// message to show the gap. Six stream-info requests per room per
+// reconnect.
+const (
+	auditFirst = time.Second
+	auditLast  = 32 * time.Second
+)
+
+// auditAfterReopen schedules rs's audits. Dispatcher only (the audits run
+// there too).
+func (b *Broker) auditAfterReopen(rs *roomSub) {
+	for d := auditFirst; d <= auditLast; d *= 2 {
+		time.AfterFunc(d, func() {
+			b.later(func() { b.tailHeard(rs.name, math.MaxUint64) }) // returns at once once the broker stopped
+		})
+	}
 }

@@ -70,7 +70,8 @@ func (o *outbox) recentTails(now time.Time, heartbeat time.Duration) map[string]
 	return out
 }
 
-// tailHeard takes a room's tail from another node's heartbeat: if this
+// tailHeard takes a room's tail from another node's heartbeat (or, seq
+// math.MaxUint64, an audit after a reconnect: auditAfterReopen): if this
 // node is subscribed to the room, up to date with its log (not resyncing,
 // not repairing) and has not seen seq yet, it asks the stream where it
 // ends and fetches what it missed up to there. A heartbeat is a claim,
