@@ -63,6 +63,8 @@ var (
 	mUnread         = newDesc("parley_unread_notes_total", "Mentions of and DMs to signed-in users: notified (unread after --notify-delay), read (in time), dropped (too many waited).", "result")
 	mNotify         = newDesc("parley_notify_posts_total", "Unread notifications posted to --notify-url: sent (2xx), retried, failed (given up, or refused with a 4xx), dropped (the queue was full).", "result")
 	mNotifyQueued   = newDesc("parley_notify_queued", "Unread notifications waiting to be posted (or posted again).")
+	mMemTrims       = newDesc("parley_memory_trims_total", "Times the quiet process collected and gave its unused heap back to the system (--memory-trim-after).")
+	mMemFreed       = newDesc("parley_memory_trimmed_bytes_total", "Bytes of heap those trims gave back to the system.")
 	mUsers          = newDesc("parley_users", "Signed-in users connected to this node, each counted once however many connections it has.")
 	mBusDropped     = newDesc("parley_bus_dropped_total", "Messages from the cluster bus refused (they did not decode strictly, or held what no client could send), by kind (message, presence, direct, control, rule, heartbeat).", "kind")
 	mAPIRequests    = newDesc("parley_api_requests_total", "Server API calls, by route and status.", "route", "status")
@@ -135,6 +137,10 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- mNotify
 		ch <- mNotifyQueued
 	}
+	if c.src.Memory != nil {
+		ch <- mMemTrims
+		ch <- mMemFreed
+	}
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -171,6 +177,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, mNotify, st.Failed, "failed")
 		counter(ch, mNotify, st.Dropped, "dropped")
 		gauge(ch, mNotifyQueued, float64(st.Queued))
+	}
+	if c.src.Memory != nil {
+		st := c.src.Memory()
+		counter(ch, mMemTrims, st.Trims)
+		counter(ch, mMemFreed, st.FreedBytes)
 	}
 }
 

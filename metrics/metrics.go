@@ -90,6 +90,13 @@ type Sources struct {
 	Broker func() BrokerStats // a cluster's broker; nil alone
 	API    func() []APIHit    // the server API; nil when off
 	Notify func() NotifyStats // the poster of unread notifications; nil when off
+	Memory func() MemoryStats // the memory trimmer; nil when off
+}
+
+// MemoryStats is the memory trimmer's part of a scrape (cmd maps
+// internal/memtrim's counters onto it).
+type MemoryStats struct {
+	Trims, FreedBytes uint64
 }
 
 // NotifyStats is the notification poster's part of a scrape (cmd maps

@@ -56,6 +56,7 @@ func startNode(t *testing.T, ccfg chat.Config, ecfg engine.Config) *node {
 			API: func() []metrics.APIHit {
 				return []metrics.APIHit{{Route: "GET /api/v1/stats", Status: 200, Count: 3}, {Route: "GET /api/v1/stats", Status: 401, Count: 2}}
 			},
+			Memory: func() metrics.MemoryStats { return metrics.MemoryStats{Trims: 30, FreedBytes: 31 << 20} },
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -312,6 +313,7 @@ func TestBrokerMetrics(t *testing.T) {
 		`parley_bus_dropped_total{kind="message"}`:                          0,
 		`parley_api_requests_total{route="GET /api/v1/stats",status="200"}`: 3,
 		`parley_api_requests_total{route="GET /api/v1/stats",status="401"}`: 2,
+		"parley_memory_trims_total":                                         30, "parley_memory_trimmed_bytes_total": 31 << 20,
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)

@@ -606,8 +606,20 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	cfg.MemoryTrim.Logger = log
+	trimmer, err := memtrim.New(cfg.MemoryTrim)
+	if err != nil {
+		return err
+	}
+	var memStats func() metrics.MemoryStats
+	if cfg.MemoryTrim.Quiet >= 0 {
+		memStats = func() metrics.MemoryStats {
+			return metrics.MemoryStats{Trims: trimmer.Trims(), FreedBytes: trimmer.Freed()}
+		}
+	}
 	m, err := metrics.New(metrics.Config{Build: metrics.Build{Version: buildVersion, Revision: buildRevision}},
-		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub), Broker: brokerStats(broker), API: apiStats(apiSrv), Notify: notifyStats(poster)})
+		metrics.Sources{Engine: srv.Stats, Chat: chatStats(hub), Broker: brokerStats(broker), API: apiStats(apiSrv), Notify: notifyStats(poster),
+			Memory: memStats})
 	if err != nil {
 		return err
 	}
@@ -648,11 +660,6 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		scheme = "https"
 	}
 	log.Info("open your browser at " + scheme + "://" + srv.Addr().String() + "/")
-	cfg.MemoryTrim.Logger = log
-	trimmer, err := memtrim.New(cfg.MemoryTrim)
-	if err != nil {
-		return err
-	}
 	trimDone := make(chan struct{})
 	go func() { defer close(trimDone); trimmer.Run(ctx) }()
 	<-ctx.Done()

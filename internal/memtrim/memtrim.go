@@ -101,16 +101,18 @@ type Trimmer struct {
 	cfg     Config
 	samples []metrics.Sample
 	trims   atomic.Uint64
+	freed   atomic.Uint64                       // bytes the trims gave back to the system
 	onTick  func(quiet int, reclaimable uint64) // tests: after each sample
 }
 
 // The runtime metrics a Trimmer reads.
 const (
-	metricAllocs  = "/gc/heap/allocs:bytes"              // cumulative
-	metricObjects = "/memory/classes/heap/objects:bytes" // live and not yet swept dead objects
-	metricLive    = "/gc/heap/live:bytes"                // live at the end of the last collection
-	metricFree    = "/memory/classes/heap/free:bytes"    // free, not released
-	metricUnused  = "/memory/classes/heap/unused:bytes"  // room in spans that hold objects
+	metricAllocs  = "/gc/heap/allocs:bytes"               // cumulative
+	metricObjects = "/memory/classes/heap/objects:bytes"  // live and not yet swept dead objects
+	metricLive    = "/gc/heap/live:bytes"                 // live at the end of the last collection
+	metricFree    = "/memory/classes/heap/free:bytes"     // free, not released
+	metricUnused  = "/memory/classes/heap/unused:bytes"   // room in spans that hold objects
+	metricFreed   = "/memory/classes/heap/released:bytes" // free and given back to the system
 )
 
 // New returns a Trimmer for cfg, or an error naming the first invalid
@@ -120,7 +122,7 @@ func New(cfg Config) (*Trimmer, error) {
 		return nil, err
 	}
 	t := &Trimmer{cfg: cfg.withDefaults()}
-	for _, name := range []string{metricAllocs, metricObjects, metricLive, metricFree, metricUnused} {
+	for _, name := range []string{metricAllocs, metricObjects, metricLive, metricFree, metricUnused, metricFreed} {
 		t.samples = append(t.samples, metrics.Sample{Name: name})
 	}
 	return t, nil
@@ -129,9 +131,19 @@ func New(cfg Config) (*Trimmer, error) {
 // Trims returns how many times the Trimmer has trimmed.
 func (t *Trimmer) Trims() uint64 { return t.trims.Load() }
 
+// Freed returns the bytes its trims gave back to the system (the growth
+// of the heap's released memory across each).
+func (t *Trimmer) Freed() uint64 { return t.freed.Load() }
+
 // read returns the cumulative bytes allocated and the bytes a trim could
 // return.
 func (t *Trimmer) read() (allocs, reclaimable uint64) {
+	allocs, reclaimable, _ = t.readAll()
+	return allocs, reclaimable
+}
+
+// readAll is read, and the heap's memory released to the system.
+func (t *Trimmer) readAll() (allocs, reclaimable, released uint64) {
 	metrics.Read(t.samples)
 	get := func(i int) uint64 {
 		if t.samples[i].Value.Kind() != metrics.KindUint64 {
@@ -143,7 +155,7 @@ func (t *Trimmer) read() (allocs, reclaimable uint64) {
 	if objects > live {
 		reclaimable = objects - live
 	}
-	return allocs, reclaimable + free + unused
+	return allocs, reclaimable + free + unused, get(5)
 }
 
 // Run samples the runtime every Config.Every and trims when the process
@@ -169,7 +181,7 @@ func (t *Trimmer) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		allocs, reclaimable := t.read()
+		allocs, reclaimable, released := t.readAll()
 		if float64(allocs-last) <= limit {
 			quiet++
 		} else {
@@ -185,9 +197,12 @@ func (t *Trimmer) Run(ctx context.Context) {
 		start := time.Now()
 		debug.FreeOSMemory()
 		t.trims.Add(1)
-		after, left := t.read()
+		after, left, releasedAfter := t.readAll()
+		if releasedAfter > released {
+			t.freed.Add(releasedAfter - released)
+		}
 		last, quiet = after, 0
 		t.cfg.Logger.Info("memory: the process is quiet; returned the heap's unused memory to the system",
-			"reclaimable_bytes", reclaimable, "left_bytes", left, "took", time.Since(start).Round(time.Microsecond))
+			"reclaimable_bytes", reclaimable, "left_bytes", left, "freed_bytes", releasedAfter-min(released, releasedAfter), "took", time.Since(start).Round(time.Microsecond))
 	}
 }
