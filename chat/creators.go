@@ -139,11 +139,11 @@ func (cs *creators) sweep(rate float64, now time.Time) {
 // budgets. It returns the room's creator key (zero when c's address is
 // unknown: it left meanwhile), and which budget is spent, if one is.
 func (h *Hub) mayCreate(c *client, now time.Time) (creatorKey, string) {
-	info, err := h.ep.Info(c.id)
+	ap, err := h.ep.Addr(c.id)
 	if err != nil {
 		return creatorKey{}, ""
 	}
-	addr, ok := netkey.Of(info.RemoteAddr)
+	addr, ok := netkey.OfAddr(ap)
 	if !ok || h.cfg.RoomCreateRate < 0 {
 		return addr, ""
 	}

@@ -104,8 +104,8 @@ func (h *Hub) dedupeID(c *client, id string) string {
 	var who string
 	if u := c.userID(); u != "" {
 		who = "u\x00" + u
-	} else if info, err := h.ep.Info(c.id); err == nil {
-		if k, ok := netkey.Of(info.RemoteAddr); ok {
+	} else if ap, err := h.ep.Addr(c.id); err == nil {
+		if k, ok := netkey.OfAddr(ap); ok {
 			who = "g\x00" + k.String()
 		}
 	}

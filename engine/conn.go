@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -160,6 +161,23 @@ func (c *conn) remote() string {
 	return a.String()
 }
 
+// addr returns the client's address and port without allocating (the zero
+// AddrPort for a connection without one).
+func (c *conn) addr() netip.AddrPort {
+	if c.nbc == nil {
+		return netip.AddrPort{}
+	}
+	switch a := c.nbc.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		return a.AddrPort()
+	case nil:
+		return netip.AddrPort{}
+	default:
+		ap, _ := netip.ParseAddrPort(a.String())
+		return ap
+	}
+}
+
 // queued returns the bytes handed to the socket that it has not yet taken.
 func (c *conn) queued() int64 { return c.sent.Load() - c.written.Load() }
 
@@ -210,7 +228,7 @@ func (c *conn) parse(data []byte, now int64) {
 		c.dropMessage()
 	}
 	cfg := &c.ep.srv.cfg
-	if cfg.MaxBytesPerSecond > 0 && !c.failed && !c.rates.take(&c.rates.bytes, float64(len(data)), cfg, now) {
+	if cfg.MaxBytesPerSecond > 0 && !c.failed && !c.rates.take(&c.rates.bytes, float64(len(data)), cfg.MaxBytesPerSecond, cfg, now) {
 		c.ep.srv.stats.rateLimited.Add(1)
 		c.fail(StatusPolicyViolation, "byte rate limit exceeded")
 	}
@@ -241,12 +259,12 @@ func (c *conn) parse(data []byte, now int64) {
 		wsproto.Mask(payload, h.Key, 0)
 		buf = buf[end:]
 		c.framesIn.Add(1)
-		if cfg.MaxMessagesPerSecond > 0 && !c.rates.take(&c.rates.msgs, 1, cfg, now) {
+		if cfg.MaxMessagesPerSecond > 0 && !c.rates.take(&c.rates.msgs, 1, cfg.MaxMessagesPerSecond, cfg, now) {
 			c.ep.srv.stats.rateLimited.Add(1)
 			c.fail(StatusPolicyViolation, "message rate limit exceeded")
 			break
 		}
-		if h.Op == wsproto.OpPing && cfg.MaxPingsPerSecond > 0 && !c.rates.take(&c.rates.pings, 1, cfg, now) {
+		if h.Op == wsproto.OpPing && cfg.MaxPingsPerSecond > 0 && !c.rates.take(&c.rates.pings, 1, cfg.MaxPingsPerSecond, cfg, now) {
 			// Each ping costs a pong: eight clients pinging as fast as
 			// they could took a healthy client's p99 to 128 ms.
 			c.ep.srv.stats.rateLimited.Add(1)

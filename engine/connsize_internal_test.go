@@ -24,37 +24,37 @@ func TestRatesShareAClock(t *testing.T) {
 	const sec = int64(1e9)
 	now := 100 * sec
 	for i := range 10 {
-		if !r.take(&r.msgs, 1, cfg, now) {
+		if !r.take(&r.msgs, 1, cfg.MaxMessagesPerSecond, cfg, now) {
 			t.Fatalf("message %d refused within the burst", i)
 		}
 	}
-	if r.take(&r.msgs, 1, cfg, now) {
+	if r.take(&r.msgs, 1, cfg.MaxMessagesPerSecond, cfg, now) {
 		t.Fatal("an 11th message in the same instant was allowed")
 	}
-	if !r.take(&r.pings, 2, cfg, now) || r.take(&r.pings, 1, cfg, now) {
+	if !r.take(&r.pings, 2, cfg.MaxPingsPerSecond, cfg, now) || r.take(&r.pings, 1, cfg.MaxPingsPerSecond, cfg, now) {
 		t.Fatal("pings: want 2 allowed, then refused")
 	}
-	if !r.take(&r.bytes, 900, cfg, now) || r.take(&r.bytes, 200, cfg, now) {
+	if !r.take(&r.bytes, 900, cfg.MaxBytesPerSecond, cfg, now) || r.take(&r.bytes, 200, cfg.MaxBytesPerSecond, cfg, now) {
 		t.Fatal("bytes: want 900 allowed, then 200 refused")
 	}
 	// Half a second later, through a bucket of another kind: every bucket
 	// has refilled by half a second's worth.
 	now += sec / 2
-	if !r.take(&r.bytes, 500, cfg, now) {
+	if !r.take(&r.bytes, 500, cfg.MaxBytesPerSecond, cfg, now) {
 		t.Fatal("bytes: 500 refused after half a second")
 	}
 	for i := range 5 {
-		if !r.take(&r.msgs, 1, cfg, now) {
+		if !r.take(&r.msgs, 1, cfg.MaxMessagesPerSecond, cfg, now) {
 			t.Fatalf("message %d refused after half a second", i)
 		}
 	}
-	if r.take(&r.msgs, 1, cfg, now) || !r.take(&r.pings, 1, cfg, now) || r.take(&r.pings, 1, cfg, now) {
+	if r.take(&r.msgs, 1, cfg.MaxMessagesPerSecond, cfg, now) || !r.take(&r.pings, 1, cfg.MaxPingsPerSecond, cfg, now) || r.take(&r.pings, 1, cfg.MaxPingsPerSecond, cfg, now) {
 		t.Fatal("after half a second: want 5 messages and 1 ping, no more")
 	}
 	off := &Config{MaxMessagesPerSecond: 10}
 	r = rates{}
-	r.take(&r.msgs, 10, off, now)
-	if !r.take(&r.msgs, 1, off, now+sec) || r.bytes != 0 || r.pings != 0 {
+	r.take(&r.msgs, 10, off.MaxMessagesPerSecond, off, now)
+	if !r.take(&r.msgs, 1, off.MaxMessagesPerSecond, off, now+sec) || r.bytes != 0 || r.pings != 0 {
 		t.Fatalf("with the other rates off: %+v", r)
 	}
 }

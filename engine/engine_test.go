@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -240,6 +241,27 @@ func TestClientInfo(t *testing.T) {
 	}
 	if _, err := ep.Info(123456); !errors.Is(err, engine.ErrUnknownClient) {
 		t.Fatalf("Info of unknown id: %v", err)
+	}
+	// Addr is RemoteAddr parsed.
+	ap, err := ep.Addr(ids[0])
+	if err != nil || ap != netip.MustParseAddrPort(info.RemoteAddr) {
+		t.Fatalf("Addr = %v, %v; want %s", ap, err, info.RemoteAddr)
+	}
+	if _, err := ep.Addr(123456); !errors.Is(err, engine.ErrUnknownClient) {
+		t.Fatalf("Addr of unknown id: %v", err)
+	}
+}
+
+// TestAddrAllocatesNothing: the chat asks a guest's address per message
+// (its message ids are keyed by it); Info's RemoteAddr is a string made
+// when asked, Addr is not.
+func TestAddrAllocatesNothing(t *testing.T) {
+	app := newRecorder()
+	_, url := start(t, engine.Config{}, app)
+	_, ids := connect(t, app, url, 1)
+	ep := app.endpoint()
+	if n := testing.AllocsPerRun(100, func() { _, _ = ep.Addr(ids[0]) }); n != 0 {
+		t.Fatalf("Addr allocates %v times per call", n)
 	}
 }
 

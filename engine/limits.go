@@ -254,8 +254,9 @@ type rates struct {
 }
 
 // take refills every bucket to now (unix ns), then spends n tokens from
-// spent (one of r's fields) and reports whether it had them.
-func (r *rates) take(spent *float32, n float64, cfg *Config, now int64) bool {
+// spent (one of r's fields, whose rate is rate) and reports whether it had
+// them.
+func (r *rates) take(spent *float32, n, rate float64, cfg *Config, now int64) bool {
 	if r.at != 0 {
 		dt := float64(now-r.at) / 1e9
 		r.msgs = drain(r.msgs, dt*cfg.MaxMessagesPerSecond)
@@ -263,15 +264,6 @@ func (r *rates) take(spent *float32, n float64, cfg *Config, now int64) bool {
 		r.bytes = drain(r.bytes, dt*cfg.MaxBytesPerSecond)
 	}
 	r.at = now
-	var rate float64
-	switch spent {
-	case &r.msgs:
-		rate = cfg.MaxMessagesPerSecond
-	case &r.pings:
-		rate = cfg.MaxPingsPerSecond
-	default:
-		rate = cfg.MaxBytesPerSecond
-	}
 	if float64(*spent)+n > rate {
 		return false
 	}

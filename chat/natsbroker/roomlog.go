@@ -618,7 +618,7 @@ func (b *Broker) reopened(rs *roomSub, s jetstream.Stream, info *jetstream.Strea
 // may be gone, its tails said for ten heartbeats before this node's room
 // was ready again, and a room that then falls silent sends no later
 // message to show the gap. Six stream-info requests per room per
-// reconnect.
+// reconnect, at most maxOpens at a time (tailHeard).
 const (
 	auditFirst = time.Second
 	auditLast  = 32 * time.Second

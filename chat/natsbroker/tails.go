@@ -92,9 +92,18 @@ func (b *Broker) tailHeard(room string, seq uint64) {
 		return
 	}
 	rs.checking = b.spawn(func() {
+		// At most maxOpens at a time, with the reopenings: after a
+		// reconnect every room is audited at once.
+		select {
+		case b.opens <- struct{}{}:
+		case <-b.stop:
+			b.later(func() { rs.checking = false })
+			return
+		}
 		ctx, cancel := b.ctx()
 		info, err := s.Info(ctx)
 		cancel()
+		<-b.opens
 		b.later(func() {
 			rs.checking = false
 			if err != nil || info.Created.UnixMilli() != epoch || rs.repairing {

@@ -15,6 +15,14 @@ func Of(remote string) (netip.Prefix, bool) {
 	if err != nil {
 		return netip.Prefix{}, false
 	}
+	return OfAddr(ap)
+}
+
+// OfAddr is Of for an address already parsed; false if it is not valid.
+func OfAddr(ap netip.AddrPort) (netip.Prefix, bool) {
+	if !ap.Addr().IsValid() {
+		return netip.Prefix{}, false
+	}
 	a := ap.Addr().Unmap()
 	bits := 56
 	if a.Is4() {
